@@ -1,0 +1,31 @@
+import pytest
+
+from planner.errors import ConfigError
+from planner.settings import Settings
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.broker == s.redis_url
+    assert s.tool_modules == []
+    assert (s.max_steps, s.max_args_bytes, s.retention_s) == (200, 65536, 7 * 86400)
+
+
+def test_reads_prefixed_environment():
+    s = Settings.from_env({"CHORDAL_TOOL_MODULES": "a.b, c ,", "CHORDAL_MAX_STEPS": "10",
+                           "CHORDAL_BROKER_URL": "amqp://guest:guest@127.0.0.1//",
+                           "OTHER": "ignored"})
+    assert s.tool_modules == ["a.b", "c"]
+    assert s.max_steps == 10
+    assert s.broker.startswith("amqp://")
+
+
+def test_unknown_variable_is_reported_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"CHORDAL_REDIS_ULR \(did you mean CHORDAL_REDIS_URL"):
+        Settings.from_env({"CHORDAL_REDIS_ULR": "redis://x"})
+
+
+def test_invalid_value_names_the_variable():
+    with pytest.raises(ConfigError, match="CHORDAL_MAX_STEPS: .*integer"):
+        Settings.from_env({"CHORDAL_MAX_STEPS": "lots"})

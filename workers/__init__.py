@@ -1,0 +1,1 @@
+"""Chordal workers: the Celery app, the step task and the tools."""
