@@ -27,5 +27,5 @@ def test_unknown_variable_is_reported_with_a_suggestion():
 
 
 def test_invalid_value_names_the_variable():
-    with pytest.raises(ConfigError, match="CHORDAL_MAX_STEPS: .*integer"):
+    with pytest.raises(ConfigError, match=r"CHORDAL_MAX_STEPS: .*integer"):
         Settings.from_env({"CHORDAL_MAX_STEPS": "lots"})

@@ -76,7 +76,7 @@ def test_registration_errors_are_clear():
     with pytest.raises(ConfigError, match="needs a type annotation"):
         tool(lambda x: x)
     with pytest.raises(ConfigError, match="needs a return annotation"):
-        def no_return(x: int):  # noqa: ANN202
+        def no_return(x: int):
             return x
         tool(no_return)
     with pytest.raises(ConfigError, match="plain named"):
@@ -97,7 +97,7 @@ def test_registry_from_modules_and_duplicates():
 
     with pytest.raises(ConfigError, match="two tools are named 'find_hotels'"):
         other.add(impostor)
-    with pytest.raises(ConfigError, match="CHORDAL_TOOL_MODULES: cannot import 'no.such'"):
+    with pytest.raises(ConfigError, match=r"CHORDAL_TOOL_MODULES: cannot import 'no\.such'"):
         load_registry(["no.such"])
     with pytest.raises(ConfigError, match="defines no tools"):
         load_registry(["json"])

@@ -17,9 +17,9 @@ BASE = {
 }
 
 
-def problems(plan, tools, limits=Limits()) -> list[Problem]:
+def problems(plan, tools, limits: Limits | None = None) -> list[Problem]:
     with pytest.raises(PlanInvalid) as info:
-        validate(plan, tools, limits)
+        validate(plan, tools, limits or Limits())
     return info.value.problems
 
 
