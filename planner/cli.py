@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
-from planner.errors import ChordalError, PlanInvalid
+from planner.client import Client
+from planner.embedded import ensure_redis
+from planner.errors import ChordalError, ConfigError, PlanInvalid
 from planner.plan import load_plan_data, plan_json_schema
 from planner.settings import Settings
 from planner.validation import Limits, ValidPlan, validate
-from workers.tools.registry import ToolRegistry, load_registry
+from planner.view import render
+from workers.tools.registry import DEFAULT_QUEUE, ToolRegistry, load_registry
 
 app = typer.Typer(
     name="chordal",
@@ -99,6 +108,170 @@ def tools(
                   highlight=False, soft_wrap=True)
         out.print(f"  output: {json.dumps(d['output_schema'])}", highlight=False,
                   soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def worker(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1,
+                                                    help="Processes or threads.")] = None,
+    pool: Annotated[str, typer.Option(help="prefork (CPU-bound tools, enforces timeouts) "
+                                           "or threads (I/O-bound tools).")] = "prefork",
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-Q", help="Comma-separated queues (default: every Chordal queue).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+) -> None:
+    """Start a worker (a Celery worker with Chordal's tasks)."""
+    if pool not in ("prefork", "threads", "solo"):
+        raise ConfigError(f"--pool must be prefork, threads or solo, not {pool!r}")
+    s = settings()
+    names = queues or ",".join(sorted(registry(s).queues | {DEFAULT_QUEUE}))
+    from workers.app import app as celery_app
+
+    argv = ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--queues={names}",
+            "--task-events"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        out.print(render(report))
+
+
+def _exit_for(report: dict[str, Any]) -> None:
+    raise typer.Exit(EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED)
+
+
+def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
+             timeout: float | None) -> dict[str, Any] | None:
+    """Validate, submit and optionally wait; shared by `run` and `dev --run`."""
+    data = load_plan_data(path)
+    compiled = client.compile(data)
+    client.ping()
+    missing = client.missing_queues(compiled.queues())
+    if missing:
+        names = ",".join(sorted(missing))
+        err.print(f"warning: no worker consumes queue(s) {names}: the run waits until one "
+                  f"does. Start one with `chordal worker` (or `chordal dev`).",
+                  highlight=False, markup=False)
+    run_id = client.submit(compiled.plan)
+    if not wait:
+        print(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return None
+    if as_json or not out.is_terminal:
+        return client.wait(run_id, timeout)
+    deps = {sid: sorted(ups) for sid, ups in compiled.deps.items()}
+    with Live(render(client.report(run_id), deps), console=out, refresh_per_second=8) as live:
+        report = client.wait(run_id, timeout,
+                             on_event=lambda _id, _f: live.update(
+                                 render(client.report(run_id), deps)))
+        live.update(render(report, deps))
+    return report
+
+
+@app.command()
+@user_errors
+def run(
+    goal: Annotated[str | None, typer.Argument(help="A goal for the planner model.")] = None,
+    plan: Annotated[Path | None, typer.Option("--plan", "-p", help="Run this plan file.")
+                    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end.")
+                    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Stop waiting after S seconds.",
+                                                  min=0)] = None,
+) -> None:
+    """Run a plan: validate, submit, and with --wait follow it to the end.
+
+    Exit status: 0 succeeded, 1 failed or timed out, 2 bad input."""
+    if plan is None:
+        raise ConfigError("planning a goal needs a model, which this version does not have "
+                          "yet; pass a plan file with --plan PLAN.json" if goal else
+                          "pass a plan file with --plan PLAN.json")
+    if goal is not None:
+        raise ConfigError("give either a GOAL or --plan, not both")
+    s = settings()
+    report = run_plan(Client(s, registry(s)), plan, wait, as_json, timeout)
+    if report is not None:
+        if as_json or not out.is_terminal:
+            _print_report(report, as_json)
+        _exit_for(report)
+
+
+@app.command()
+@user_errors
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Print a run's report."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    report = client.report(run_id)
+    _print_report(report, as_json)
+
+
+@app.command()
+@user_errors
+def dev(
+    run_path: Annotated[Path | None, typer.Option(
+        "--run", help="Run this plan, print its report, then stop everything.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="With --run: a JSON report.")
+                       ] = False,
+    timeout: Annotated[float, typer.Option(help="With --run: seconds to wait.", min=1)
+                       ] = 120.0,
+) -> None:
+    """Redis (embedded if none is configured or running) plus a worker, in the foreground.
+    Ctrl-C stops them all."""
+    s = settings()  # fail early on a bad CHORDAL_* variable
+    with ExitStack() as stack:
+        embedded = ensure_redis()
+        if embedded:
+            stack.callback(embedded.stop)
+            err.print(f"dev: started an embedded Redis at {embedded.url}", highlight=False)
+        cmd = [sys.executable, "-m", "planner.cli", "worker", f"--concurrency={concurrency}"]
+        log = None
+        if run_path:
+            # The worker's banner and log would bury the report: they go to a file.
+            log = stack.enter_context(tempfile.NamedTemporaryFile(
+                prefix="chordal-worker-", suffix=".log", delete=False))
+            err.print(f"dev: worker log in {log.name}", highlight=False)
+        worker_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log else None)
+        stack.callback(_stop, worker_proc)
+        try:
+            if run_path is None:
+                err.print("dev: worker started; Ctrl-C stops everything", highlight=False)
+                worker_proc.wait()
+                return
+            client = Client(s, registry(s))
+            deadline = time.monotonic() + 60
+            while client.missing_queues({DEFAULT_QUEUE}, timeout=0.5):
+                if worker_proc.poll() is not None or time.monotonic() > deadline:
+                    raise ConfigError(f"dev: the worker did not start; see {log and log.name}")
+            report = run_plan(client, run_path, True, as_json, timeout)
+            assert report is not None
+            if as_json or not out.is_terminal:
+                _print_report(report, as_json)
+            _exit_for(report)
+        except KeyboardInterrupt:
+            err.print("dev: stopping", highlight=False)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (running steps finish or are requeued), then kill if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def main() -> None:

@@ -1,0 +1,100 @@
+"""Submit plans, follow runs, read reports: what apps, the CLI and the API use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from celery import Celery
+
+from planner.compiler import CompiledPlan, Mode
+from planner.errors import ConfigError, NoWorkerError
+from planner.plan import Plan
+from planner.settings import Settings
+from planner.store import TERMINAL_RUN, RunStore
+from planner.validation import Limits, validate
+from workers.tools.registry import ToolRegistry, load_registry
+
+EventHandler = Callable[[str, dict[str, str]], None]
+
+
+class Client:
+    """A connection to a Chordal deployment (its Redis and its broker)."""
+
+    def __init__(self, settings: Settings | None = None, tools: ToolRegistry | None = None,
+                 app: Celery | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.tools = tools if tools is not None else load_registry(self.settings.tool_modules)
+        self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
+        self._app = app
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            from workers.app import make_app
+
+            self._app = make_app(self.settings)
+        return self._app
+
+    def ping(self) -> None:
+        """Fail with one clear line if the run store's Redis cannot be reached."""
+        try:
+            self.store.r.ping()
+        except redis.RedisError as exc:
+            raise ConfigError(f"cannot reach Redis at CHORDAL_REDIS_URL="
+                              f"{self.settings.redis_url} ({exc}); start Redis, or run "
+                              "`chordal dev`, which starts one") from None
+
+    def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
+        limits = Limits(self.settings.max_steps, self.settings.max_args_bytes)
+        return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools)
+
+    def submit(self, plan: Plan | Mapping[str, Any], *, mode: Mode = "dataflow",
+               run_id: str | None = None) -> str:
+        """Validate, record and start a run; return its id. Raises ``PlanInvalid``."""
+        compiled = self.compile(plan)
+        self.ping()
+        run_id = self.store.create_run(compiled.plan, compiled.deps, run_id)
+        self.store.start_run(run_id)
+        compiled.start_canvas(self.app, run_id, 1, mode).apply_async()
+        return run_id
+
+    def report(self, run_id: str) -> dict[str, Any]:
+        return self.store.report(run_id)
+
+    def wait(self, run_id: str, timeout: float | None = None,
+             on_event: EventHandler | None = None) -> dict[str, Any]:
+        """Block until the run ends (or ``timeout`` seconds pass); return its report."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = "0-0"
+        while True:
+            if self.store.run_fields(run_id).get("status") in TERMINAL_RUN:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            block = 500 if left is None else max(1, min(500, int(left * 1000)))
+            for event_id, fields in self.store.events(run_id, cursor, block_ms=block):
+                cursor = event_id
+                if on_event:
+                    on_event(event_id, fields)
+        return self.report(run_id)
+
+    def cancel(self, run_id: str) -> bool:
+        return self.store.cancel(run_id)
+
+    def missing_queues(self, queues: set[str], timeout: float = 1.0) -> set[str]:
+        """The queues that no running worker consumes (all of them if none answers)."""
+        replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        consumed = {q["name"] for qs in replies.values() for q in qs}
+        return queues - consumed
+
+    def require_workers(self, plan: Plan | Mapping[str, Any]) -> None:
+        missing = self.missing_queues(self.compile(plan).queues())
+        if missing:
+            names = ",".join(sorted(missing))
+            raise NoWorkerError(f"no worker consumes queue(s) {names}; start one with "
+                                f"`chordal worker` (all queues) or `chordal worker "
+                                f"--queues {names}`")
