@@ -170,3 +170,8 @@ def replan(run_id: str, step_id: str, version: int) -> None:
         "cause": failed.get("error"),
         "completed": sorted(s for s, st in states.items() if st.get("status") == "succeeded"),
     })
+
+
+@app.task(name="chordal.noop")
+def noop() -> None:
+    """Does nothing: the raw-Celery baseline in bench/, and a cheap health check."""

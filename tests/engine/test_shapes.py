@@ -54,7 +54,7 @@ def test_fan_in(any_engine: Engine):
 def test_diamond(engine: Engine):
     report = check(engine, plan(step("top", value=[1]),
                                 step("left", value=[{"$ref": "top.0"}]),
-                                step("right", value=[2]  , deps=["top"]),
+                                step("right", value=[2], deps=["top"]),
                                 step("bottom", "concat",
                                      items=[{"$ref": "left"}, {"$ref": "right"}])))
     assert report["answer"] == {"bottom": [1, 2]}
