@@ -68,7 +68,7 @@ def registry(s: Settings) -> ToolRegistry:
 
 
 def load_valid_plan(path: Path, s: Settings, tools: ToolRegistry) -> ValidPlan:
-    return validate(load_plan_data(path), tools, Limits(s.max_steps, s.max_args_bytes))
+    return validate(load_plan_data(path), tools, Limits.from_settings(s))
 
 
 @app.command()

@@ -48,7 +48,7 @@ class Client:
                               "`chordal dev`, which starts one") from None
 
     def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
-        limits = Limits(self.settings.max_steps, self.settings.max_args_bytes)
+        limits = Limits.from_settings(self.settings)
         return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools)
 
     def submit(self, plan: Plan | Mapping[str, Any], *, mode: Mode = "dataflow",

@@ -14,6 +14,7 @@ from planner.errors import PlanInvalid, Problem
 from planner.graph import Shape, find_cycle, shape
 from planner.plan import Plan, Step
 from planner.refs import Ref, iter_refs, schema_allows_path
+from planner.settings import Settings
 from workers.tools.registry import Tool
 
 
@@ -21,6 +22,17 @@ from workers.tools.registry import Tool
 class Limits:
     max_steps: int = 200
     max_args_bytes: int = 65_536
+    # Longest a step's attempt plus its retry delay may take before the broker redelivers
+    # it to another worker (Redis's visibility timeout); None where the broker has none.
+    max_attempt_s: float | None = None
+    retry_delay_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        on_redis = settings.broker.startswith(("redis", "rediss"))
+        return cls(settings.max_steps, settings.max_args_bytes,
+                   float(settings.visibility_timeout_s) if on_redis else None,
+                   settings.retry_backoff_max_s)
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,15 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
         known = ", ".join(sorted(tools)) or "none"
         out.append(Problem(s.id, "tool", f"unknown tool {s.tool!r} (registered: {known})"))
         return out
+    timeout = s.timeout_s if s.timeout_s is not None else t.timeout_s
+    if limits.max_attempt_s is not None and timeout + limits.retry_delay_s >= \
+            limits.max_attempt_s:
+        where = "timeout_s" if s.timeout_s is not None else f"timeout_s (tool {t.name!r})"
+        out.append(Problem(s.id, where, (
+            f"{timeout:g} s plus a retry delay of up to {limits.retry_delay_s:g} s reaches "
+            f"CHORDAL_VISIBILITY_TIMEOUT_S={limits.max_attempt_s:g}: Redis would deliver "
+            "the step to a second worker while it runs; lower timeout_s or raise "
+            "CHORDAL_VISIBILITY_TIMEOUT_S")))
     reported: set[str] = set()
     try:
         t.input_model.model_validate(s.args)

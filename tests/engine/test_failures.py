@@ -127,10 +127,13 @@ def test_worker_killed_mid_step_loses_nothing(kill_env: dict[str, str], tmp_path
     rescuer = None
     try:
         wait_for_queues(client, {"chordal"}, victim)
-        run_id = client.submit(plan(step("first", value="f"),
-                                    step("long", "sleep", seconds=3, value="done",
-                                         deps=["first"]),
-                                    step("last", value={"$ref": "long"})))
+        # Step timeouts must stay under the short visibility timeout (validation says so).
+        steps = [step("first", value="f"),
+                 step("long", "sleep", seconds=3, value="done", deps=["first"]),
+                 step("last", value={"$ref": "long"})]
+        for s in steps:
+            s["timeout_s"] = 6
+        run_id = client.submit(plan(*steps))
         deadline = time.monotonic() + 20
         while client.report(run_id)["steps"]["long"]["status"] != "running":
             assert time.monotonic() < deadline, "step never started"
