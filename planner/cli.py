@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 
 from planner.client import Client
 from planner.embedded import ensure_redis
 from planner.errors import ChordalError, ConfigError, PlanInvalid
+from planner.llm import LLM_QUEUE, require_model
+from planner.llm.roles import plan_goal
 from planner.plan import load_plan_data, plan_json_schema
+from planner.refs import referenced_steps
 from planner.settings import Settings
 from planner.validation import Limits, ValidPlan, validate
 from planner.view import render
@@ -147,31 +150,59 @@ def _exit_for(report: dict[str, Any]) -> None:
     raise typer.Exit(EXIT_OK if report["status"] == "succeeded" else EXIT_FAILED)
 
 
+def follow(client: Client, run_id: str, as_json: bool, timeout: float | None,
+           deps: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Wait for a run: quietly for --json or a pipe, with a live view on a terminal."""
+    if as_json or not out.is_terminal:
+        return client.wait(run_id, timeout)
+
+    def view() -> Group:
+        report = client.report(run_id)
+        steps = (report.get("plan") or {}).get("steps", [])
+        plan_deps = deps or {s["id"]: sorted(set(s["depends_on"]) | referenced_steps(s["args"]))
+                             for s in steps}
+        return render(report, plan_deps)
+
+    with Live(view(), console=out, refresh_per_second=8) as live:
+        report = client.wait(run_id, timeout, on_event=lambda _id, _f: live.update(view()))
+        live.update(view())
+    return report
+
+
+def warn_missing_workers(client: Client, queues: set[str]) -> None:
+    missing = client.missing_queues(queues)
+    if missing:
+        names = ",".join(sorted(missing))
+        err.print(f"warning: no worker consumes queue(s) {names}: the run waits until one "
+                  f"does. Start one with `chordal worker` (or `chordal dev`).",
+                  highlight=False, markup=False)
+
+
 def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
              timeout: float | None) -> dict[str, Any] | None:
     """Validate, submit and optionally wait; shared by `run` and `dev --run`."""
     data = load_plan_data(path)
     compiled = client.compile(data)
     client.ping()
-    missing = client.missing_queues(compiled.queues())
-    if missing:
-        names = ",".join(sorted(missing))
-        err.print(f"warning: no worker consumes queue(s) {names}: the run waits until one "
-                  f"does. Start one with `chordal worker` (or `chordal dev`).",
-                  highlight=False, markup=False)
+    warn_missing_workers(client, compiled.queues())
     run_id = client.submit(compiled.plan)
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
-    if as_json or not out.is_terminal:
-        return client.wait(run_id, timeout)
-    deps = {sid: sorted(ups) for sid, ups in compiled.deps.items()}
-    with Live(render(client.report(run_id), deps), console=out, refresh_per_second=8) as live:
-        report = client.wait(run_id, timeout,
-                             on_event=lambda _id, _f: live.update(
-                                 render(client.report(run_id), deps)))
-        live.update(render(report, deps))
-    return report
+    return follow(client, run_id, as_json, timeout,
+                  {sid: sorted(ups) for sid, ups in compiled.deps.items()})
+
+
+def run_goal(client: Client, goal: str, wait: bool, as_json: bool, timeout: float | None,
+             budget_tokens: int | None = None, budget_usd: float | None = None
+             ) -> dict[str, Any] | None:
+    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`."""
+    run_id = client.submit_goal(goal, budget_tokens=budget_tokens, budget_usd=budget_usd)
+    warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
+    if not wait:
+        print(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return None
+    return follow(client, run_id, as_json, timeout)
 
 
 @app.command()
@@ -185,22 +216,53 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Stop waiting after S seconds.",
                                                   min=0)] = None,
+    budget_tokens: Annotated[int | None, typer.Option(
+        help="With a GOAL: stop the run past this many model tokens.", min=1)] = None,
+    budget_usd: Annotated[float | None, typer.Option(
+        help="With a GOAL: stop the run past this estimated cost in USD.", min=0)] = None,
 ) -> None:
-    """Run a plan: validate, submit, and with --wait follow it to the end.
+    """Run a goal (planned by the model) or a plan file: submit, and with --wait follow it.
 
     Exit status: 0 succeeded, 1 failed or timed out, 2 bad input."""
-    if plan is None:
-        raise ConfigError("planning a goal needs a model, which this version does not have "
-                          "yet; pass a plan file with --plan PLAN.json" if goal else
-                          "pass a plan file with --plan PLAN.json")
-    if goal is not None:
-        raise ConfigError("give either a GOAL or --plan, not both")
+    if (goal is None) == (plan is None):
+        raise ConfigError("give a GOAL (planned by the model) or --plan PLAN.json, not "
+                          + ("both" if goal else "neither"))
     s = settings()
-    report = run_plan(Client(s, registry(s)), plan, wait, as_json, timeout)
+    client = Client(s, registry(s))
+    if plan is not None:
+        report = run_plan(client, plan, wait, as_json, timeout)
+    else:
+        assert goal is not None
+        report = run_goal(client, goal, wait, as_json, timeout, budget_tokens, budget_usd)
     if report is not None:
         if as_json or not out.is_terminal:
             _print_report(report, as_json)
         _exit_for(report)
+
+
+@app.command("plan")
+@user_errors
+def plan_cmd(
+    goal: Annotated[str, typer.Argument(help="What to plan for.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the plan's JSON.")
+                       ] = False,
+) -> None:
+    """Plan a goal with the model and print the plan without running it (review or edit
+    it, then `chordal run --plan`)."""
+    s = settings()
+    tools = registry(s)
+    outcome = plan_goal(require_model(s), s, tools, goal)
+    if outcome.plan is None:
+        raise PlanInvalid(outcome.problems)
+    text = outcome.plan.model_dump_json(indent=2)
+    if as_json:
+        print(text)
+        return
+    summary = validate(outcome.plan, tools, Limits.from_settings(s)).shape.summary()
+    err.print(f"plan for {goal!r}: {summary}", highlight=False, markup=False)
+    print(text)
+    tokens = sum(r.usage.total_tokens for r in outcome.responses)
+    err.print(f"{outcome.attempts} model call(s), {tokens} tokens", highlight=False)
 
 
 @app.command()
@@ -222,6 +284,9 @@ def status(
 def dev(
     run_path: Annotated[Path | None, typer.Option(
         "--run", help="Run this plan, print its report, then stop everything.")] = None,
+    goal: Annotated[str | None, typer.Option(
+        "--goal", help="Plan this goal with the model, run it, print the report, stop.")
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="With --run: a JSON report.")
                        ] = False,
@@ -238,7 +303,10 @@ def dev(
             err.print(f"dev: started an embedded Redis at {embedded.url}", highlight=False)
         cmd = [sys.executable, "-m", "planner.cli", "worker", f"--concurrency={concurrency}"]
         log = None
-        if run_path:
+        if run_path and goal:
+            raise ConfigError("give --run PLAN.json or --goal GOAL, not both")
+        once = run_path is not None or goal is not None
+        if once:
             # The worker's banner and log would bury the report: they go to a file.
             log = stack.enter_context(tempfile.NamedTemporaryFile(
                 prefix="chordal-worker-", suffix=".log", delete=False))
@@ -246,7 +314,7 @@ def dev(
         worker_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log else None)
         stack.callback(_stop, worker_proc)
         try:
-            if run_path is None:
+            if not once:
                 err.print("dev: worker started; Ctrl-C stops everything", highlight=False)
                 worker_proc.wait()
                 return
@@ -255,7 +323,8 @@ def dev(
             while client.missing_queues({DEFAULT_QUEUE}, timeout=0.5):
                 if worker_proc.poll() is not None or time.monotonic() > deadline:
                     raise ConfigError(f"dev: the worker did not start; see {log and log.name}")
-            report = run_plan(client, run_path, True, as_json, timeout)
+            report = (run_plan(client, run_path, True, as_json, timeout) if run_path else
+                      run_goal(client, str(goal), True, as_json, timeout))
             assert report is not None
             if as_json or not out.is_terminal:
                 _print_report(report, as_json)

@@ -11,6 +11,10 @@ from celery import Celery
 
 from planner.compiler import CompiledPlan, Mode
 from planner.errors import ConfigError, NoWorkerError
+from planner.llm import LLM_QUEUE, require_model
+from planner.llm.model import ROLES
+from planner.llm.roles import role_config
+from planner.llm.usage import summarize
 from planner.plan import Plan
 from planner.settings import Settings
 from planner.store import TERMINAL_RUN, RunStore
@@ -56,13 +60,42 @@ class Client:
         """Validate, record and start a run; return its id. Raises ``PlanInvalid``."""
         compiled = self.compile(plan)
         self.ping()
-        run_id = self.store.create_run(compiled.plan, compiled.deps, run_id)
+        run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
+                                       run_id)
         self.store.start_run(run_id)
         compiled.start_canvas(self.app, run_id, 1, mode).apply_async()
         return run_id
 
+    def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
+                    budget_tokens: int | None = None, budget_usd: float | None = None,
+                    run_id: str | None = None) -> str:
+        """Start a run from a goal: the planner model plans it on a worker, then it runs.
+
+        ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
+        ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
+        if not goal.strip():
+            raise ConfigError("the goal is empty")
+        require_model(self.settings)  # says exactly what to set when there is none
+        for role, over in (roles or {}).items():
+            if role not in ROLES:
+                raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+            role_config(self.settings, role, {role: over})
+        self.ping()
+        options: dict[str, Any] = {"roles": dict(roles or {})}
+        if budget_tokens is not None:
+            options["budget_tokens"] = budget_tokens
+        if budget_usd is not None:
+            options["budget_usd"] = budget_usd
+        run_id = self.store.create_run(goal, run_id=run_id, options=options)
+        self.app.signature("chordal.plan", args=(run_id,), immutable=True, queue=LLM_QUEUE,
+                           task_id=f"{run_id}.0.plan").apply_async()
+        return run_id
+
     def report(self, run_id: str) -> dict[str, Any]:
-        return self.store.report(run_id)
+        """The run report, with ``usage`` (tokens by role and step, estimated cost)."""
+        report = self.store.report(run_id)
+        report["usage"] = summarize(self.store.usage_fields(run_id), self.settings.prices)
+        return report
 
     def wait(self, run_id: str, timeout: float | None = None,
              on_event: EventHandler | None = None) -> dict[str, Any]:

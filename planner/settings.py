@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -14,6 +15,15 @@ from planner.errors import ConfigError
 
 PREFIX = "CHORDAL_"
 DAY = 86_400
+# Defaults from the anthropic SDK's model list: a strong model plans, a fast one executes.
+STRONG_MODEL = "claude-opus-5-5"
+FAST_MODEL = "claude-haiku-5-5"
+# USD per million tokens by model-id prefix, an estimate to override with CHORDAL_PRICES.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "claude-opus": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
+    "claude-sonnet": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
+    "claude-haiku": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
+}
 
 
 class Settings(BaseSettings):
@@ -40,6 +50,47 @@ class Settings(BaseSettings):
         description="Seconds before Redis redelivers an unacknowledged step; must exceed the "
                     "longest step plus its retry delays.")
     worker_prefetch: int = Field(1, ge=1, description="Messages a worker process reserves.")
+
+    # -- the model ---------------------------------------------------------------------
+    llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "
+                                              "is set) or 'scripted:PATH'.")
+    # Temperatures are sent only when set: current models pick their own sampling, and the
+    # SDK no longer takes the parameter (it goes as an extra body field).
+    planner_model: str = Field(STRONG_MODEL, description="Model that plans.")
+    planner_max_tokens: int = Field(8_192, ge=1)
+    planner_temperature: float | None = Field(None, ge=0, le=1)
+    replanner_model: str = Field(STRONG_MODEL, description="Model that replans.")
+    replanner_max_tokens: int = Field(8_192, ge=1)
+    replanner_temperature: float | None = Field(None, ge=0, le=1)
+    executor_model: str = Field(FAST_MODEL, description="Model of `llm` steps.")
+    executor_max_tokens: int = Field(2_048, ge=1)
+    executor_temperature: float | None = Field(None, ge=0, le=1)
+    synthesizer_model: str = Field(FAST_MODEL, description="Model that writes the answer.")
+    synthesizer_max_tokens: int = Field(2_048, ge=1)
+    synthesizer_temperature: float | None = Field(None, ge=0, le=1)
+    plan_repairs: int = Field(2, ge=0, le=10, description="Times an invalid plan goes back "
+                                                          "to the model for repair.")
+    llm_timeout_s: float = Field(120.0, gt=0, description="Seconds per model request.")
+    llm_max_retries: int = Field(3, ge=0, description="SDK retries of 429/529/5xx/timeouts "
+                                                      "(honouring retry-after) per attempt.")
+    llm_rate_limit_per_min: int | None = Field(
+        None, ge=1, description="Model calls per minute, shared by every worker.")
+    budget_tokens: int | None = Field(None, ge=1, description="Per-run token budget.")
+    budget_usd: float | None = Field(None, gt=0, description="Per-run budget in USD.")
+    prices: Annotated[dict[str, dict[str, float]], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per million tokens by model-id prefix (JSON): input, output, "
+                    "cache_read, cache_write.")
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc.msg}") from None
+        return value
 
     @field_validator("tool_modules", mode="before")
     @classmethod

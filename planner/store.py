@@ -189,9 +189,13 @@ class Keys:
     def claims(self) -> str:
         return self._k(":claims")
 
+    @property
+    def usage(self) -> str:
+        return self._k(":usage")
+
     def all(self) -> list[str]:
         return [self.run, self.steps, self.outputs, self.deps, self.plans, self.events,
-                self.claims]
+                self.claims, self.usage]
 
 
 INDEX_KEY = "chordal:runs"
@@ -220,9 +224,11 @@ class RunStore:
                    retention_s)
 
     # -- runs ----------------------------------------------------------------------------
-    def create_run(self, plan: Plan, deps: Mapping[str, Iterable[str]],
-                   run_id: str | None = None) -> str:
-        """Record a new run (status ``pending``) with plan version 1."""
+    def create_run(self, goal: str, plan: Plan | None = None,
+                   deps: Mapping[str, Iterable[str]] | None = None, run_id: str | None = None,
+                   options: Mapping[str, Any] | None = None) -> str:
+        """Record a new run (status ``pending``), with plan version 1 if it has a plan yet
+        (a goal is planned by the model first). ``options`` are per-run overrides."""
         run_id = run_id or new_run_id()
         k = Keys(run_id)
         now = self.r.time()
@@ -230,26 +236,47 @@ class RunStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.hsetnx(k.run, "id", run_id)
         pipe.hset(k.run, mapping={
-            "goal": plan.goal, "status": "pending", "version": "1", "created_at": stamp,
-            "remaining": str(len(plan.steps)), "answer": "", "error": "",
+            "goal": goal, "status": "pending", "version": "0", "created_at": stamp,
+            "remaining": "0", "answer": "", "error": "",
+            "options": json.dumps(dict(options or {})),
         })
-        pipe.hset(k.plans, "1", plan.model_dump_json())
-        fields: dict[Any, Any] = {}
-        for step in plan.steps:
-            fields[f"{step.id}.status"] = "pending"
-            fields[f"{step.id}.attempts"] = "0"
-        pipe.hset(k.steps, mapping=fields)
-        pipe.hset(k.deps, mapping={sid: str(len(list(ups))) for sid, ups in deps.items()})
         pipe.xadd(k.events, {"type": "run.created", "step": "", "status": "pending",
                              "ts": stamp, "data": ""}, maxlen=EVENTS_MAXLEN, approximate=True)
-        for key in k.all():
+        for key in (k.run, k.events):
             pipe.expire(key, self.retention_s)
         pipe.zadd(INDEX_KEY, {run_id: float(stamp)})
         pipe.zremrangebyscore(INDEX_KEY, 0, float(now[0]) - self.retention_s)
-        created = pipe.execute()
-        if not created[0]:
+        if not pipe.execute()[0]:
             raise ValueError(f"run {run_id!r} exists already")
+        if plan is not None:
+            self.add_plan(run_id, 1, plan, deps if deps is not None else plan.dependencies())
         return run_id
+
+    def add_plan(self, run_id: str, version: int, plan: Plan,
+                 deps: Mapping[str, Iterable[str]]) -> None:
+        """Make ``plan`` the run's current version: its steps start pending, their
+        dependency counters full. Steps already finished keep their state and outputs."""
+        k = Keys(run_id)
+        states = self.step_states(run_id)
+        finished = {s for s, st in states.items()
+                    if st.get("status") in ("succeeded", "skipped", "failed")}
+        fields: dict[Any, Any] = {}
+        for step in plan.steps:
+            if step.id not in finished:
+                fields[f"{step.id}.status"] = "pending"
+                fields[f"{step.id}.attempts"] = "0"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(k.plans, str(version), plan.model_dump_json())
+        if fields:
+            pipe.hset(k.steps, mapping=fields)
+        pipe.hset(k.deps, mapping={
+            sid: str(len([u for u in ups if u not in finished])) for sid, ups in deps.items()})
+        pipe.hset(k.run, mapping={"version": str(version),
+                                  "remaining": str(len(plan.steps) - len(
+                                      finished & {s.id for s in plan.steps}))})
+        for key in k.all():
+            pipe.expire(key, self.retention_s)
+        pipe.execute()
 
     def start_run(self, run_id: str) -> bool:
         k = Keys(run_id)
@@ -316,6 +343,24 @@ class RunStore:
         return bool(self._fail(keys=[k.run, k.steps, k.events],
                                args=[step_id, json.dumps(error), worker]))
 
+    def record_usage(self, run_id: str, role: str, model: str, step_id: str | None,
+                     counts: Mapping[str, int | float]) -> None:
+        """Add one model call's tokens and latency to the run's counters."""
+        k = Keys(run_id)
+        prefix = f"{role}|{model.replace('|', '/')}|{step_id or ''}|"
+        pipe = self.r.pipeline(transaction=True)
+        for metric, value in counts.items():
+            pipe.hincrby(k.usage, prefix + metric, int(value))
+        pipe.expire(k.usage, self.retention_s)
+        pipe.execute()
+
+    def usage_fields(self, run_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(Keys(run_id).usage))
+
+    def options(self, run_id: str) -> dict[str, Any]:
+        raw = cast(str | None, self.r.hget(Keys(run_id).run, "options"))
+        return cast(dict[str, Any], json.loads(raw)) if raw else {}
+
     def claim(self, run_id: str, name: str, holder: str) -> bool:
         """Claim ``name`` for this run once (e.g. ``replan:1``): the first caller wins, so a
         callback that fires twice acts once."""
@@ -368,16 +413,17 @@ class RunStore:
     def report(self, run_id: str) -> dict[str, Any]:
         """The run report: ``{run_id, status, goal, answer, error, ..., steps: {...}}``."""
         run = self.run_fields(run_id)
-        version = int(run.get("version", "1"))
-        plan = self.plan(run_id, version)
+        version = int(run.get("version", "0"))
+        plan = self.plan(run_id, version) if version else None
         states = self.step_states(run_id)
-        outputs = self.outputs(run_id, [s.id for s in plan.steps])
+        step_ids = [s.id for s in plan.steps] if plan else []
+        outputs = self.outputs(run_id, step_ids)
         steps: dict[str, Any] = {}
-        for step in plan.steps:
-            st = states.get(step.id, {})
-            steps[step.id] = {
+        for sid in step_ids:
+            st = states.get(sid, {})
+            steps[sid] = {
                 "status": st.get("status", "pending"),
-                "output": outputs.get(step.id),
+                "output": outputs.get(sid),
                 "error": json.loads(st["error"]) if st.get("error") else None,
                 "attempts": int(st.get("attempts", "0")),
                 "started_at": rfc3339(st.get("started_at")),
@@ -394,6 +440,7 @@ class RunStore:
             "created_at": rfc3339(run.get("created_at")),
             "finished_at": rfc3339(run.get("finished_at")),
             "steps": steps,
+            "plan": plan.model_dump(mode="json") if plan else None,
         }
 
     def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:

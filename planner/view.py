@@ -47,7 +47,14 @@ def render(report: dict[str, Any], deps: dict[str, list[str]] | None = None) -> 
         table.add_row(*cells)
     parts: list[Any] = [title, table]
     if report.get("answer") is not None:
-        parts.append(Text.assemble(("answer: ", "bold"), _short(report["answer"], 2_000)))
+        answer = report["answer"]
+        parts.append(Text.assemble(("answer: ", "bold"), answer if isinstance(answer, str)
+                                   else _short(answer, 2_000)))
+    usage = (report.get("usage") or {}).get("total") or {}
+    if usage.get("calls"):
+        parts.append(Text(f"model: {usage['calls']} call(s), {usage['total_tokens']} tokens "
+                          f"(cache read {usage['cache_read_input_tokens']}), "
+                          f"~${usage['cost_usd']:.4f}", style="dim"))
     if report.get("error"):
         parts.append(Text.assemble(("error: ", "bold red"), report["error"].get("message", "")))
     return Group(*parts)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from functools import cache
 from threading import Lock
+from typing import Any
 
 from planner.compiler import CompiledPlan
+from planner.llm import make_model
+from planner.llm.metered import MeteredModel
+from planner.llm.model import Model
+from planner.llm.ratelimit import RateLimiter
+from planner.llm.roles import executor_request
 from planner.settings import Settings
 from planner.store import RunStore
 from workers.tools.registry import ToolRegistry, load_registry
@@ -21,6 +27,30 @@ class Runtime:
         self.tools: ToolRegistry = load_registry(settings.tool_modules)
         self._plans: OrderedDict[tuple[str, int], CompiledPlan] = OrderedDict()
         self._lock = Lock()
+        self.model: Model | None = make_model(settings)
+        self.limiter = (RateLimiter(self.store.r, settings.llm_rate_limit_per_min)
+                        if settings.llm_rate_limit_per_min else None)
+
+    def metered(self, run_id: str, step_id: str | None = None) -> MeteredModel | None:
+        if self.model is None:
+            return None
+        return MeteredModel(self.model, self.store, self.settings, run_id, step_id,
+                            self.limiter)
+
+    def ask(self, run_id: str, step_id: str) -> Any:
+        """The ``ctx.llm`` of a step: the executor role, metered to this run and step
+        (built on first use, so steps that never ask pay nothing)."""
+        if self.model is None:
+            return None
+
+        def ask(parts: list[Any], system: str | None) -> str:
+            metered = self.metered(run_id, step_id)
+            assert metered is not None
+            request = executor_request(self.settings, parts, system,
+                                       metered.options.get("roles"))
+            return metered.complete(request).text()
+
+        return ask
 
     def compiled(self, run_id: str, version: int) -> CompiledPlan:
         """A run's plan version, compiled; cached because plan versions never change."""

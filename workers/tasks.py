@@ -15,7 +15,9 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from planner.compiler import STEP_TASK, CompiledPlan, Mode
-from planner.errors import PermanentError, RefError, ToolError, TransientError
+from planner.errors import ChordalError, PermanentError, RefError, ToolError, TransientError
+from planner.llm import LLM_QUEUE, NO_MODEL
+from planner.llm.roles import plan_goal, synthesize_request
 from planner.refs import referenced_steps, resolve
 from planner.store import Finish
 from workers.app import app
@@ -23,6 +25,8 @@ from workers.runtime import Runtime, runtime
 from workers.tools.registry import DEFAULT_QUEUE, ToolContext
 
 log = logging.getLogger("chordal.worker")
+# Celery-level retries of a model call whose SDK retries were all used (429/529/5xx).
+MODEL_TASK_RETRIES = 5
 
 
 def backoff_s(rt: Runtime, attempt: int) -> float:
@@ -73,11 +77,13 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
         return
 
     attempt = begin.attempt
+    retry_after: float | None = None
     step = compiled.plan.step(step_id)
     tool = compiled.tool_of(step_id)
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
-        output = tool.invoke(args, ToolContext(run_id, step_id, attempt))
+        output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
+                                               rt.ask(run_id, step_id)))
     except SoftTimeLimitExceeded:
         kind: type[ToolError] = TransientError
         error = {"type": "Timeout", "transient": True, "attempt": attempt,
@@ -88,6 +94,7 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
     except Exception as exc:
         kind = tool.classify(exc)
         error = _error(exc, kind, attempt)
+        retry_after = getattr(exc, "retry_after_s", None)
     else:
         finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
                                       dependents=compiled.dependents[step_id])
@@ -95,10 +102,15 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
         return
 
     if kind is TransientError and attempt < max_attempts:
-        delay = backoff_s(rt, attempt)
+        delay = retry_delay(rt, attempt, retry_after)
         rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)})
         raise self.retry(countdown=delay)
     give_up(rt, compiled, run_id, step_id, version, worker, mode, error)
+
+
+def retry_delay(rt: Runtime, attempt: int, retry_after: float | None) -> float:
+    """Backoff with jitter, but never sooner than the provider's retry-after."""
+    return max(backoff_s(rt, attempt), retry_after or 0.0)
 
 
 def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
@@ -134,7 +146,8 @@ def _redispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
 
 @app.task(name="chordal.finalize")
 def finalize(run_id: str, version: int) -> None:
-    """The join: without a model, the answer is the sink steps' outputs by step id."""
+    """The join. With a model, the synthesizer writes the answer (on the `llm` queue);
+    without one, the answer is the sink steps' outputs by step id."""
     rt = runtime()
     compiled = rt.compiled(run_id, version)
     states = rt.store.step_states(run_id)
@@ -143,8 +156,73 @@ def finalize(run_id: str, version: int) -> None:
     if unfinished:
         log.warning("run %s: join reached with unfinished steps %s", run_id, unfinished)
         return
+    if rt.model is not None:
+        app.signature("chordal.synthesize", args=(run_id, version), immutable=True,
+                      queue=LLM_QUEUE, task_id=f"{run_id}.{version}.synthesize").apply_async()
+        return
     outputs = rt.store.outputs(run_id, compiled.sinks)
     rt.store.finish_run(run_id, "succeeded", answer={s: outputs.get(s) for s in compiled.sinks})
+
+
+@app.task(name="chordal.synthesize", bind=True, max_retries=None)
+def synthesize(self: Task, run_id: str, version: int) -> None:
+    """goal + step outputs -> the answer, by the synthesizer model."""
+    rt = runtime()
+    if rt.store.run_fields(run_id).get("status") != "running":
+        return
+    compiled = rt.compiled(run_id, version)
+    outputs = rt.store.outputs(run_id, [s.id for s in compiled.plan.steps])
+    metered = rt.metered(run_id)
+    assert metered is not None
+    request = synthesize_request(rt.settings, compiled.plan.goal, outputs,
+                                 {s.id: s.description for s in compiled.plan.steps},
+                                 metered.options.get("roles"))
+    try:
+        answer = metered.complete(request).text()
+    except ChordalError as exc:
+        if isinstance(exc, TransientError) and self.request.retries < MODEL_TASK_RETRIES:
+            raise self.retry(countdown=retry_delay(
+                rt, self.request.retries + 1, getattr(exc, "retry_after_s", None))) from None
+        rt.store.finish_run(run_id, "failed", answer={"outputs": outputs}, error={
+            "type": type(exc).__name__, "message": f"synthesizer: {exc}"})
+        return
+    rt.store.finish_run(run_id, "succeeded", answer=answer)
+
+
+@app.task(name="chordal.plan", bind=True, max_retries=None)
+def plan_run(self: Task, run_id: str) -> None:
+    """goal -> plan by the planner model, then start the run. Runs on the `llm` queue, so a
+    worker restart redelivers the call instead of losing it."""
+    rt = runtime()
+    run = rt.store.run_fields(run_id)
+    if run.get("status") != "pending":
+        return
+    if run.get("version") == "0":
+        metered = rt.metered(run_id)
+        if metered is None:
+            rt.store.finish_run(run_id, "failed", error={"type": "ConfigError",
+                                                         "message": NO_MODEL})
+            return
+        try:
+            outcome = plan_goal(metered, rt.settings, rt.tools, run["goal"],
+                                metered.options.get("roles"))
+        except ChordalError as exc:
+            if isinstance(exc, TransientError) and self.request.retries < MODEL_TASK_RETRIES:
+                raise self.retry(countdown=retry_delay(
+                    rt, self.request.retries + 1, getattr(exc, "retry_after_s", None))
+                ) from None
+            rt.store.finish_run(run_id, "failed", error={
+                "type": type(exc).__name__, "message": f"planner: {exc}"})
+            return
+        if outcome.plan is None:
+            rt.store.finish_run(run_id, "failed", error=outcome.report())
+            return
+        if rt.store.claim(run_id, "plan:1", self.request.id or "plan"):
+            compiled = CompiledPlan(outcome.plan, rt.tools)
+            rt.store.add_plan(run_id, 1, outcome.plan, compiled.deps)
+    compiled = rt.compiled(run_id, 1)
+    if rt.store.start_run(run_id):
+        publish(rt, compiled, run_id, 1, compiled.roots, False)
 
 
 @app.task(name="chordal.barrier")

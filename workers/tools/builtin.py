@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from planner.errors import PermanentError
 from workers.tools.calculator import calculate_expression
-from workers.tools.registry import tool
+from workers.tools.registry import ToolContext, tool
+
+LLM_QUEUE = "llm"
 
 
 @tool(max_retries=0, timeout_s=5)
@@ -11,3 +16,15 @@ def calculate(expression: str, variables: dict[str, int | float] | None = None) 
     """Evaluate arithmetic: numbers, + - * / // % **, parentheses and unary minus; names in
     the expression are read from ``variables`` (whose values may be $refs)."""
     return calculate_expression(expression, variables)
+
+
+@tool(queue=LLM_QUEUE, max_retries=4, timeout_s=300)
+def llm(ctx: ToolContext, prompt: str | list[Any], system: str | None = None) -> str:
+    """A reasoning step executed by the model. ``prompt`` is a string or a list whose
+    strings are instructions and whose other values (e.g. $refs to earlier outputs) are
+    material shown as JSON."""
+    if ctx.llm is None:
+        raise PermanentError("the llm tool needs a model: set ANTHROPIC_API_KEY to use "
+                             "Claude, or CHORDAL_LLM=scripted:PATH, in the workers' "
+                             "environment")
+    return ctx.llm([prompt] if isinstance(prompt, str) else prompt, system)

@@ -31,6 +31,9 @@ class ToolContext:
     run_id: str
     step_id: str
     attempt: int  # 1 for the first attempt of this step in this run
+    # Ask the run's executor model: (prompt parts, system or None) -> text. Its usage is
+    # metered to this run and step and counts against the run's budget. None: no model.
+    llm: Callable[[list[Any], str | None], str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,52 @@
+"""The model: Claude (through the anthropic SDK) or a scripted stand-in, and its roles."""
+
+from __future__ import annotations
+
+import os
+
+from planner.errors import ConfigError
+from planner.llm.anthropic_model import AnthropicModel, ModelAuthError, ModelTransientError
+from planner.llm.model import Model, ModelRequest, ModelResponse, RoleConfig, Usage
+from planner.llm.scripted import ScriptedModel
+from planner.settings import Settings
+
+LLM_QUEUE = "llm"
+NO_MODEL = ("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
+            "CHORDAL_LLM=scripted:PATH to use a scripted model")
+
+
+def make_model(settings: Settings) -> Model | None:
+    """The configured model, or None when neither CHORDAL_LLM nor ANTHROPIC_API_KEY is set."""
+    spec = settings.llm
+    if spec is None:
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            return None
+        spec = "anthropic"
+    if spec == "anthropic":
+        return AnthropicModel(settings.llm_timeout_s, settings.llm_max_retries)
+    if spec.startswith("scripted:") and spec.removeprefix("scripted:"):
+        return ScriptedModel.from_file(spec.removeprefix("scripted:"))
+    raise ConfigError(f"CHORDAL_LLM must be 'anthropic' or 'scripted:PATH', not {spec!r}")
+
+
+def require_model(settings: Settings) -> Model:
+    model = make_model(settings)
+    if model is None:
+        raise ConfigError(NO_MODEL)
+    return model
+
+
+__all__ = [
+    "LLM_QUEUE",
+    "AnthropicModel",
+    "Model",
+    "ModelAuthError",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelTransientError",
+    "RoleConfig",
+    "ScriptedModel",
+    "Usage",
+    "make_model",
+    "require_model",
+]
