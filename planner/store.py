@@ -99,7 +99,8 @@ return 1
 
 # KEYS: run, events.  ARGV: status, answer json, error json
 _FINISH_RUN = _LUA_NOW + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local current = redis.call('HGET', KEYS[1], 'status')
+if current ~= 'running' and current ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', now(), 'answer', ARGV[2],
            'error', ARGV[3])
 event(KEYS[2], 'run.finished', '', ARGV[1], ARGV[3])
@@ -284,7 +285,7 @@ class RunStore:
 
     def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
                    error: Mapping[str, Any] | None = None) -> bool:
-        """Move a running run to a final status, once; re-arm retention from now."""
+        """Move a pending or running run to a final status, once; re-arm retention."""
         k = Keys(run_id)
         done = bool(self._finish_run(keys=[k.run, k.events], args=[
             status, "" if answer is None else json.dumps(answer),

@@ -25,6 +25,7 @@ import redis
 from planner.client import Client
 from planner.embedded import redis_answers, start_embedded
 from planner.settings import Settings
+from tests.fake_anthropic import API_KEY, FakeAnthropic, text
 from workers.tools.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,8 @@ PROBE_DB = 7
 
 
 def base_env(redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
     env["TEST_PROBE_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{PROBE_DB}"
     env.update({
         "CHORDAL_REDIS_URL": redis_url,
@@ -147,8 +149,9 @@ class Engine:
 
 
 def _make_engine(name: str, redis_url: str, tmp: Path, broker: str | None,
-                 ) -> Iterator[Engine]:
-    extra = {"CHORDAL_BROKER_URL": broker} if broker else {}
+                 **extra: str) -> Iterator[Engine]:
+    if broker:
+        extra["CHORDAL_BROKER_URL"] = broker
     env = base_env(redis_url, **extra)
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
@@ -156,9 +159,9 @@ def _make_engine(name: str, redis_url: str, tmp: Path, broker: str | None,
     client = Client(settings, load_registry(settings.tool_modules))
     # Explicit queues: "orphan" stays unconsumed, for the no-worker test.
     worker = start_worker(env, tmp / f"worker-{name}.log", "--concurrency=4",
-                          "--queues=chordal,probe")
+                          "--queues=chordal,probe,llm")
     try:
-        wait_for_queues(client, {"chordal", "probe"}, worker)
+        wait_for_queues(client, {"chordal", "probe", "llm"}, worker)
         yield Engine(name, client, env, r)
     finally:
         worker.stop()
@@ -186,3 +189,22 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
     """Parametrises a test over both brokers."""
     name = "engine" if request.param == "redis" else "rabbit_engine"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def fake_claude() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic(lambda role, body: text(f"{role} answer"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def model_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory,
+                 fake_claude: FakeAnthropic) -> Iterator[Engine]:
+    """Workers whose model is Claude through the real SDK, served by the fake server.
+    The SDK does not retry here (CHORDAL_LLM_MAX_RETRIES=0): the Celery task must."""
+    # The client checks that a model is configured before it submits a goal.
+    os.environ["ANTHROPIC_API_KEY"] = API_KEY
+    yield from _make_engine("model", f"{redis_base}/6", tmp_path_factory.mktemp("model"),
+                            None, ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=fake_claude.url,
+                            CHORDAL_LLM_MAX_RETRIES="0", CHORDAL_LLM="anthropic")

@@ -72,7 +72,11 @@ def test_bad_input_exits_2_with_one_line(engine: Engine, tmp_path: Path):
     assert missing.returncode == 2
     assert "no run 'no-such-run'" in missing.stderr and "Traceback" not in missing.stderr
     goal = chordal(engine.env, "run", "book a trip")
-    assert goal.returncode == 2 and "--plan" in goal.stderr
+    assert goal.returncode == 2
+    assert "set ANTHROPIC_API_KEY to use Claude, or CHORDAL_LLM=scripted:PATH" in goal.stderr
+    assert goal.stderr.count("\n") == 1
+    both = chordal(engine.env, "run", "book a trip", "--plan", "examples/cost-of-living.json")
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_unconsumed_queue_is_reported_not_waited_on_in_silence(engine: Engine,
@@ -146,3 +150,29 @@ def test_dev_on_a_machine_without_redis_starts_an_embedded_one():
     assert result.returncode == 0, result.stderr
     assert "started an embedded Redis at redis://127.0.0.1:6379/0" in result.stderr
     assert json.loads(result.stdout)["answer"]["compare"] == pytest.approx(15.0993, rel=1e-4)
+
+
+def test_dev_goal_with_the_scripted_model(redis_base: str):
+    """The README's main command, in essence: plan, run and synthesize offline."""
+    env = base_env(f"{redis_base}/11",
+                   CHORDAL_LLM="scripted:examples/scripted/weekend-getaway.json")
+    redis.Redis.from_url(f"{redis_base}/11").flushdb()
+    result = chordal(env, "dev", "--goal", "Plan a weekend in Lisbon for two", "--json",
+                     "--concurrency=2", timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "succeeded"
+    assert report["answer"].startswith("Your Lisbon weekend fits the budget")
+    assert report["steps"]["total"]["output"] == 448
+    assert report["steps"]["packing"]["output"].startswith("Pack light layers")
+    assert report["usage"]["total"]["calls"] == 3
+    assert report["usage"]["total"]["cost_usd"] > 0
+
+
+def test_an_llm_step_without_a_model_fails_clearly(engine: Engine):
+    report = engine.run({"goal": "g", "steps": [
+        {"id": "think", "tool": "llm", "args": {"prompt": "hi"}, "on_failure": "fail"}]})
+    assert report["status"] == "failed"
+    think = report["steps"]["think"]
+    assert think["attempts"] == 1
+    assert "needs a model: set ANTHROPIC_API_KEY" in think["error"]["message"]
