@@ -164,6 +164,14 @@ def finalize(run_id: str, version: int) -> None:
     rt.store.finish_run(run_id, "succeeded", answer={s: outputs.get(s) for s in compiled.sinks})
 
 
+def retry_model_call(task: Task, rt: Runtime, exc: ChordalError) -> None:
+    """Retry the task (honouring retry-after) when a model call failed transiently and
+    retries are left; otherwise return, and the caller records the failure."""
+    if isinstance(exc, TransientError) and task.request.retries < MODEL_TASK_RETRIES:
+        raise task.retry(countdown=retry_delay(
+            rt, task.request.retries + 1, getattr(exc, "retry_after_s", None))) from None
+
+
 @app.task(name="chordal.synthesize", bind=True, max_retries=None)
 def synthesize(self: Task, run_id: str, version: int) -> None:
     """goal + step outputs -> the answer, by the synthesizer model."""
@@ -180,9 +188,7 @@ def synthesize(self: Task, run_id: str, version: int) -> None:
     try:
         answer = metered.complete(request).text()
     except ChordalError as exc:
-        if isinstance(exc, TransientError) and self.request.retries < MODEL_TASK_RETRIES:
-            raise self.retry(countdown=retry_delay(
-                rt, self.request.retries + 1, getattr(exc, "retry_after_s", None))) from None
+        retry_model_call(self, rt, exc)
         rt.store.finish_run(run_id, "failed", answer={"outputs": outputs}, error={
             "type": type(exc).__name__, "message": f"synthesizer: {exc}"})
         return
@@ -207,10 +213,7 @@ def plan_run(self: Task, run_id: str) -> None:
             outcome = plan_goal(metered, rt.settings, rt.tools, run["goal"],
                                 metered.options.get("roles"))
         except ChordalError as exc:
-            if isinstance(exc, TransientError) and self.request.retries < MODEL_TASK_RETRIES:
-                raise self.retry(countdown=retry_delay(
-                    rt, self.request.retries + 1, getattr(exc, "retry_after_s", None))
-                ) from None
+            retry_model_call(self, rt, exc)
             rt.store.finish_run(run_id, "failed", error={
                 "type": type(exc).__name__, "message": f"planner: {exc}"})
             return
