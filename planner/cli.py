@@ -185,7 +185,7 @@ def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
     compiled = client.compile(data)
     client.ping()
     warn_missing_workers(client, compiled.queues())
-    run_id = client.submit(compiled.plan)
+    run_id = client.submit(compiled)
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
@@ -296,6 +296,8 @@ def dev(
     """Redis (embedded if none is configured or running) plus a worker, in the foreground.
     Ctrl-C stops them all."""
     s = settings()  # fail early on a bad CHORDAL_* variable
+    # SIGTERM (a process manager, `kill`) stops everything in order, like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         embedded = ensure_redis()
         if embedded:
@@ -331,6 +333,10 @@ def dev(
             _exit_for(report)
         except KeyboardInterrupt:
             err.print("dev: stopping", highlight=False)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -55,10 +55,11 @@ class Client:
         limits = Limits.from_settings(self.settings)
         return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools)
 
-    def submit(self, plan: Plan | Mapping[str, Any], *, mode: Mode = "dataflow",
-               run_id: str | None = None) -> str:
-        """Validate, record and start a run; return its id. Raises ``PlanInvalid``."""
-        compiled = self.compile(plan)
+    def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
+               mode: Mode = "dataflow", run_id: str | None = None) -> str:
+        """Validate (unless already compiled), record and start a run; return its id.
+        Raises ``PlanInvalid``."""
+        compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,26 @@ def test_an_llm_step_without_a_model_fails_clearly(engine: Engine):
     think = report["steps"]["think"]
     assert think["attempts"] == 1
     assert "needs a model: set ANTHROPIC_API_KEY" in think["error"]["message"]
+
+
+def test_dev_stops_its_worker_on_sigterm(redis_base: str, tmp_path: Path):
+    from planner.client import Client
+    from planner.settings import Settings
+    from workers.tools.registry import load_registry
+
+    env = base_env(f"{redis_base}/12")
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
+    client = Client(settings, load_registry(settings.tool_modules))
+    dev = subprocess.Popen([sys.executable, "-m", "planner.cli", "dev", "--concurrency=1"],
+                           env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while client.missing_queues({"chordal"}, timeout=0.5):
+            assert time.monotonic() < deadline and dev.poll() is None, "dev did not start"
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=40) == 0
+        assert client.missing_queues({"chordal"}, timeout=1.0) == {"chordal"}
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
