@@ -22,6 +22,7 @@ from planner.client import Client
 from planner.embedded import ensure_redis
 from planner.errors import ChordalError, ConfigError, PlanInvalid
 from planner.llm import LLM_QUEUE, require_model
+from planner.llm.model import ROLES
 from planner.llm.roles import plan_goal
 from planner.plan import load_plan_data, plan_json_schema
 from planner.refs import referenced_steps
@@ -193,11 +194,26 @@ def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
                   {sid: sorted(ups) for sid, ups in compiled.deps.items()})
 
 
+def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["planner=claude-sonnet-5-5"]`` -> ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
+    roles: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        role, sep, name = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--model takes ROLE=MODEL, e.g. planner=claude-sonnet-5-5, "
+                              f"not {pair!r}")
+        if role not in ROLES:
+            raise ConfigError(f"--model: unknown role {role!r}; roles are {', '.join(ROLES)}")
+        roles[role] = {"model": name.strip()}
+    return roles
+
+
 def run_goal(client: Client, goal: str, wait: bool, as_json: bool, timeout: float | None,
-             budget_tokens: int | None = None, budget_usd: float | None = None
-             ) -> dict[str, Any] | None:
+             budget_tokens: int | None = None, budget_usd: float | None = None,
+             roles: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`."""
-    run_id = client.submit_goal(goal, budget_tokens=budget_tokens, budget_usd=budget_usd)
+    run_id = client.submit_goal(goal, roles=roles, budget_tokens=budget_tokens,
+                                budget_usd=budget_usd)
     warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
@@ -220,6 +236,9 @@ def run(
         help="With a GOAL: stop the run past this many model tokens.", min=1)] = None,
     budget_usd: Annotated[float | None, typer.Option(
         help="With a GOAL: stop the run past this estimated cost in USD.", min=0)] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
+                        "executor, synthesizer); repeatable.")] = None,
 ) -> None:
     """Run a goal (planned by the model) or a plan file: submit, and with --wait follow it.
 
@@ -233,7 +252,8 @@ def run(
         report = run_plan(client, plan, wait, as_json, timeout)
     else:
         assert goal is not None
-        report = run_goal(client, goal, wait, as_json, timeout, budget_tokens, budget_usd)
+        report = run_goal(client, goal, wait, as_json, timeout, budget_tokens, budget_usd,
+                          parse_models(model))
     if report is not None:
         if as_json or not out.is_terminal:
             _print_report(report, as_json)
@@ -246,12 +266,15 @@ def plan_cmd(
     goal: Annotated[str, typer.Argument(help="What to plan for.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print only the plan's JSON.")
                        ] = False,
+    model: Annotated[str | None, typer.Option("--model", help="The planner's model.")
+                     ] = None,
 ) -> None:
     """Plan a goal with the model and print the plan without running it (review or edit
     it, then `chordal run --plan`)."""
     s = settings()
     tools = registry(s)
-    outcome = plan_goal(require_model(s), s, tools, goal)
+    overrides = parse_models([f"planner={model}"]) if model else None
+    outcome = plan_goal(require_model(s), s, tools, goal, overrides)
     if outcome.plan is None:
         raise PlanInvalid(outcome.problems)
     text = outcome.plan.model_dump_json(indent=2)
@@ -277,6 +300,24 @@ def status(
     client.ping()
     report = client.report(run_id)
     _print_report(report, as_json)
+
+
+@app.command()
+@user_errors
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+) -> None:
+    """Cancel a run: steps not started never start; running steps finish but unlock
+    nothing. Exit 0 if cancelled, 1 if the run had already ended."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    if client.cancel(run_id):
+        print(f"{run_id}: cancelled")
+        return
+    status_ = client.report(run_id)["status"]
+    err.print(f"{run_id}: not cancelled, the run already ended ({status_})", highlight=False)
+    raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -53,7 +53,8 @@ class Client:
 
     def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
         limits = Limits.from_settings(self.settings)
-        return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools)
+        return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools,
+                            self.settings.hard_limit_grace_s)
 
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
                mode: Mode = "dataflow", run_id: str | None = None) -> str:

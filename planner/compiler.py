@@ -32,14 +32,15 @@ STEP_TASK = "chordal.step"
 FINALIZE_TASK = "chordal.finalize"
 BARRIER_TASK = "chordal.barrier"
 Mode = Literal["dataflow", "levels"]
-# A hard limit kills the attempt (and its pool process) this long after the soft one fires.
-HARD_LIMIT_GRACE_S = 30.0
+STEP_ERROR_TASK = "chordal.step_error"
 
 
 @dataclass(frozen=True)
 class CompiledPlan:
     plan: Plan
     tools: Mapping[str, Tool]
+    # A hard limit kills the attempt (and its pool process) this long after the soft one.
+    hard_limit_grace_s: float = 30.0
 
     @cached_property
     def deps(self) -> dict[str, set[str]]:
@@ -80,14 +81,21 @@ class CompiledPlan:
     def step_signature(self, app: Celery, run_id: str, version: int, step_id: str,
                        mode: Mode = "dataflow") -> Signature:
         timeout = self.timeout_s(step_id)
+        options: dict[str, Any] = {}
+        if mode == "dataflow":
+            # A task that fails outside the tool (killed at the hard limit, a worker error)
+            # reports here, so its step is retried or its policy applied, never left running.
+            options["link_error"] = app.signature(
+                STEP_ERROR_TASK, args=(run_id, step_id, version), queue=DEFAULT_QUEUE)
         return app.signature(
             STEP_TASK, args=(run_id, step_id, version, mode), immutable=True,
             queue=self.tool_of(step_id).queue,
             # One id per (run, plan version, step): the idempotency key shows in Flower.
             task_id=f"{run_id}.{version}.{step_id}",
-            soft_time_limit=timeout, time_limit=timeout + HARD_LIMIT_GRACE_S,
+            soft_time_limit=timeout, time_limit=timeout + self.hard_limit_grace_s,
             # Results live in the run store; the chords of the levels baseline need Celery's.
             ignore_result=mode == "dataflow",
+            **options,
         )
 
     def finalize_signature(self, app: Celery, run_id: str, version: int) -> Signature:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         description="Seconds before Redis redelivers an unacknowledged step; must exceed the "
                     "longest step plus its retry delays.")
     worker_prefetch: int = Field(1, ge=1, description="Messages a worker process reserves.")
+    hard_limit_grace_s: float = Field(
+        30.0, gt=0, description="Seconds after a step's soft time limit before its process "
+                                "is killed (a tool that ignores the soft limit).")
 
     # -- the model ---------------------------------------------------------------------
     llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "

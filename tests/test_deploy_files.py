@@ -37,11 +37,10 @@ def test_flower_always_has_auth():
 
 
 def test_k8s_worker_grace_and_settings_match_the_code():
-    from planner.compiler import HARD_LIMIT_GRACE_S as code_grace
     from planner.settings import Settings
     from workers.app import make_app
 
-    assert code_grace == HARD_LIMIT_GRACE_S
+    assert Settings.from_env({}).hard_limit_grace_s == HARD_LIMIT_GRACE_S
     app = make_app(Settings.from_env({}))
     assert app.conf.worker_soft_shutdown_timeout == SOFT_SHUTDOWN_S
     spec = load("deploy/k8s/worker.yaml")["spec"]["template"]["spec"]

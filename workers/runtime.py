@@ -60,7 +60,8 @@ class Runtime:
             if hit is not None:
                 self._plans.move_to_end(key)
                 return hit
-        compiled = CompiledPlan(self.store.plan(run_id, version), self.tools)
+        compiled = CompiledPlan(self.store.plan(run_id, version), self.tools,
+                                self.settings.hard_limit_grace_s)
         with self._lock:
             self._plans[key] = compiled
             while len(self._plans) > PLAN_CACHE_SIZE:

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from planner.compiler import STEP_TASK, CompiledPlan, Mode
+from planner.compiler import STEP_ERROR_TASK, STEP_TASK, CompiledPlan, Mode
 from planner.errors import ChordalError, PermanentError, RefError, ToolError, TransientError
 from planner.llm import LLM_QUEUE, NO_MODEL
 from planner.llm.roles import plan_goal, synthesize_request
@@ -144,6 +144,29 @@ def _redispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     publish(rt, compiled, run_id, version, ready, finalize)
 
 
+@app.task(name=STEP_ERROR_TASK, bind=True)
+def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int) -> None:
+    """Errback of a step task that failed outside the tool: killed at the hard time limit,
+    or an error in Chordal itself. The attempt counts; the step is retried or given up."""
+    rt = runtime()
+    compiled = rt.compiled(run_id, version)
+    state = rt.store.step_states(run_id).get(step_id, {})
+    if state.get("status") != "running":
+        return  # finished, or the failure came before it began: nothing is left hanging
+    attempt = int(state.get("attempts", "1"))
+    error = {"type": "TaskFailed", "transient": True, "attempt": attempt,
+             "message": f"attempt {attempt} ended without a result: the task {task_id} failed "
+                        "outside the tool (hard time limit, or a worker error; see the "
+                        "worker's log)"}
+    if attempt < compiled.max_attempts(step_id):
+        delay = retry_delay(rt, attempt, None)
+        rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)})
+        compiled.step_signature(app, run_id, version, step_id).apply_async(countdown=delay)
+        return
+    give_up(rt, compiled, run_id, step_id, version, state.get("worker", "unknown"),
+            "dataflow", error)
+
+
 @app.task(name="chordal.finalize")
 def finalize(run_id: str, version: int) -> None:
     """The join. With a model, the synthesizer writes the answer (on the `llm` queue);
@@ -221,7 +244,7 @@ def plan_run(self: Task, run_id: str) -> None:
             rt.store.finish_run(run_id, "failed", error=outcome.report())
             return
         if rt.store.claim(run_id, "plan:1", self.request.id or "plan"):
-            compiled = CompiledPlan(outcome.plan, rt.tools)
+            compiled = CompiledPlan(outcome.plan, rt.tools)  # only its deps are used
             rt.store.add_plan(run_id, 1, outcome.plan, compiled.deps)
     compiled = rt.compiled(run_id, 1)
     if rt.store.start_run(run_id):

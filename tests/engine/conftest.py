@@ -81,6 +81,8 @@ def base_env(redis_url: str, **extra: str) -> dict[str, str]:
         "CHORDAL_TOOL_MODULES": TOOL_MODULES,
         "CHORDAL_RETRY_BACKOFF_S": "0.05",
         "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2",
+        # Tools that ignore the soft time limit are killed 1 s later, not 30 s.
+        "CHORDAL_HARD_LIMIT_GRACE_S": "1",
         "PYTHONPATH": str(ROOT),
     })
     env.update(extra)

@@ -6,11 +6,14 @@ the worker publishes, so tests can check what travels through the broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import before_task_publish
 
 from workers.tools.registry import ToolContext, tool
@@ -41,3 +44,14 @@ def _record(sender: str | None = None, body: Any = None, routing_key: str | None
     size = len(json.dumps(body).encode())
     r.rpush(PUBLISHED_KEY, json.dumps({"task": sender, "size": size, "queue": routing_key,
                                        "id": (headers or {}).get("id")}))
+
+
+@tool(timeout_s=0.5, max_retries=1)
+def stubborn(seconds: float) -> str:
+    """Ignore the soft time limit (as a tool stuck in C code would): only the hard limit
+    stops it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(0.05)
+    return "finished"

@@ -202,3 +202,27 @@ def test_dev_stops_its_worker_on_sigterm(redis_base: str, tmp_path: Path):
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)
+
+
+def test_cancel_stops_a_run_between_steps(engine: Engine):
+    plan = {"goal": "g", "steps": [
+        {"id": "slow", "tool": "sleep", "args": {"seconds": 4.0}},
+        {"id": "next", "tool": "echo", "args": {"value": {"$ref": "slow"}}}]}
+    run_id = engine.client.submit(plan)
+    deadline = time.monotonic() + 20
+    while engine.client.report(run_id)["steps"]["slow"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = chordal(engine.env, "cancel", run_id)
+    assert first.returncode == 0 and "cancelled" in first.stdout
+    while engine.client.report(run_id)["steps"]["slow"]["status"] == "running":
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.1)
+    time.sleep(0.5)  # "slow" finished: it must not have unlocked "next"
+    report = engine.client.report(run_id)
+    assert report["status"] == "cancelled"
+    assert report["steps"]["slow"]["status"] == "succeeded"
+    assert report["steps"]["next"]["status"] == "pending"
+    assert report["steps"]["next"]["attempts"] == 0
+    again = chordal(engine.env, "cancel", run_id)
+    assert again.returncode == 1 and "already ended (cancelled)" in again.stderr

@@ -156,3 +156,16 @@ def test_worker_killed_mid_step_loses_nothing(kill_env: dict[str, str], tmp_path
         victim.stop()
         if rescuer:
             rescuer.stop()
+
+
+def test_a_tool_that_ignores_its_soft_limit_is_killed_and_its_policy_applies(engine: Engine):
+    stuck = step("stuck", "stubborn", seconds=30)
+    stuck["on_failure"] = "skip"
+    t0 = time.monotonic()
+    report = engine.run(plan(stuck, step("after", value={"$ref": "stuck"})), timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert report["status"] == "succeeded", report
+    s = report["steps"]["stuck"]
+    assert s["status"] == "skipped" and s["attempts"] == 2  # max_retries=1
+    assert s["error"]["type"] == "TaskFailed"
+    assert report["answer"] == {"after": None}

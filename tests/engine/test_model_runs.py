@@ -153,3 +153,19 @@ def test_budget_in_usd(model_engine, fake):
     report = model_engine.client.wait(run_id, 60)
     assert report["status"] == "failed" and report["error"]["type"] == "BudgetExceeded"
     assert report["usage"]["by_role"] == {"planner": report["usage"]["by_role"]["planner"]}
+
+
+def test_models_can_be_chosen_per_run(model_engine: Engine, fake):
+    result = subprocess.run(
+        [sys.executable, "-m", "planner.cli", "run", "compare rents", "--wait", "--json",
+         "--model", "planner=claude-sonnet-5-5", "--model", "synthesizer=claude-opus-5-5"],
+        env=model_engine.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert fake.of_role("planner")[0].body["model"] == "claude-sonnet-5-5"
+    assert fake.of_role("synthesizer")[0].body["model"] == "claude-opus-5-5"
+    assert fake.of_role("executor")[0].body["model"] == \
+        model_engine.client.settings.executor_model
+    bad = subprocess.run(
+        [sys.executable, "-m", "planner.cli", "run", "x", "--model", "boss=claude"],
+        env=model_engine.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown role 'boss'" in bad.stderr
