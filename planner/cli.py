@@ -14,6 +14,8 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import kombu.exceptions
+import redis
 import typer
 from rich.console import Console, Group
 from rich.live import Live
@@ -53,12 +55,14 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except PlanInvalid as exc:
-            err.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE) from None
         except ChordalError as exc:
             err.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
+            # Redis or the broker went away mid-command: one line, not a traceback.
+            err.print(f"[red]error:[/] lost the connection to Redis or the broker: {exc}",
+                      markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -182,10 +186,11 @@ def warn_missing_workers(client: Client, queues: set[str]) -> None:
 def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
              timeout: float | None) -> dict[str, Any] | None:
     """Validate, submit and optionally wait; shared by `run` and `dev --run`."""
-    data = load_plan_data(path)
-    compiled = client.compile(data)
+    compiled = client.compile(load_plan_data(path))
     client.ping()
-    warn_missing_workers(client, compiled.queues())
+    # With a model configured, the join is written by the synthesizer on the llm queue.
+    warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
+                                                       else set()))
     run_id = client.submit(compiled)
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)

@@ -11,7 +11,7 @@ from celery import Celery
 
 from planner.compiler import CompiledPlan, Mode
 from planner.errors import ConfigError, NoWorkerError
-from planner.llm import LLM_QUEUE, require_model
+from planner.llm import LLM_QUEUE, make_model, require_model
 from planner.llm.model import ROLES
 from planner.llm.roles import role_config
 from planner.llm.usage import summarize
@@ -65,8 +65,24 @@ class Client:
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id)
         self.store.start_run(run_id)
-        compiled.start_canvas(self.app, run_id, 1, mode).apply_async()
+        try:
+            compiled.start_canvas(self.app, run_id, 1, mode).apply_async()
+        except Exception as exc:  # the broker refused or is unreachable
+            self.store.finish_run(run_id, "failed", error={
+                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
+            raise ConfigError(f"cannot publish to the broker at {self._broker_name()} "
+                              f"({exc}); check CHORDAL_BROKER_URL / CHORDAL_REDIS_URL"
+                              ) from None
+        self.store.mark_dispatched(run_id, compiled.roots if mode == "dataflow" else [])
         return run_id
+
+    def _broker_name(self) -> str:
+        return self.settings.broker.split("@")[-1]
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a model is configured here (workers are expected to share it)."""
+        return make_model(self.settings) is not None
 
     def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
                     budget_tokens: int | None = None, budget_usd: float | None = None,
@@ -89,8 +105,15 @@ class Client:
         if budget_usd is not None:
             options["budget_usd"] = budget_usd
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
-        self.app.signature("chordal.plan", args=(run_id,), immutable=True, queue=LLM_QUEUE,
-                           task_id=f"{run_id}.0.plan").apply_async()
+        try:
+            self.app.signature("chordal.plan", args=(run_id,), immutable=True,
+                               queue=LLM_QUEUE, task_id=f"{run_id}.0.plan").apply_async()
+        except Exception as exc:  # the broker refused or is unreachable
+            self.store.finish_run(run_id, "failed", error={
+                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
+            raise ConfigError(f"cannot publish to the broker at {self._broker_name()} "
+                              f"({exc}); check CHORDAL_BROKER_URL / CHORDAL_REDIS_URL"
+                              ) from None
         return run_id
 
     def report(self, run_id: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from planner.graph import dependents_of, shape
-from planner.plan import Plan
+from planner.plan import Plan, Step
 from workers.tools.registry import DEFAULT_QUEUE, Tool
 
 STEP_TASK = "chordal.step"
@@ -59,8 +59,11 @@ class CompiledPlan:
         return [s.id for s in self.plan.steps if not self.dependents[s.id]]
 
     @cached_property
-    def _steps(self) -> dict[str, Any]:
+    def _steps(self) -> dict[str, Step]:
         return {s.id: s for s in self.plan.steps}
+
+    def step(self, step_id: str) -> Step:
+        return self._steps[step_id]
 
     def tool_of(self, step_id: str) -> Tool:
         return self.tools[self._steps[step_id].tool]

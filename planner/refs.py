@@ -17,6 +17,7 @@ from planner.errors import RefError
 REF_KEY = "$ref"
 STEP_ID_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
 _STEP_ID_RE = re.compile(rf"^{STEP_ID_PATTERN}$")
+_INDEX_RE = re.compile(r"^-?[0-9]+$")
 
 Loc = tuple[str | int, ...]
 
@@ -82,7 +83,7 @@ def walk_path(value: Any, ref: Ref) -> Any:
                 raise RefError(f"$ref {ref}: {here} has no key {segment!r} (keys: {keys})")
             current = current[segment]
         elif isinstance(current, list):
-            if not segment.lstrip("-").isdigit():
+            if not _INDEX_RE.match(segment):
                 raise RefError(f"$ref {ref}: {here} is a list; {segment!r} is not an index")
             index = int(segment)
             if not -len(current) <= index < len(current):
@@ -151,7 +152,7 @@ def schema_allows_path(schema: Mapping[str, Any], path: tuple[str, ...],
             return f"output has no key {head!r} (keys: {', '.join(sorted(props))})"
         return schema_allows_path(extra if isinstance(extra, Mapping) else {}, rest, defs)
     if "array" in kinds:
-        if not head.lstrip("-").isdigit():
+        if not _INDEX_RE.match(head):
             return f"output is a list; {head!r} is not an index"
         items = schema.get("items", {})
         prefix = schema.get("prefixItems")

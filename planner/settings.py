@@ -85,6 +85,23 @@ class Settings(BaseSettings):
         description="USD per million tokens by model-id prefix (JSON): input, output, "
                     "cache_read, cache_write.")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. "
+                             "redis://127.0.0.1:6379/0")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        schemes = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError("must be a redis://, rediss:// or amqp:// URL, e.g. "
+                             "amqp://guest:guest@127.0.0.1//")
+        return value
+
     @field_validator("prices", mode="before")
     @classmethod
     def _parse_prices(cls, value: Any) -> Any:

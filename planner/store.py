@@ -3,7 +3,7 @@
 Every transition is one Lua script, so it is atomic across workers: a step is marked
 finished once, and a late duplicate cannot overwrite it. Times come from Redis's own
 clock (``TIME``), one clock for every worker, so "b started after a finished" holds across
-machines. Keys of a run share a hash tag (``{run_id}``) so they live together in a cluster.
+machines. A run's keys share a hash tag (``{run_id}``), so its scripts touch one slot.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 
 import redis
 
-from planner.errors import RunNotFound
+from planner.errors import ConfigError, RunNotFound
 from planner.plan import Plan
 
 RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -92,6 +92,8 @@ return 1
 
 # KEYS: steps, events.  ARGV: step, error json, delay
 _RETRY = _LUA_NOW + """
+local current = redis.call('HGET', KEYS[1], ARGV[1] .. '.status')
+if current == 'succeeded' or current == 'skipped' or current == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1] .. '.status', 'pending', ARGV[1] .. '.error', ARGV[2])
 event(KEYS[2], 'step.retrying', ARGV[1], 'pending', ARGV[2])
 return 1
@@ -232,10 +234,11 @@ class RunStore:
         (a goal is planned by the model first). ``options`` are per-run overrides."""
         run_id = run_id or new_run_id()
         k = Keys(run_id)
+        if not self.r.hsetnx(k.run, "id", run_id):
+            raise ConfigError(f"run id {run_id!r} is taken; choose another (or none)")
         now = self.r.time()
         stamp = f"{now[0]}.{now[1]:06d}"
         pipe = self.r.pipeline(transaction=True)
-        pipe.hsetnx(k.run, "id", run_id)
         pipe.hset(k.run, mapping={
             "goal": goal, "status": "pending", "version": "0", "created_at": stamp,
             "remaining": "0", "answer": "", "error": "",
@@ -245,39 +248,50 @@ class RunStore:
                              "ts": stamp, "data": ""}, maxlen=EVENTS_MAXLEN, approximate=True)
         for key in (k.run, k.events):
             pipe.expire(key, self.retention_s)
-        pipe.zadd(INDEX_KEY, {run_id: float(stamp)})
-        pipe.zremrangebyscore(INDEX_KEY, 0, float(now[0]) - self.retention_s)
-        if not pipe.execute()[0]:
-            raise ValueError(f"run {run_id!r} exists already")
+        pipe.execute()
+        # The index is a key of its own (not in the run's hash slot): written apart.
+        self.r.zadd(INDEX_KEY, {run_id: float(stamp)})
+        self.r.zremrangebyscore(INDEX_KEY, 0, float(now[0]) - self.retention_s)
         if plan is not None:
             self.add_plan(run_id, 1, plan, deps if deps is not None else plan.dependencies())
         return run_id
 
     def add_plan(self, run_id: str, version: int, plan: Plan,
-                 deps: Mapping[str, Iterable[str]]) -> None:
-        """Make ``plan`` the run's current version: its steps start pending, their
-        dependency counters full. Steps already finished keep their state and outputs."""
+                 deps: Mapping[str, Iterable[str]]) -> bool:
+        """Make ``plan`` the run's current version, once (False if this version exists):
+        its steps start pending, their dependency counters full. Steps already finished
+        keep their state and outputs."""
         k = Keys(run_id)
-        states = self.step_states(run_id)
-        finished = {s for s, st in states.items()
-                    if st.get("status") in ("succeeded", "skipped", "failed")}
-        fields: dict[Any, Any] = {}
-        for step in plan.steps:
-            if step.id not in finished:
-                fields[f"{step.id}.status"] = "pending"
-                fields[f"{step.id}.attempts"] = "0"
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(k.plans, str(version), plan.model_dump_json())
-        if fields:
-            pipe.hset(k.steps, mapping=fields)
-        pipe.hset(k.deps, mapping={
-            sid: str(len([u for u in ups if u not in finished])) for sid, ups in deps.items()})
-        pipe.hset(k.run, mapping={"version": str(version),
-                                  "remaining": str(len(plan.steps) - len(
-                                      finished & {s.id for s in plan.steps}))})
-        for key in k.all():
-            pipe.expire(key, self.retention_s)
-        pipe.execute()
+        with self.r.pipeline(transaction=True) as pipe:
+            # All or nothing, once: a crash cannot leave a plan without its steps' state.
+            pipe.watch(k.plans)  # type: ignore[no-untyped-call]
+            if pipe.hexists(k.plans, str(version)):
+                return False
+            states = self.step_states(run_id)
+            finished = {s for s, st in states.items()
+                        if st.get("status") in ("succeeded", "skipped", "failed")}
+            fields: dict[Any, Any] = {}
+            for step in plan.steps:
+                if step.id not in finished:
+                    fields[f"{step.id}.status"] = "pending"
+                    fields[f"{step.id}.attempts"] = "0"
+            pipe.multi()
+            pipe.hset(k.plans, str(version), plan.model_dump_json())
+            if fields:
+                pipe.hset(k.steps, mapping=fields)
+            pipe.hset(k.deps, mapping={
+                sid: str(len([u for u in ups if u not in finished]))
+                for sid, ups in deps.items()})
+            pipe.hset(k.run, mapping={"version": str(version),
+                                      "remaining": str(len(plan.steps) - len(
+                                          finished & {s.id for s in plan.steps}))})
+            for key in k.all():
+                pipe.expire(key, self.retention_s)
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                return False  # another worker added this version meanwhile
+        return True
 
     def start_run(self, run_id: str) -> bool:
         k = Keys(run_id)
@@ -371,9 +385,18 @@ class RunStore:
         pipe.expire(k.claims, self.retention_s)
         return bool(pipe.execute()[0])
 
-    def record_retry(self, run_id: str, step_id: str, error: Mapping[str, Any]) -> None:
+    def record_retry(self, run_id: str, step_id: str, error: Mapping[str, Any]) -> bool:
+        """Record a failed attempt that will be retried; False if the step is already
+        final (a duplicate attempt failed after another one finished it: do not retry)."""
         k = Keys(run_id)
-        self._retry(keys=[k.steps, k.events], args=[step_id, json.dumps(error)])
+        return bool(self._retry(keys=[k.steps, k.events], args=[step_id, json.dumps(error)]))
+
+    def mark_dispatched(self, run_id: str, step_ids: Sequence[str]) -> None:
+        """Note that these steps' messages were published (so recovery does not publish
+        them again)."""
+        if step_ids:
+            self.r.hset(Keys(run_id).steps,
+                        mapping={f"{s}.dispatched": "1" for s in step_ids})
 
     def outputs(self, run_id: str, step_ids: Iterable[str]) -> dict[str, Any]:
         ids = sorted(set(step_ids))
@@ -384,16 +407,17 @@ class RunStore:
                 if v is not None}
 
     def ready_unstarted(self, run_id: str, step_ids: Sequence[str]) -> list[str]:
-        """Of ``step_ids``, those whose dependencies are all finished and that never started
-        (used to re-dispatch after a worker died between finishing a step and publishing)."""
+        """Of ``step_ids``, those whose dependencies are all finished, that never started
+        and whose message was never published (recovery after a worker died between
+        finishing a step and publishing what it unlocked)."""
         if not step_ids:
             return []
         k = Keys(run_id)
         counts = cast(list[str | None], self.r.hmget(k.deps, list(step_ids)))
-        states = cast(list[str | None],
-                      self.r.hmget(k.steps, [f"{s}.status" for s in step_ids]))
-        return [s for s, n, st in zip(step_ids, counts, states, strict=True)
-                if n == "0" and st == "pending"]
+        fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
+        values = cast(list[str | None], self.r.hmget(k.steps, fields))
+        return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
+                if n == "0" and values[2 * i] == "pending" and values[2 * i + 1] != "1"]
 
     # -- reading -------------------------------------------------------------------------
     def step_states(self, run_id: str) -> dict[str, dict[str, Any]]:

@@ -26,13 +26,14 @@ class Limits:
     # it to another worker (Redis's visibility timeout); None where the broker has none.
     max_attempt_s: float | None = None
     retry_delay_s: float = 0.0
+    hard_limit_grace_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         on_redis = settings.broker.startswith(("redis", "rediss"))
         return cls(settings.max_steps, settings.max_args_bytes,
                    float(settings.visibility_timeout_s) if on_redis else None,
-                   settings.retry_backoff_max_s)
+                   settings.retry_backoff_max_s, settings.hard_limit_grace_s)
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,14 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
         out.append(Problem(s.id, "tool", f"unknown tool {s.tool!r} (registered: {known})"))
         return out
     timeout = s.timeout_s if s.timeout_s is not None else t.timeout_s
-    if limits.max_attempt_s is not None and timeout + limits.retry_delay_s >= \
-            limits.max_attempt_s:
+    # The longest a message stays unacknowledged: a retry's countdown, then an attempt
+    # that runs to its hard limit.
+    longest = timeout + limits.hard_limit_grace_s + limits.retry_delay_s
+    if limits.max_attempt_s is not None and longest >= limits.max_attempt_s:
         where = "timeout_s" if s.timeout_s is not None else f"timeout_s (tool {t.name!r})"
         out.append(Problem(s.id, where, (
-            f"{timeout:g} s plus a retry delay of up to {limits.retry_delay_s:g} s reaches "
+            f"{timeout:g} s, plus {limits.hard_limit_grace_s:g} s to the hard limit and a "
+            f"retry delay of up to {limits.retry_delay_s:g} s, reaches "
             f"CHORDAL_VISIBILITY_TIMEOUT_S={limits.max_attempt_s:g}: Redis would deliver "
             "the step to a second worker while it runs; lower timeout_s or raise "
             "CHORDAL_VISIBILITY_TIMEOUT_S")))

@@ -50,7 +50,8 @@ def test_resolve_paths_and_list_indexes():
 @pytest.mark.parametrize(
     ("ref", "fragment"),
     [("s1.nope", "has no key 'nope'"), ("s1.hotels.5", "out of range"),
-     ("s1.hotels.x", "not an index"), ("s2.x", "is int, it has no 'x'")],
+     ("s1.hotels.x", "not an index"), ("s1.hotels.--1", "not an index"),
+     ("s2.x", "is int, it has no 'x'")],
 )
 def test_walk_path_errors_say_where(ref, fragment):
     outputs = {"s1": {"hotels": [{"name": "A"}]}, "s2": 7}
@@ -75,6 +76,8 @@ def test_schema_allows_path():
     assert schema_allows_path(schema, ("hotels", "0", "name")) is None
     assert "no key 'nope'" in schema_allows_path(schema, ("nope",))
     assert "not an index" in schema_allows_path(schema, ("hotels", "x"))
+    assert "not an index" in schema_allows_path(
+        {"type": "array", "prefixItems": [{"type": "string"}]}, ("--1",))
     assert "has no 'x'" in schema_allows_path(schema, ("n", "x"))
     assert schema_allows_path({}, ("anything", "0")) is None
     assert schema_allows_path({"anyOf": [{"type": "integer"}, {"type": "object"}]},

@@ -29,3 +29,12 @@ def test_unknown_variable_is_reported_with_a_suggestion():
 def test_invalid_value_names_the_variable():
     with pytest.raises(ConfigError, match=r"CHORDAL_MAX_STEPS: .*integer"):
         Settings.from_env({"CHORDAL_MAX_STEPS": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("CHORDAL_REDIS_URL", "localhost:6379"), ("CHORDAL_BROKER_URL", "kafka://x")],
+)
+def test_urls_must_have_a_scheme(var, value):
+    with pytest.raises(ConfigError, match=f"{var}: .*must be a"):
+        Settings.from_env({var: value})

@@ -143,16 +143,17 @@ def test_plan_object_validates_too(tools):
 def test_step_timeouts_must_fit_the_visibility_timeout(tools):
     from planner.settings import Settings
 
-    limits = Limits.from_settings(Settings.from_env({"CHORDAL_VISIBILITY_TIMEOUT_S": "100"}))
+    # 200 s of visibility: 30 s to the hard limit and 60 s of retry delay leave 110 s.
+    limits = Limits.from_settings(Settings.from_env({"CHORDAL_VISIBILITY_TIMEOUT_S": "200"}))
     plan = {"goal": "g", "steps": [
-        {"id": "ok", "tool": "sleep", "args": {"seconds": 1}, "timeout_s": 30},
-        {"id": "long", "tool": "sleep", "args": {"seconds": 1}, "timeout_s": 99},
+        {"id": "ok", "tool": "sleep", "args": {"seconds": 1}, "timeout_s": 109},
+        {"id": "long", "tool": "sleep", "args": {"seconds": 1}, "timeout_s": 110},
         {"id": "dflt", "tool": "sleep", "args": {"seconds": 1}},  # tool default: 3600 s
     ]}
     found = problems(plan, tools, limits)
-    assert has(found, "long", "timeout_s", "CHORDAL_VISIBILITY_TIMEOUT_S=100")
+    assert has(found, "long", "timeout_s", "CHORDAL_VISIBILITY_TIMEOUT_S=200")
     assert has(found, "dflt", "timeout_s (tool 'sleep')", "3600 s")
     assert len(found) == 2
     amqp = Limits.from_settings(Settings.from_env({
-        "CHORDAL_VISIBILITY_TIMEOUT_S": "100", "CHORDAL_BROKER_URL": "amqp://x//"}))
+        "CHORDAL_VISIBILITY_TIMEOUT_S": "200", "CHORDAL_BROKER_URL": "amqp://x//"}))
     validate(plan, tools, amqp)  # RabbitMQ has no visibility timeout to outrun

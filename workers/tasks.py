@@ -7,12 +7,15 @@ finished step final, so a redelivered message never runs a succeeded step again.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from planner.compiler import STEP_ERROR_TASK, STEP_TASK, CompiledPlan, Mode
 from planner.errors import ChordalError, PermanentError, RefError, ToolError, TransientError
@@ -45,6 +48,7 @@ def publish(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
             ready: tuple[str, ...] | list[str], finalize: bool) -> None:
     if ready:
         compiled.ready_canvas(app, run_id, version, list(ready)).apply_async()
+        rt.store.mark_dispatched(run_id, list(ready))
     if finalize:
         compiled.finalize_signature(app, run_id, version).apply_async()
 
@@ -67,7 +71,7 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
         return  # the run is over (failed, cancelled) or this plan version was replaced
     if begin.state == "done":
         if mode == "dataflow":
-            _redispatch(rt, compiled, run_id, version, step_id)
+            recover(rt, compiled, run_id, version, step_id, begin.detail)
         return
     if begin.state == "exhausted":
         give_up(rt, compiled, run_id, step_id, version, worker, mode, {
@@ -78,7 +82,7 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
 
     attempt = begin.attempt
     retry_after: float | None = None
-    step = compiled.plan.step(step_id)
+    step = compiled.step(step_id)
     tool = compiled.tool_of(step_id)
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
@@ -103,7 +107,8 @@ def run_step(self: Task, run_id: str, step_id: str, version: int,
 
     if kind is TransientError and attempt < max_attempts:
         delay = retry_delay(rt, attempt, retry_after)
-        rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)})
+        if not rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)}):
+            return  # a duplicate attempt failed after another one finished the step
         raise self.retry(countdown=delay)
     give_up(rt, compiled, run_id, step_id, version, worker, mode, error)
 
@@ -116,7 +121,7 @@ def retry_delay(rt: Runtime, attempt: int, retry_after: float | None) -> float:
 def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
             worker: str, mode: Mode, error: dict[str, Any]) -> None:
     """A step failed for good: apply its ``on_failure`` policy."""
-    policy = compiled.plan.step(step_id).on_failure
+    policy = compiled.step(step_id).on_failure
     if policy == "skip":
         finish = rt.store.finish_step(run_id, step_id, output=None, worker=worker,
                                       dependents=compiled.dependents[step_id],
@@ -125,19 +130,30 @@ def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, vers
         return
     if not rt.store.fail_step(run_id, step_id, error, worker):
         return  # a duplicate delivery already recorded the outcome
+    apply_failure(rt, run_id, step_id, version, policy, error)
+
+
+def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: str,
+                  error: dict[str, Any]) -> None:
+    """The run-level effect of a failed step; idempotent, so recovery may repeat it."""
     if policy == "fail":
         rt.store.finish_run(run_id, "failed", error={
             "type": "StepFailed", "step": step_id, "policy": "fail", "cause": error,
-            "message": f"step {step_id!r} failed: {error['message']}"})
+            "message": f"step {step_id!r} failed: {error.get('message', '')}"})
     else:
         app.signature("chordal.replan", args=(run_id, step_id, version), immutable=True,
                       queue=DEFAULT_QUEUE).apply_async()
 
 
-def _redispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
-                step_id: str) -> None:
-    """A finished step's message came back: its worker died after recording the result,
-    maybe before publishing what it unlocked. Publish whatever is ready and unstarted."""
+def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+            status: str) -> None:
+    """A finished step's message came back: its worker may have died after recording the
+    outcome and before acting on it. Redo what follows from the outcome (all idempotent)."""
+    if status == "failed":
+        state = rt.store.step_states(run_id).get(step_id, {})
+        error = json.loads(state["error"]) if state.get("error") else {}
+        apply_failure(rt, run_id, step_id, version, compiled.step(step_id).on_failure, error)
+        return
     ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id])
     run = rt.store.run_fields(run_id)
     finalize = run.get("status") == "running" and run.get("remaining") == "0"
@@ -151,8 +167,22 @@ def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int
     rt = runtime()
     compiled = rt.compiled(run_id, version)
     state = rt.store.step_states(run_id).get(step_id, {})
-    if state.get("status") != "running":
-        return  # finished, or the failure came before it began: nothing is left hanging
+    status = state.get("status")
+    # Errbacks can fire twice for one failure (a hard time limit is also a lost worker):
+    # act once per attempt.
+    if not rt.store.claim(run_id, f"errback:{step_id}:{state.get('attempts', '0')}",
+                          task_id):
+        return
+    if status in ("succeeded", "skipped", "failed"):
+        # The outcome is recorded; what follows from it may not have been published.
+        recover(rt, compiled, run_id, version, step_id, str(status))
+        return
+    if status == "pending":
+        # It failed before it began (or its retry was never published): send it again.
+        if rt.store.run_fields(run_id).get("status") == "running":
+            compiled.step_signature(app, run_id, version, step_id).apply_async(
+                countdown=retry_delay(rt, 1, None))
+        return
     attempt = int(state.get("attempts", "1"))
     error = {"type": "TaskFailed", "transient": True, "attempt": attempt,
              "message": f"attempt {attempt} ended without a result: the task {task_id} failed "
@@ -160,11 +190,25 @@ def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int
                         "worker's log)"}
     if attempt < compiled.max_attempts(step_id):
         delay = retry_delay(rt, attempt, None)
-        rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)})
-        compiled.step_signature(app, run_id, version, step_id).apply_async(countdown=delay)
+        if rt.store.record_retry(run_id, step_id, {**error, "retry_in_s": round(delay, 3)}):
+            compiled.step_signature(app, run_id, version, step_id).apply_async(countdown=delay)
         return
     give_up(rt, compiled, run_id, step_id, version, state.get("worker", "unknown"),
             "dataflow", error)
+
+
+@contextmanager
+def ends_run_on_error(rt: Runtime, run_id: str, what: str) -> Iterator[None]:
+    """A run-level task (join, synthesis, planning) that fails unexpectedly ends its run
+    with the reason, instead of leaving it running with nothing queued."""
+    try:
+        yield
+    except Retry:
+        raise
+    except Exception as exc:
+        log.exception("run %s: %s failed", run_id, what)
+        rt.store.finish_run(run_id, "failed", error={"type": type(exc).__name__,
+                                                     "message": f"{what}: {exc}"})
 
 
 @app.task(name="chordal.finalize")
@@ -172,19 +216,22 @@ def finalize(run_id: str, version: int) -> None:
     """The join. With a model, the synthesizer writes the answer (on the `llm` queue);
     without one, the answer is the sink steps' outputs by step id."""
     rt = runtime()
-    compiled = rt.compiled(run_id, version)
-    states = rt.store.step_states(run_id)
-    unfinished = [s for s in compiled.deps if states.get(s, {}).get("status") not in
-                  ("succeeded", "skipped")]
-    if unfinished:
-        log.warning("run %s: join reached with unfinished steps %s", run_id, unfinished)
-        return
-    if rt.model is not None:
-        app.signature("chordal.synthesize", args=(run_id, version), immutable=True,
-                      queue=LLM_QUEUE, task_id=f"{run_id}.{version}.synthesize").apply_async()
-        return
-    outputs = rt.store.outputs(run_id, compiled.sinks)
-    rt.store.finish_run(run_id, "succeeded", answer={s: outputs.get(s) for s in compiled.sinks})
+    with ends_run_on_error(rt, run_id, "join"):
+        compiled = rt.compiled(run_id, version)
+        states = rt.store.step_states(run_id)
+        unfinished = [s for s in compiled.deps if states.get(s, {}).get("status") not in
+                      ("succeeded", "skipped")]
+        if unfinished:
+            log.warning("run %s: join reached with unfinished steps %s", run_id, unfinished)
+            return
+        if rt.model is not None:
+            app.signature("chordal.synthesize", args=(run_id, version), immutable=True,
+                          queue=LLM_QUEUE, task_id=f"{run_id}.{version}.synthesize"
+                          ).apply_async()
+            return
+        outputs = rt.store.outputs(run_id, compiled.sinks)
+        rt.store.finish_run(run_id, "succeeded",
+                            answer={s: outputs.get(s) for s in compiled.sinks})
 
 
 def retry_model_call(task: Task, rt: Runtime, exc: ChordalError) -> None:
@@ -201,54 +248,61 @@ def synthesize(self: Task, run_id: str, version: int) -> None:
     rt = runtime()
     if rt.store.run_fields(run_id).get("status") != "running":
         return
-    compiled = rt.compiled(run_id, version)
-    outputs = rt.store.outputs(run_id, [s.id for s in compiled.plan.steps])
-    metered = rt.metered(run_id)
-    assert metered is not None
-    request = synthesize_request(rt.settings, compiled.plan.goal, outputs,
-                                 {s.id: s.description for s in compiled.plan.steps},
-                                 metered.options.get("roles"))
-    try:
-        answer = metered.complete(request).text()
-    except ChordalError as exc:
-        retry_model_call(self, rt, exc)
-        rt.store.finish_run(run_id, "failed", answer={"outputs": outputs}, error={
-            "type": type(exc).__name__, "message": f"synthesizer: {exc}"})
-        return
-    rt.store.finish_run(run_id, "succeeded", answer=answer)
+    with ends_run_on_error(rt, run_id, "synthesizer"):
+        compiled = rt.compiled(run_id, version)
+        outputs = rt.store.outputs(run_id, [s.id for s in compiled.plan.steps])
+        metered = rt.metered(run_id)
+        if metered is None:  # this worker has no model: answer as a model-less join does
+            rt.store.finish_run(run_id, "succeeded",
+                                answer={s: outputs.get(s) for s in compiled.sinks})
+            return
+        request = synthesize_request(rt.settings, compiled.plan.goal, outputs,
+                                     {s.id: s.description for s in compiled.plan.steps},
+                                     metered.options.get("roles"))
+        try:
+            # The answer is the last call of a run: if it crosses the budget, it is kept.
+            answer = metered.complete(request, stop_when_over=False).text()
+        except ChordalError as exc:
+            retry_model_call(self, rt, exc)
+            rt.store.finish_run(run_id, "failed", answer={"outputs": outputs}, error={
+                "type": type(exc).__name__, "message": f"synthesizer: {exc}"})
+            return
+        rt.store.finish_run(run_id, "succeeded", answer=answer)
 
 
 @app.task(name="chordal.plan", bind=True, max_retries=None)
 def plan_run(self: Task, run_id: str) -> None:
     """goal -> plan by the planner model, then start the run. Runs on the `llm` queue, so a
-    worker restart redelivers the call instead of losing it."""
+    worker restart redelivers the call instead of losing it; every stage is idempotent."""
     rt = runtime()
     run = rt.store.run_fields(run_id)
-    if run.get("status") != "pending":
+    if run.get("status") not in ("pending", "running"):
         return
-    if run.get("version") == "0":
-        metered = rt.metered(run_id)
-        if metered is None:
-            rt.store.finish_run(run_id, "failed", error={"type": "ConfigError",
-                                                         "message": NO_MODEL})
-            return
-        try:
-            outcome = plan_goal(metered, rt.settings, rt.tools, run["goal"],
-                                metered.options.get("roles"))
-        except ChordalError as exc:
-            retry_model_call(self, rt, exc)
-            rt.store.finish_run(run_id, "failed", error={
-                "type": type(exc).__name__, "message": f"planner: {exc}"})
-            return
-        if outcome.plan is None:
-            rt.store.finish_run(run_id, "failed", error=outcome.report())
-            return
-        if rt.store.claim(run_id, "plan:1", self.request.id or "plan"):
-            compiled = CompiledPlan(outcome.plan, rt.tools)  # only its deps are used
-            rt.store.add_plan(run_id, 1, outcome.plan, compiled.deps)
-    compiled = rt.compiled(run_id, 1)
-    if rt.store.start_run(run_id):
-        publish(rt, compiled, run_id, 1, compiled.roots, False)
+    with ends_run_on_error(rt, run_id, "planner"):
+        if run.get("version") == "0":
+            metered = rt.metered(run_id)
+            if metered is None:
+                rt.store.finish_run(run_id, "failed", error={"type": "ConfigError",
+                                                             "message": NO_MODEL})
+                return
+            try:
+                outcome = plan_goal(metered, rt.settings, rt.tools, run["goal"],
+                                    metered.options.get("roles"))
+            except ChordalError as exc:
+                retry_model_call(self, rt, exc)
+                rt.store.finish_run(run_id, "failed", error={
+                    "type": type(exc).__name__, "message": f"planner: {exc}"})
+                return
+            if outcome.plan is None:
+                rt.store.finish_run(run_id, "failed", error=outcome.report())
+                return
+            rt.store.add_plan(run_id, 1, outcome.plan, outcome.plan.dependencies())
+        compiled = rt.compiled(run_id, 1)
+        rt.store.start_run(run_id)
+        if rt.store.run_fields(run_id).get("status") == "running":
+            # Roots not yet published (all of them, unless this is a redelivery).
+            publish(rt, compiled, run_id, 1, rt.store.ready_unstarted(run_id, compiled.roots),
+                    False)
 
 
 @app.task(name="chordal.barrier")
@@ -260,8 +314,8 @@ def barrier() -> None:
 def replan(run_id: str, step_id: str, version: int) -> None:
     """Called once per plan version when a step with ``on_failure="replan"`` fails for good.
 
-    Without a model, replanning is not available: the run ends as failed with a report of
-    what failed and what was already earned.
+    Replanning with the model is not wired in yet (``planner.llm.roles.replan`` builds the
+    call): the run ends as failed with a report of what failed and what was earned.
     """
     rt = runtime()
     if not rt.store.claim(run_id, f"replan:{version}", step_id):
@@ -270,8 +324,9 @@ def replan(run_id: str, step_id: str, version: int) -> None:
     failed = states.get(step_id, {})
     rt.store.finish_run(run_id, "failed", error={
         "type": "StepFailed", "step": step_id, "policy": "replan",
-        "message": f"step {step_id!r} failed and no model is configured to replan",
-        "cause": failed.get("error"),
+        "message": f"step {step_id!r} failed; replanning is not available yet, so the run "
+                   "ends with what it earned",
+        "cause": json.loads(failed["error"]) if failed.get("error") else None,
         "completed": sorted(s for s, st in states.items() if st.get("status") == "succeeded"),
     })
 

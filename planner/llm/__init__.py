@@ -6,13 +6,17 @@ import os
 
 from planner.errors import ConfigError
 from planner.llm.anthropic_model import AnthropicModel, ModelAuthError, ModelTransientError
-from planner.llm.model import Model, ModelRequest, ModelResponse, RoleConfig, Usage
+from planner.llm.model import (
+    LLM_QUEUE,
+    NO_MODEL,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    RoleConfig,
+    Usage,
+)
 from planner.llm.scripted import ScriptedModel
 from planner.settings import Settings
-
-LLM_QUEUE = "llm"
-NO_MODEL = ("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
-            "CHORDAL_LLM=scripted:PATH to use a scripted model")
 
 
 def make_model(settings: Settings) -> Model | None:
@@ -38,6 +42,7 @@ def require_model(settings: Settings) -> Model:
 
 __all__ = [
     "LLM_QUEUE",
+    "NO_MODEL",
     "AnthropicModel",
     "Model",
     "ModelAuthError",

@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 
 from planner.errors import ConfigError, PermanentError, TransientError
-from planner.llm.model import ModelRequest, ModelResponse, Usage
+from planner.llm.model import NO_MODEL, ModelRequest, ModelResponse, Usage
 
 
 class ModelAuthError(PermanentError):
@@ -41,8 +41,7 @@ class AnthropicModel:
                  api_key: str | None = None, base_url: str | None = None) -> None:
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key:
-            raise ConfigError("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
-                              "CHORDAL_LLM=scripted:PATH to use a scripted model")
+            raise ConfigError(NO_MODEL)
         # The SDK retries 408/409/429/5xx (529 overloaded included) and timeouts with
         # backoff, honouring retry-after; past that, the Celery task retries the call.
         self.client = anthropic.Anthropic(api_key=key, base_url=base_url,

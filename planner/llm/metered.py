@@ -46,7 +46,9 @@ class MeteredModel:
         total = summarize(self.store.usage_fields(self.run_id), self.settings.prices)["total"]
         return self.budget.exceeded(total)
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def complete(self, request: ModelRequest, stop_when_over: bool = True) -> ModelResponse:
+        """Call the model, metered. A call that crosses the budget is kept; with
+        ``stop_when_over`` it also ends the run (no new steps start)."""
         reason = self.over_budget()
         if reason:
             stop_for_budget(self.store, self.run_id, reason)
@@ -60,8 +62,7 @@ class MeteredModel:
             "cache_read_input_tokens": u.cache_read_input_tokens,
             "cache_creation_input_tokens": u.cache_creation_input_tokens,
             "latency_ms": round(response.latency_s * 1000)})
-        reason = self.over_budget()
-        if reason:
+        if stop_when_over and (reason := self.over_budget()):
             # This call is paid for: its answer is kept, but nothing new starts.
             stop_for_budget(self.store, self.run_id, reason)
         return response

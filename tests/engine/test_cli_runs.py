@@ -178,7 +178,8 @@ def test_an_llm_step_without_a_model_fails_clearly(engine: Engine):
     assert report["status"] == "failed"
     think = report["steps"]["think"]
     assert think["attempts"] == 1
-    assert "needs a model: set ANTHROPIC_API_KEY" in think["error"]["message"]
+    assert "needs a model in the workers' environment" in think["error"]["message"]
+    assert "set ANTHROPIC_API_KEY" in think["error"]["message"]
 
 
 def test_dev_stops_its_worker_on_sigterm(redis_base: str, tmp_path: Path):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from planner.errors import PermanentError
+from planner.llm.model import LLM_QUEUE, NO_MODEL
 from workers.tools.calculator import calculate_expression
 from workers.tools.registry import ToolContext, tool
-
-LLM_QUEUE = "llm"
 
 
 @tool(max_retries=0, timeout_s=5)
@@ -24,7 +23,6 @@ def llm(ctx: ToolContext, prompt: str | list[Any], system: str | None = None) ->
     strings are instructions and whose other values (e.g. $refs to earlier outputs) are
     material shown as JSON."""
     if ctx.llm is None:
-        raise PermanentError("the llm tool needs a model: set ANTHROPIC_API_KEY to use "
-                             "Claude, or CHORDAL_LLM=scripted:PATH, in the workers' "
-                             "environment")
+        raise PermanentError(f"the llm tool needs a model in the workers' environment; "
+                             f"{NO_MODEL}")
     return ctx.llm([prompt] if isinstance(prompt, str) else prompt, system)
