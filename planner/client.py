@@ -65,19 +65,20 @@ class Client:
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id)
         self.store.start_run(run_id)
-        try:
-            compiled.start_canvas(self.app, run_id, 1, mode).apply_async()
-        except Exception as exc:  # the broker refused or is unreachable
-            self.store.finish_run(run_id, "failed", error={
-                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
-            raise ConfigError(f"cannot publish to the broker at {self._broker_name()} "
-                              f"({exc}); check CHORDAL_BROKER_URL / CHORDAL_REDIS_URL"
-                              ) from None
+        self._publish(run_id, compiled.start_canvas(self.app, run_id, 1, mode))
         self.store.mark_dispatched(run_id, compiled.roots if mode == "dataflow" else [])
         return run_id
 
-    def _broker_name(self) -> str:
-        return self.settings.broker.split("@")[-1]
+    def _publish(self, run_id: str, canvas: Any) -> None:
+        """Publish a run's first messages; if the broker refuses, end the run and say so."""
+        try:
+            canvas.apply_async()
+        except Exception as exc:  # the broker refused or is unreachable
+            self.store.finish_run(run_id, "failed", error={
+                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
+            broker = self.settings.broker.split("@")[-1]  # no credentials in messages
+            raise ConfigError(f"cannot publish to the broker at {broker} ({exc}); check "
+                              "CHORDAL_BROKER_URL / CHORDAL_REDIS_URL") from None
 
     @property
     def has_model(self) -> bool:
@@ -105,15 +106,9 @@ class Client:
         if budget_usd is not None:
             options["budget_usd"] = budget_usd
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
-        try:
-            self.app.signature("chordal.plan", args=(run_id,), immutable=True,
-                               queue=LLM_QUEUE, task_id=f"{run_id}.0.plan").apply_async()
-        except Exception as exc:  # the broker refused or is unreachable
-            self.store.finish_run(run_id, "failed", error={
-                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
-            raise ConfigError(f"cannot publish to the broker at {self._broker_name()} "
-                              f"({exc}); check CHORDAL_BROKER_URL / CHORDAL_REDIS_URL"
-                              ) from None
+        self._publish(run_id, self.app.signature(
+            "chordal.plan", args=(run_id,), immutable=True, queue=LLM_QUEUE,
+            task_id=f"{run_id}.0.plan"))
         return run_id
 
     def report(self, run_id: str) -> dict[str, Any]:

@@ -74,3 +74,21 @@ def test_run_ids_and_plan_versions_are_taken_once(engine: Engine):
         store.create_run("other", p, run_id=run_id)
     assert store.report(run_id)["goal"] == "g"
     assert store.add_plan(run_id, 1, p, p.dependencies()) is False
+
+
+def test_an_unreachable_broker_fails_the_run_with_one_clear_error(engine: Engine):
+    from planner.client import Client
+    from planner.settings import Settings
+    from tests.engine.conftest import _free_port
+
+    env = {k: v for k, v in engine.env.items() if k.startswith("CHORDAL_")}
+    env["CHORDAL_BROKER_URL"] = f"redis://127.0.0.1:{_free_port()}/0"
+    settings = Settings.from_env(env)
+    client = Client(settings, engine.client.tools)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"cannot publish to the broker at redis://127\.0\.0\.1"):
+        client.submit(plan(step("a")))
+    assert time.monotonic() - t0 < 30
+    newest = engine.client.store.r.zrevrange("chordal:runs", 0, 0)[0]
+    report = engine.client.report(newest)
+    assert report["status"] == "failed" and report["error"]["type"] == "BrokerError"
