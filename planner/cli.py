@@ -22,7 +22,7 @@ from rich.live import Live
 
 from planner.client import Client
 from planner.embedded import ensure_redis
-from planner.errors import ChordalError, ConfigError, PlanInvalid
+from planner.errors import ChordalError, ConfigError, NoWorkerError, PlanInvalid
 from planner.llm import LLM_QUEUE, require_model
 from planner.llm.model import ROLES
 from planner.llm.roles import plan_goal
@@ -175,12 +175,12 @@ def follow(client: Client, run_id: str, as_json: bool, timeout: float | None,
 
 
 def warn_missing_workers(client: Client, queues: set[str]) -> None:
-    missing = client.missing_queues(queues)
-    if missing:
-        names = ",".join(sorted(missing))
-        err.print(f"warning: no worker consumes queue(s) {names}: the run waits until one "
-                  f"does. Start one with `chordal worker` (or `chordal dev`).",
-                  highlight=False, markup=False)
+    """Say so, instead of waiting in silence; the run is queued all the same."""
+    try:
+        client.require_queues(queues)
+    except NoWorkerError as exc:
+        err.print(f"warning: {exc}; the run waits until one does.", highlight=False,
+                  markup=False)
 
 
 def run_plan(client: Client, path: Path, wait: bool, as_json: bool,

@@ -145,7 +145,12 @@ class Client:
         return queues - consumed
 
     def require_workers(self, plan: Plan | Mapping[str, Any]) -> None:
-        missing = self.missing_queues(self.compile(plan).queues())
+        """Raise :class:`NoWorkerError` if no worker consumes a queue the plan needs."""
+        self.require_queues(self.compile(plan).queues())
+
+    def require_queues(self, queues: set[str]) -> None:
+        """Raise :class:`NoWorkerError`, saying how to start one, for unconsumed queues."""
+        missing = self.missing_queues(queues)
         if missing:
             names = ",".join(sorted(missing))
             raise NoWorkerError(f"no worker consumes queue(s) {names}; start one with "

@@ -47,11 +47,6 @@ def parse_ref(text: object) -> Ref:
     return Ref(head, tuple(path))
 
 
-def is_ref(value: object) -> bool:
-    """True when ``value`` is an object with a ``$ref`` key (well-formed or not)."""
-    return isinstance(value, Mapping) and REF_KEY in value
-
-
 def iter_refs(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, Ref | RefError]]:
     """Yield ``(location, Ref or RefError)`` for every reference in a JSON value tree."""
     if isinstance(value, Mapping):
