@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planner.client import Client  # noqa: E402
-from planner.graph import topological_order  # noqa: E402
+from planner.language.graph import topological_order  # noqa: E402
+from planner.language.plan import Plan  # noqa: E402
 from planner.llm import AnthropicModel  # noqa: E402
 from planner.llm.model import ModelRequest, RoleConfig  # noqa: E402
-from planner.plan import Plan  # noqa: E402
 from planner.settings import Settings  # noqa: E402
+from planner.tools import ToolContext, load_registry  # noqa: E402
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text, tool_use  # noqa: E402
-from workers.tools.registry import ToolContext, load_registry  # noqa: E402
 
 LATENCY_S = 0.4      # every model call
 TOOL_S = 0.4         # every lookup step
@@ -127,8 +127,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 report = client.wait(client.submit_goal(goal), 120)
                 walls.append(time.perf_counter() - t0)
-                assert report["status"] == "succeeded", report["error"]
-                calls = report["usage"]["total"]["calls"]
+                assert report.status == "succeeded", report.error
+                calls = report.usage.total.calls
             r_wall, r_calls = react(model, plan)
             c_wall = statistics.median(walls)
             rows.append((goal, len(plan["steps"]), f"{c_wall:.2f} s", calls,

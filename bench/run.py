@@ -27,11 +27,12 @@ from celery import chain, group
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.levels import NOOP_TASK, submit_levels  # noqa: E402
 from planner.client import Client  # noqa: E402
-from planner.graph import shape, topological_order  # noqa: E402
-from planner.plan import Plan  # noqa: E402
+from planner.language.graph import shape, topological_order  # noqa: E402
+from planner.language.plan import Plan  # noqa: E402
 from planner.settings import Settings  # noqa: E402
-from workers.tools.registry import load_registry  # noqa: E402
+from planner.tools import load_registry  # noqa: E402
 
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 DB = 12
@@ -40,24 +41,29 @@ REPS = 3
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # The production app plus the baseline's tasks (bench/levels.py).
     return subprocess.Popen(
-        [sys.executable, "-m", "planner.cli", "worker", f"--concurrency={SLOTS}",
-         "--pool=prefork", "--loglevel=WARNING"],
+        [sys.executable, "-m", "celery", "-A", "bench.levels", "worker", "-Q", "chordal",
+         f"--concurrency={SLOTS}", "--pool=prefork", "--loglevel=WARNING"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
 
 
+def submit(client: Client, plan: dict[str, Any], mode: str = "dataflow") -> str:
+    return submit_levels(client, plan) if mode == "levels" else client.submit(plan)
+
+
 def timed_run(client: Client, plan: dict[str, Any], mode: str = "dataflow") -> float:
     t0 = time.perf_counter()
-    run_id = client.submit(plan, mode=mode)  # type: ignore[arg-type]
+    run_id = submit(client, plan, mode)
     report = client.wait(run_id, timeout=600)
     elapsed = time.perf_counter() - t0
-    assert report["status"] == "succeeded", report["error"]
+    assert report.status == "succeeded", report.error
     return elapsed
 
 
 def raw_chain(client: Client, n: int) -> float:
-    noop = client.app.signature("chordal.noop", immutable=True)
+    noop = client.app.signature(NOOP_TASK, immutable=True)
     t0 = time.perf_counter()
     result = chain(*[noop.clone() for _ in range(n)]).apply_async()
     result.get(timeout=600)
@@ -67,7 +73,7 @@ def raw_chain(client: Client, n: int) -> float:
 
 
 def raw_group(client: Client, n: int) -> float:
-    noop = client.app.signature("chordal.noop", immutable=True)
+    noop = client.app.signature(NOOP_TASK, immutable=True)
     t0 = time.perf_counter()
     result = group([noop.clone() for _ in range(n)]).apply_async()
     result.get(timeout=600)
@@ -114,11 +120,11 @@ def lower_bound(plan: dict[str, Any]) -> float:
 
 
 def makespan(client: Client, plan: dict[str, Any], mode: str) -> float:
-    run_id = client.submit(plan, mode=mode)  # type: ignore[arg-type]
+    run_id = submit(client, plan, mode)
     report = client.wait(run_id, timeout=600)
-    assert report["status"] == "succeeded", report["error"]
-    run = client.store.run_fields(run_id)
-    return float(run["finished_at"]) - float(run["created_at"])
+    assert report.status == "succeeded", report.error
+    assert report.finished_at is not None and report.created_at is not None
+    return (report.finished_at - report.created_at).total_seconds()
 
 
 def pct(values: list[float], q: float) -> float:

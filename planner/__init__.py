@@ -1,11 +1,29 @@
 """Chordal: plan-and-execute LLM agents that run on Celery.
 
-The public API; everything else in ``planner`` is an implementation detail.
+The public API; everything else in ``planner`` is an implementation detail. The layers,
+top to bottom (each imports only those below it; see docs/architecture.md):
+
+    cli            the ``chordal`` command
+    client         submit, follow, cancel runs
+    engine         the control plane's decisions, and the messages they publish
+    store          the run store in Redis (runs, steps, events), typed records
+    llm            the model and its roles
+    language       the plan language: plans, $refs, graphs, validation
+    tools          the tool contract (@tool, ToolContext, the registry)
+    settings, wire, errors
 """
 
+from planner.client import Client
 from planner.errors import (
+    BudgetExceeded,
+    CalculationError,
     ChordalError,
     ConfigError,
+    Conflict,
+    InvalidInput,
+    ModelAuthError,
+    ModelTransientError,
+    NotFound,
     NoWorkerError,
     PermanentError,
     PlanError,
@@ -16,17 +34,30 @@ from planner.errors import (
     RunNotFound,
     ToolError,
     TransientError,
+    Unavailable,
+    UserError,
 )
-from planner.plan import Plan, Step, load_plan_data, plan_json_schema
-from planner.refs import Ref, parse_ref, resolve
+from planner.language.plan import Plan, Step, load_plan_data, plan_json_schema
+from planner.language.refs import Ref, parse_ref, resolve
+from planner.language.validation import Limits, ValidPlan, validate
 from planner.settings import Settings
-from planner.validation import Limits, ValidPlan, validate
+from planner.store.records import ErrorRecord, RunEvent, RunReport, StepReport
+from planner.tools import Tool, ToolContext, ToolRegistry, load_registry, tool
 
 __all__ = [
+    "BudgetExceeded",
+    "CalculationError",
     "ChordalError",
+    "Client",
     "ConfigError",
+    "Conflict",
+    "ErrorRecord",
+    "InvalidInput",
     "Limits",
+    "ModelAuthError",
+    "ModelTransientError",
     "NoWorkerError",
+    "NotFound",
     "PermanentError",
     "Plan",
     "PlanError",
@@ -35,15 +66,25 @@ __all__ = [
     "Problem",
     "Ref",
     "RefError",
+    "RunEvent",
     "RunNotFound",
+    "RunReport",
     "Settings",
     "Step",
+    "StepReport",
+    "Tool",
+    "ToolContext",
     "ToolError",
+    "ToolRegistry",
     "TransientError",
+    "Unavailable",
+    "UserError",
     "ValidPlan",
     "load_plan_data",
+    "load_registry",
     "parse_ref",
     "plan_json_schema",
     "resolve",
+    "tool",
     "validate",
 ]

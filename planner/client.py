@@ -1,4 +1,8 @@
-"""Submit plans, follow runs, read reports: what apps, the CLI and the API use."""
+"""Submit plans and goals, follow runs, read reports: what apps, the CLI and the API use.
+
+The client publishes by task name (``planner.wire``); it needs Redis and the broker, and
+the tool modules to validate plans, but no worker code.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,22 @@ from typing import Any
 import redis
 from celery import Celery
 
-from planner.compiler import CompiledPlan, Mode
-from planner.errors import ConfigError, NoWorkerError
-from planner.llm import LLM_QUEUE, make_model, require_model
-from planner.llm.model import ROLES
+from planner.engine.compiled import CompiledPlan
+from planner.engine.dispatch import CeleryPublisher, producer_app
+from planner.engine.runtime import Runtime
+from planner.engine.start import request_plan, start_run
+from planner.errors import InvalidInput, NoWorkerError, Unavailable
+from planner.language.plan import Plan
+from planner.language.validation import Limits, validate
+from planner.llm import ROLES, make_model, require_model
 from planner.llm.roles import role_config
 from planner.llm.usage import summarize
-from planner.plan import Plan
 from planner.settings import Settings
-from planner.store import TERMINAL_RUN, RunStore
-from planner.validation import Limits, validate
-from workers.tools.registry import ToolRegistry, load_registry
+from planner.store.records import RunEvent, RunOptions, RunReport
+from planner.store.runs import RunStore
+from planner.tools.registry import ToolRegistry, load_registry
 
-EventHandler = Callable[[str, dict[str, str]], None]
+EventHandler = Callable[[RunEvent], None]
 
 
 class Client:
@@ -33,21 +40,28 @@ class Client:
         self.tools = tools if tools is not None else load_registry(self.settings.tool_modules)
         self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
         self._app = app
+        self._runtime: Runtime | None = None
 
     @property
     def app(self) -> Celery:
+        """A Celery app to publish with (and to ask workers which queues they consume)."""
         if self._app is None:
-            from workers.app import make_app
-
-            self._app = make_app(self.settings)
+            self._app = producer_app(self.settings)
         return self._app
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings, CeleryPublisher(self.app), self.tools,
+                                    self.store, model=None)
+        return self._runtime
 
     def ping(self) -> None:
         """Fail with one clear line if the run store's Redis cannot be reached."""
         try:
             self.store.r.ping()
         except redis.RedisError as exc:
-            raise ConfigError(f"cannot reach Redis at CHORDAL_REDIS_URL="
+            raise Unavailable(f"cannot reach Redis at CHORDAL_REDIS_URL="
                               f"{self.settings.redis_url} ({exc}); start Redis, or run "
                               "`chordal dev`, which starts one") from None
 
@@ -57,28 +71,15 @@ class Client:
                             self.settings.hard_limit_grace_s)
 
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
-               mode: Mode = "dataflow", run_id: str | None = None) -> str:
+               run_id: str | None = None) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
         Raises ``PlanInvalid``."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id)
-        self.store.start_run(run_id)
-        self._publish(run_id, compiled.start_canvas(self.app, run_id, 1, mode))
-        self.store.mark_dispatched(run_id, compiled.roots if mode == "dataflow" else [])
+        start_run(self.runtime, run_id, 1)
         return run_id
-
-    def _publish(self, run_id: str, canvas: Any) -> None:
-        """Publish a run's first messages; if the broker refuses, end the run and say so."""
-        try:
-            canvas.apply_async()
-        except Exception as exc:  # the broker refused or is unreachable
-            self.store.finish_run(run_id, "failed", error={
-                "type": "BrokerError", "message": f"could not publish the run: {exc}"})
-            broker = self.settings.broker.split("@")[-1]  # no credentials in messages
-            raise ConfigError(f"cannot publish to the broker at {broker} ({exc}); check "
-                              "CHORDAL_BROKER_URL / CHORDAL_REDIS_URL") from None
 
     @property
     def has_model(self) -> bool:
@@ -93,46 +94,41 @@ class Client:
         ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
         ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
         if not goal.strip():
-            raise ConfigError("the goal is empty")
+            raise InvalidInput("goal: is empty; say what the run is for")
         require_model(self.settings)  # says exactly what to set when there is none
         for role, over in (roles or {}).items():
             if role not in ROLES:
-                raise ConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+                raise InvalidInput(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
             role_config(self.settings, role, {role: over})
         self.ping()
-        options: dict[str, Any] = {"roles": dict(roles or {})}
-        if budget_tokens is not None:
-            options["budget_tokens"] = budget_tokens
-        if budget_usd is not None:
-            options["budget_usd"] = budget_usd
+        options = RunOptions(roles={r: dict(o) for r, o in (roles or {}).items()},
+                             budget_tokens=budget_tokens, budget_usd=budget_usd)
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
-        self._publish(run_id, self.app.signature(
-            "chordal.plan", args=(run_id,), immutable=True, queue=LLM_QUEUE,
-            task_id=f"{run_id}.0.plan"))
+        request_plan(self.runtime, run_id)
         return run_id
 
-    def report(self, run_id: str) -> dict[str, Any]:
+    def report(self, run_id: str) -> RunReport:
         """The run report, with ``usage`` (tokens by role and step, estimated cost)."""
         report = self.store.report(run_id)
-        report["usage"] = summarize(self.store.usage_fields(run_id), self.settings.prices)
+        report.usage = summarize(self.store.usage_fields(run_id), self.settings.prices)
         return report
 
     def wait(self, run_id: str, timeout: float | None = None,
-             on_event: EventHandler | None = None) -> dict[str, Any]:
+             on_event: EventHandler | None = None) -> RunReport:
         """Block until the run ends (or ``timeout`` seconds pass); return its report."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = "0-0"
         while True:
-            if self.store.run_fields(run_id).get("status") in TERMINAL_RUN:
+            if self.store.run_state(run_id).ended:
                 break
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
             block = 500 if left is None else max(1, min(500, int(left * 1000)))
-            for event_id, fields in self.store.events(run_id, cursor, block_ms=block):
-                cursor = event_id
+            for event in self.store.events(run_id, cursor, block_ms=block):
+                cursor = event.id
                 if on_event:
-                    on_event(event_id, fields)
+                    on_event(event)
         return self.report(run_id)
 
     def cancel(self, run_id: str) -> bool:

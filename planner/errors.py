@@ -1,19 +1,29 @@
 """Chordal's exceptions: one tree, rooted at :class:`ChordalError`.
 
     ChordalError
-    ├── ConfigError          a setting or environment variable is wrong (names the variable)
-    ├── PlanError            a plan cannot be read or is invalid
-    │   ├── PlanLoadError    missing file, not JSON, not an object
-    │   └── PlanInvalid      one or more :class:`Problem` s, every one of them listed
-    ├── RefError             a ``{"$ref": ...}`` is malformed or cannot be resolved
-    ├── ToolError            raised by (or on behalf of) a tool
-    │   ├── TransientError   worth retrying (timeouts, throttling, connection drops)
-    │   └── PermanentError   retrying cannot help (bad input, hostile expression)
-    ├── RunNotFound          no run with that id in the run store
-    └── NoWorkerError        no worker consumes a queue that a run needs
+    ├── UserError                  the caller must change something; one line, never a traceback
+    │   ├── InvalidInput           a request is wrong                        exit 2, HTTP 422
+    │   │   ├── PlanError          a plan cannot be used
+    │   │   │   ├── PlanLoadError  missing file, not JSON, not an object
+    │   │   │   └── PlanInvalid    one or more :class:`Problem` s, every one of them listed
+    │   │   └── RefError           a ``{"$ref": ...}`` is malformed or cannot be resolved
+    │   ├── ConfigError            a setting is wrong; names the variable    exit 2, HTTP 500
+    │   ├── NotFound               no such thing                             exit 2, HTTP 404
+    │   │   └── RunNotFound        no run with that id (or it expired)
+    │   ├── Conflict               the state forbids it (a run id taken)     exit 2, HTTP 409
+    │   └── Unavailable            a service it needs does not answer        exit 2, HTTP 503
+    │       └── NoWorkerError      no worker consumes a queue a run needs
+    └── ToolError                  a signal from a tool (or the engine on its behalf) about a step
+        ├── TransientError         worth retrying: timeouts, throttling, dropped connections
+        │   └── ModelTransientError    the model service throttled or failed, after SDK retries
+        └── PermanentError         retrying cannot help
+            ├── ModelAuthError     the model service refused the key or the model
+            ├── BudgetExceeded     the run spent its token or USD budget
+            └── CalculationError   ``calculate`` was given something it will not evaluate
 
-A CLI user sees any ``ChordalError`` as one line on stderr and exit status 2 (user
-error) -- never a traceback.
+User errors and tool signals are kept apart: a ``UserError`` goes back to whoever asked
+(the CLI prints it, the HTTP API maps ``http_status``); a ``ToolError`` decides what happens
+to a step (retry, or its ``on_failure`` policy) and is recorded in the run's report.
 """
 
 from __future__ import annotations
@@ -24,12 +34,24 @@ from dataclasses import dataclass
 class ChordalError(Exception):
     """Root of every error Chordal raises on purpose."""
 
+    #: The HTTP status an API answers with; ``exit_code`` what the CLI exits with.
+    http_status = 500
+    exit_code = 1
 
-class ConfigError(ChordalError):
-    """A setting is wrong; the message names the variable to set."""
+
+class UserError(ChordalError):
+    """Something the caller must change; its message says what."""
+
+    exit_code = 2
 
 
-class PlanError(ChordalError):
+class InvalidInput(UserError):
+    """A request (plan, goal, option) is wrong; the message names the field."""
+
+    http_status = 422
+
+
+class PlanError(InvalidInput):
     """A plan cannot be used."""
 
 
@@ -59,8 +81,40 @@ class PlanInvalid(PlanError):
         super().__init__(f"invalid plan: {len(problems)} problem(s)\n{lines}")
 
 
-class RefError(ChordalError):
+class RefError(InvalidInput):
     """A ``$ref`` is malformed, or names a path its target's output does not have."""
+
+
+class ConfigError(UserError):
+    """A setting is wrong; the message names the variable to set."""
+
+    http_status = 500
+
+
+class NotFound(UserError):
+    """The thing asked for does not exist."""
+
+    http_status = 404
+
+
+class RunNotFound(NotFound):
+    """No run with this id exists (or it expired past its retention)."""
+
+
+class Conflict(UserError):
+    """The request is well formed but the current state forbids it."""
+
+    http_status = 409
+
+
+class Unavailable(UserError):
+    """A service Chordal needs (Redis, the broker, a worker) does not answer."""
+
+    http_status = 503
+
+
+class NoWorkerError(Unavailable):
+    """No running worker consumes a queue that a run needs."""
 
 
 class ToolError(ChordalError):
@@ -70,14 +124,52 @@ class ToolError(ChordalError):
 class TransientError(ToolError):
     """The call may succeed if retried (timeout, throttling, dropped connection)."""
 
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds the service asked us to wait (``retry-after``); the retry waits as long.
+        self.retry_after_s = retry_after_s
+
+
+class ModelTransientError(TransientError):
+    """Throttled, overloaded, failing or slow, after the SDK's own retries."""
+
 
 class PermanentError(ToolError):
     """Retrying cannot help: the input is wrong or hostile."""
 
 
-class RunNotFound(ChordalError):
-    """No run with this id exists (or it expired past its retention)."""
+class ModelAuthError(PermanentError):
+    """The API refused the key: retrying cannot help; the message says what to set."""
 
 
-class NoWorkerError(ChordalError):
-    """No running worker consumes a queue that a run needs."""
+class BudgetExceeded(PermanentError):
+    """The run spent its token or USD budget; it ended with its partial results."""
+
+
+class CalculationError(PermanentError):
+    """An expression that ``calculate`` will not evaluate (syntax, limits, division by 0)."""
+
+
+__all__ = [
+    "BudgetExceeded",
+    "CalculationError",
+    "ChordalError",
+    "ConfigError",
+    "Conflict",
+    "InvalidInput",
+    "ModelAuthError",
+    "ModelTransientError",
+    "NoWorkerError",
+    "NotFound",
+    "PermanentError",
+    "PlanError",
+    "PlanInvalid",
+    "PlanLoadError",
+    "Problem",
+    "RefError",
+    "RunNotFound",
+    "ToolError",
+    "TransientError",
+    "Unavailable",
+    "UserError",
+]

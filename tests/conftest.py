@@ -1,10 +1,10 @@
-"""Shared fixtures. Engine fixtures (real Redis, real workers) live in tests/engine/."""
+"""Shared fixtures. Fixtures with real Redis and real workers live in tests/integration/."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.tools.registry import ToolRegistry, load_registry
+from planner.tools import ToolRegistry, load_registry
 
 
 @pytest.fixture(scope="session")

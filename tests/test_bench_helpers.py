@@ -5,8 +5,8 @@ import random
 import pytest
 
 from bench.run import SLOTS, lower_bound, random_dag
-from planner.graph import shape
-from planner.plan import Plan
+from planner.language.graph import shape
+from planner.language.plan import Plan
 
 
 def test_lower_bound_is_the_larger_of_critical_path_and_work_over_slots():

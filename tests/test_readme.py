@@ -4,8 +4,8 @@ import json
 import re
 from pathlib import Path
 
-from planner.validation import validate
-from workers.tools.registry import Tool
+from planner.language.validation import validate
+from planner.tools import Tool
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -1,33 +1,20 @@
-"""The Celery app. Every setting that matters for at-least-once execution says why."""
+"""The Celery app the workers run. The wire settings (JSON only, transport options, the
+default queue) come from ``planner.wire``; the settings here are how a worker consumes,
+and each says why."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from planner.settings import Settings
-from workers.tools.registry import DEFAULT_QUEUE
+from planner.wire import celery_conf
 
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
                  include=["workers.tasks"])
-    vt = settings.visibility_timeout_s
-    redis_transport = {
-        # Redis redelivers an unacknowledged message after this many seconds. It must exceed
-        # the longest step plus its retry delays, or a step still running (or waiting for a
-        # countdown) is delivered to a second worker.
-        "visibility_timeout": vt,
-        # How often a worker sweeps for messages whose consumer died: sooner than kombu's
-        # default (every ~100 s) so a killed worker's step comes back promptly.
-        "unacked_restore_interval": max(1, min(10, vt // 4)),
-        "unacked_restore_throttle": 1,
-    }
+    app.conf.update(celery_conf(settings))
     app.conf.update(
-        # JSON only: a pickle from the broker is code execution.
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
         # Ack after the step finishes, so a worker that dies mid-step loses nothing; steps
         # are idempotent per (run, step) in the run store, so running twice is safe.
         task_acks_late=True,
@@ -37,14 +24,13 @@ def make_app(settings: Settings) -> Celery:
         # Long steps: reserve one message per process, so a busy process does not hold
         # ready steps hostage while an idle one waits.
         worker_prefetch_multiplier=settings.worker_prefetch,
-        broker_transport_options=redis_transport if settings.broker.startswith("redis") else {},
-        result_backend_transport_options={"visibility_timeout": vt},
         # Flower and `celery events` need task events; "sent" shows queued steps too.
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
         result_extended=True,
-        # Chord bookkeeping (levels baseline) and results outlive the longest run.
+        # Results outlive the longest run (the run store keeps the outputs; Celery's
+        # results are for Flower and the chords of bench/levels.py).
         result_expires=settings.retention_s,
         result_chord_expires=settings.retention_s,
         # A worker that loses the broker cannot ack; cancel its work so it is redelivered
@@ -53,8 +39,6 @@ def make_app(settings: Settings) -> Celery:
         # On deploy (SIGTERM), give running steps time to finish, then requeue the rest.
         worker_soft_shutdown_timeout=10.0,
         worker_enable_soft_shutdown_on_idle=True,
-        broker_connection_retry_on_startup=True,
-        task_default_queue=DEFAULT_QUEUE,
         worker_hijack_root_logger=False,
     )
     return app

@@ -1,17 +1,19 @@
-"""The model: Claude (through the anthropic SDK) or a scripted stand-in, and its roles."""
+"""The model side: Claude (through the anthropic SDK) or a scripted stand-in, and the roles
+it plays (planner, replanner, executor, synthesizer)."""
 
 from __future__ import annotations
 
 import os
 
 from planner.errors import ConfigError
-from planner.llm.anthropic_model import AnthropicModel, ModelAuthError, ModelTransientError
+from planner.llm.claude import AnthropicModel
 from planner.llm.model import (
-    LLM_QUEUE,
     NO_MODEL,
+    ROLES,
     Model,
     ModelRequest,
     ModelResponse,
+    Role,
     RoleConfig,
     Usage,
 )
@@ -41,14 +43,13 @@ def require_model(settings: Settings) -> Model:
 
 
 __all__ = [
-    "LLM_QUEUE",
     "NO_MODEL",
+    "ROLES",
     "AnthropicModel",
     "Model",
-    "ModelAuthError",
     "ModelRequest",
     "ModelResponse",
-    "ModelTransientError",
+    "Role",
     "RoleConfig",
     "ScriptedModel",
     "Usage",

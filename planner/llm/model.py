@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-LLM_QUEUE = "llm"
 NO_MODEL = ("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
             "CHORDAL_LLM=scripted:PATH to use a scripted model")
 

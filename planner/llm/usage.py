@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import BaseModel
 
 METRICS = ("calls", "input_tokens", "output_tokens", "cache_read_input_tokens",
            "cache_creation_input_tokens", "latency_ms")
@@ -29,12 +30,33 @@ def cost_usd(model: str, counts: Mapping[str, float],
             ) / 1_000_000
 
 
+class UsageTotals(BaseModel):
+    """Model calls, tokens, latency and estimated cost, summed over some calls."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    total_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+
+
+class UsageSummary(BaseModel):
+    """A run's model usage: in total, by role and by step."""
+
+    total: UsageTotals = UsageTotals()
+    by_role: dict[str, UsageTotals] = {}
+    by_step: dict[str, UsageTotals] = {}
+
+
 def _blank() -> dict[str, float]:
     return {**dict.fromkeys(METRICS, 0.0), "cost_usd": 0.0}
 
 
 def summarize(fields: Mapping[str, str], prices: Mapping[str, Mapping[str, float]]
-              ) -> dict[str, Any]:
+              ) -> UsageSummary:
     """Fold ``role|model|step|metric`` counters into totals by role, by step and overall."""
     total = _blank()
     by_role: dict[str, dict[str, float]] = {}
@@ -53,15 +75,16 @@ def summarize(fields: Mapping[str, str], prices: Mapping[str, Mapping[str, float
                 bucket[metric] += counts.get(metric, 0)
             bucket["cost_usd"] += cost
 
-    def tidy(b: dict[str, float]) -> dict[str, Any]:
-        out: dict[str, Any] = {m: int(b[m]) for m in METRICS if m != "latency_ms"}
-        out["total_tokens"] = sum(int(b[m]) for m in TOKEN_METRICS)
-        out["latency_s"] = round(b["latency_ms"] / 1000, 3)
-        out["cost_usd"] = round(b["cost_usd"], 6)
-        return out
+    def tidy(b: dict[str, float]) -> UsageTotals:
+        return UsageTotals(
+            **{m: int(b[m]) for m in METRICS if m != "latency_ms"},
+            total_tokens=sum(int(b[m]) for m in TOKEN_METRICS),
+            latency_s=round(b["latency_ms"] / 1000, 3),
+            cost_usd=round(b["cost_usd"], 6))
 
-    return {"total": tidy(total), "by_role": {r: tidy(b) for r, b in sorted(by_role.items())},
-            "by_step": {s: tidy(b) for s, b in sorted(by_step.items())}}
+    return UsageSummary(total=tidy(total),
+                        by_role={r: tidy(b) for r, b in sorted(by_role.items())},
+                        by_step={s: tidy(b) for s, b in sorted(by_step.items())})
 
 
 @dataclass(frozen=True)
@@ -69,10 +92,10 @@ class Budget:
     max_tokens: int | None = None
     max_usd: float | None = None
 
-    def exceeded(self, total: Mapping[str, Any]) -> str | None:
+    def exceeded(self, total: UsageTotals) -> str | None:
         """Why the run is over budget, or None."""
-        if self.max_tokens is not None and total["total_tokens"] >= self.max_tokens:
-            return f"used {total['total_tokens']} tokens; the budget is {self.max_tokens}"
-        if self.max_usd is not None and total["cost_usd"] >= self.max_usd:
-            return f"spent ~${total['cost_usd']:.4f}; the budget is ${self.max_usd:g}"
+        if self.max_tokens is not None and total.total_tokens >= self.max_tokens:
+            return f"used {total.total_tokens} tokens; the budget is {self.max_tokens}"
+        if self.max_usd is not None and total.cost_usd >= self.max_usd:
+            return f"spent ~${total.cost_usd:.4f}; the budget is ${self.max_usd:g}"
         return None

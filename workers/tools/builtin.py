@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from planner.errors import PermanentError
-from planner.llm.model import LLM_QUEUE, NO_MODEL
+from planner.llm.model import NO_MODEL
+from planner.tools import ToolContext, tool
+from planner.wire import LLM_QUEUE
 from workers.tools.calculator import calculate_expression
-from workers.tools.registry import ToolContext, tool
 
 
 @tool(max_retries=0, timeout_s=5)

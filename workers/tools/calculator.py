@@ -7,7 +7,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 
-from planner.errors import PermanentError
+from planner.errors import CalculationError
 
 MAX_LENGTH = 1_000          # characters of input
 MAX_DEPTH = 50              # nesting of operations
@@ -29,10 +29,6 @@ _UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {
     ast.USub: operator.neg,
     ast.UAdd: operator.pos,
 }
-
-
-class CalculationError(PermanentError):
-    """The expression is not plain arithmetic, or is too large to compute safely."""
 
 
 def calculate_expression(expression: str, variables: Mapping[str, Number] | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from planner.errors import PermanentError, TransientError
-from workers.tools.registry import ToolContext, tool
+from planner.tools import ToolContext, tool
 
 
 @tool

@@ -1,0 +1,70 @@
+"""The ``chordal`` command line: the Typer app, its consoles, and how errors end a command.
+
+A :class:`~planner.errors.UserError` is one line on stderr and its ``exit_code`` (2);
+a connection lost mid-command is one line and exit 1. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import kombu.exceptions
+import redis
+import typer
+from rich.console import Console
+
+from planner.errors import ChordalError
+from planner.settings import Settings
+from planner.tools.registry import ToolRegistry, load_registry
+
+app = typer.Typer(
+    name="chordal",
+    help="Plan-and-execute LLM agents that run on Celery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def user_errors(fn: F) -> F:
+    """Turn a :class:`ChordalError` into one readable line (or the list of plan problems)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ChordalError as exc:
+            err.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
+            # Redis or the broker went away mid-command: one line, not a traceback.
+            err.print(f"[red]error:[/] lost the connection to Redis or the broker: {exc}",
+                      markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def registry(s: Settings) -> ToolRegistry:
+    return load_registry(s.tool_modules)
+
+
+def main() -> None:
+    try:
+        app()
+    except ChordalError as exc:  # raised outside a command (e.g. while parsing options)
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,120 @@
+"""Commands that start processes: a worker, and ``dev`` (Redis if needed, plus a worker)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from celery.bin.celery import celery as celery_cli
+
+from planner.cli.app import app, err, out, registry, settings, user_errors
+from planner.cli.embedded import ensure_redis
+from planner.cli.runs import exit_for, print_report, run_goal, run_plan
+from planner.client import Client
+from planner.errors import InvalidInput, Unavailable
+from planner.wire import DEFAULT_QUEUE
+
+#: The Celery app the workers run, named as ``celery -A`` takes it (no import from here).
+WORKER_APP = "workers.app"
+
+
+@app.command()
+@user_errors
+def worker(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1,
+                                                    help="Processes or threads.")] = None,
+    pool: Annotated[str, typer.Option(help="prefork (CPU-bound tools, enforces timeouts) "
+                                           "or threads (I/O-bound tools).")] = "prefork",
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-Q", help="Comma-separated queues (default: every Chordal queue).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+) -> None:
+    """Start a worker (a Celery worker with Chordal's tasks)."""
+    if pool not in ("prefork", "threads", "solo"):
+        raise InvalidInput(f"--pool must be prefork, threads or solo, not {pool!r}")
+    s = settings()
+    names = queues or ",".join(sorted(registry(s).queues | {DEFAULT_QUEUE}))
+    argv = ["-A", WORKER_APP, "worker", f"--loglevel={loglevel}", f"--pool={pool}",
+            f"--queues={names}", "--task-events"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    # As `celery -A workers.app worker ...`: Celery imports the app by name.
+    celery_cli.main(args=argv, prog_name="chordal worker")
+
+
+@app.command()
+@user_errors
+def dev(
+    run_path: Annotated[Path | None, typer.Option(
+        "--run", help="Run this plan, print its report, then stop everything.")] = None,
+    goal: Annotated[str | None, typer.Option(
+        "--goal", help="Plan this goal with the model, run it, print the report, stop.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="With --run: a JSON report.")
+                       ] = False,
+    timeout: Annotated[float, typer.Option(help="With --run: seconds to wait.", min=1)
+                       ] = 120.0,
+) -> None:
+    """Redis (embedded if none is configured or running) plus a worker, in the foreground.
+    Ctrl-C stops them all."""
+    s = settings()  # fail early on a bad CHORDAL_* variable
+    # SIGTERM (a process manager, `kill`) stops everything in order, like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    with ExitStack() as stack:
+        embedded = ensure_redis()
+        if embedded:
+            stack.callback(embedded.stop)
+            err.print(f"dev: started an embedded Redis at {embedded.url}", highlight=False)
+        cmd = [sys.executable, "-m", "planner.cli", "worker", f"--concurrency={concurrency}"]
+        log = None
+        if run_path and goal:
+            raise InvalidInput("give --run PLAN.json or --goal GOAL, not both")
+        once = run_path is not None or goal is not None
+        if once:
+            # The worker's banner and log would bury the report: they go to a file.
+            log = stack.enter_context(tempfile.NamedTemporaryFile(
+                prefix="chordal-worker-", suffix=".log", delete=False))
+            err.print(f"dev: worker log in {log.name}", highlight=False)
+        worker_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log else None)
+        stack.callback(_stop, worker_proc)
+        try:
+            if not once:
+                err.print("dev: worker started; Ctrl-C stops everything", highlight=False)
+                worker_proc.wait()
+                return
+            client = Client(s, registry(s))
+            deadline = time.monotonic() + 60
+            while client.missing_queues({DEFAULT_QUEUE}, timeout=0.5):
+                if worker_proc.poll() is not None or time.monotonic() > deadline:
+                    raise Unavailable(f"dev: the worker did not start; see {log and log.name}")
+            report = (run_plan(client, run_path, True, as_json, timeout) if run_path else
+                      run_goal(client, str(goal), True, as_json, timeout))
+            assert report is not None
+            if as_json or not out.is_terminal:
+                print_report(report, as_json)
+            exit_for(report)
+        except KeyboardInterrupt:
+            err.print("dev: stopping", highlight=False)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (running steps finish or are requeued), then kill if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

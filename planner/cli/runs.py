@@ -1,0 +1,181 @@
+"""Commands about runs: run, status, cancel; and following a run live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+
+from planner.cli.app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    app,
+    err,
+    out,
+    registry,
+    settings,
+    user_errors,
+)
+from planner.cli.view import render
+from planner.client import Client
+from planner.errors import InvalidInput, NoWorkerError
+from planner.language.plan import load_plan_data
+from planner.llm import ROLES
+from planner.store.records import RunReport
+from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
+
+
+def print_report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        print(report.to_json())
+    else:
+        out.print(render(report))
+
+
+def exit_for(report: RunReport) -> None:
+    raise typer.Exit(EXIT_OK if report.status == "succeeded" else EXIT_FAILED)
+
+
+def follow(client: Client, run_id: str, as_json: bool, timeout: float | None,
+           deps: dict[str, list[str]] | None = None) -> RunReport:
+    """Wait for a run: quietly for --json or a pipe, with a live view on a terminal."""
+    if as_json or not out.is_terminal:
+        return client.wait(run_id, timeout)
+
+    def view() -> Group:
+        report = client.report(run_id)
+        steps = report.plan.steps if report.plan else []
+        plan_deps = deps or {s.id: sorted(s.dependencies()) for s in steps}
+        return render(report, plan_deps)
+
+    with Live(view(), console=out, refresh_per_second=8) as live:
+        report = client.wait(run_id, timeout, on_event=lambda _event: live.update(view()))
+        live.update(view())
+    return report
+
+
+def warn_missing_workers(client: Client, queues: set[str]) -> None:
+    """Say so, instead of waiting in silence; the run is queued all the same."""
+    try:
+        client.require_queues(queues)
+    except NoWorkerError as exc:
+        err.print(f"warning: {exc}; the run waits until one does.", highlight=False,
+                  markup=False)
+
+
+def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
+             timeout: float | None) -> RunReport | None:
+    """Validate, submit and optionally wait; shared by `run` and `dev --run`."""
+    compiled = client.compile(load_plan_data(path))
+    client.ping()
+    # With a model configured, the join is written by the synthesizer on the llm queue.
+    warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
+                                                       else set()))
+    run_id = client.submit(compiled)
+    if not wait:
+        print(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return None
+    return follow(client, run_id, as_json, timeout,
+                  {sid: sorted(ups) for sid, ups in compiled.deps.items()})
+
+
+def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["planner=claude-sonnet-5-5"]`` -> ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
+    roles: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        role, sep, name = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"--model takes ROLE=MODEL, e.g. planner=claude-sonnet-5-5, "
+                               f"not {pair!r}")
+        if role not in ROLES:
+            raise InvalidInput(f"--model: unknown role {role!r}; roles are {', '.join(ROLES)}")
+        roles[role] = {"model": name.strip()}
+    return roles
+
+
+def run_goal(client: Client, goal: str, wait: bool, as_json: bool, timeout: float | None,
+             budget_tokens: int | None = None, budget_usd: float | None = None,
+             roles: dict[str, dict[str, Any]] | None = None) -> RunReport | None:
+    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`."""
+    run_id = client.submit_goal(goal, roles=roles, budget_tokens=budget_tokens,
+                                budget_usd=budget_usd)
+    warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
+    if not wait:
+        print(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return None
+    return follow(client, run_id, as_json, timeout)
+
+
+@app.command()
+@user_errors
+def run(
+    goal: Annotated[str | None, typer.Argument(help="A goal for the planner model.")] = None,
+    plan: Annotated[Path | None, typer.Option("--plan", "-p", help="Run this plan file.")
+                    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end.")
+                    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Stop waiting after S seconds.",
+                                                  min=0)] = None,
+    budget_tokens: Annotated[int | None, typer.Option(
+        help="With a GOAL: stop the run past this many model tokens.", min=1)] = None,
+    budget_usd: Annotated[float | None, typer.Option(
+        help="With a GOAL: stop the run past this estimated cost in USD.", min=0)] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
+                        "executor, synthesizer); repeatable.")] = None,
+) -> None:
+    """Run a goal (planned by the model) or a plan file: submit, and with --wait follow it.
+
+    Exit status: 0 succeeded, 1 failed or timed out, 2 bad input."""
+    if (goal is None) == (plan is None):
+        raise InvalidInput("give a GOAL (planned by the model) or --plan PLAN.json, not "
+                           + ("both" if goal else "neither"))
+    s = settings()
+    client = Client(s, registry(s))
+    if plan is not None:
+        report = run_plan(client, plan, wait, as_json, timeout)
+    else:
+        assert goal is not None
+        report = run_goal(client, goal, wait, as_json, timeout, budget_tokens, budget_usd,
+                          parse_models(model))
+    if report is not None:
+        if as_json or not out.is_terminal:
+            print_report(report, as_json)
+        exit_for(report)
+
+
+@app.command()
+@user_errors
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Print a run's report."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    report = client.report(run_id)
+    print_report(report, as_json)
+
+
+@app.command()
+@user_errors
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+) -> None:
+    """Cancel a run: steps not started never start; running steps finish but unlock
+    nothing. Exit 0 if cancelled, 1 if the run had already ended."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    if client.cancel(run_id):
+        print(f"{run_id}: cancelled")
+        return
+    status_ = client.report(run_id).status
+    err.print(f"{run_id}: not cancelled, the run already ended ({status_})", highlight=False)
+    raise typer.Exit(EXIT_FAILED)

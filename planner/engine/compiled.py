@@ -1,0 +1,60 @@
+"""A validated plan version joined with the tools it calls: the dependency table and each
+step's queue, attempts and timeout, as the engine's decisions need them. Pure data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from planner.language.graph import dependents_of
+from planner.language.plan import Plan, Step
+from planner.tools.tool import Tool
+from planner.wire import DEFAULT_QUEUE
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    plan: Plan
+    tools: Mapping[str, Tool]
+    # A hard limit kills the attempt (and its pool process) this long after the soft one.
+    hard_limit_grace_s: float = 30.0
+
+    @cached_property
+    def deps(self) -> dict[str, set[str]]:
+        return self.plan.dependencies()
+
+    @cached_property
+    def dependents(self) -> dict[str, list[str]]:
+        return dependents_of(self.deps)
+
+    @cached_property
+    def roots(self) -> list[str]:
+        return [s.id for s in self.plan.steps if not self.deps[s.id]]
+
+    @cached_property
+    def sinks(self) -> list[str]:
+        return [s.id for s in self.plan.steps if not self.dependents[s.id]]
+
+    @cached_property
+    def _steps(self) -> dict[str, Step]:
+        return {s.id: s for s in self.plan.steps}
+
+    def step(self, step_id: str) -> Step:
+        return self._steps[step_id]
+
+    def tool_of(self, step_id: str) -> Tool:
+        return self.tools[self._steps[step_id].tool]
+
+    def max_attempts(self, step_id: str) -> int:
+        step = self._steps[step_id]
+        retries = step.max_retries if step.max_retries is not None else \
+            self.tool_of(step_id).max_retries
+        return retries + 1
+
+    def timeout_s(self, step_id: str) -> float:
+        step = self._steps[step_id]
+        return step.timeout_s if step.timeout_s is not None else self.tool_of(step_id).timeout_s
+
+    def queues(self) -> set[str]:
+        return {self.tool_of(s.id).queue for s in self.plan.steps} | {DEFAULT_QUEUE}

@@ -1,0 +1,136 @@
+"""Dispatch: the messages the engine sends, and the publishers that send them.
+
+The engine's decisions produce :class:`Message` s; a :class:`Publisher` sends them. The
+:class:`CeleryPublisher` turns them into Celery signatures published by task name (no
+worker code needed); the :class:`MemoryPublisher` records them, so every decision can be
+tested without a broker or a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from celery import Celery, group
+from celery.canvas import Signature
+
+from planner.engine.compiled import CompiledPlan
+from planner.settings import Settings
+from planner.wire import (
+    DEFAULT_QUEUE,
+    FINALIZE_TASK,
+    LLM_QUEUE,
+    PLAN_TASK,
+    REPLAN_TASK,
+    STEP_ERROR_TASK,
+    STEP_TASK,
+    SYNTHESIZE_TASK,
+    celery_conf,
+    task_id,
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One task message: which task, its arguments, where it goes and how it is limited."""
+
+    task: str
+    args: tuple[Any, ...]
+    queue: str
+    task_id: str | None = None
+    countdown: float | None = None
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    # Results live in the run store, not in Celery's backend.
+    ignore_result: bool = False
+    errback: Message | None = None
+    # An errback is not immutable: Celery calls it with the failed task's id first.
+    immutable: bool = True
+
+
+def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+                 countdown: float | None = None) -> Message:
+    timeout = compiled.timeout_s(step_id)
+    return Message(
+        STEP_TASK, (run_id, step_id, version), compiled.tool_of(step_id).queue,
+        # One id per (run, plan version, step): the idempotency key shows in Flower.
+        task_id=task_id(run_id, version, step_id), countdown=countdown,
+        soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
+        ignore_result=True,
+        # A task that fails outside the tool (killed at the hard time limit, a worker error)
+        # reports here, so its step is retried or its policy applied, never left running.
+        errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
+                        immutable=False))
+
+
+def finalize_message(run_id: str, version: int) -> Message:
+    return Message(FINALIZE_TASK, (run_id, version), DEFAULT_QUEUE,
+                   task_id(run_id, version, "finalize"))
+
+
+def synthesize_message(run_id: str, version: int) -> Message:
+    return Message(SYNTHESIZE_TASK, (run_id, version), LLM_QUEUE,
+                   task_id(run_id, version, "synthesize"))
+
+
+def plan_message(run_id: str) -> Message:
+    return Message(PLAN_TASK, (run_id,), LLM_QUEUE, task_id(run_id, 0, "plan"))
+
+
+def replan_message(run_id: str, step_id: str, version: int) -> Message:
+    return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE)
+
+
+class Publisher(Protocol):
+    """Sends messages. Publishing is at-least-once: a receiver must tolerate duplicates."""
+
+    def publish(self, messages: Sequence[Message]) -> None: ...
+
+
+@dataclass
+class MemoryPublisher:
+    """Records what would be published, in order (for tests of the engine's decisions)."""
+
+    sent: list[Message] = field(default_factory=list)
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        self.sent.extend(messages)
+
+    def tasks(self, name: str | None = None) -> list[Message]:
+        return [m for m in self.sent if name is None or m.task == name]
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+
+class CeleryPublisher:
+    """Publishes through a Celery app, by task name."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def signature(self, m: Message) -> Signature:
+        options: dict[str, Any] = {"queue": m.queue}
+        for name in ("task_id", "countdown", "soft_time_limit", "time_limit"):
+            if getattr(m, name) is not None:
+                options[name] = getattr(m, name)
+        if m.ignore_result:
+            options["ignore_result"] = True
+        if m.errback is not None:
+            options["link_error"] = self.signature(m.errback)
+        return self.app.signature(m.task, args=m.args, immutable=m.immutable, **options)
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        sigs = [self.signature(m) for m in messages]
+        if len(sigs) == 1:
+            sigs[0].apply_async()
+        elif sigs:
+            group(sigs).apply_async()
+
+
+def producer_app(settings: Settings) -> Celery:
+    """A Celery app that only publishes (clients): the wire settings, no tasks."""
+    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url)
+    app.conf.update(celery_conf(settings))
+    return app

@@ -1,0 +1,64 @@
+"""A model bound to one run: it meters usage, enforces the run's budget, and shares the
+rate limit of every worker."""
+
+from __future__ import annotations
+
+from planner.errors import BudgetExceeded
+from planner.llm.model import Model, ModelRequest, ModelResponse
+from planner.llm.usage import Budget, summarize
+from planner.settings import Settings
+from planner.store.ratelimit import RateLimiter
+from planner.store.records import ErrorRecord, RunOptions
+from planner.store.runs import RunStore
+
+
+def run_budget(settings: Settings, options: RunOptions) -> Budget:
+    return Budget(options.budget_tokens if options.budget_tokens is not None
+                  else settings.budget_tokens,
+                  options.budget_usd if options.budget_usd is not None
+                  else settings.budget_usd)
+
+
+def stop_for_budget(store: RunStore, run_id: str, reason: str) -> bool:
+    """End the run: no new steps start; the answer holds what was earned so far."""
+    earned = store.outputs(run_id, store.completed(run_id))
+    return store.finish_run(run_id, "failed", answer={"partial": earned},
+                            error=ErrorRecord(type="BudgetExceeded",
+                                              message=f"budget exceeded: {reason}"))
+
+
+class MeteredModel:
+    def __init__(self, model: Model, store: RunStore, settings: Settings, run_id: str,
+                 step_id: str | None = None, limiter: RateLimiter | None = None) -> None:
+        self.model, self.store, self.settings = model, store, settings
+        self.run_id, self.step_id, self.limiter = run_id, step_id, limiter
+        self.name = model.name
+        self.options = store.options(run_id)
+        self.budget = run_budget(settings, self.options)
+
+    def over_budget(self) -> str | None:
+        if self.budget.max_tokens is None and self.budget.max_usd is None:
+            return None
+        total = summarize(self.store.usage_fields(self.run_id), self.settings.prices).total
+        return self.budget.exceeded(total)
+
+    def complete(self, request: ModelRequest, stop_when_over: bool = True) -> ModelResponse:
+        """Call the model, metered. A call that crosses the budget is kept; with
+        ``stop_when_over`` it also ends the run (no new steps start)."""
+        reason = self.over_budget()
+        if reason:
+            stop_for_budget(self.store, self.run_id, reason)
+            raise BudgetExceeded(f"budget exceeded before this call: {reason}")
+        if self.limiter:
+            self.limiter.acquire()
+        response = self.model.complete(request)
+        u = response.usage
+        self.store.record_usage(self.run_id, request.role, request.config.model, self.step_id, {
+            "calls": 1, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_input_tokens": u.cache_read_input_tokens,
+            "cache_creation_input_tokens": u.cache_creation_input_tokens,
+            "latency_ms": round(response.latency_s * 1000)})
+        if stop_when_over and (reason := self.over_budget()):
+            # This call is paid for: its answer is kept, but nothing new starts.
+            stop_for_budget(self.store, self.run_id, reason)
+        return response

@@ -1,0 +1,141 @@
+"""What follows from a step's outcome: which steps to publish, when to retry, and what a
+step that failed for good does to its run (its ``on_failure`` policy).
+
+Every function here is idempotent: a redelivered message or an errback that fires twice
+may call it again, and the run store's once-only transitions make the repeat harmless.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from celery.utils.time import get_exponential_backoff_interval
+
+from planner.engine.compiled import CompiledPlan
+from planner.engine.dispatch import (
+    Message,
+    finalize_message,
+    replan_message,
+    step_message,
+)
+from planner.engine.runtime import Runtime
+from planner.errors import ChordalError, TransientError
+from planner.settings import Settings
+from planner.store.records import ErrorRecord, StepStatus
+from planner.store.runs import Finish
+
+#: Celery-level retries of a model call whose SDK retries were all used (429/529/5xx).
+MODEL_TASK_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Schedule this task again after ``countdown`` seconds (the task layer does, so
+    Celery and Flower show the task as retried)."""
+
+    countdown: float
+
+
+def backoff_s(settings: Settings, attempt: int) -> float:
+    """Exponential backoff with jitter: base * 2**(attempt-1), capped, times 0.5-1.0.
+    (Celery's full jitter may wait 0 s; a retry storm on a throttled service should not.)"""
+    ceiling = get_exponential_backoff_interval(
+        settings.retry_backoff_s, attempt - 1, settings.retry_backoff_max_s)
+    return float(ceiling * (0.5 + random.random() / 2))  # noqa: S311 (jitter, not crypto)
+
+
+def retry_delay(settings: Settings, attempt: int, retry_after: float | None) -> float:
+    """Backoff with jitter, but never sooner than the service's retry-after."""
+    return max(backoff_s(settings, attempt), retry_after or 0.0)
+
+
+def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | None:
+    """A retry (honouring retry-after) when a model call failed transiently and the task's
+    ``retries`` so far leave room; None when the caller must record the failure."""
+    if isinstance(exc, TransientError) and retries < MODEL_TASK_RETRIES:
+        return Retry(retry_delay(settings, retries + 1, exc.retry_after_s))
+    return None
+
+
+def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
+             ready: Sequence[str], finalize: bool) -> None:
+    """Publish the steps that became ready (and the join when nothing remains), then note
+    them dispatched so recovery does not publish them again."""
+    messages: list[Message] = [step_message(compiled, run_id, version, s) for s in ready]
+    if finalize:
+        messages.append(finalize_message(run_id, version))
+    rt.publish(messages)
+    rt.store.mark_dispatched(run_id, list(ready))
+
+
+def after_finish(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
+                 finish: Finish) -> None:
+    if finish.state == "ok":
+        dispatch(rt, compiled, run_id, version, finish.ready, finish.remaining == 0)
+
+
+def retry_or_give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,
+                     version: int, worker: str, error: ErrorRecord,
+                     retry_after: float | None = None) -> float | None:
+    """A failed attempt: if it is transient and attempts are left, record the retry and
+    return its delay (the caller schedules it); otherwise apply the step's policy. None
+    when nothing is to be scheduled."""
+    attempt = error.attempt or 1
+    if error.transient and attempt < compiled.max_attempts(step_id):
+        delay = retry_delay(rt.settings, attempt, retry_after)
+        recorded = rt.store.record_retry(
+            run_id, step_id, error.model_copy(update={"retry_in_s": round(delay, 3)}))
+        # Not recorded: a duplicate attempt failed after another one finished the step.
+        return delay if recorded else None
+    give_up(rt, compiled, run_id, step_id, version, worker, error)
+    return None
+
+
+def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
+            worker: str, error: ErrorRecord) -> None:
+    """A step failed for good: apply its ``on_failure`` policy."""
+    policy = compiled.step(step_id).on_failure
+    if policy == "skip":
+        finish = rt.store.finish_step(run_id, step_id, output=None, worker=worker,
+                                      dependents=compiled.dependents[step_id],
+                                      skipped_error=error)
+        after_finish(rt, compiled, run_id, version, finish)
+        return
+    if not rt.store.fail_step(run_id, step_id, error, worker):
+        return  # a duplicate delivery already recorded the outcome
+    apply_failure(rt, run_id, step_id, version, policy, error)
+
+
+def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: str,
+                  error: ErrorRecord | None) -> None:
+    """The run-level effect of a failed step; idempotent, so recovery may repeat it."""
+    if policy == "fail":
+        message = error.message if error else ""
+        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+            type="StepFailed", step=step_id, policy="fail",
+            cause=error.model_dump(mode="json") if error else None,
+            message=f"step {step_id!r} failed: {message}"))
+    else:
+        rt.publish([replan_message(run_id, step_id, version)])
+
+
+def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+            status: StepStatus) -> None:
+    """A finished step's message came back: its worker may have died after recording the
+    outcome and before acting on it. Redo what follows from the outcome (all idempotent)."""
+    if status == "failed":
+        error = rt.store.step_state(run_id, step_id).error
+        apply_failure(rt, run_id, step_id, version, compiled.step(step_id).on_failure, error)
+        return
+    ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id])
+    run = rt.store.run_state(run_id)
+    dispatch(rt, compiled, run_id, version, ready,
+             run.status == "running" and run.remaining == 0)
+
+
+def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+           countdown: float) -> None:
+    """Publish one step again after ``countdown`` seconds (its errback's retry)."""
+    rt.publish([step_message(compiled, run_id, version, step_id, countdown)])

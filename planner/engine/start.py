@@ -1,0 +1,74 @@
+"""Starting a run: one path for a plan file and for a goal the planner model planned.
+
+A run is recorded (``pending``) before anything is published; starting it moves it to
+``running`` and publishes its roots, once, however often a start is repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from planner.engine.dispatch import plan_message
+from planner.engine.outcomes import Retry, dispatch, model_retry
+from planner.engine.runtime import Runtime
+from planner.errors import ChordalError, Unavailable
+from planner.llm import NO_MODEL
+from planner.llm.planning import plan_goal
+from planner.store.records import ErrorRecord
+
+
+def start_run(rt: Runtime, run_id: str, version: int = 1) -> None:
+    """Start a recorded run and publish its roots not yet published (all of them, unless
+    this is a repeat). If the broker refuses, the run ends ``failed`` saying so."""
+    compiled = rt.compiled(run_id, version)
+    rt.store.start_run(run_id)
+    if rt.store.run_state(run_id).status != "running":
+        return  # cancelled (or ended) before it started
+    roots = rt.store.ready_unstarted(run_id, compiled.roots)
+    publish_or_fail(rt, run_id, lambda: dispatch(rt, compiled, run_id, version, roots, False))
+
+
+def request_plan(rt: Runtime, run_id: str) -> None:
+    """Ask a worker to plan a recorded goal run (``plan_run`` below, on the llm queue)."""
+    publish_or_fail(rt, run_id, lambda: rt.publish([plan_message(run_id)]))
+
+
+def publish_or_fail(rt: Runtime, run_id: str, publish: Callable[[], None]) -> None:
+    """Publish a run's first messages; if the broker refuses, end the run and say so."""
+    try:
+        publish()
+    except Exception as exc:  # the broker refused or is unreachable
+        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+            type="BrokerError", message=f"could not publish the run: {exc}"))
+        broker = rt.settings.broker.split("@")[-1]  # no credentials in messages
+        raise Unavailable(f"cannot publish to the broker at {broker} ({exc}); check "
+                          "CHORDAL_BROKER_URL / CHORDAL_REDIS_URL") from None
+
+
+def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
+    """goal -> plan by the planner model, then start the run. Runs on the ``llm`` queue, so
+    a worker restart redelivers the call instead of losing it; every stage is idempotent."""
+    run = rt.store.run_state(run_id)
+    if run.status not in ("pending", "running"):
+        return None
+    if run.version == 0:
+        metered = rt.metered(run_id)
+        if metered is None:
+            rt.store.finish_run(run_id, "failed",
+                                error=ErrorRecord(type="ConfigError", message=NO_MODEL))
+            return None
+        try:
+            outcome = plan_goal(metered, rt.settings, rt.tools, run.goal,
+                                metered.options.roles)
+        except ChordalError as exc:
+            retry = model_retry(rt.settings, exc, retries)
+            if retry is None:
+                rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+                    type=type(exc).__name__, message=f"planner: {exc}"))
+            return retry
+        if outcome.plan is None:
+            rt.store.finish_run(run_id, "failed", error=ErrorRecord.model_validate(outcome.error()))
+            return None
+        rt.store.add_plan(run_id, 1, outcome.plan, outcome.plan.dependencies())
+    start_run(rt, run_id, 1)
+    return None

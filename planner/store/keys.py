@@ -1,0 +1,69 @@
+"""Every Redis key Chordal writes, named in one place.
+
+A run's keys share a hash tag (``{run_id}``), so one run's scripts touch one cluster slot;
+the few global keys are written apart from any run's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "chordal"
+#: Sorted set of run ids by creation time (the run index).
+RUN_INDEX = f"{PREFIX}:runs"
+#: Sorted set of model-call times: the rate limit shared by every worker.
+MODEL_CALLS = f"{PREFIX}:llm:calls"
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of one run."""
+
+    run_id: str
+
+    def _k(self, suffix: str) -> str:
+        return f"{PREFIX}:run:{{{self.run_id}}}{suffix}"
+
+    @property
+    def run(self) -> str:
+        """Hash: goal, status, version, remaining, answer, error, options, times."""
+        return self._k("")
+
+    @property
+    def steps(self) -> str:
+        """Hash: ``<step>.<field>`` -> value (status, attempts, worker, times, error)."""
+        return self._k(":steps")
+
+    @property
+    def outputs(self) -> str:
+        """Hash: step id -> output JSON."""
+        return self._k(":outputs")
+
+    @property
+    def deps(self) -> str:
+        """Hash: step id -> dependencies not finished yet."""
+        return self._k(":deps")
+
+    @property
+    def plans(self) -> str:
+        """Hash: plan version -> plan JSON."""
+        return self._k(":plans")
+
+    @property
+    def events(self) -> str:
+        """Stream: the run's events."""
+        return self._k(":events")
+
+    @property
+    def claims(self) -> str:
+        """Hash: once-only claims (``replan:<version>``, errbacks) -> holder."""
+        return self._k(":claims")
+
+    @property
+    def usage(self) -> str:
+        """Hash: ``role|model|step|metric`` -> model usage counters."""
+        return self._k(":usage")
+
+    def all(self) -> list[str]:
+        return [self.run, self.steps, self.outputs, self.deps, self.plans, self.events,
+                self.claims, self.usage]

@@ -1,0 +1,19 @@
+-- Shared by every run-store script: loaded in front of each one (planner/store/scripts.py).
+-- Convention: ARGV[1] of every script is the maximum length of the run's events stream.
+
+-- Redis's own clock, "secs.micros": one clock for every worker.
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+
+-- A step in one of these states never changes again (the one place this rule is written
+-- in Lua; planner/store/records.py FINAL_STEP is the same rule in Python).
+local function is_final(status)
+  return status == 'succeeded' or status == 'skipped' or status == 'failed'
+end
+
+local function event(stream, kind, step, status, data)
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', kind, 'step', step,
+             'status', status, 'ts', now(), 'data', data)
+end

@@ -1,0 +1,187 @@
+"""What the run store holds and hands out, typed: statuses, error records, step states,
+run events and the run report. The client, the CLI and the HTTP API pass these along
+unchanged; ``RunReport.model_dump(mode="json")`` is the JSON report."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from planner.language.plan import Plan
+from planner.llm.usage import UsageSummary
+
+RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
+
+#: A step in one of these states never changes again (``lib.lua`` holds the same rule).
+FINAL_STEP: frozenset[str] = frozenset({"succeeded", "skipped", "failed"})
+#: A run in one of these states has ended.
+TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def is_final(status: str | None) -> bool:
+    return status in FINAL_STEP
+
+
+def moment(stamp: str | None) -> datetime | None:
+    """A Redis ``TIME`` as stored ("secs.micros") as an aware UTC datetime."""
+    if not stamp:
+        return None
+    secs, _, micros = stamp.partition(".")
+    return datetime.fromtimestamp(int(secs), UTC).replace(microsecond=int(micros or 0))
+
+
+class ErrorRecord(BaseModel):
+    """Why a step or a run failed. ``type`` and ``message`` always; the rest where it
+    applies (and any other detail, such as ``cause`` or ``problems``, kept as given)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    message: str
+    transient: bool | None = None
+    attempt: int | None = None
+    retry_in_s: float | None = None
+    step: str | None = None
+    policy: str | None = None
+    cause: ErrorRecord | None = None
+    completed: list[str] | None = None
+    problems: list[str] | None = None
+    attempts: int | None = None
+    plan: Any = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Absent details stay absent in the JSON report instead of showing as null.
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def parse(cls, text: str | None) -> ErrorRecord | None:
+        return cls.model_validate_json(text) if text else None
+
+
+class RunOptions(BaseModel):
+    """Per-run overrides of settings, recorded with the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
+
+
+class StepState(BaseModel):
+    """A step as the run store holds it (times from the Redis clock)."""
+
+    status: StepStatus = "pending"
+    attempts: int = 0
+    worker: str | None = None
+    started_at: datetime | None = None
+    attempt_started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorRecord | None = None
+    dispatched: bool = False
+
+    @property
+    def final(self) -> bool:
+        return is_final(self.status)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> StepState:
+        return cls(status=fields.get("status", "pending"),
+                   attempts=int(fields.get("attempts") or 0), worker=fields.get("worker"),
+                   started_at=moment(fields.get("started_at")),
+                   finished_at=moment(fields.get("finished_at")),
+                   attempt_started_at=moment(fields.get("attempt_started_at")),
+                   error=ErrorRecord.parse(fields.get("error")),
+                   dispatched=fields.get("dispatched") == "1")
+
+
+class RunState(BaseModel):
+    """A run's own fields as the run store holds them."""
+
+    status: RunStatus = "pending"
+    goal: str = ""
+    version: int = 0
+    remaining: int = 0
+    answer: Any = None
+    error: ErrorRecord | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> RunState:
+        return cls(status=f.get("status", "pending"),
+                   goal=f.get("goal", ""), version=int(f.get("version") or 0),
+                   remaining=int(f.get("remaining") or 0),
+                   answer=json.loads(f["answer"]) if f.get("answer") else None,
+                   error=ErrorRecord.parse(f.get("error")),
+                   created_at=moment(f.get("created_at")),
+                   finished_at=moment(f.get("finished_at")))
+
+
+class StepReport(BaseModel):
+    """One step in a run report."""
+
+    status: StepStatus
+    output: Any = None
+    error: ErrorRecord | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+
+
+class RunReport(BaseModel):
+    """A run: its status, answer or error, every step, the plan and the model usage."""
+
+    run_id: str
+    status: RunStatus
+    goal: str
+    answer: Any = None
+    error: ErrorRecord | None = None
+    plan_version: int = 0
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: dict[str, StepReport] = Field(default_factory=dict)
+    plan: Plan | None = None
+    usage: UsageSummary | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=indent, ensure_ascii=False)
+
+
+class RunEvent(BaseModel):
+    """One entry of a run's event stream. ``id`` is the stream id (a resumable cursor)."""
+
+    id: str
+    type: str
+    step: str | None = None
+    status: str
+    at: datetime | None = None
+    data: Any = None
+
+    @classmethod
+    def from_stream(cls, event_id: str, fields: dict[str, str]) -> RunEvent:
+        raw = fields.get("data") or ""
+        try:
+            data = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            data = raw
+        return cls(id=event_id, type=fields["type"], step=fields.get("step") or None,
+                   status=fields.get("status", ""), at=moment(fields.get("ts")), data=data)

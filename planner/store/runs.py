@@ -1,0 +1,326 @@
+"""The run store: runs, steps, outputs and an event log per run, in Redis.
+
+Every transition is one Lua script (``planner/store/lua``), so it is atomic across workers:
+a step is marked finished once, and a late duplicate cannot overwrite it. Times come from
+Redis's own clock (``TIME``), one clock for every worker, so "b started after a finished"
+holds across machines. A run's keys share a hash tag (``{run_id}``), so its scripts touch
+one slot. Readers return the typed records of :mod:`planner.store.records`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import redis
+
+from planner.errors import Conflict, RunNotFound
+from planner.language.plan import Plan
+from planner.store import scripts
+from planner.store.keys import RUN_INDEX, RunKeys
+from planner.store.records import (
+    ErrorRecord,
+    RunEvent,
+    RunOptions,
+    RunReport,
+    RunState,
+    RunStatus,
+    StepReport,
+    StepState,
+)
+
+#: Most entries kept in a run's events stream (trimmed approximately).
+EVENTS_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Begin:
+    """What ``begin_step`` decided: run the tool, or why not."""
+
+    state: Literal["run", "done", "inactive", "exhausted"]
+    detail: str
+
+    @property
+    def attempt(self) -> int:
+        return int(self.detail)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What ``finish_step`` decided: ``duplicate`` (already finished: do nothing),
+    ``inactive`` (the run is over), or ``ok`` with the dependents now ready."""
+
+    state: Literal["ok", "duplicate", "inactive"]
+    remaining: int = -1
+    ready: tuple[str, ...] = ()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class RunStore:
+    """Runs in Redis. Safe to share between threads (redis-py pools connections)."""
+
+    def __init__(self, client: redis.Redis, retention_s: int = 7 * 86_400) -> None:
+        self.r = client
+        self.retention_s = retention_s
+        self._scripts = {name: scripts.register(client, name) for name in scripts.RUN_SCRIPTS}
+
+    @classmethod
+    def from_url(cls, url: str, retention_s: int = 7 * 86_400) -> RunStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30),
+                   retention_s)
+
+    def _run(self, name: str, keys: list[str], *args: Any) -> Any:
+        """Run a store script; ARGV[1] is always the events stream's length."""
+        return self._scripts[name](keys=keys, args=[EVENTS_MAXLEN, *args])
+
+    # -- runs ----------------------------------------------------------------------------
+    def create_run(self, goal: str, plan: Plan | None = None,
+                   deps: Mapping[str, Iterable[str]] | None = None, run_id: str | None = None,
+                   options: RunOptions | None = None) -> str:
+        """Record a new run (status ``pending``), with plan version 1 if it has a plan yet
+        (a goal is planned by the model first). ``options`` are per-run overrides."""
+        run_id = run_id or new_run_id()
+        k = RunKeys(run_id)
+        if not self.r.hsetnx(k.run, "id", run_id):
+            raise Conflict(f"run id {run_id!r} is taken; choose another (or none)")
+        now = self.r.time()
+        stamp = f"{now[0]}.{now[1]:06d}"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(k.run, mapping={
+            "goal": goal, "status": "pending", "version": "0", "created_at": stamp,
+            "remaining": "0", "answer": "", "error": "",
+            "options": (options or RunOptions()).model_dump_json(),
+        })
+        pipe.xadd(k.events, {"type": "run.created", "step": "", "status": "pending",
+                             "ts": stamp, "data": ""}, maxlen=EVENTS_MAXLEN, approximate=True)
+        for key in (k.run, k.events):
+            pipe.expire(key, self.retention_s)
+        pipe.execute()
+        # The index is a key of its own (not in the run's hash slot): written apart.
+        self.r.zadd(RUN_INDEX, {run_id: float(stamp)})
+        self.r.zremrangebyscore(RUN_INDEX, 0, float(now[0]) - self.retention_s)
+        if plan is not None:
+            self.add_plan(run_id, 1, plan, deps if deps is not None else plan.dependencies())
+        return run_id
+
+    def add_plan(self, run_id: str, version: int, plan: Plan,
+                 deps: Mapping[str, Iterable[str]]) -> bool:
+        """Make ``plan`` the run's current version, once (False if this version exists):
+        its steps start pending, their dependency counters full. Steps already finished
+        keep their state and outputs."""
+        k = RunKeys(run_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            # All or nothing, once: a crash cannot leave a plan without its steps' state.
+            pipe.watch(k.plans)  # type: ignore[no-untyped-call]
+            if pipe.hexists(k.plans, str(version)):
+                return False
+            finished = {s for s, st in self.step_states(run_id).items() if st.final}
+            fields: dict[Any, Any] = {}
+            for step in plan.steps:
+                if step.id not in finished:
+                    fields[f"{step.id}.status"] = "pending"
+                    fields[f"{step.id}.attempts"] = "0"
+            pipe.multi()
+            pipe.hset(k.plans, str(version), plan.model_dump_json())
+            if fields:
+                pipe.hset(k.steps, mapping=fields)
+            pipe.hset(k.deps, mapping={
+                sid: str(len([u for u in ups if u not in finished]))
+                for sid, ups in deps.items()})
+            pipe.hset(k.run, mapping={"version": str(version),
+                                      "remaining": str(len(plan.steps) - len(
+                                          finished & {s.id for s in plan.steps}))})
+            for key in k.all():
+                pipe.expire(key, self.retention_s)
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                return False  # another worker added this version meanwhile
+        return True
+
+    def start_run(self, run_id: str) -> bool:
+        """pending -> running, once."""
+        k = RunKeys(run_id)
+        return bool(self._run("start_run", [k.run, k.events]))
+
+    def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
+                   error: ErrorRecord | None = None) -> bool:
+        """Move a pending or running run to a final status, once; re-arm retention."""
+        k = RunKeys(run_id)
+        done = bool(self._run("finish_run", [k.run, k.events], status,
+                              "" if answer is None else json.dumps(answer),
+                              error.to_json() if error else ""))
+        if done:
+            pipe = self.r.pipeline(transaction=False)
+            for key in k.all():
+                pipe.expire(key, self.retention_s)
+            pipe.execute()
+        return done
+
+    def cancel(self, run_id: str) -> bool:
+        self.run_state(run_id)  # RunNotFound if it does not exist
+        return self.finish_run(run_id, "cancelled", error=ErrorRecord(
+            type="Cancelled", message="cancelled by a user"))
+
+    def run_state(self, run_id: str) -> RunState:
+        fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+        if not fields:
+            raise RunNotFound(f"no run {run_id!r} (it may have expired after "
+                              f"{self.retention_s // 86_400} days)")
+        return RunState.from_fields(fields)
+
+    def plan(self, run_id: str, version: int) -> Plan:
+        text = cast(str | None, self.r.hget(RunKeys(run_id).plans, str(version)))
+        if text is None:
+            raise RunNotFound(f"run {run_id!r} has no plan version {version}")
+        return Plan.model_validate_json(text)
+
+    def options(self, run_id: str) -> RunOptions:
+        raw = cast(str | None, self.r.hget(RunKeys(run_id).run, "options"))
+        return RunOptions.model_validate_json(raw) if raw else RunOptions()
+
+    def claim(self, run_id: str, name: str, holder: str) -> bool:
+        """Claim ``name`` for this run once (e.g. ``replan:1``): the first caller wins, so a
+        callback that fires twice acts once."""
+        k = RunKeys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(k.claims, name, holder)
+        pipe.expire(k.claims, self.retention_s)
+        return bool(pipe.execute()[0])
+
+    # -- steps ---------------------------------------------------------------------------
+    def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
+                   max_attempts: int) -> Begin:
+        k = RunKeys(run_id)
+        state, detail = self._run("begin_step", [k.run, k.steps, k.events], step_id,
+                                  str(version), worker, str(max_attempts))
+        return Begin(state, detail or "")
+
+    def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
+                    dependents: Sequence[str], skipped_error: ErrorRecord | None = None
+                    ) -> Finish:
+        """Record a success (or, with ``skipped_error``, a skip) and count down dependents."""
+        k = RunKeys(run_id)
+        status = "skipped" if skipped_error is not None else "succeeded"
+        reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps],
+                          step_id, status, json.dumps(output),
+                          skipped_error.to_json() if skipped_error else "", worker,
+                          str(self.retention_s), *dependents)
+        if reply[0] != "ok":
+            return Finish(reply[0])
+        return Finish("ok", int(reply[1]), tuple(reply[2:]))
+
+    def fail_step(self, run_id: str, step_id: str, error: ErrorRecord, worker: str) -> bool:
+        """Record a step's permanent failure, once (False if it was already final)."""
+        k = RunKeys(run_id)
+        return bool(self._run("fail_step", [k.run, k.steps, k.events], step_id,
+                              error.to_json(), worker))
+
+    def record_retry(self, run_id: str, step_id: str, error: ErrorRecord) -> bool:
+        """Record a failed attempt that will be retried; False if the step is already
+        final (a duplicate attempt failed after another one finished it: do not retry)."""
+        k = RunKeys(run_id)
+        return bool(self._run("retry_step", [k.steps, k.events], step_id, error.to_json()))
+
+    def mark_dispatched(self, run_id: str, step_ids: Sequence[str]) -> None:
+        """Note that these steps' messages were published (so recovery does not publish
+        them again)."""
+        if step_ids:
+            self.r.hset(RunKeys(run_id).steps,
+                        mapping={f"{s}.dispatched": "1" for s in step_ids})
+
+    def ready_unstarted(self, run_id: str, step_ids: Sequence[str]) -> list[str]:
+        """Of ``step_ids``, those whose dependencies are all finished, that never started
+        and whose message was never published (recovery after a worker died between
+        finishing a step and publishing what it unlocked)."""
+        if not step_ids:
+            return []
+        k = RunKeys(run_id)
+        counts = cast(list[str | None], self.r.hmget(k.deps, list(step_ids)))
+        fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
+        values = cast(list[str | None], self.r.hmget(k.steps, fields))
+        return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
+                if n == "0" and values[2 * i] == "pending" and values[2 * i + 1] != "1"]
+
+    # -- model usage ---------------------------------------------------------------------
+    def record_usage(self, run_id: str, role: str, model: str, step_id: str | None,
+                     counts: Mapping[str, int | float]) -> None:
+        """Add one model call's tokens and latency to the run's counters."""
+        k = RunKeys(run_id)
+        prefix = f"{role}|{model.replace('|', '/')}|{step_id or ''}|"
+        pipe = self.r.pipeline(transaction=True)
+        for metric, value in counts.items():
+            pipe.hincrby(k.usage, prefix + metric, int(value))
+        pipe.expire(k.usage, self.retention_s)
+        pipe.execute()
+
+    def usage_fields(self, run_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(RunKeys(run_id).usage))
+
+    # -- reading -------------------------------------------------------------------------
+    def outputs(self, run_id: str, step_ids: Iterable[str]) -> dict[str, Any]:
+        ids = sorted(set(step_ids))
+        if not ids:
+            return {}
+        values = cast(list[str | None], self.r.hmget(RunKeys(run_id).outputs, ids))
+        return {sid: json.loads(v) for sid, v in zip(ids, values, strict=True)
+                if v is not None}
+
+    def step_states(self, run_id: str) -> dict[str, StepState]:
+        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).steps))
+        fields: dict[str, dict[str, str]] = {}
+        for field, value in raw.items():
+            sid, _, name = field.rpartition(".")
+            fields.setdefault(sid, {})[name] = value
+        return {sid: StepState.from_fields(f) for sid, f in fields.items()}
+
+    def step_state(self, run_id: str, step_id: str) -> StepState:
+        return self.step_states(run_id).get(step_id, StepState())
+
+    def completed(self, run_id: str) -> list[str]:
+        """The steps that succeeded, sorted."""
+        return sorted(s for s, st in self.step_states(run_id).items()
+                      if st.status == "succeeded")
+
+    def events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+               count: int = 1_000) -> list[RunEvent]:
+        """Events after the stream id ``after``, waiting up to ``block_ms`` for one."""
+        reply: Any = self.r.xread({RunKeys(run_id).events: after}, count=count,
+                                  block=block_ms)
+        if not reply:
+            return []
+        return [RunEvent.from_stream(i, f) for i, f in reply[0][1]]
+
+    def report(self, run_id: str) -> RunReport:
+        """The run report (without ``usage``, which needs prices: the client adds it)."""
+        run = self.run_state(run_id)
+        plan = self.plan(run_id, run.version) if run.version else None
+        states = self.step_states(run_id)
+        step_ids = [s.id for s in plan.steps] if plan else []
+        outputs = self.outputs(run_id, step_ids)
+        steps: dict[str, StepReport] = {}
+        for sid in step_ids:
+            st = states.get(sid, StepState())
+            steps[sid] = StepReport(
+                status=st.status, output=outputs.get(sid), error=st.error,
+                attempts=st.attempts, started_at=st.started_at,
+                finished_at=st.finished_at, worker=st.worker)
+        return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
+                         error=run.error, plan_version=run.version,
+                         created_at=run.created_at, finished_at=run.finished_at,
+                         steps=steps, plan=plan)
+
+    def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:
+        """``(started, finished)`` epoch seconds per step, for tests and benchmarks."""
+        def epoch(moment: datetime | None) -> float | None:
+            return moment.timestamp() if moment else None
+
+        return {sid: (epoch(st.started_at), epoch(st.finished_at))
+                for sid, st in self.step_states(run_id).items()}

@@ -1,0 +1,29 @@
+"""The run store's Lua scripts: package data (``planner/store/lua``), read once.
+
+A run-store script is ``lib.lua`` (the shared helpers: the clock, the "a step is final"
+rule, the event writer) followed by its own file. Redis caches scripts by their SHA, so
+each is sent in full only the first time a server sees it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+#: The scripts that run on a run's keys (each gets ``lib.lua`` in front of it).
+RUN_SCRIPTS = ("begin_step", "finish_step", "fail_step", "retry_step", "start_run",
+               "finish_run")
+
+
+@cache
+def source(name: str) -> str:
+    text = resources.files("planner.store").joinpath(f"lua/{name}.lua").read_text("utf-8")
+    return source("lib") + "\n" + text if name in RUN_SCRIPTS else text
+
+
+def register(client: redis.Redis, name: str) -> Script:
+    """The script ``name`` bound to ``client``."""
+    return client.register_script(source(name))

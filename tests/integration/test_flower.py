@@ -1,0 +1,77 @@
+"""Flower, run as the README says, shows step tasks with their run and step ids, and only
+to someone with the credentials."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ROOT, Engine, _free_port
+from tests.integration.helpers import plan, step
+
+AUTH = ("ops", "s3cret")
+
+
+def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read()
+            return response.status, json.loads(body) if body.startswith(b"{") else body
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+@pytest.fixture
+def flower(engine: Engine) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+         "--address=127.0.0.1", f"--basic-auth={AUTH[0]}:{AUTH[1]}"],
+        env=engine.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get(f"{url}/healthcheck")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "flower did not start"
+                time.sleep(0.2)
+        time.sleep(1.0)  # let it subscribe to worker events
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_flower_shows_run_and_step_ids_behind_auth(engine: Engine, flower: str):
+    report = engine.run(plan(step("alpha"), step("beta", value={"$ref": "alpha"})))
+    run_id = report.run_id
+    assert get(f"{flower}/api/tasks")[0] == 401
+    deadline = time.monotonic() + 15
+    while True:
+        status, tasks = get(f"{flower}/api/tasks", AUTH)
+        assert status == 200
+        ours = {tid: t for tid, t in tasks.items() if tid.startswith(run_id)}
+        if len(ours) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert f"{run_id}.1.alpha" in ours and f"{run_id}.1.beta" in ours
+    beta = ours[f"{run_id}.1.beta"]
+    assert beta["name"] == "chordal.step"
+    assert run_id in beta["args"] and "beta" in beta["args"]
+    assert beta["state"] == "SUCCESS"
