@@ -12,7 +12,9 @@ from typing import Any
 
 import redis
 from celery import Celery
+from pydantic import ValidationError
 
+from planner.engine import human
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import CeleryPublisher, producer_app
 from planner.engine.runtime import Runtime
@@ -24,7 +26,14 @@ from planner.llm import ROLES, make_model, require_model
 from planner.llm.roles import role_config
 from planner.llm.usage import summarize
 from planner.settings import Settings
-from planner.store.records import RunEvent, RunOptions, RunReport
+from planner.store.records import (
+    TERMINAL_RUN,
+    WAITING_RUN,
+    OnBudget,
+    RunEvent,
+    RunOptions,
+    RunReport,
+)
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
 
@@ -71,15 +80,39 @@ class Client:
                             self.settings.hard_limit_grace_s)
 
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
-               run_id: str | None = None) -> str:
+               run_id: str | None = None, approve: bool = False,
+               budget_tokens: int | None = None, budget_usd: float | None = None,
+               on_budget: OnBudget = "stop", max_replans: int | None = None) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
-        Raises ``PlanInvalid``."""
+        With ``approve`` it waits in ``awaiting_approval`` until :meth:`approve`.
+        Raises ``PlanInvalid`` (and ``InvalidInput`` for a bad option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
+        options = self._options(None, budget_tokens, budget_usd, on_budget, max_replans,
+                                approve)
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
-                                       run_id)
-        start_run(self.runtime, run_id, 1)
+                                       run_id, options)
+        if approve:
+            self.store.set_status(run_id, "awaiting_approval", "the plan waits for "
+                                  "approval (chordal approve RUN_ID, or chordal reject "
+                                  "RUN_ID)", from_=("pending",))
+            return run_id
+        start_run(self.runtime, run_id)
         return run_id
+
+    @staticmethod
+    def _options(roles: Mapping[str, Mapping[str, Any]] | None, budget_tokens: int | None,
+                 budget_usd: float | None, on_budget: str, max_replans: int | None,
+                 approve: bool) -> RunOptions:
+        try:
+            return RunOptions.model_validate({
+                "roles": {r: dict(o) for r, o in (roles or {}).items()},
+                "budget_tokens": budget_tokens, "budget_usd": budget_usd,
+                "on_budget": on_budget, "max_replans": max_replans, "approve": approve})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "options"
+            raise InvalidInput(f"{field}: {first['msg']}") from None
 
     @property
     def has_model(self) -> bool:
@@ -88,8 +121,10 @@ class Client:
 
     def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
                     budget_tokens: int | None = None, budget_usd: float | None = None,
-                    run_id: str | None = None) -> str:
-        """Start a run from a goal: the planner model plans it on a worker, then it runs.
+                    run_id: str | None = None, approve: bool = False,
+                    on_budget: OnBudget = "stop", max_replans: int | None = None) -> str:
+        """Start a run from a goal: the planner model plans it on a worker, then it runs
+        (with ``approve``, it waits in ``awaiting_approval`` once planned).
 
         ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
         ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
@@ -101,8 +136,8 @@ class Client:
                 raise InvalidInput(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
             role_config(self.settings, role, {role: over})
         self.ping()
-        options = RunOptions(roles={r: dict(o) for r, o in (roles or {}).items()},
-                             budget_tokens=budget_tokens, budget_usd=budget_usd)
+        options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
+                                approve)
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
         request_plan(self.runtime, run_id)
         return run_id
@@ -115,11 +150,12 @@ class Client:
 
     def wait(self, run_id: str, timeout: float | None = None,
              on_event: EventHandler | None = None) -> RunReport:
-        """Block until the run ends (or ``timeout`` seconds pass); return its report."""
+        """Block until the run ends or waits for a person (approval, a paused budget), or
+        ``timeout`` seconds pass; return its report."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = "0-0"
         while True:
-            if self.store.run_state(run_id).ended:
+            if self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN:
                 break
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -132,7 +168,25 @@ class Client:
         return self.report(run_id)
 
     def cancel(self, run_id: str) -> bool:
+        """End a run ``cancelled`` (False if it had ended): steps not started never start;
+        running ones finish, their results recorded, but unlock nothing."""
         return self.store.cancel(run_id)
+
+    def approve(self, run_id: str, plan: Plan | Mapping[str, Any] | None = None) -> None:
+        """Start a run that waits for approval; ``plan``, an edited plan, is validated
+        like any plan and replaces the one it waits with."""
+        edited = self.compile(plan).plan if plan is not None else None
+        human.approve(self.runtime, run_id, edited)
+
+    def reject(self, run_id: str, reason: str | None = None) -> None:
+        """End a run that waits for approval, ``cancelled`` with ``reason``."""
+        human.reject(self.runtime, run_id, reason)
+
+    def resume(self, run_id: str, budget_tokens: int | None = None,
+               budget_usd: float | None = None) -> None:
+        """Go on with a run paused at its budget, with a new budget."""
+        self._options(None, budget_tokens, budget_usd, "stop", None, False)  # checks them
+        human.resume(self.runtime, run_id, budget_tokens, budget_usd)
 
     def missing_queues(self, queues: set[str], timeout: float = 1.0) -> set[str]:
         """The queues that no running worker consumes (all of them if none answers)."""

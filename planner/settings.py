@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     synthesizer_temperature: float | None = Field(None, ge=0, le=1)
     plan_repairs: int = Field(2, ge=0, le=10, description="Times an invalid plan goes back "
                                                           "to the model for repair.")
+    max_replans: int = Field(3, ge=0, le=100, description="Most replans of a run (a plan's "
+                                                          "max_replans or a run option "
+                                                          "overrides it).")
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds per model request.")
     llm_max_retries: int = Field(3, ge=0, description="SDK retries of 429/529/5xx/timeouts "
                                                       "(honouring retry-after) per attempt.")

@@ -77,9 +77,9 @@ def finalize(run_id: str, version: int) -> None:
 
 
 @app.task(name=SYNTHESIZE_TASK, bind=True, max_retries=None)
-def synthesize(self: Task, run_id: str, version: int) -> None:
+def synthesize(self: Task, run_id: str, version: int, partial: bool = False) -> None:
     _retry(self, _ends_run_on_error(run_id, "synthesizer", lambda: join.synthesize(
-        runtime(), run_id, version, self.request.retries)))
+        runtime(), run_id, version, self.request.retries, partial)))
 
 
 @app.task(name=PLAN_TASK, bind=True, max_retries=None)
@@ -88,6 +88,7 @@ def plan_run(self: Task, run_id: str) -> None:
         runtime(), run_id, self.request.retries)))
 
 
-@app.task(name=REPLAN_TASK)
-def replan_run(run_id: str, step_id: str, version: int) -> None:
-    replan.replan(runtime(), run_id, step_id, version)
+@app.task(name=REPLAN_TASK, bind=True, max_retries=None)
+def replan_run(self: Task, run_id: str, step_id: str, version: int) -> None:
+    _retry(self, _ends_run_on_error(run_id, "replanner", lambda: replan.replan(
+        runtime(), run_id, step_id, version, self.request.retries)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Group
@@ -25,7 +25,7 @@ from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
 from planner.llm import ROLES
-from planner.store.records import RunReport
+from planner.store.records import WAITING_RUN, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
 
@@ -37,7 +37,9 @@ def print_report(report: RunReport, as_json: bool) -> None:
 
 
 def exit_for(report: RunReport) -> None:
-    raise typer.Exit(EXIT_OK if report.status == "succeeded" else EXIT_FAILED)
+    """0 succeeded, or waits for a person (approval, a paused budget); 1 otherwise."""
+    raise typer.Exit(EXIT_OK if report.status in ("succeeded", *WAITING_RUN)
+                     else EXIT_FAILED)
 
 
 def follow(client: Client, run_id: str, as_json: bool, timeout: float | None,
@@ -68,14 +70,17 @@ def warn_missing_workers(client: Client, queues: set[str]) -> None:
 
 
 def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
-             timeout: float | None) -> RunReport | None:
-    """Validate, submit and optionally wait; shared by `run` and `dev --run`."""
+             timeout: float | None, **options: Any) -> RunReport | None:
+    """Validate, submit and optionally wait; shared by `run` and `dev --run`. ``options``
+    are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans)."""
     compiled = client.compile(load_plan_data(path))
     client.ping()
     # With a model configured, the join is written by the synthesizer on the llm queue.
     warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
                                                        else set()))
-    run_id = client.submit(compiled)
+    run_id = client.submit(compiled, **options)
+    if options.get("approve"):
+        awaiting(client, run_id, as_json, timeout)
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
@@ -98,16 +103,37 @@ def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def run_goal(client: Client, goal: str, wait: bool, as_json: bool, timeout: float | None,
-             budget_tokens: int | None = None, budget_usd: float | None = None,
-             roles: dict[str, dict[str, Any]] | None = None) -> RunReport | None:
-    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`."""
-    run_id = client.submit_goal(goal, roles=roles, budget_tokens=budget_tokens,
-                                budget_usd=budget_usd)
+             **options: Any) -> RunReport | None:
+    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`.
+    ``options`` are :meth:`Client.submit_goal`'s."""
+    run_id = client.submit_goal(goal, **options)
     warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
+    if options.get("approve"):
+        awaiting(client, run_id, as_json, timeout)
     if not wait:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
     return follow(client, run_id, as_json, timeout)
+
+
+def awaiting(client: Client, run_id: str, as_json: bool, timeout: float | None
+             ) -> NoReturn:
+    """`run --approve`: wait for the plan (a goal is planned first), print it and the run
+    id, and exit 0 while the run waits for `chordal approve` or `chordal reject`."""
+    report = client.wait(run_id, timeout)
+    if report.status != "awaiting_approval":
+        print_report(report, as_json)
+        exit_for(report)
+    plan = report.plan.model_dump(mode="json") if report.plan else None
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": report.status, "plan": plan},
+                         indent=2))
+    else:
+        print(json.dumps(plan, indent=2))
+        err.print(f"run {run_id} awaits approval: chordal approve {run_id} "
+                  f"[--plan EDITED.json], or chordal reject {run_id} [--reason TEXT]",
+                  highlight=False, markup=False)
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command()
@@ -122,27 +148,45 @@ def run(
     timeout: Annotated[float | None, typer.Option(help="Stop waiting after S seconds.",
                                                   min=0)] = None,
     budget_tokens: Annotated[int | None, typer.Option(
-        help="With a GOAL: stop the run past this many model tokens.", min=1)] = None,
+        help="Stop (or pause) the run past this many model tokens.", min=1)] = None,
     budget_usd: Annotated[float | None, typer.Option(
-        help="With a GOAL: stop the run past this estimated cost in USD.", min=0)] = None,
+        help="Stop (or pause) the run past this estimated cost in USD.", min=0)] = None,
+    on_budget: Annotated[str, typer.Option(
+        "--on-budget", help="stop: end with the partial results; pause: wait for "
+                            "`chordal resume` with a new budget.")] = "stop",
+    max_replans: Annotated[int | None, typer.Option(
+        "--max-replans", help="Most replans of this run (default: the plan's, else "
+                              "CHORDAL_MAX_REPLANS).", min=0)] = None,
+    approve: Annotated[bool, typer.Option(
+        "--approve", help="Plan, print the plan and stop: nothing runs before `chordal "
+                          "approve RUN_ID`.")] = False,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
                         "executor, synthesizer); repeatable.")] = None,
 ) -> None:
     """Run a goal (planned by the model) or a plan file: submit, and with --wait follow it.
 
-    Exit status: 0 succeeded, 1 failed or timed out, 2 bad input."""
+    Exit status: 0 succeeded (or waits for approval or a budget), 1 failed or timed out,
+    2 bad input."""
     if (goal is None) == (plan is None):
         raise InvalidInput("give a GOAL (planned by the model) or --plan PLAN.json, not "
                            + ("both" if goal else "neither"))
+    if on_budget not in ("stop", "pause"):
+        raise InvalidInput(f"--on-budget must be stop or pause, not {on_budget!r}")
     s = settings()
     client = Client(s, registry(s))
+    options: dict[str, Any] = {"budget_tokens": budget_tokens, "budget_usd": budget_usd,
+                               "on_budget": on_budget, "max_replans": max_replans,
+                               "approve": approve}
     if plan is not None:
-        report = run_plan(client, plan, wait, as_json, timeout)
+        if model:
+            raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "
+                               "CHORDAL_EXECUTOR_MODEL")
+        report = run_plan(client, plan, wait, as_json, timeout, **options)
     else:
         assert goal is not None
-        report = run_goal(client, goal, wait, as_json, timeout, budget_tokens, budget_usd,
-                          parse_models(model))
+        report = run_goal(client, goal, wait, as_json, timeout, roles=parse_models(model),
+                          **options)
     if report is not None:
         if as_json or not out.is_terminal:
             print_report(report, as_json)
@@ -179,3 +223,51 @@ def cancel(
     status_ = client.report(run_id).status
     err.print(f"{run_id}: not cancelled, the run already ended ({status_})", highlight=False)
     raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@user_errors
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    plan: Annotated[Path | None, typer.Option(
+        "--plan", "-p", help="An edited plan to run instead (validated like any plan).")
+    ] = None,
+) -> None:
+    """Start a run that waits for approval (`run --approve`)."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    client.approve(run_id, load_plan_data(plan) if plan is not None else None)
+    print(f"{run_id}: approved, running")
+
+
+@app.command()
+@user_errors
+def reject(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the report.")
+                      ] = None,
+) -> None:
+    """End a run that waits for approval: it ends cancelled, nothing of it ran."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    client.reject(run_id, reason)
+    print(f"{run_id}: rejected")
+
+
+@app.command()
+@user_errors
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    budget_tokens: Annotated[int | None, typer.Option(help="The new token budget.", min=1)
+                             ] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="The new budget in USD.", min=0)
+                          ] = None,
+) -> None:
+    """Go on with a run paused at its budget (`run --on-budget pause`), with a new one."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    client.resume(run_id, budget_tokens, budget_usd)
+    print(f"{run_id}: resumed")

@@ -13,7 +13,8 @@ from rich.text import Text
 from planner.store.records import RunReport
 
 STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red",
-         "skipped": "magenta", "cancelled": "red"}
+         "skipped": "magenta", "cancelled": "red", "replaced": "dim strike",
+         "awaiting_approval": "cyan", "paused": "cyan"}
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> str:
@@ -31,6 +32,11 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None) -> Group
     status = report.status
     title = Text.assemble(("run ", "bold"), (report.run_id, "bold cyan"), "  ",
                           (status, STYLE.get(status, "")))
+    if report.plan_version > 1:
+        replaced = [s for v in report.versions for s in v.dropped]
+        title.append(f"  plan v{report.plan_version} ({report.replans} replan(s)"
+                     + (f"; replaced: {', '.join(replaced)}" if replaced else "") + ")",
+                     style="bold")
     table = Table(show_edge=False, pad_edge=False, expand=False)
     columns = ["step", "after", "status", "tries", "time", "worker", "output / error"]
     if deps is None:
@@ -49,7 +55,8 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None) -> Group
     parts: list[Any] = [title, table]
     if report.answer is not None:
         answer = report.answer
-        parts.append(Text.assemble(("answer: ", "bold"), answer if isinstance(answer, str)
+        label = "partial answer: " if report.partial else "answer: "
+        parts.append(Text.assemble((label, "bold"), answer if isinstance(answer, str)
                                    else _short(answer, 2_000)))
     usage = report.usage.total if report.usage else None
     if usage and usage.calls:
@@ -58,4 +65,6 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None) -> Group
                           f"~${usage.cost_usd:.4f}", style="dim"))
     if report.error:
         parts.append(Text.assemble(("error: ", "bold red"), report.error.message))
+    if report.reason:
+        parts.append(Text.assemble(("waiting: ", "bold cyan"), report.reason))
     return Group(*parts)

@@ -69,9 +69,11 @@ def finalize_message(run_id: str, version: int) -> Message:
                    task_id(run_id, version, "finalize"))
 
 
-def synthesize_message(run_id: str, version: int) -> Message:
-    return Message(SYNTHESIZE_TASK, (run_id, version), LLM_QUEUE,
-                   task_id(run_id, version, "synthesize"))
+def synthesize_message(run_id: str, version: int, partial: bool = False) -> Message:
+    """The synthesizer's call; ``partial``: the answer of a failed run, from what it
+    earned."""
+    return Message(SYNTHESIZE_TASK, (run_id, version, partial), LLM_QUEUE,
+                   task_id(run_id, version, "partial" if partial else "synthesize"))
 
 
 def plan_message(run_id: str) -> Message:
@@ -79,6 +81,8 @@ def plan_message(run_id: str) -> Message:
 
 
 def replan_message(run_id: str, step_id: str, version: int) -> Message:
+    """Wake the replanner for the failures noted in ``version`` (``step_id``: the one that
+    sent it; the replanner handles every failure noted when it looks)."""
     return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE)
 
 

@@ -3,7 +3,7 @@ rate limit of every worker."""
 
 from __future__ import annotations
 
-from planner.errors import BudgetExceeded
+from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
 from planner.llm.usage import Budget, summarize
 from planner.settings import Settings
@@ -19,12 +19,19 @@ def run_budget(settings: Settings, options: RunOptions) -> Budget:
                   else settings.budget_usd)
 
 
-def stop_for_budget(store: RunStore, run_id: str, reason: str) -> bool:
-    """End the run: no new steps start; the answer holds what was earned so far."""
+def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptions
+                    ) -> None:
+    """The run crossed its budget: no new steps start. By default it ends, its answer
+    what it earned so far; with ``on_budget="pause"`` it waits for ``chordal resume``."""
+    if options.on_budget == "pause":
+        store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a new "
+                                           "budget (chordal resume RUN_ID --budget-usd X) "
+                                           "or cancel", from_=("running",))
+        return
     earned = store.outputs(run_id, store.completed(run_id))
-    return store.finish_run(run_id, "failed", answer={"partial": earned},
-                            error=ErrorRecord(type="BudgetExceeded",
-                                              message=f"budget exceeded: {reason}"))
+    store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
+                     error=ErrorRecord(type="BudgetExceeded",
+                                       message=f"budget exceeded: {reason}"))
 
 
 class MeteredModel:
@@ -47,7 +54,10 @@ class MeteredModel:
         ``stop_when_over`` it also ends the run (no new steps start)."""
         reason = self.over_budget()
         if reason:
-            stop_for_budget(self.store, self.run_id, reason)
+            stop_for_budget(self.store, self.run_id, reason, self.options)
+            if self.options.on_budget == "pause":
+                # Not a failure: the call is made again when the run is resumed.
+                raise TransientError(f"the run is paused at its budget: {reason}")
             raise BudgetExceeded(f"budget exceeded before this call: {reason}")
         if self.limiter:
             self.limiter.acquire()
@@ -60,5 +70,5 @@ class MeteredModel:
             "latency_ms": round(response.latency_s * 1000)})
         if stop_when_over and (reason := self.over_budget()):
             # This call is paid for: its answer is kept, but nothing new starts.
-            stop_for_budget(self.store, self.run_id, reason)
+            stop_for_budget(self.store, self.run_id, reason, self.options)
         return response

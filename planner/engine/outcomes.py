@@ -19,11 +19,12 @@ from planner.engine.dispatch import (
     finalize_message,
     replan_message,
     step_message,
+    synthesize_message,
 )
 from planner.engine.runtime import Runtime
 from planner.errors import ChordalError, TransientError
 from planner.settings import Settings
-from planner.store.records import ErrorRecord, StepStatus
+from planner.store.records import EARNED_STEP, ErrorRecord, StepStatus
 from planner.store.runs import Finish
 
 #: Celery-level retries of a model call whose SDK retries were all used (429/529/5xx).
@@ -70,10 +71,12 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     rt.store.mark_dispatched(run_id, list(ready))
 
 
-def after_finish(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
-                 finish: Finish) -> None:
+def after_finish(rt: Runtime, run_id: str, finish: Finish) -> None:
+    """Publish what a recorded finish unlocked, in the plan version that holds the step
+    now (a replan may have installed a newer one while it ran)."""
     if finish.state == "ok":
-        dispatch(rt, compiled, run_id, version, finish.ready, finish.remaining == 0)
+        dispatch(rt, rt.compiled(run_id, finish.version), run_id, finish.version,
+                 finish.ready, finish.remaining == 0)
 
 
 def retry_or_give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,
@@ -99,9 +102,8 @@ def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, vers
     policy = compiled.step(step_id).on_failure
     if policy == "skip":
         finish = rt.store.finish_step(run_id, step_id, output=None, worker=worker,
-                                      dependents=compiled.dependents[step_id],
                                       skipped_error=error)
-        after_finish(rt, compiled, run_id, version, finish)
+        after_finish(rt, run_id, finish)
         return
     if not rt.store.fail_step(run_id, step_id, error, worker):
         return  # a duplicate delivery already recorded the outcome
@@ -117,8 +119,26 @@ def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: 
             type="StepFailed", step=step_id, policy="fail",
             cause=error.model_dump(mode="json") if error else None,
             message=f"step {step_id!r} failed: {message}"))
-    else:
+    elif rt.store.flag_failure(run_id, step_id):
+        # Noted for the next replan: if one is thinking already, it takes this up when it
+        # is done; the message below only wakes one if none is.
         rt.publish([replan_message(run_id, step_id, version)])
+
+
+def end_failed(rt: Runtime, run_id: str, error: ErrorRecord) -> None:
+    """End a run as failed, keeping what it earned: with a model, the synthesizer first
+    writes a partial answer from the earned outputs (no new step starts meanwhile);
+    without one, the answer is those outputs. Either way ``partial`` is set."""
+    run = rt.store.run_state(run_id)
+    if run.ended:
+        return
+    if rt.model is not None and run.status == "running":
+        if rt.store.set_ending(run_id, error):
+            rt.publish([synthesize_message(run_id, run.version, partial=True)])
+        return
+    earned = rt.store.outputs(run_id, rt.store.completed(run_id))
+    rt.store.finish_run(run_id, "failed", answer={"partial": earned}, error=error,
+                        partial=True)
 
 
 def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,
@@ -129,10 +149,22 @@ def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step
         error = rt.store.step_state(run_id, step_id).error
         apply_failure(rt, run_id, step_id, version, compiled.step(step_id).on_failure, error)
         return
+    if status not in EARNED_STEP:
+        return  # replaced by a replan: nothing follows from it
     ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id])
     run = rt.store.run_state(run_id)
-    dispatch(rt, compiled, run_id, version, ready,
-             run.status == "running" and run.remaining == 0)
+    dispatch(rt, compiled, run_id, version, ready, run.active and run.remaining == 0)
+
+
+def go_on(rt: Runtime, run_id: str) -> None:
+    """Publish every step of the current version that is ready and was never published
+    (and the join if nothing remains): a run that was paused, or approved, goes on."""
+    run = rt.store.run_state(run_id)
+    if not run.active:
+        return
+    compiled = rt.compiled(run_id, run.version)
+    dispatch(rt, compiled, run_id, run.version, rt.store.ready_unstarted(run_id),
+             run.remaining == 0)
 
 
 def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,

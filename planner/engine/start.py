@@ -17,13 +17,16 @@ from planner.llm.planning import plan_goal
 from planner.store.records import ErrorRecord
 
 
-def start_run(rt: Runtime, run_id: str, version: int = 1) -> None:
+def start_run(rt: Runtime, run_id: str) -> None:
     """Start a recorded run and publish its roots not yet published (all of them, unless
-    this is a repeat). If the broker refuses, the run ends ``failed`` saying so."""
-    compiled = rt.compiled(run_id, version)
+    this is a repeat). If the broker refuses, the run ends ``failed`` saying so. A run
+    that waits for approval does not start."""
     rt.store.start_run(run_id)
-    if rt.store.run_state(run_id).status != "running":
-        return  # cancelled (or ended) before it started
+    run = rt.store.run_state(run_id)
+    if run.status != "running":
+        return  # awaiting approval, or cancelled (or ended) before it started
+    version = run.version
+    compiled = rt.compiled(run_id, version)
     roots = rt.store.ready_unstarted(run_id, compiled.roots)
     publish_or_fail(rt, run_id, lambda: dispatch(rt, compiled, run_id, version, roots, False))
 
@@ -69,6 +72,11 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
         if outcome.plan is None:
             rt.store.finish_run(run_id, "failed", error=ErrorRecord.model_validate(outcome.error()))
             return None
-        rt.store.add_plan(run_id, 1, outcome.plan, outcome.plan.dependencies())
-    start_run(rt, run_id, 1)
+        rt.store.install_plan(run_id, 1, outcome.plan)
+        if rt.store.options(run_id).approve:
+            rt.store.set_status(run_id, "awaiting_approval", "the plan waits for approval "
+                                "(chordal approve RUN_ID, or chordal reject RUN_ID)",
+                                from_=("pending",))
+            return None
+    start_run(rt, run_id)
     return None

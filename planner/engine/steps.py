@@ -33,11 +33,15 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
              timeouts: tuple[type[BaseException], ...] = ()) -> Retry | None:
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
     out of time (Celery's soft time limit)."""
-    compiled = rt.compiled(run_id, version)
-    max_attempts = compiled.max_attempts(step_id)
+    max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts)
-    if begin.state == "inactive":
-        return None  # the run is over (failed, cancelled) or this plan version was replaced
+    if begin.state in ("inactive", "waiting"):
+        # The run is not running, no current version holds the step, or it is not ready in
+        # the current version (whoever unlocks it publishes it again).
+        return None
+    # The step runs as the version that holds it now defines it (a replan may keep it).
+    version = begin.version
+    compiled = rt.compiled(run_id, version)
     if begin.state == "done":
         recover(rt, compiled, run_id, version, step_id, begin.detail)  # type: ignore[arg-type]
         return None
@@ -66,9 +70,8 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         error = _error(exc, tool.classify(exc), attempt)
         retry_after = getattr(exc, "retry_after_s", None)
     else:
-        finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
-                                      dependents=compiled.dependents[step_id])
-        after_finish(rt, compiled, run_id, version, finish)
+        finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker)
+        after_finish(rt, run_id, finish)
         return None
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version, worker, error,
                              retry_after)
@@ -80,7 +83,14 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
     """The errback of a step task that failed outside the tool: killed at the hard time
     limit, or an error in Chordal itself. The attempt counts; the step is retried or
     given up."""
+    run = rt.store.run_state(run_id)
+    if run.ended or not run.version:
+        return
+    # Act in the version that holds the step now; a step no version holds is done with.
+    version = run.version
     compiled = rt.compiled(run_id, version)
+    if step_id not in compiled.deps:
+        return
     state = rt.store.step_state(run_id, step_id)
     # Errbacks can fire twice for one failure (a hard time limit is also a lost worker):
     # act once per attempt.
@@ -92,7 +102,7 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
         return
     if state.status == "pending":
         # It failed before it began (or its retry was never published): send it again.
-        if rt.store.run_state(run_id).status == "running":
+        if run.active:
             resend(rt, compiled, run_id, version, step_id, retry_delay(rt.settings, 1, None))
         return
     attempt = state.attempts or 1

@@ -46,6 +46,9 @@ class Plan(BaseModel):
 
     goal: str = Field(description="What the plan is for, in the user's words.")
     steps: list[Step] = Field(min_length=1)
+    max_replans: int | None = Field(None, ge=0, le=100,
+                                    description="Most replans of a run of this plan "
+                                                "(default: CHORDAL_MAX_REPLANS).")
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)

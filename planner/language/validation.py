@@ -52,8 +52,14 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
     raw: Mapping[str, Any] = data.model_dump() if isinstance(data, Plan) else data
     problems: list[Problem] = []
 
-    for key in sorted(set(raw) - {"goal", "steps"}):
-        problems.append(Problem(None, key, "unknown field; a plan has 'goal' and 'steps'"))
+    for key in sorted(set(raw) - set(Plan.model_fields)):
+        problems.append(Problem(None, key, "unknown field; a plan has 'goal', 'steps' and "
+                                           "optionally 'max_replans'"))
+    max_replans = raw.get("max_replans")
+    if max_replans is not None and (isinstance(max_replans, bool)
+                                    or not isinstance(max_replans, int)
+                                    or not 0 <= max_replans <= 100):
+        problems.append(Problem(None, "max_replans", "an integer from 0 to 100"))
     goal = raw.get("goal")
     if not isinstance(goal, str):
         problems.append(Problem(None, "goal", "required, a string"))
@@ -93,7 +99,7 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
 
     if problems or len(steps) != len(raw_steps):
         raise PlanInvalid(sorted(set(problems), key=_order(raw_steps)))
-    plan = Plan(goal=str(goal), steps=steps)
+    plan = Plan(goal=str(goal), steps=steps, max_replans=max_replans)
     return ValidPlan(plan, shape(deps))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.errors import PlanInvalid, Problem
-from planner.language.plan import Plan
+from planner.language.plan import Plan, Step
 from planner.language.validation import Limits, validate
 from planner.llm.model import Model, ModelRequest, ModelResponse, Role, RoleConfig
 from planner.llm.roles import PLAN_TOOL, plan_tool, role_config, system_blocks
@@ -88,26 +88,47 @@ def plan_goal(model: Model, settings: Settings, tools: Mapping[str, Tool], goal:
                               settings.plan_repairs, check)
 
 
-def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], plan: Plan,
-           states: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Any],
-           failed_step: str, error: Mapping[str, Any] | None,
+#: Longest JSON of one output shown to the replanner; longer ones are cut, with a marker.
+OUTPUT_PREVIEW_CHARS = 2_000
+
+
+def preview(output: Any, limit: int = OUTPUT_PREVIEW_CHARS) -> Any:
+    """An output as the replanner sees it: whole if short, else cut and marked as cut."""
+    text = json.dumps(output, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return output
+    return {"truncated": True, "chars": len(text), "preview": text[:limit] + "…"}
+
+
+def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], goal: str,
+           context: Mapping[str, Any], kept: list[Step], forbidden: Mapping[str, str],
            overrides: Mapping[str, Any] | None = None) -> PlanOutcome:
-    """The plan of the remaining work after ``failed_step`` failed for good. The returned
-    plan holds the completed steps (unchanged, so their results are kept) plus new ones."""
+    """The plan of the work not started yet, after a failure (or at a checkpoint).
+
+    ``context`` is what the replanner is shown (JSON). ``kept`` are the steps that stay
+    whatever it answers (completed and in flight); the plan it returns is ``kept`` plus
+    its steps, validated as a whole. ``forbidden`` maps ids a new step may not take to
+    why (failed, replaced)."""
     limits = Limits.from_settings(settings)
-    completed = [s for s in plan.steps if states.get(s.id, {}).get("status") == "succeeded"]
-    done_ids = {s.id for s in completed}
+    kept_ids = {s.id for s in kept}
 
     def check(data: Any) -> Plan:
         if not isinstance(data, dict):
             raise PlanInvalid([Problem(None, "plan", "not a JSON object")])
         new_steps = data.get("steps")
-        clashes = [Problem(s.get("id"), "id", "reuses the id of a completed or failed step")
-                   for s in new_steps if isinstance(s, dict)
-                   and s.get("id") in done_ids | {failed_step}] \
-            if isinstance(new_steps, list) else []
-        merged = {"goal": plan.goal, "steps": [s.model_dump() for s in completed] + (
-            new_steps if isinstance(new_steps, list) else [])}
+        new_steps = new_steps if isinstance(new_steps, list) else []
+        clashes = []
+        for item in new_steps:
+            sid = item.get("id") if isinstance(item, dict) else None
+            if sid in kept_ids:
+                clashes.append(Problem(sid, "id", "is a completed or running step, kept "
+                                                  "as it is: do not list it, use a new id"))
+            elif isinstance(sid, str) and sid in forbidden:
+                clashes.append(Problem(sid, "id", f"is the id of a {forbidden[sid]} step; "
+                                                  "use a new id"))
+        merged = {"goal": goal, "steps": [s.model_dump() for s in kept] + [
+            item for item in new_steps
+            if not (isinstance(item, dict) and item.get("id") in kept_ids)]}
         try:
             valid = validate(merged, tools, limits).plan
         except PlanInvalid as exc:
@@ -116,18 +137,8 @@ def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], plan: Pl
             raise PlanInvalid(clashes)
         return valid
 
-    failed = plan.step(failed_step)
-    context = {
-        "goal": plan.goal,
-        "completed_steps": [{"id": s.id, "description": s.description, "tool": s.tool,
-                             "output": outputs.get(s.id)} for s in completed],
-        "failed_step": {"id": failed.id, "description": failed.description,
-                        "tool": failed.tool, "args": failed.args, "error": error},
-        "not_started": [s.id for s in plan.steps
-                        if s.id not in done_ids and s.id != failed_step],
-    }
     first = ("The run so far, as JSON:\n" + json.dumps(context, indent=1, default=str)
-             + "\nSubmit the new steps that reach the goal.")
+             + "\nSubmit the steps of the remaining work.")
     return _plan_conversation(model, "replanner",
                               role_config(settings, "replanner", overrides),
                               system_blocks("replanner", tools), first, settings.plan_repairs,

@@ -72,11 +72,18 @@ def plan_tool() -> dict[str, Any]:
 
 def synthesize_request(settings: Settings, goal: str, outputs: Mapping[str, Any],
                        descriptions: Mapping[str, str],
-                       overrides: Mapping[str, Any] | None = None) -> ModelRequest:
+                       overrides: Mapping[str, Any] | None = None,
+                       failure: str | None = None) -> ModelRequest:
+    """The answer from the step outputs; with ``failure``, a partial answer from what a
+    failed run earned, which says what is missing."""
     material = [{"step": sid, "description": descriptions.get(sid, ""), "output": out}
                 for sid, out in outputs.items()]
     text = (f"Goal: {goal}\n\nStep outputs (JSON):\n"
             + json.dumps(material, indent=1, ensure_ascii=False, default=str))
+    if failure:
+        text = (f"The run failed before it reached the goal ({failure}). Answer as much of "
+                "the goal as these partial results allow, and say plainly what is missing."
+                f"\n\n{text}")
     return ModelRequest("synthesizer", role_config(settings, "synthesizer", overrides),
                         system_blocks("synthesizer"), [{"role": "user", "content": text}])
 

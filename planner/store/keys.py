@@ -45,6 +45,22 @@ class RunKeys:
         return self._k(":deps")
 
     @property
+    def dependents(self) -> str:
+        """Hash: step id -> JSON list of the steps that wait for it (current version)."""
+        return self._k(":dependents")
+
+    @property
+    def versions(self) -> str:
+        """Hash: plan version -> JSON record (why it was installed, steps added/kept/
+        dropped)."""
+        return self._k(":versions")
+
+    @property
+    def unhandled(self) -> str:
+        """Set: failed steps that wait for the next replan."""
+        return self._k(":unhandled")
+
+    @property
     def plans(self) -> str:
         """Hash: plan version -> plan JSON."""
         return self._k(":plans")
@@ -65,5 +81,5 @@ class RunKeys:
         return self._k(":usage")
 
     def all(self) -> list[str]:
-        return [self.run, self.steps, self.outputs, self.deps, self.plans, self.events,
-                self.claims, self.usage]
+        return [self.run, self.steps, self.outputs, self.deps, self.dependents, self.plans,
+                self.versions, self.unhandled, self.events, self.claims, self.usage]

@@ -13,11 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from planner.language.plan import Plan
 from planner.llm.usage import UsageSummary
 
-RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
+RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succeeded",
+                    "failed", "cancelled"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "replaced",
+                     "cancelled"]
 
 #: A step in one of these states never changes again (``lib.lua`` holds the same rule).
-FINAL_STEP: frozenset[str] = frozenset({"succeeded", "skipped", "failed"})
+#: ``replaced``: a replan left it out before it started. ``cancelled`` (its run ended while
+#: it waited or ran) is not final: a late result is still recorded.
+FINAL_STEP: frozenset[str] = frozenset({"succeeded", "skipped", "failed", "replaced"})
+#: A step in one of these states has earned its output; its dependents may run.
+EARNED_STEP: frozenset[str] = frozenset({"succeeded", "skipped"})
+#: A run in one of these states waits for a person (``chordal approve`` / ``resume``).
+WAITING_RUN: frozenset[str] = frozenset({"awaiting_approval", "paused"})
 #: A run in one of these states has ended.
 TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -67,14 +75,35 @@ class ErrorRecord(BaseModel):
         return cls.model_validate_json(text) if text else None
 
 
+OnBudget = Literal["stop", "pause"]
+
+
 class RunOptions(BaseModel):
     """Per-run overrides of settings, recorded with the run."""
 
     model_config = ConfigDict(extra="forbid")
 
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    budget_tokens: int | None = None
-    budget_usd: float | None = None
+    budget_tokens: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    #: What crossing the budget does: end the run with its partial results, or pause it
+    #: until ``chordal resume`` gives it a new budget.
+    on_budget: OnBudget = "stop"
+    #: Most replans of this run (None: the plan's ``max_replans``, else the setting).
+    max_replans: int | None = Field(None, ge=0, le=100)
+    #: Stop after planning, in ``awaiting_approval``, until ``chordal approve``.
+    approve: bool = False
+
+
+class PlanVersion(BaseModel):
+    """One installed plan version: why, and how it differs from the one before."""
+
+    version: int
+    reason: str
+    failed: list[str] = Field(default_factory=list)
+    added: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)
+    dropped: list[str] = Field(default_factory=list)
 
 
 class StepState(BaseModel):
@@ -115,10 +144,20 @@ class RunState(BaseModel):
     error: ErrorRecord | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    #: Why it waits (awaiting approval, paused for its budget), when it does.
+    reason: str | None = None
+    partial: bool = False
+    #: Set while a failed run's partial answer is being written: no new step starts.
+    ending: ErrorRecord | None = None
 
     @property
     def ended(self) -> bool:
         return self.status in TERMINAL_RUN
+
+    @property
+    def active(self) -> bool:
+        """Steps may start: running, and not ending."""
+        return self.status == "running" and self.ending is None
 
     @classmethod
     def from_fields(cls, f: dict[str, str]) -> RunState:
@@ -128,7 +167,9 @@ class RunState(BaseModel):
                    answer=json.loads(f["answer"]) if f.get("answer") else None,
                    error=ErrorRecord.parse(f.get("error")),
                    created_at=moment(f.get("created_at")),
-                   finished_at=moment(f.get("finished_at")))
+                   finished_at=moment(f.get("finished_at")),
+                   reason=f.get("reason") or None, partial=f.get("partial") == "1",
+                   ending=ErrorRecord.parse(f.get("ending")))
 
 
 class StepReport(BaseModel):
@@ -157,6 +198,13 @@ class RunReport(BaseModel):
     steps: dict[str, StepReport] = Field(default_factory=dict)
     plan: Plan | None = None
     usage: UsageSummary | None = None
+    #: The answer was written from what a failed run earned.
+    partial: bool = False
+    #: Why the run waits for a person, while it does.
+    reason: str | None = None
+    #: Every installed plan version, oldest first; ``replans`` counts those after the first.
+    versions: list[PlanVersion] = Field(default_factory=list)
+    replans: int = 0
 
     @property
     def ended(self) -> bool:

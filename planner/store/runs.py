@@ -23,7 +23,9 @@ from planner.language.plan import Plan
 from planner.store import scripts
 from planner.store.keys import RUN_INDEX, RunKeys
 from planner.store.records import (
+    WAITING_RUN,
     ErrorRecord,
+    PlanVersion,
     RunEvent,
     RunOptions,
     RunReport,
@@ -39,10 +41,12 @@ EVENTS_MAXLEN = 100_000
 
 @dataclass(frozen=True)
 class Begin:
-    """What ``begin_step`` decided: run the tool, or why not."""
+    """What ``begin_step`` decided: run the tool, or why not. ``version`` is the plan
+    version that holds the step now (the message may carry an older one)."""
 
-    state: Literal["run", "done", "inactive", "exhausted"]
+    state: Literal["run", "done", "waiting", "inactive", "exhausted"]
     detail: str
+    version: int = 0
 
     @property
     def attempt(self) -> int:
@@ -54,7 +58,18 @@ class Finish:
     """What ``finish_step`` decided: ``duplicate`` (already finished: do nothing),
     ``inactive`` (the run is over), or ``ok`` with the dependents now ready."""
 
-    state: Literal["ok", "duplicate", "inactive"]
+    state: Literal["ok", "duplicate", "inactive", "detached"]
+    remaining: int = -1
+    ready: tuple[str, ...] = ()
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class Install:
+    """What ``install_plan`` did: ``ok`` with the steps ready to publish, ``stale`` (the
+    run's version moved on: another install won), or ``inactive`` (the run is over)."""
+
+    state: Literal["ok", "stale", "inactive"]
     remaining: int = -1
     ready: tuple[str, ...] = ()
 
@@ -107,56 +122,64 @@ class RunStore:
         self.r.zadd(RUN_INDEX, {run_id: float(stamp)})
         self.r.zremrangebyscore(RUN_INDEX, 0, float(now[0]) - self.retention_s)
         if plan is not None:
-            self.add_plan(run_id, 1, plan, deps if deps is not None else plan.dependencies())
+            self.install_plan(run_id, 1, plan, deps)
         return run_id
 
-    def add_plan(self, run_id: str, version: int, plan: Plan,
-                 deps: Mapping[str, Iterable[str]]) -> bool:
-        """Make ``plan`` the run's current version, once (False if this version exists):
-        its steps start pending, their dependency counters full. Steps already finished
-        keep their state and outputs."""
+    def install_plan(self, run_id: str, version: int, plan: Plan,
+                     deps: Mapping[str, Iterable[str]] | None = None, *,
+                     reason: str = "planned", failed: Sequence[str] = ()) -> Install:
+        """Make ``plan`` the run's version ``version``, once and atomically, if the run is
+        still at ``version - 1``. Counters, reverse edges and the remaining count are built
+        from the step states at this moment; steps it shares with the old version keep
+        their state and outputs; old steps it leaves out that never started are marked
+        ``replaced``. ``failed``: the failures this version handles."""
         k = RunKeys(run_id)
-        with self.r.pipeline(transaction=True) as pipe:
-            # All or nothing, once: a crash cannot leave a plan without its steps' state.
-            pipe.watch(k.plans)  # type: ignore[no-untyped-call]
-            if pipe.hexists(k.plans, str(version)):
-                return False
-            finished = {s for s, st in self.step_states(run_id).items() if st.final}
-            fields: dict[Any, Any] = {}
-            for step in plan.steps:
-                if step.id not in finished:
-                    fields[f"{step.id}.status"] = "pending"
-                    fields[f"{step.id}.attempts"] = "0"
-            pipe.multi()
-            pipe.hset(k.plans, str(version), plan.model_dump_json())
-            if fields:
-                pipe.hset(k.steps, mapping=fields)
-            pipe.hset(k.deps, mapping={
-                sid: str(len([u for u in ups if u not in finished]))
-                for sid, ups in deps.items()})
-            pipe.hset(k.run, mapping={"version": str(version),
-                                      "remaining": str(len(plan.steps) - len(
-                                          finished & {s.id for s in plan.steps}))})
-            for key in k.all():
-                pipe.expire(key, self.retention_s)
-            try:
-                pipe.execute()
-            except redis.WatchError:
-                return False  # another worker added this version meanwhile
-        return True
+        edges = {sid: sorted(ups) for sid, ups in
+                 (deps if deps is not None else plan.dependencies()).items()}
+        previous = ({s.id for s in self.plan(run_id, version - 1).steps} if version > 1
+                    else set())
+        ids = [s.id for s in plan.steps]
+        record = PlanVersion(version=version, reason=reason, failed=sorted(failed),
+                             added=[s for s in ids if s not in previous],
+                             kept=[s for s in ids if s in previous],
+                             dropped=sorted(previous - set(ids)))
+        reply = self._run("install_plan", [k.run, k.steps, k.events, k.deps, k.dependents,
+                                           k.plans, k.versions, k.unhandled],
+                          str(version - 1), str(version), plan.model_dump_json(),
+                          json.dumps(edges), json.dumps(sorted(failed)),
+                          record.model_dump_json(), str(self.retention_s))
+        if reply[0] != "ok":
+            return Install(reply[0])
+        return Install("ok", int(reply[1]), tuple(reply[2:]))
 
     def start_run(self, run_id: str) -> bool:
         """pending -> running, once."""
         k = RunKeys(run_id)
         return bool(self._run("start_run", [k.run, k.events]))
 
-    def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
-                   error: ErrorRecord | None = None) -> bool:
-        """Move a pending or running run to a final status, once; re-arm retention."""
+    def set_status(self, run_id: str, status: RunStatus, reason: str, *,
+                   from_: Sequence[RunStatus]) -> bool:
+        """Move a run to a waiting status (or back), only from the statuses ``from_``;
+        the ``run.<status>`` event carries the reason."""
         k = RunKeys(run_id)
-        done = bool(self._run("finish_run", [k.run, k.events], status,
+        return bool(self._run("set_status", [k.run, k.events], status, reason, *from_))
+
+    def set_ending(self, run_id: str, error: ErrorRecord) -> bool:
+        """Mark a running run as ending with ``error``, once: no new step starts while its
+        partial answer is written. False if it was already ending."""
+        return bool(self.r.hsetnx(RunKeys(run_id).run, "ending", error.to_json()))
+
+    def update_options(self, run_id: str, options: RunOptions) -> None:
+        self.r.hset(RunKeys(run_id).run, "options", options.model_dump_json())
+
+    def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
+                   error: ErrorRecord | None = None, partial: bool = False) -> bool:
+        """End a run that has not ended, once; mark the steps it abandons ``cancelled``;
+        re-arm retention."""
+        k = RunKeys(run_id)
+        done = bool(self._run("finish_run", [k.run, k.events, k.steps, k.deps], status,
                               "" if answer is None else json.dumps(answer),
-                              error.to_json() if error else ""))
+                              error.to_json() if error else "", "1" if partial else "0"))
         if done:
             pipe = self.r.pipeline(transaction=False)
             for key in k.all():
@@ -195,27 +218,47 @@ class RunStore:
         pipe.expire(k.claims, self.retention_s)
         return bool(pipe.execute()[0])
 
+    def release(self, run_id: str, name: str) -> None:
+        """Give a claim back (its holder could not finish: the next caller takes it)."""
+        self.r.hdel(RunKeys(run_id).claims, name)
+
+    def flag_failure(self, run_id: str, step_id: str) -> bool:
+        """Note a failed step of the current version for the next replan; False if no
+        current version holds it (a replan already handled it)."""
+        k = RunKeys(run_id)
+        return bool(self._run("flag_failure", [k.steps, k.deps, k.unhandled], step_id))
+
+    def unhandled(self, run_id: str) -> list[str]:
+        """The failed steps that wait for a replan, sorted."""
+        return sorted(cast(set[str], self.r.smembers(RunKeys(run_id).unhandled)))
+
+    def versions(self, run_id: str) -> list[PlanVersion]:
+        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).versions))
+        return sorted((PlanVersion.model_validate_json(v) for v in raw.values()),
+                      key=lambda v: v.version)
+
     # -- steps ---------------------------------------------------------------------------
     def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
                    max_attempts: int) -> Begin:
         k = RunKeys(run_id)
-        state, detail = self._run("begin_step", [k.run, k.steps, k.events], step_id,
-                                  str(version), worker, str(max_attempts))
-        return Begin(state, detail or "")
+        state, detail, current = self._run("begin_step", [k.run, k.steps, k.events, k.deps],
+                                           step_id, str(version), worker, str(max_attempts))
+        return Begin(state, detail or "", int(current or 0))
 
     def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
-                    dependents: Sequence[str], skipped_error: ErrorRecord | None = None
-                    ) -> Finish:
-        """Record a success (or, with ``skipped_error``, a skip) and count down dependents."""
+                    skipped_error: ErrorRecord | None = None) -> Finish:
+        """Record a success (or, with ``skipped_error``, a skip) and count down the
+        dependents the current plan version gives it."""
         k = RunKeys(run_id)
         status = "skipped" if skipped_error is not None else "succeeded"
-        reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps],
+        reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps,
+                                          k.dependents],
                           step_id, status, json.dumps(output),
                           skipped_error.to_json() if skipped_error else "", worker,
-                          str(self.retention_s), *dependents)
+                          str(self.retention_s))
         if reply[0] != "ok":
             return Finish(reply[0])
-        return Finish("ok", int(reply[1]), tuple(reply[2:]))
+        return Finish("ok", int(reply[1]), tuple(reply[3:]), int(reply[2]))
 
     def fail_step(self, run_id: str, step_id: str, error: ErrorRecord, worker: str) -> bool:
         """Record a step's permanent failure, once (False if it was already final)."""
@@ -236,13 +279,17 @@ class RunStore:
             self.r.hset(RunKeys(run_id).steps,
                         mapping={f"{s}.dispatched": "1" for s in step_ids})
 
-    def ready_unstarted(self, run_id: str, step_ids: Sequence[str]) -> list[str]:
-        """Of ``step_ids``, those whose dependencies are all finished, that never started
-        and whose message was never published (recovery after a worker died between
-        finishing a step and publishing what it unlocked)."""
+    def ready_unstarted(self, run_id: str, step_ids: Sequence[str] | None = None
+                        ) -> list[str]:
+        """Of ``step_ids`` (default: every step of the current version), those whose
+        dependencies are all finished, that never started and whose message was never
+        published (recovery after a worker died between finishing a step and publishing
+        what it unlocked; a paused run going on)."""
+        k = RunKeys(run_id)
+        if step_ids is None:
+            step_ids = sorted(cast(list[str], self.r.hkeys(k.deps)))
         if not step_ids:
             return []
-        k = RunKeys(run_id)
         counts = cast(list[str | None], self.r.hmget(k.deps, list(step_ids)))
         fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
         values = cast(list[str | None], self.r.hmget(k.steps, fields))
@@ -299,11 +346,16 @@ class RunStore:
         return [RunEvent.from_stream(i, f) for i, f in reply[0][1]]
 
     def report(self, run_id: str) -> RunReport:
-        """The run report (without ``usage``, which needs prices: the client adds it)."""
+        """The run report (without ``usage``, which needs prices: the client adds it).
+        Its steps are those of every plan version, in the order they first appeared."""
         run = self.run_state(run_id)
         plan = self.plan(run_id, run.version) if run.version else None
         states = self.step_states(run_id)
-        step_ids = [s.id for s in plan.steps] if plan else []
+        step_ids: list[str] = []
+        for version in range(1, run.version + 1):
+            older = self.plan(run_id, version) if version != run.version or plan is None \
+                else plan
+            step_ids.extend(s.id for s in older.steps if s.id not in step_ids)
         outputs = self.outputs(run_id, step_ids)
         steps: dict[str, StepReport] = {}
         for sid in step_ids:
@@ -312,10 +364,14 @@ class RunStore:
                 status=st.status, output=outputs.get(sid), error=st.error,
                 attempts=st.attempts, started_at=st.started_at,
                 finished_at=st.finished_at, worker=st.worker)
+        versions = self.versions(run_id)
         return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
                          error=run.error, plan_version=run.version,
                          created_at=run.created_at, finished_at=run.finished_at,
-                         steps=steps, plan=plan)
+                         steps=steps, plan=plan, partial=run.partial,
+                         reason=run.reason if run.status in WAITING_RUN else None,
+                         versions=versions,
+                         replans=sum(1 for v in versions if v.reason == "replan"))
 
     def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:
         """``(started, finished)`` epoch seconds per step, for tests and benchmarks."""

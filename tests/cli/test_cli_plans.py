@@ -73,7 +73,7 @@ def test_schema_command_prints_the_plan_schema():
     result = chordal("schema")
     assert result.returncode == 0
     schema = json.loads(result.stdout)
-    assert set(schema["properties"]) == {"goal", "steps"}
+    assert set(schema["properties"]) == {"goal", "steps", "max_replans"}
     step = schema["$defs"]["Step"]
     assert set(step["properties"]) == {"id", "description", "tool", "args", "depends_on",
                                        "on_failure", "max_retries", "timeout_s"}

@@ -19,7 +19,7 @@ from planner.errors import (
 from planner.language.plan import Plan, plan_json_schema
 from planner.llm import AnthropicModel, ScriptedModel, make_model
 from planner.llm.model import ModelRequest, RoleConfig
-from planner.llm.planning import plan_goal, replan
+from planner.llm.planning import OUTPUT_PREVIEW_CHARS, plan_goal, preview, replan
 from planner.llm.roles import PLAN_TOOL, role_config, synthesize_request
 from planner.settings import Settings
 from tests.fake_anthropic import (
@@ -204,28 +204,38 @@ def test_replanner_keeps_earned_results_and_checks_new_steps(tools):
         {"id": "b", "tool": "fail", "args": {"times": -1}},
         {"id": "c", "tool": "calculate", "args": {"expression": "3"}, "depends_on": ["b"]},
     ]})
-    states = {"a": {"status": "succeeded"}, "b": {"status": "failed"}}
+    context = {"goal": "g", "completed_steps": [{"id": "a", "output": 2}],
+               "failed_steps": [{"id": "b", "error": {"message": "boom"}}],
+               "not_started": ["c"]}
     new = {"goal": "g", "steps": [
         {"id": "b2", "tool": "calculate", "args": {"expression": "x + 1",
                                                    "variables": {"x": {"$ref": "a"}}}}]}
     clash = {"goal": "g", "steps": [{"id": "a", "tool": "calculate",
+                                     "args": {"expression": "1"}},
+                                    {"id": "b", "tool": "calculate",
                                      "args": {"expression": "1"}}]}
     fake = FakeAnthropic(Script(clash, new))
     try:
-        outcome = replan(claude(fake), SETTINGS, tools, plan, states, {"a": 2}, "b",
-                         {"type": "PermanentError", "message": "boom"})
+        outcome = replan(claude(fake), SETTINGS, tools, "g", context, [plan.step("a")],
+                         {"b": "failed"})
     finally:
         fake.close()
     assert outcome.plan is not None and outcome.attempts == 2
     assert [s.id for s in outcome.plan.steps] == ["a", "b2"]  # a kept as it was
     first = json.loads(fake.requests[0].body["messages"][0]["content"].split("JSON:\n")[1]
                        .rsplit("\nSubmit", 1)[0])
-    assert first["completed_steps"] == [{"id": "a", "description": "", "tool": "calculate",
-                                         "output": 2}]
-    assert first["failed_step"]["error"]["message"] == "boom"
-    assert first["not_started"] == ["c"]
-    assert "reuses the id" in json.dumps(fake.requests[1].body["messages"][-1])
+    assert first == context
+    repair = json.dumps(fake.requests[1].body["messages"][-1])
+    assert "is a completed or running step, kept as it is" in repair
+    assert "is the id of a failed step" in repair
     assert "You are the replanner" in fake.requests[0].body["system"][0]["text"]
+
+
+def test_long_outputs_are_cut_for_the_replanner_with_a_marker():
+    assert preview({"a": 1}) == {"a": 1}
+    cut = preview("x" * 10_000)
+    assert cut["truncated"] is True and cut["chars"] == 10_002
+    assert cut["preview"].endswith("…") and len(cut["preview"]) == OUTPUT_PREVIEW_CHARS + 1
 
 
 def test_scripted_model_answers_by_role_match_and_turn(tmp_path):

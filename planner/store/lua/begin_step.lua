@@ -1,17 +1,31 @@
--- A worker is about to run a step: count the attempt and mark it running, unless the run
--- is over, the plan version was replaced, the step is final, or its attempts are spent.
--- KEYS: run, steps, events.  ARGV: maxlen, step, version, worker, max_attempts
--- Returns {'run', attempt} | {'inactive', run status} | {'done', step status}
---       | {'exhausted', attempts made}
-local step, version, worker, max_attempts = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local run = redis.call('HMGET', KEYS[1], 'status', 'version')
-if run[1] ~= 'running' or run[2] ~= version then return {'inactive', run[1] or 'missing'} end
+-- A worker is about to run a step: count the attempt and mark it running. The message's
+-- plan version need not be the current one: a step kept by a replan runs under the
+-- version that holds it now, which this returns.
+-- KEYS: run, steps, events, deps.  ARGV: maxlen, step, version, worker, max_attempts
+-- Returns {'run', attempt, version}   run the tool (as this plan version defines it)
+--       | {'done', step status, version}   final already: recover what follows from it
+--       | {'waiting', '', version}   not ready in the current version: someone else sends it
+--       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
+local step, worker, max_attempts = ARGV[2], ARGV[4], tonumber(ARGV[5])
+local run = redis.call('HMGET', KEYS[1], 'status', 'version', 'ending')
+if run[1] ~= 'running' or run[3] then
+  -- Paused (or stopping): the step is sent again when the run goes on.
+  if run[1] == 'paused' then redis.call('HDEL', KEYS[2], step .. '.dispatched') end
+  return {'inactive', run[1] or 'missing', ''}
+end
+local version = run[2]
+local waiting = redis.call('HGET', KEYS[4], step)
+if not waiting then return {'inactive', 'not in plan version ' .. version, ''} end
 local status = redis.call('HGET', KEYS[2], step .. '.status')
-if is_final(status) then return {'done', status} end
+if is_final(status) then return {'done', status, version} end
+if status ~= 'running' and tonumber(waiting) > 0 then
+  redis.call('HDEL', KEYS[2], step .. '.dispatched')
+  return {'waiting', '', version}
+end
 local attempts = redis.call('HINCRBY', KEYS[2], step .. '.attempts', 1)
-if attempts > max_attempts then return {'exhausted', tostring(attempts - 1)} end
+if attempts > max_attempts then return {'exhausted', tostring(attempts - 1), version} end
 redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
            step .. '.attempt_started_at', now())
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
-return {'run', tostring(attempts)}
+return {'run', tostring(attempts), version}

@@ -1,8 +1,19 @@
--- pending or running -> a final status, once. Returns 1 if it ended the run now, else 0.
--- KEYS: run, events.  ARGV: maxlen, status, answer json, error json
+-- A run that has not ended ends, once: its status, answer and error are set, and every step
+-- of its current version that is not final is marked 'cancelled' (abandoned), so a final
+-- report never shows a step running. Returns 1 if it ended the run now, else 0.
+-- KEYS: run, events, steps, deps.  ARGV: maxlen, status, answer json, error json, partial
 local current = redis.call('HGET', KEYS[1], 'status')
-if current ~= 'running' and current ~= 'pending' then return 0 end
+if current ~= 'running' and current ~= 'pending' and current ~= 'paused'
+    and current ~= 'awaiting_approval' then
+  return 0
+end
+for _, step in ipairs(redis.call('HKEYS', KEYS[4])) do
+  if not is_final(redis.call('HGET', KEYS[3], step .. '.status')) then
+    redis.call('HSET', KEYS[3], step .. '.status', 'cancelled', step .. '.finished_at', now())
+  end
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', now(), 'answer', ARGV[3],
-           'error', ARGV[4])
+           'error', ARGV[4], 'partial', ARGV[5])
+redis.call('HDEL', KEYS[1], 'ending')
 event(KEYS[2], 'run.finished', '', ARGV[2], ARGV[4])
 return 1

@@ -8,9 +8,11 @@ local function now()
 end
 
 -- A step in one of these states never changes again (the one place this rule is written
--- in Lua; planner/store/records.py FINAL_STEP is the same rule in Python).
+-- in Lua; planner/store/records.py FINAL_STEP is the same rule in Python). 'cancelled' (a
+-- step its ended run abandoned) is not final: a late result is still recorded.
 local function is_final(status)
   return status == 'succeeded' or status == 'skipped' or status == 'failed'
+    or status == 'replaced'
 end
 
 local function event(stream, kind, step, status, data)
