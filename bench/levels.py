@@ -44,7 +44,9 @@ def level_step(self: Task, run_id: str, step_id: str, version: int) -> None:
     args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
     output = compiled.tool_of(step_id).invoke(args, ToolContext(run_id, step_id,
                                                                  begin.attempt))
-    rt.store.finish_step(run_id, step_id, output=output, worker=worker, dependents=[])
+    # The run store counts down the dependents too; the chord, not those counters, decides
+    # what runs next here.
+    rt.store.finish_step(run_id, step_id, output=output, worker=worker)
 
 
 @app.task(name=BARRIER_TASK)

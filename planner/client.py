@@ -82,13 +82,14 @@ class Client:
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
                run_id: str | None = None, approve: bool = False,
                budget_tokens: int | None = None, budget_usd: float | None = None,
-               on_budget: OnBudget = "stop", max_replans: int | None = None) -> str:
+               on_budget: OnBudget = "stop", max_replans: int | None = None,
+               checkpoint_all: bool = False) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
         With ``approve`` it waits in ``awaiting_approval`` until :meth:`approve`.
         Raises ``PlanInvalid`` (and ``InvalidInput`` for a bad option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
         options = self._options(None, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve)
+                                approve, checkpoint_all)
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)
@@ -103,12 +104,13 @@ class Client:
     @staticmethod
     def _options(roles: Mapping[str, Mapping[str, Any]] | None, budget_tokens: int | None,
                  budget_usd: float | None, on_budget: str, max_replans: int | None,
-                 approve: bool) -> RunOptions:
+                 approve: bool, checkpoint_all: bool = False) -> RunOptions:
         try:
             return RunOptions.model_validate({
                 "roles": {r: dict(o) for r, o in (roles or {}).items()},
                 "budget_tokens": budget_tokens, "budget_usd": budget_usd,
-                "on_budget": on_budget, "max_replans": max_replans, "approve": approve})
+                "on_budget": on_budget, "max_replans": max_replans, "approve": approve,
+                "checkpoint_all": checkpoint_all})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "options"
@@ -122,7 +124,8 @@ class Client:
     def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
                     budget_tokens: int | None = None, budget_usd: float | None = None,
                     run_id: str | None = None, approve: bool = False,
-                    on_budget: OnBudget = "stop", max_replans: int | None = None) -> str:
+                    on_budget: OnBudget = "stop", max_replans: int | None = None,
+                    checkpoint_all: bool = False) -> str:
         """Start a run from a goal: the planner model plans it on a worker, then it runs
         (with ``approve``, it waits in ``awaiting_approval`` once planned).
 
@@ -137,7 +140,7 @@ class Client:
             role_config(self.settings, role, {role: over})
         self.ping()
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve)
+                                approve, checkpoint_all)
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
         request_plan(self.runtime, run_id)
         return run_id

@@ -24,8 +24,10 @@ FINALIZE_TASK = "chordal.finalize"      # (run_id, version): the join
 SYNTHESIZE_TASK = "chordal.synthesize"  # (run_id, version): the synthesizer writes the answer
 PLAN_TASK = "chordal.plan"              # (run_id,): the planner plans a goal, then it starts
 REPLAN_TASK = "chordal.replan"          # (run_id, step_id, version): a step failed for good
+REVIEW_TASK = "chordal.review"          # (run_id, step_id, version): a checkpoint succeeded
 
-TASKS = (STEP_TASK, STEP_ERROR_TASK, FINALIZE_TASK, SYNTHESIZE_TASK, PLAN_TASK, REPLAN_TASK)
+TASKS = (STEP_TASK, STEP_ERROR_TASK, FINALIZE_TASK, SYNTHESIZE_TASK, PLAN_TASK, REPLAN_TASK,
+         REVIEW_TASK)
 
 
 def task_id(run_id: str, version: int, what: str) -> str:

@@ -23,8 +23,10 @@ Responder = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 def role_of(body: dict[str, Any]) -> str:
     system = json.dumps(body.get("system", ""))
+    if "You are the replanner" in system:
+        return "replanner"  # a replan, or a checkpoint's review
     if (body.get("tool_choice") or {}).get("name") == "submit_plan":
-        return "replanner" if "You are the replanner" in system else "planner"
+        return "planner"
     if "You are the synthesizer" in system:
         return "synthesizer"
     return "executor"

@@ -16,7 +16,7 @@ from functools import cache
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from planner.engine import join, replan, start, steps
+from planner.engine import join, replan, review, start, steps
 from planner.engine.dispatch import CeleryPublisher
 from planner.engine.outcomes import Retry
 from planner.engine.runtime import Runtime
@@ -26,6 +26,7 @@ from planner.wire import (
     FINALIZE_TASK,
     PLAN_TASK,
     REPLAN_TASK,
+    REVIEW_TASK,
     STEP_ERROR_TASK,
     STEP_TASK,
     SYNTHESIZE_TASK,
@@ -86,6 +87,12 @@ def synthesize(self: Task, run_id: str, version: int, partial: bool = False) -> 
 def plan_run(self: Task, run_id: str) -> None:
     _retry(self, _ends_run_on_error(run_id, "planner", lambda: start.plan_run(
         runtime(), run_id, self.request.retries)))
+
+
+@app.task(name=REVIEW_TASK, bind=True, max_retries=None)
+def review_checkpoint(self: Task, run_id: str, step_id: str, version: int) -> None:
+    _retry(self, _ends_run_on_error(run_id, "checkpoint review", lambda: review.review(
+        runtime(), run_id, step_id, version, self.request.retries)))
 
 
 @app.task(name=REPLAN_TASK, bind=True, max_retries=None)

@@ -160,6 +160,9 @@ def run(
     approve: Annotated[bool, typer.Option(
         "--approve", help="Plan, print the plan and stop: nothing runs before `chordal "
                           "approve RUN_ID`.")] = False,
+    checkpoint_all: Annotated[bool, typer.Option(
+        "--checkpoint-all", help="Every step is a checkpoint: the replanner reviews the "
+                                 "plan after each one.")] = False,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
                         "executor, synthesizer); repeatable.")] = None,
@@ -177,7 +180,7 @@ def run(
     client = Client(s, registry(s))
     options: dict[str, Any] = {"budget_tokens": budget_tokens, "budget_usd": budget_usd,
                                "on_budget": on_budget, "max_replans": max_replans,
-                               "approve": approve}
+                               "approve": approve, "checkpoint_all": checkpoint_all}
     if plan is not None:
         if model:
             raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "

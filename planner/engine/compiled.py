@@ -19,6 +19,8 @@ class CompiledPlan:
     tools: Mapping[str, Tool]
     # A hard limit kills the attempt (and its pool process) this long after the soft one.
     hard_limit_grace_s: float = 30.0
+    # The run asked for a review after every step (``checkpoint_all``).
+    checkpoint_all: bool = False
 
     @cached_property
     def deps(self) -> dict[str, set[str]]:
@@ -55,6 +57,9 @@ class CompiledPlan:
     def timeout_s(self, step_id: str) -> float:
         step = self._steps[step_id]
         return step.timeout_s if step.timeout_s is not None else self.tool_of(step_id).timeout_s
+
+    def is_checkpoint(self, step_id: str) -> bool:
+        return self.checkpoint_all or self._steps[step_id].checkpoint
 
     def queues(self) -> set[str]:
         return {self.tool_of(s.id).queue for s in self.plan.steps} | {DEFAULT_QUEUE}

@@ -23,6 +23,7 @@ from planner.wire import (
     LLM_QUEUE,
     PLAN_TASK,
     REPLAN_TASK,
+    REVIEW_TASK,
     STEP_ERROR_TASK,
     STEP_TASK,
     SYNTHESIZE_TASK,
@@ -78,6 +79,12 @@ def synthesize_message(run_id: str, version: int, partial: bool = False) -> Mess
 
 def plan_message(run_id: str) -> Message:
     return Message(PLAN_TASK, (run_id,), LLM_QUEUE, task_id(run_id, 0, "plan"))
+
+
+def review_message(run_id: str, step_id: str, version: int) -> Message:
+    """Ask the replanner whether the plan is still right after checkpoint ``step_id``."""
+    return Message(REVIEW_TASK, (run_id, step_id, version), LLM_QUEUE,
+                   task_id(run_id, version, f"review-{step_id}"))
 
 
 def replan_message(run_id: str, step_id: str, version: int) -> Message:

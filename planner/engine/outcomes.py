@@ -18,6 +18,7 @@ from planner.engine.dispatch import (
     Message,
     finalize_message,
     replan_message,
+    review_message,
     step_message,
     synthesize_message,
 )
@@ -71,12 +72,14 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     rt.store.mark_dispatched(run_id, list(ready))
 
 
-def after_finish(rt: Runtime, run_id: str, finish: Finish) -> None:
+def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None:
     """Publish what a recorded finish unlocked, in the plan version that holds the step
     now (a replan may have installed a newer one while it ran)."""
     if finish.state == "ok":
         dispatch(rt, rt.compiled(run_id, finish.version), run_id, finish.version,
                  finish.ready, finish.remaining == 0)
+    elif finish.state == "held":
+        rt.publish([review_message(run_id, step_id, finish.version)])
 
 
 def retry_or_give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,
@@ -103,7 +106,7 @@ def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, vers
     if policy == "skip":
         finish = rt.store.finish_step(run_id, step_id, output=None, worker=worker,
                                       skipped_error=error)
-        after_finish(rt, run_id, finish)
+        after_finish(rt, run_id, step_id, finish)
         return
     if not rt.store.fail_step(run_id, step_id, error, worker):
         return  # a duplicate delivery already recorded the outcome

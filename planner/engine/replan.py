@@ -22,7 +22,13 @@ from planner.errors import ChordalError
 from planner.language.plan import Step
 from planner.llm.planning import preview
 from planner.llm.planning import replan as replan_with_model
-from planner.store.records import EARNED_STEP, ErrorRecord, PlanVersion, StepState
+from planner.store.records import (
+    EARNED_STEP,
+    REPLAN_REASONS,
+    ErrorRecord,
+    PlanVersion,
+    StepState,
+)
 
 
 def replan(rt: Runtime, run_id: str, step_id: str, version: int,
@@ -47,8 +53,8 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
                     for f, c in causes.items())
 
     history = rt.store.versions(run_id)
-    done = sum(1 for v in history if v.reason == "replan")
-    limit = _max_replans(rt, run_id, compiled)
+    done = replans_so_far(history)
+    limit = max_replans(rt, run_id, compiled)
     if done >= limit:
         end_failed(rt, run_id, ErrorRecord(
             type="ReplanLimit", step=failures[0], policy="replan",
@@ -64,7 +70,7 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
                     "CHORDAL_LLM), so the run ends with what it earned"))
         return None
 
-    kept, context, forbidden = _situation(rt, run_id, compiled, states, failures, history)
+    kept, context, forbidden = situation(rt, run_id, compiled, states, failures, history)
     try:
         outcome = replan_with_model(metered, rt.settings, rt.tools, compiled.plan.goal,
                                     context, kept, forbidden, metered.options.roles)
@@ -95,7 +101,13 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
     return None
 
 
-def _max_replans(rt: Runtime, run_id: str, compiled: CompiledPlan) -> int:
+def replans_so_far(history: list[PlanVersion]) -> int:
+    """Versions installed by a replan or by a checkpoint's revision."""
+    return sum(1 for v in history if v.reason in REPLAN_REASONS)
+
+
+def max_replans(rt: Runtime, run_id: str, compiled: CompiledPlan) -> int:
+    """The run's bound: its option, else its plan's, else the setting."""
     option = rt.store.options(run_id).max_replans
     if option is not None:
         return option
@@ -104,7 +116,7 @@ def _max_replans(rt: Runtime, run_id: str, compiled: CompiledPlan) -> int:
     return rt.settings.max_replans
 
 
-def _situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
+def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
                states: dict[str, StepState], failures: list[str],
                history: list[PlanVersion]) -> tuple[list[Step], dict[str, Any], dict[str, str]]:
     """What stays (completed and in-flight steps), what the replanner is shown, and the ids
@@ -144,7 +156,7 @@ def _situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
         "cannot_run": sorted(blocked),
         "not_started": [s.id for s in not_started],
         "earlier_replans": [v.model_dump(mode="json") for v in history
-                            if v.reason == "replan"],
+                            if v.reason in REPLAN_REASONS],
     }
     forbidden: dict[str, str] = {sid: st.status for sid, st in states.items()
                                  if st.status in ("failed", "replaced", "cancelled")}

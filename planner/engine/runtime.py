@@ -71,7 +71,8 @@ class Runtime:
                 self._plans.move_to_end(key)
                 return hit
         compiled = CompiledPlan(self.store.plan(run_id, version), self.tools,
-                                self.settings.hard_limit_grace_s)
+                                self.settings.hard_limit_grace_s,
+                                self.store.options(run_id).checkpoint_all)
         with self._lock:
             self._plans[key] = compiled
             while len(self._plans) > PLAN_CACHE_SIZE:

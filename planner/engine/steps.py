@@ -70,8 +70,9 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         error = _error(exc, tool.classify(exc), attempt)
         retry_after = getattr(exc, "retry_after_s", None)
     else:
-        finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker)
-        after_finish(rt, run_id, finish)
+        finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
+                                      hold=compiled.is_checkpoint(step_id))
+        after_finish(rt, run_id, step_id, finish)
         return None
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version, worker, error,
                              retry_after)

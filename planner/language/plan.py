@@ -33,6 +33,9 @@ class Step(BaseModel):
                                     description="Retries of transient errors (tool default).")
     timeout_s: float | None = Field(None, gt=0, le=86_400,
                                     description="Seconds before an attempt times out.")
+    checkpoint: bool = Field(False, description="After this step succeeds, the replanner "
+                                                "reviews the plan before the steps that "
+                                                "depend on it start.")
 
     def dependencies(self) -> set[str]:
         """Every step this one waits for: ``depends_on`` plus the steps its refs read."""

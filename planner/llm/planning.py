@@ -13,7 +13,14 @@ from planner.errors import PlanInvalid, Problem
 from planner.language.plan import Plan, Step
 from planner.language.validation import Limits, validate
 from planner.llm.model import Model, ModelRequest, ModelResponse, Role, RoleConfig
-from planner.llm.roles import PLAN_TOOL, plan_tool, role_config, system_blocks
+from planner.llm.roles import (
+    CONTINUE_TOOL,
+    PLAN_TOOL,
+    continue_tool,
+    plan_tool,
+    role_config,
+    system_blocks,
+)
 from planner.settings import Settings
 from planner.tools.tool import Tool
 
@@ -28,6 +35,8 @@ class PlanOutcome:
     problems: list[Problem] = field(default_factory=list)
     last_invalid: Any = None
     responses: list[ModelResponse] = field(default_factory=list)
+    #: A checkpoint's review answered ``continue_plan``: go on as planned.
+    go_on: bool = False
 
     def error(self) -> dict[str, Any]:
         """Why there is no plan, as a run's error record."""
@@ -39,16 +48,25 @@ class PlanOutcome:
 
 def _plan_conversation(model: Model, role: Role, config: RoleConfig,
                        system: list[dict[str, Any]], first: str, repairs: int,
-                       check: Any) -> PlanOutcome:
-    """Ask for a plan through forced tool use; send problems back for repair."""
+                       check: Any, may_continue: bool = False) -> PlanOutcome:
+    """Ask for a plan through forced tool use; send problems back for repair. With
+    ``may_continue`` (a checkpoint's review), the first answer may instead call
+    ``continue_plan``: then ``outcome.go_on`` is set and there is no plan."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
     outcome = PlanOutcome(None, 0)
     for attempt in range(1, repairs + 2):
-        request = ModelRequest(role, config, system, list(messages), [plan_tool()],
-                               {"type": "tool", "name": PLAN_TOOL})
+        if may_continue and attempt == 1:
+            request = ModelRequest(role, config, system, list(messages),
+                                   [continue_tool(), plan_tool()], {"type": "any"})
+        else:
+            request = ModelRequest(role, config, system, list(messages), [plan_tool()],
+                                   {"type": "tool", "name": PLAN_TOOL})
         response = model.complete(request)
         outcome.attempts = attempt
         outcome.responses.append(response)
+        if may_continue and attempt == 1 and response.tool_use_id(CONTINUE_TOOL):
+            outcome.go_on = True
+            return outcome
         data = response.tool_input(PLAN_TOOL)
         if data is None:
             problems = [Problem(None, PLAN_TOOL, "the answer did not call submit_plan with "
@@ -102,7 +120,8 @@ def preview(output: Any, limit: int = OUTPUT_PREVIEW_CHARS) -> Any:
 
 def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], goal: str,
            context: Mapping[str, Any], kept: list[Step], forbidden: Mapping[str, str],
-           overrides: Mapping[str, Any] | None = None) -> PlanOutcome:
+           overrides: Mapping[str, Any] | None = None, checkpoint: bool = False
+           ) -> PlanOutcome:
     """The plan of the work not started yet, after a failure (or at a checkpoint).
 
     ``context`` is what the replanner is shown (JSON). ``kept`` are the steps that stay
@@ -137,9 +156,12 @@ def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], goal: st
             raise PlanInvalid(clashes)
         return valid
 
+    ask = ("A checkpoint step succeeded. Is the plan still right? Call continue_plan to go "
+           "on as planned, or submit_plan with the steps of the remaining work."
+           if checkpoint else "Submit the steps of the remaining work.")
     first = ("The run so far, as JSON:\n" + json.dumps(context, indent=1, default=str)
-             + "\nSubmit the steps of the remaining work.")
+             + "\n" + ask)
     return _plan_conversation(model, "replanner",
                               role_config(settings, "replanner", overrides),
                               system_blocks("replanner", tools), first, settings.plan_repairs,
-                              check)
+                              check, may_continue=checkpoint)

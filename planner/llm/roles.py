@@ -21,6 +21,7 @@ from planner.settings import Settings
 from planner.tools.tool import Tool
 
 PLAN_TOOL = "submit_plan"
+CONTINUE_TOOL = "continue_plan"
 CACHE = {"type": "ephemeral"}
 
 
@@ -62,6 +63,13 @@ def system_blocks(name: str, tools: Mapping[str, Tool] | None = None) -> list[di
     if tools is not None:
         text = text.replace("{catalogue}", catalogue(tools))
     return [{"type": "text", "text": text, "cache_control": CACHE}]
+
+
+def continue_tool() -> dict[str, Any]:
+    """A checkpoint's verdict "go on as planned" (the other is ``submit_plan``)."""
+    return {"name": CONTINUE_TOOL,
+            "description": "The plan is still right: go on as planned.",
+            "input_schema": {"type": "object", "properties": {}}}
 
 
 def plan_tool() -> dict[str, Any]:

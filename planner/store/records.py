@@ -93,6 +93,12 @@ class RunOptions(BaseModel):
     max_replans: int | None = Field(None, ge=0, le=100)
     #: Stop after planning, in ``awaiting_approval``, until ``chordal approve``.
     approve: bool = False
+    #: Every step is a checkpoint (the replanner reviews after each one).
+    checkpoint_all: bool = False
+
+
+#: The reasons of the plan versions that count as replans (against ``max_replans``).
+REPLAN_REASONS: frozenset[str] = frozenset({"replan", "checkpoint"})
 
 
 class PlanVersion(BaseModel):

@@ -23,6 +23,7 @@ from planner.language.plan import Plan
 from planner.store import scripts
 from planner.store.keys import RUN_INDEX, RunKeys
 from planner.store.records import (
+    REPLAN_REASONS,
     WAITING_RUN,
     ErrorRecord,
     PlanVersion,
@@ -58,7 +59,7 @@ class Finish:
     """What ``finish_step`` decided: ``duplicate`` (already finished: do nothing),
     ``inactive`` (the run is over), or ``ok`` with the dependents now ready."""
 
-    state: Literal["ok", "duplicate", "inactive", "detached"]
+    state: Literal["ok", "held", "duplicate", "inactive", "detached"]
     remaining: int = -1
     ready: tuple[str, ...] = ()
     version: int = 0
@@ -246,18 +247,28 @@ class RunStore:
         return Begin(state, detail or "", int(current or 0))
 
     def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
-                    skipped_error: ErrorRecord | None = None) -> Finish:
+                    skipped_error: ErrorRecord | None = None, hold: bool = False) -> Finish:
         """Record a success (or, with ``skipped_error``, a skip) and count down the
-        dependents the current plan version gives it."""
+        dependents the current plan version gives it; with ``hold`` (a checkpoint), hold
+        them until :meth:`release` of the review."""
         k = RunKeys(run_id)
         status = "skipped" if skipped_error is not None else "succeeded"
         reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps,
                                           k.dependents],
                           step_id, status, json.dumps(output),
                           skipped_error.to_json() if skipped_error else "", worker,
-                          str(self.retention_s))
-        if reply[0] != "ok":
+                          str(self.retention_s), "1" if hold else "0")
+        if reply[0] not in ("ok", "held"):
             return Finish(reply[0])
+        return Finish(reply[0], int(reply[1]), tuple(reply[3:]), int(reply[2]))
+
+    def release_step(self, run_id: str, step_id: str, version: int) -> Finish:
+        """Let a held checkpoint's dependents go (its review said go on), once."""
+        k = RunKeys(run_id)
+        reply = self._run("release_step", [k.run, k.steps, k.events, k.deps, k.dependents],
+                          step_id, str(version))
+        if reply[0] != "ok":
+            return Finish("duplicate")
         return Finish("ok", int(reply[1]), tuple(reply[3:]), int(reply[2]))
 
     def fail_step(self, run_id: str, step_id: str, error: ErrorRecord, worker: str) -> bool:
@@ -371,7 +382,7 @@ class RunStore:
                          steps=steps, plan=plan, partial=run.partial,
                          reason=run.reason if run.status in WAITING_RUN else None,
                          versions=versions,
-                         replans=sum(1 for v in versions if v.reason == "replan"))
+                         replans=sum(1 for v in versions if v.reason in REPLAN_REASONS))
 
     def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:
         """``(started, finished)`` epoch seconds per step, for tests and benchmarks."""

@@ -82,20 +82,22 @@ def test_fail_policy_fails_the_run_at_once_and_starts_nothing_more(engine: Engin
     time.sleep(1.5)  # let "slow" finish: its dependents must still not start
     after = engine.client.report(report.run_id)
     assert after.status == "failed"
-    assert after.steps["later"].status == "pending"
+    assert after.steps["later"].status == "cancelled"  # abandoned, never started
     assert after.steps["later"].attempts == 0
-    assert after.steps["never"].status == "pending"
+    assert after.steps["never"].status == "cancelled"
 
 
-def test_replan_policy_ends_the_run_with_a_report_for_now(engine: Engine):
+def test_replan_without_a_model_ends_the_run_with_what_it_earned(engine: Engine):
     report = engine.run(plan(step("kept", value=1),
                              fail_step("lost", -1, kind="permanent", deps=["kept"]),
                              fail_step("lost2", -1, kind="permanent", deps=["kept"])))
-    assert report.status == "failed"
+    assert report.status == "failed" and report.partial
     error = report.error
     assert error.policy == "replan" and error.step in ("lost", "lost2")
+    assert "replanning needs a model" in error.message
     assert error.completed == ["kept"]
     assert report.steps["kept"].output == 1
+    assert report.answer == {"partial": {"kept": 1}}
 
 
 def test_a_step_that_times_out_is_retried_then_its_policy_applies(engine: Engine):

@@ -34,7 +34,7 @@ def test_succeeded_step_redelivered_publishes_what_it_unlocked(engine: Engine):
     store = engine.client.store
     # The worker recorded a's result, then died before publishing b.
     assert store.begin_step(run_id, "a", 1, "w", 1).state == "run"
-    store.finish_step(run_id, "a", output=1, worker="w", dependents=["b"])
+    store.finish_step(run_id, "a", output=1, worker="w")
     deliver(engine, compiled, run_id, "a")
     report = engine.client.wait(run_id, 30)
     assert report.status == "succeeded", report
@@ -55,14 +55,14 @@ def test_failed_step_redelivered_applies_its_policy(engine: Engine):
     report = engine.client.wait(run_id, 30)
     assert report.status == "failed"
     assert report.error.step == "x" and report.error.cause.message == "boom"
-    assert report.steps["y"].status == "pending"
+    assert report.steps["y"].status == "cancelled"
 
 
 def test_a_late_duplicate_failure_does_not_reopen_a_finished_step(engine: Engine):
     store = engine.client.store
     run_id, _ = staged(engine, plan(step("a")))
     store.begin_step(run_id, "a", 1, "w", 3)
-    store.finish_step(run_id, "a", output="a", worker="w", dependents=[])
+    store.finish_step(run_id, "a", output="a", worker="w")
     assert store.record_retry(run_id, "a", ErrorRecord(type="X", message="late")) is False
     assert store.report(run_id).steps["a"].status == "succeeded"
     assert store.fail_step(run_id, "a", ErrorRecord(type="X", message="late"), "w") is False
@@ -75,7 +75,7 @@ def test_run_ids_and_plan_versions_are_taken_once(engine: Engine):
     with pytest.raises(Conflict, match="is taken"):
         store.create_run("other", p, run_id=run_id)
     assert store.report(run_id).goal == "g"
-    assert store.add_plan(run_id, 1, p, p.dependencies()) is False
+    assert store.install_plan(run_id, 1, p).state == "stale"
 
 
 def test_an_unreachable_broker_fails_the_run_with_one_clear_error(engine: Engine):

@@ -61,11 +61,15 @@ for up, downs in pairs(dependents) do
   redis.call('HSET', KEYS[5], up, cjson.encode(downs))
 end
 for _, step in ipairs(cjson.decode(ARGV[6])) do redis.call('SREM', KEYS[8], step) end
+-- A failure of a step the new version leaves out is moot: the new plan routes around it.
+for _, step in ipairs(redis.call('SMEMBERS', KEYS[8])) do
+  if edges[step] == nil then redis.call('SREM', KEYS[8], step) end
+end
 redis.call('HSET', KEYS[6], version, plan)
 redis.call('HSET', KEYS[7], version, ARGV[7])
 redis.call('HSET', KEYS[1], 'version', version, 'remaining', remaining)
 for i = 1, 8 do redis.call('EXPIRE', KEYS[i], ttl) end
-if version ~= '1' then event(KEYS[3], 'plan.installed', '', status, ARGV[7]) end
+event(KEYS[3], 'plan.installed', '', status, ARGV[7])
 table.sort(ready)
 local result = {'ok', tostring(remaining)}
 for _, step in ipairs(ready) do table.insert(result, step) end

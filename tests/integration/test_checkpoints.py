@@ -1,0 +1,99 @@
+"""Checkpoints on real workers: after a checkpoint step succeeds the replanner reviews the
+plan; only the checkpoint's descendants wait for the verdict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from planner.store.records import RunReport
+from tests.fake_anthropic import FakeAnthropic, text, tool_use
+from tests.integration.conftest import Engine, base_env
+from tests.integration.helpers import started_counts
+from tests.integration.test_cli_runs import chordal
+
+SCOUT = {"goal": "g", "steps": [
+    {"id": "scout", "tool": "sleep", "checkpoint": True,
+     "args": {"seconds": 0.2, "value": {"found": "path-b"}}},
+    {"id": "follow", "tool": "echo", "args": {"value": {"$ref": "scout.found"}}},
+    {"id": "elsewhere", "tool": "sleep", "args": {"seconds": 1.5, "value": "done"}}]}
+REVISED = {"goal": "g", "steps": [
+    {"id": "follow_b", "tool": "echo", "args": {"value": ["b", {"$ref": "scout.found"}]}}]}
+
+
+def responder(role: str, body: dict[str, Any]) -> dict[str, Any]:
+    shown = json.dumps(body["messages"])
+    if role == "planner":
+        return tool_use("submit_plan", SCOUT)
+    if role == "replanner":
+        assert body["tool_choice"] == {"type": "any"}
+        names = {t["name"] for t in body["tools"]}
+        assert names == {"continue_plan", "submit_plan"}
+        if "keep going" in shown:
+            return tool_use("continue_plan", {})
+        return tool_use("submit_plan", REVISED)
+    return text("done")
+
+
+@pytest.fixture
+def fake(fake_claude: FakeAnthropic) -> FakeAnthropic:
+    fake_claude.responder = responder
+    fake_claude.faults.clear()
+    fake_claude.requests.clear()
+    return fake_claude
+
+
+def test_a_checkpoint_that_continues(model_engine: Engine, fake):
+    fake.inject("replanner", delay_s=0.6)  # the review takes a while
+    client = model_engine.client
+    report = client.wait(client.submit_goal("keep going after the scout"), 60)
+    assert report.status == "succeeded", report
+    assert report.versions[-1].version == 1 and report.replans == 0
+    assert report.steps["follow"].output == "path-b"
+    times = client.store.step_times(report.run_id)
+    review = fake.of_role("replanner")[0]
+    assert len(fake.of_role("replanner")) == 1
+    shown = json.loads(review.body["messages"][0]["content"].split("JSON:\n")[1]
+                       .rsplit("\nA checkpoint", 1)[0])
+    assert shown["checkpoint"]["output"] == {"found": "path-b"}
+    # The descendant waited for the verdict (>= 0.6 s of review); the other branch did not.
+    assert times["follow"][0] - times["scout"][1] >= 0.5
+    assert times["elsewhere"][0] < times["scout"][1]
+    assert "step.released" in [e.type for e in model_engine.events(report.run_id)]
+
+
+def test_a_checkpoint_that_revises_the_plan(model_engine: Engine, fake):
+    client = model_engine.client
+    report = client.wait(client.submit_goal("revise after the scout"), 60)
+    assert report.status == "succeeded", report
+    assert report.replans == 1 and report.versions[1].reason == "checkpoint"
+    assert report.steps["follow"].status == "replaced"
+    assert report.steps["follow_b"].output == ["b", "path-b"]
+    assert report.steps["elsewhere"].output == "done"  # running: kept, ran once
+    assert started_counts(model_engine.events(report.run_id))["elsewhere"] == 1
+
+
+def test_every_step_a_checkpoint(model_engine: Engine, fake):
+    client = model_engine.client
+    report = client.wait(client.submit_goal("keep going, checking every step",
+                                            checkpoint_all=True), 60)
+    assert report.status == "succeeded", report
+    # Reviews only where something waits: scout has a dependent, the others none.
+    assert len(fake.of_role("replanner")) == 1
+
+
+def test_the_scripted_checkpoint_scenario(redis_base: str):
+    env = base_env(f"{redis_base}/11", CHORDAL_LLM="scripted:examples/scripted/checkpoint.json")
+    redis.Redis.from_url(f"{redis_base}/11").flushdb()
+    result = chordal(env, "dev", "--goal", "Book a table for four in Lisbon on Friday evening",
+                     "--json", "--concurrency=2", timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = RunReport.model_validate_json(result.stdout)
+    assert report.status == "succeeded"
+    assert report.steps["book"].status == "replaced"
+    assert report.steps["book_alternative"].output == {"booked": "Cervejaria Baixa"}
+    assert report.versions[1].reason == "checkpoint"
+    assert report.answer.startswith("Taberna da Rua is full")
