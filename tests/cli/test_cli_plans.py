@@ -76,7 +76,7 @@ def test_schema_command_prints_the_plan_schema():
     assert set(schema["properties"]) == {"goal", "steps", "max_replans"}
     step = schema["$defs"]["Step"]
     assert set(step["properties"]) == {"id", "description", "tool", "args", "depends_on",
-                                       "on_failure", "max_retries", "timeout_s"}
+                                       "on_failure", "max_retries", "timeout_s", "checkpoint"}
     assert step["properties"]["on_failure"]["enum"] == ["replan", "skip", "fail"]
 
 
