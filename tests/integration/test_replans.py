@@ -211,3 +211,21 @@ def test_cli_approve_flow(model_engine: Engine, fake):
         chordal("status", shown["run_id"], "--json").stdout)
     assert report.status in ("running", "succeeded")
     assert model_engine.client.wait(shown["run_id"], 60).status == "succeeded"
+
+
+def test_cancel_while_the_replanner_thinks(model_engine: Engine, fake):
+    fake.inject("replanner", delay_s=1.5)
+    client = model_engine.client
+    run_id = client.submit_goal("route around, then cancelled")
+    deadline = time.monotonic() + 30
+    while not fake.of_role("replanner"):
+        assert time.monotonic() < deadline, "the replanner was never called"
+        time.sleep(0.05)
+    assert client.cancel(run_id)
+    time.sleep(2.5)  # the replanner answers, and "slow" finishes: neither changes the run
+    report = client.report(run_id)
+    assert report.status == "cancelled"
+    assert [v.version for v in report.versions] == [1]
+    assert "fix" not in report.steps and "final" not in report.steps
+    assert report.steps["slow"].status == "succeeded"  # its late result is recorded
+    assert report.steps["after_bad"].status == "cancelled"
