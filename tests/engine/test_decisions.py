@@ -144,8 +144,8 @@ def test_redelivery_publishes_ready_dependents_never_dispatched(rt: Runtime) -> 
     run = started(rt, *N_SHAPE)
     # A worker recorded a's success and died before publishing what it unlocked.
     assert rt.store.begin_step(run, "a", 1, "w1", 4).state == "run"
-    finish = rt.store.finish_step(run, "a", output=1, worker="w1", dependents=["c", "d"])
-    assert finish.ready == ("c",)
+    finish = rt.store.finish_step(run, "a", output=1, worker="w1")
+    assert (finish.ready, finish.version) == (("c",), 1)
     assert sent(rt) == []
 
     steps.run_step(rt, run, "a", 1, "w2")
@@ -221,6 +221,11 @@ def test_replan_policy_publishes_a_replan_handled_once(rt: Runtime) -> None:
     assert (state.error.step, state.error.policy, state.error.completed) == \
         ("a", "replan", ["x"])
     assert state.error.cause is not None and state.error.cause.type == "PermanentError"
+    # Without a model there is no replanner: the run ends at once with what it earned.
+    assert (state.partial, state.answer, state.ending) == (True, {"partial": {"x": 1}}, None)
+    assert rt.store.step_state(run, "b").status == "cancelled"
+    assert rt.store.unhandled(run) == ["a"]
+    assert len(sent(rt)) == 1  # no synthesizer call, no replan
     finished = [e for e in rt.store.events(run) if e.type == "run.finished"]
     assert len(finished) == 1
     assert rt.store.r.hgetall(f"chordal:run:{{{run}}}:claims") == {"replan:1": "a"}
@@ -271,7 +276,7 @@ def test_errback_on_a_running_step_retries_once_per_attempt(rt: Runtime) -> None
 def test_errback_on_a_final_step_recovers(rt: Runtime) -> None:
     run = started(rt, *N_SHAPE)
     rt.store.begin_step(run, "a", 1, "w1", 4)
-    rt.store.finish_step(run, "a", output=1, worker="w1", dependents=["c", "d"])
+    rt.store.finish_step(run, "a", output=1, worker="w1")
     steps.step_failed_outside(rt, f"{run}.1.a", run, "a", 1)
     assert sent(rt) == [expected_step(run, "c", DEFAULT_QUEUE, 300.0)]
     assert rt.store.step_state(run, "a").status == "succeeded"
@@ -316,6 +321,7 @@ def test_cancelled_run_runs_no_tool(rt: Runtime) -> None:
     assert rt.store.cancel(run)
     assert steps.run_step(rt, run, "a", 1, "w1") is None
     state = rt.store.step_state(run, "a")
-    assert (state.status, state.attempts, state.error) == ("pending", 0, None)
+    # Abandoned by its run before it began: cancelled, never attempted.
+    assert (state.status, state.attempts, state.error) == ("cancelled", 0, None)
     assert sent(rt) == []
     assert rt.store.run_state(run).status == "cancelled"

@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit
-
 import pytest
-import redis
 
 from planner.errors import Conflict, RunNotFound
-from planner.language.plan import Plan
 from planner.store import scripts
 from planner.store.keys import RUN_INDEX, RunKeys
-from planner.store.records import ErrorRecord, RunEvent, RunOptions, RunReport
-from planner.store.runs import RunStore
-
-# A database no other test uses (tests/llm/test_usage.py holds 5; the engine tests 6 and 8-11;
-# the benchmarks 12): every test here flushes it.
-DB = 13
-DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
-BOOM = ErrorRecord(type="PermanentError", message="boom", attempt=1)
-
-
-def _url() -> str:
-    base = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    return urlsplit(base)._replace(path=f"/{DB}").geturl()
-
-
-@pytest.fixture
-def store() -> RunStore:
-    s = RunStore.from_url(_url())
-    try:
-        s.r.flushdb()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {_url()}")
-    return s
-
-
-def plan(steps=DIAMOND, goal: str = "g") -> Plan:
-    return Plan.model_validate({"goal": goal, "steps": [
-        {"id": sid, "tool": "echo", "args": {"text": sid}, "depends_on": deps}
-        for sid, deps in steps]})
-
-
-def running(store: RunStore, p: Plan | None = None) -> str:
-    run_id = store.create_run("g", p or plan())
-    assert store.start_run(run_id)
-    return run_id
-
-
-def done(store: RunStore, run_id: str, sid: str, dependents=(), output=None):
-    assert store.begin_step(run_id, sid, 1, "w", 3).state == "run"
-    return store.finish_step(run_id, sid, output=output or sid.upper(), worker="w",
-                             dependents=list(dependents))
+from planner.store.records import ErrorRecord, PlanVersion, RunEvent, RunOptions, RunReport
+from planner.store.runs import Begin, Finish, Install
+from tests.store.conftest import BOOM, DIAMOND, done, plan, running
 
 
 def test_create_run_with_a_plan(store):
@@ -66,13 +23,17 @@ def test_create_run_with_a_plan(store):
     assert store.plan(run_id, 1) == p
     assert {s: st.status for s, st in store.step_states(run_id).items()} == dict.fromkeys(
         "abcd", "pending")
-    assert [(e.type, e.status) for e in store.events(run_id)] == [("run.created", "pending")]
+    assert [(e.type, e.status) for e in store.events(run_id)] == [
+        ("run.created", "pending"), ("plan.installed", "pending")]
+    assert store.versions(run_id) == [PlanVersion(version=1, reason="planned",
+                                                  added=list("abcd"))]
 
 
 def test_create_run_without_a_plan(store):
     run_id = store.create_run("just a goal")
     assert store.run_state(run_id).version == 0
     assert not store.r.exists(RunKeys(run_id).plans)
+    assert store.versions(run_id) == [] and store.unhandled(run_id) == []
     report = store.report(run_id)
     assert (report.plan, report.steps, report.goal) == (None, {}, "just a goal")
     assert store.options(run_id) == RunOptions()
@@ -95,13 +56,16 @@ def test_start_run_once(store):
     assert store.start_run(run_id) is True
     assert store.start_run(run_id) is False
     assert store.run_state(run_id).status == "running"
-    assert [e.type for e in store.events(run_id)] == ["run.created", "run.started"]
+    assert [e.type for e in store.events(run_id)] == ["run.created", "plan.installed",
+                                                      "run.started"]
     assert store.start_run("missing") is False
 
 
 def test_begin_step_counts_attempts(store):
     run_id = running(store)
-    assert [store.begin_step(run_id, "a", 1, f"w{i}", 3).attempt for i in (1, 2)] == [1, 2]
+    # The message's version need not be the current one: the step runs as version 1 has it.
+    begins = [store.begin_step(run_id, "a", v, f"w{v}", 3) for v in (1, 2)]
+    assert [(b.state, b.attempt, b.version) for b in begins] == [("run", 1, 1), ("run", 2, 1)]
     st = store.step_state(run_id, "a")
     assert (st.status, st.attempts, st.worker) == ("running", 2, "w2")
     assert st.started_at is not None and st.started_at <= st.attempt_started_at
@@ -109,40 +73,50 @@ def test_begin_step_counts_attempts(store):
     assert [(e.step, e.data) for e in started] == [("a", 1), ("a", 2)]
 
 
-def test_begin_step_is_inactive_unless_the_run_runs_this_version(store):
+def test_begin_step_is_inactive_unless_the_run_runs_and_holds_the_step(store):
     run_id = store.create_run("g", plan())
     begin = store.begin_step(run_id, "a", 1, "w", 3)
-    assert (begin.state, begin.detail) == ("inactive", "pending")
+    assert (begin.state, begin.detail, begin.version) == ("inactive", "pending", 0)
     store.start_run(run_id)
-    assert store.begin_step(run_id, "a", 2, "w", 3).state == "inactive"
+    begin = store.begin_step(run_id, "z", 1, "w", 3)
+    assert (begin.state, begin.detail) == ("inactive", "not in plan version 1")
+    assert store.set_ending(run_id, BOOM) is True
+    assert store.set_ending(run_id, ErrorRecord(type="X", message="second")) is False
+    assert store.run_state(run_id).ending == BOOM
+    assert store.begin_step(run_id, "a", 1, "w", 3) == Begin("inactive", "running")
     store.cancel(run_id)
+    assert store.run_state(run_id).ending is None  # finish_run clears it
     assert store.begin_step(run_id, "a", 1, "w", 3).detail == "cancelled"
     assert store.begin_step("missing", "a", 1, "w", 3).detail == "missing"
     assert store.step_state(run_id, "a").attempts == 0
+    assert "z" not in store.step_states(run_id)
 
 
 def test_begin_step_done_and_exhausted(store):
-    run_id = running(store)
+    run_id = running(store, plan([*DIAMOND, ("e", [])]))
     done(store, run_id, "a")
     begin = store.begin_step(run_id, "a", 1, "w", 3)
-    assert (begin.state, begin.detail) == ("done", "succeeded")
+    assert (begin.state, begin.detail, begin.version) == ("done", "succeeded", 1)
     assert store.step_state(run_id, "a").attempts == 1
     assert [store.begin_step(run_id, "b", 1, "w", 2).state for _ in range(4)] == [
         "run", "run", "exhausted", "exhausted"]
-    assert store.begin_step(run_id, "e", 1, "w", 1).attempt == 1
-    assert store.begin_step(run_id, "e", 1, "w", 1).detail == "1"  # attempts made
-    assert store.begin_step(run_id, "c", 1, "w", 0).state == "exhausted"
+    assert store.begin_step(run_id, "c", 1, "w", 1).attempt == 1
+    assert store.begin_step(run_id, "c", 1, "w", 1).detail == "1"  # attempts made
+    assert store.begin_step(run_id, "e", 1, "w", 0).state == "exhausted"
     assert [e.data for e in store.events(run_id) if e.step == "b"] == [1, 2]
+    # d waits for b and c: not begun, not counted.
+    assert store.begin_step(run_id, "d", 1, "w", 3) == Begin("waiting", "", 1)
+    assert store.step_state(run_id, "d").attempts == 0
 
 
 @pytest.mark.parametrize("order", [("b", "c"), ("c", "b")])
 def test_finish_step_counts_down_a_diamond(store, order):
     run_id = running(store)
-    first = done(store, run_id, "a", ["b", "c"], output={"n": 1})
-    assert (first.state, first.remaining, first.ready) == ("ok", 3, ("b", "c"))
-    assert done(store, run_id, order[0], ["d"]).ready == ()
-    second = done(store, run_id, order[1], ["d"])
-    assert (second.remaining, second.ready) == (1, ("d",))
+    first = done(store, run_id, "a", output={"n": 1})
+    assert first == Finish("ok", 3, ("b", "c"), 1)
+    assert done(store, run_id, order[0]).ready == ()
+    second = done(store, run_id, order[1])
+    assert (second.remaining, second.ready, second.version) == (1, ("d",), 1)
     assert (done(store, run_id, "d").remaining, store.run_state(run_id).remaining) == (0, 0)
     assert store.outputs(run_id, ["a", "b", "d", "x"]) == {"a": {"n": 1}, "b": "B", "d": "D"}
     assert store.completed(run_id) == ["a", "b", "c", "d"]
@@ -151,9 +125,9 @@ def test_finish_step_counts_down_a_diamond(store, order):
 
 def test_a_duplicate_finish_changes_nothing(store):
     run_id = running(store)
-    done(store, run_id, "a", ["b", "c"], output=1)
+    done(store, run_id, "a", output=1)
     before = store.step_state(run_id, "a")
-    dup = store.finish_step(run_id, "a", output=2, worker="w2", dependents=["b", "c"])
+    dup = store.finish_step(run_id, "a", output=2, worker="w2")
     assert (dup.state, dup.ready) == ("duplicate", ())
     assert store.outputs(run_id, ["a"]) == {"a": 1}
     assert store.step_state(run_id, "a") == before
@@ -166,17 +140,20 @@ def test_a_finish_after_cancel_is_inactive_but_recorded(store):
     run_id = running(store)
     store.begin_step(run_id, "a", 1, "w", 3)
     assert store.cancel(run_id)
-    assert store.finish_step(run_id, "a", output=[1], worker="w", dependents=["b"]).state \
-        == "inactive"
+    # The run abandoned its steps: running or not started, they read 'cancelled'.
+    assert {s: st.status for s, st in store.step_states(run_id).items()} == dict.fromkeys(
+        "abcd", "cancelled")
+    assert store.finish_step(run_id, "a", output=[1], worker="w").state == "inactive"
     assert store.outputs(run_id, ["a"]) == {"a": [1]}
     assert store.step_state(run_id, "a").status == "succeeded"
     assert store.run_state(run_id).status == "cancelled"
+    assert store.begin_step(run_id, "b", 1, "w", 3).state == "inactive"
+    assert store.step_state(run_id, "b").status == "cancelled"
 
 
 def test_a_skip_records_the_error(store):
     run_id = running(store)
-    skip = store.finish_step(run_id, "a", output=None, worker="w", dependents=["b", "c"],
-                             skipped_error=BOOM)
+    skip = store.finish_step(run_id, "a", output=None, worker="w", skipped_error=BOOM)
     assert skip.ready == ("b", "c")
     st = store.step_state(run_id, "a")
     assert (st.status, st.error, st.finished_at is not None) == ("skipped", BOOM, True)
@@ -192,8 +169,7 @@ def test_fail_step_once(store):
     assert store.fail_step(run_id, "a", late, "w2") is False
     st = store.step_state(run_id, "a")
     assert (st.status, st.error, st.worker) == ("failed", BOOM, "w1")
-    assert store.finish_step(run_id, "a", output=1, worker="w", dependents=["b"]).state \
-        == "duplicate"
+    assert store.finish_step(run_id, "a", output=1, worker="w").state == "duplicate"
     assert store.outputs(run_id, ["a"]) == {}
     assert store.r.hget(RunKeys(run_id).deps, "b") == "1"
     assert store.record_retry(run_id, "a", late) is False
@@ -216,7 +192,9 @@ def test_record_retry_puts_the_step_back_to_pending(store):
 
 def test_finish_run_once_and_rearms_retention(store):
     run_id = running(store)
-    done(store, run_id, "a", ["b"])
+    done(store, run_id, "a")
+    store.begin_step(run_id, "b", 1, "w", 3)
+    assert store.fail_step(run_id, "b", BOOM, "w") and store.flag_failure(run_id, "b")
     assert store.claim(run_id, "replan:1", "a") and not store.claim(run_id, "replan:1", "b")
     store.record_usage(run_id, "planner", "m", None, {"input_tokens": 3})
     keys = [k for k in RunKeys(run_id).all() if store.r.exists(k)]
@@ -238,6 +216,8 @@ def test_cancel(store):
     run = store.run_state(pending)
     assert (run.status, run.error.type, run.finished_at is not None) == (
         "cancelled", "Cancelled", True)
+    assert (run.partial, run.answer) == (False, None)
+    assert {st.status for st in store.step_states(pending).values()} == {"cancelled"}
     assert store.cancel(pending) is False
     with pytest.raises(RunNotFound):
         store.cancel("missing")
@@ -245,47 +225,56 @@ def test_cancel(store):
 
 def test_ready_unstarted_and_mark_dispatched(store):
     run_id = running(store)
-    done(store, run_id, "a", ["b", "c"])
+    assert store.ready_unstarted(run_id) == ["a"]
+    done(store, run_id, "a")
     assert store.ready_unstarted(run_id, ["a", "b", "c", "d"]) == ["b", "c"]
+    assert store.ready_unstarted(run_id) == ["b", "c"]  # every step of the version
     assert store.ready_unstarted(run_id, ["c", "b"]) == ["c", "b"]
     store.mark_dispatched(run_id, ["b"])
     store.mark_dispatched(run_id, [])
     assert store.step_state(run_id, "b").dispatched
     assert store.ready_unstarted(run_id, list("abcd")) == ["c"]
     store.begin_step(run_id, "c", 1, "w", 3)
-    assert store.ready_unstarted(run_id, list("abcd")) == store.ready_unstarted(run_id, []) == []
+    assert store.ready_unstarted(run_id, list("abcd")) == store.ready_unstarted(run_id) == []
+    assert store.ready_unstarted(run_id, []) == []
 
 
 def test_events_are_typed_ordered_and_resumable(store):
     run_id = running(store)
-    done(store, run_id, "a", ["b", "c"])
+    done(store, run_id, "a")
     store.finish_run(run_id, "failed", error=BOOM)
     events = store.events(run_id)
     assert all(isinstance(e, RunEvent) and e.at is not None for e in events)
     assert [(e.type, e.step, e.status) for e in events] == [
-        ("run.created", None, "pending"), ("run.started", None, "running"),
+        ("run.created", None, "pending"), ("plan.installed", None, "pending"),
+        ("run.started", None, "running"),
         ("step.started", "a", "running"), ("step.finished", "a", "succeeded"),
         ("run.finished", None, "failed")]
     assert events[-1].data == BOOM.model_dump(mode="json")
     ids = [tuple(int(p) for p in e.id.split("-")) for e in events]
     assert ids == sorted(set(ids))
-    assert store.events(run_id, after=events[1].id) == events[2:]
+    assert store.events(run_id, after=events[2].id) == events[3:]
     assert store.events(run_id, after=events[-1].id) == []
     assert store.events(run_id, count=2) == events[:2]
 
 
 def test_report_json_keeps_its_field_names(store):
     run_id = running(store, plan([("a", []), ("b", ["a"])]))
-    done(store, run_id, "a", ["b"], output={"v": 1})
+    done(store, run_id, "a", output={"v": 1})
     store.begin_step(run_id, "b", 1, "w", 3)
     store.fail_step(run_id, "b", BOOM, "w")
-    store.finish_run(run_id, "succeeded", answer="42")
+    store.finish_run(run_id, "failed", answer={"partial": {"a": {"v": 1}}}, error=BOOM,
+                     partial=True)
     report = store.report(run_id)
     data = report.model_dump(mode="json")
     assert list(data) == ["run_id", "status", "goal", "answer", "error", "plan_version",
-                          "created_at", "finished_at", "steps", "plan", "usage"]
+                          "created_at", "finished_at", "steps", "plan", "usage", "partial",
+                          "reason", "versions", "replans"]
     assert (data["run_id"], data["status"], data["answer"], data["plan_version"]) == (
-        run_id, "succeeded", "42", 1)
+        run_id, "failed", {"partial": {"a": {"v": 1}}}, 1)
+    assert (data["partial"], data["reason"], data["replans"]) == (True, None, 0)
+    assert data["versions"] == [{"version": 1, "reason": "planned", "failed": [],
+                                 "added": ["a", "b"], "kept": [], "dropped": []}]
     assert data["created_at"].endswith("Z") and data["finished_at"].endswith("Z")
     a, b = data["steps"]["a"], data["steps"]["b"]
     assert (a["status"], a["output"], a["attempts"], a["worker"]) == (
@@ -296,28 +285,32 @@ def test_report_json_keeps_its_field_names(store):
     assert RunReport.model_validate(data) == report
 
 
-def test_add_plan_once_and_a_second_version(store):
+def test_install_plan_once_and_a_second_version(store):
     p1 = plan()
     run_id = running(store, p1)
-    assert store.add_plan(run_id, 1, p1, p1.dependencies()) is False
-    done(store, run_id, "a", ["b", "c"], output="A")
-    done(store, run_id, "b", ["d"], output="B")
+    assert store.install_plan(run_id, 1, p1) == Install("stale")
+    done(store, run_id, "a", output="A")
+    done(store, run_id, "b", output="B")
     store.begin_step(run_id, "c", 1, "w", 3)
-    kept = store.step_state(run_id, "b")
+    kept_b, kept_c = store.step_state(run_id, "b"), store.step_state(run_id, "c")
     p2 = plan([("a", []), ("b", ["a"]), ("c", ["a"]), ("e", ["b", "c"])])
-    assert store.add_plan(run_id, 2, p2, p2.dependencies()) is True
-    assert store.add_plan(run_id, 2, p2, p2.dependencies()) is False
+    assert store.install_plan(run_id, 2, p2) == Install("ok", 2, ())
+    assert store.install_plan(run_id, 2, p2).state == "stale"
     run = store.run_state(run_id)
     assert (run.version, run.remaining) == (2, 2)
-    assert store.step_state(run_id, "b") == kept
+    # Shared steps keep their state and output: b finished, c still running (not reset).
+    assert store.step_state(run_id, "b") == kept_b and store.step_state(run_id, "c") == kept_c
     assert store.outputs(run_id, ["a", "b"]) == {"a": "A", "b": "B"}
-    c = store.step_state(run_id, "c")
-    assert (c.status, c.attempts) == ("pending", 0)
-    deps = store.r.hgetall(RunKeys(run_id).deps)
-    assert (deps["a"], deps["b"], deps["c"], deps["e"]) == ("0", "0", "0", "1")
+    assert store.r.hgetall(RunKeys(run_id).deps) == {"a": "0", "b": "0", "c": "0", "e": "1"}
     assert store.plan(run_id, 2) == p2 and store.plan(run_id, 1) == p1
-    assert store.begin_step(run_id, "c", 1, "w", 3).state == "inactive"
-    assert store.begin_step(run_id, "c", 2, "w", 3).attempt == 1
+    assert store.step_state(run_id, "d").status == "replaced"
+    # Its late message is refused: no current version holds it.
+    assert store.begin_step(run_id, "d", 1, "w", 3) == Begin(
+        "inactive", "not in plan version 2")
+    assert store.step_state(run_id, "d").attempts == 0
+    # c's old message runs it as version 2 defines it; its finish unlocks e there.
+    assert store.begin_step(run_id, "c", 1, "w", 3) == Begin("run", "2", 2)
+    assert store.finish_step(run_id, "c", output="C", worker="w") == Finish("ok", 1, ("e",), 2)
 
 
 def test_the_events_length_is_an_argument_not_script_text():

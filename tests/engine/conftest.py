@@ -1,0 +1,111 @@
+"""What the engine tests of replanning and human decisions share: a Runtime on a real Redis
+(database 4, as in test_decisions.py) with the in-memory publisher, a scripted model if
+the test gives one, and the plan and message builders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from planner.engine import start
+from planner.engine.dispatch import MemoryPublisher, Message
+from planner.engine.runtime import Runtime
+from planner.language.validation import validate
+from planner.llm.model import Model
+from planner.settings import Settings
+from planner.store.records import RunOptions
+from planner.store.runs import RunStore
+from planner.tools import ToolRegistry
+from planner.wire import DEFAULT_QUEUE, STEP_ERROR_TASK, STEP_TASK
+
+DB = 4
+GRACE = 30.0  # the default hard-limit grace
+
+MakeRuntime = Callable[..., Runtime]
+
+
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{DB}"
+
+
+@pytest.fixture
+def make_rt(monkeypatch: pytest.MonkeyPatch, tools: ToolRegistry) -> MakeRuntime:
+    """``make_rt(model=None, **settings)``: a Runtime on a flushed database; without a
+    model there is none (no ANTHROPIC_API_KEY / CHORDAL_LLM in the environment)."""
+    for var in ("ANTHROPIC_API_KEY", "CHORDAL_LLM"):
+        monkeypatch.delenv(var, raising=False)
+    url = redis_url()
+    redis.Redis.from_url(url).flushdb()  # no Redis is an error here, never a skip
+
+    def make(model: Model | None = None, **env: str) -> Runtime:
+        settings = Settings.from_env({
+            "CHORDAL_REDIS_URL": url, "CHORDAL_RETRY_BACKOFF_S": "0.05",
+            "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2", **env})
+        rt = Runtime(settings, MemoryPublisher(), tools=tools, store=RunStore.from_url(url),
+                     model=model)
+        assert rt.model is model
+        return rt
+
+    return make
+
+
+def sent(rt: Runtime) -> list[Message]:
+    assert isinstance(rt.publisher, MemoryPublisher)
+    return rt.publisher.sent
+
+
+def step_ids(rt: Runtime) -> list[tuple[str, int]]:
+    """The step messages sent: (step, plan version)."""
+    return [(m.args[1], m.args[2]) for m in sent(rt) if m.task == STEP_TASK]
+
+
+def record(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None = None) -> str:
+    plan = validate({"goal": "test", "steps": list(plan_steps)}, rt.tools).plan
+    return rt.store.create_run(plan.goal, plan, options=options)
+
+
+def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None = None) -> str:
+    run = record(rt, *plan_steps, options=options)
+    start.start_run(rt, run)
+    sent(rt).clear()
+    return run
+
+
+def expected_step(run: str, step: str, version: int = 1, queue: str = DEFAULT_QUEUE,
+                  timeout: float = 300.0) -> Message:
+    return Message(STEP_TASK, (run, step, version), queue, task_id=f"{run}.{version}.{step}",
+                   soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   errback=Message(STEP_ERROR_TASK, (run, step, version), DEFAULT_QUEUE,
+                                   immutable=False))
+
+
+def echo(sid: str, value: Any = 1, **extra: Any) -> dict[str, Any]:
+    return {"id": sid, "tool": "echo", "args": {"value": value}, **extra}
+
+
+def failing(sid: str, **extra: Any) -> dict[str, Any]:
+    """A step that fails for good on every attempt (``on_failure`` is replan by default)."""
+    return {"id": sid, "tool": "fail", "args": {"times": -1, "kind": "permanent"}, **extra}
+
+
+def think(sid: str, prompt: Any = "think", **extra: Any) -> dict[str, Any]:
+    return {"id": sid, "tool": "llm", "args": {"prompt": prompt}, **extra}
+
+
+def submit(*plan_steps: dict[str, Any], match: str | None = None) -> dict[str, Any]:
+    """A scripted replanner answer."""
+    answer: dict[str, Any] = {"role": "replanner", "content": [
+        {"type": "tool_use", "id": "t1", "name": "submit_plan",
+         "input": {"goal": "test", "steps": list(plan_steps)}}]}
+    return answer if match is None else {**answer, "match": match}
+
+
+def says(role: str, text: str, **extra: Any) -> dict[str, Any]:
+    """A scripted text answer of ``role`` (``match``, ``usage``... in ``extra``)."""
+    return {"role": role, "content": [{"type": "text", "text": text}], **extra}
