@@ -160,14 +160,25 @@ def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step
 
 
 def go_on(rt: Runtime, run_id: str) -> None:
-    """Publish every step of the current version that is ready and was never published
-    (and the join if nothing remains): a run that was paused, or approved, goes on."""
+    """A paused run goes on: publish again whatever arrived while it was paused and was
+    dropped: the ready steps never published (and the join if nothing remains), the
+    reviews of held checkpoints, a replan for noted failures, or the partial answer of a
+    run that was ending. All of them are idempotent, so a duplicate is harmless."""
     run = rt.store.run_state(run_id)
-    if not run.active:
+    if run.status != "running":
+        return
+    if run.ending is not None:
+        rt.publish([synthesize_message(run_id, run.version, partial=True)])
         return
     compiled = rt.compiled(run_id, run.version)
     dispatch(rt, compiled, run_id, run.version, rt.store.ready_unstarted(run_id),
              run.remaining == 0)
+    held = [sid for sid, st in rt.store.step_states(run_id).items()
+            if st.held == run.version]
+    rt.publish([review_message(run_id, sid, run.version) for sid in held])
+    failures = rt.store.unhandled(run_id)
+    if failures:
+        rt.publish([replan_message(run_id, failures[0], run.version)])
 
 
 def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,

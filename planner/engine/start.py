@@ -73,10 +73,14 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
             rt.store.finish_run(run_id, "failed", error=ErrorRecord.model_validate(outcome.error()))
             return None
         rt.store.install_plan(run_id, 1, outcome.plan)
-        if rt.store.options(run_id).approve:
-            rt.store.set_status(run_id, "awaiting_approval", "the plan waits for approval "
-                                "(chordal approve RUN_ID, or chordal reject RUN_ID)",
-                                from_=("pending",))
-            return None
+        run = rt.store.run_state(run_id)
+    # Outside the planning branch, so a redelivery after a crash between the install and
+    # this line still waits for approval; "approved" marks a run a person let go.
+    if rt.store.options(run_id).approve and run.status == "pending" \
+            and run.reason != "approved":
+        rt.store.set_status(run_id, "awaiting_approval", "the plan waits for approval "
+                            "(chordal approve RUN_ID, or chordal reject RUN_ID)",
+                            from_=("pending",))
+        return None
     start_run(rt, run_id)
     return None

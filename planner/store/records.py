@@ -123,6 +123,8 @@ class StepState(BaseModel):
     finished_at: datetime | None = None
     error: ErrorRecord | None = None
     dispatched: bool = False
+    #: A checkpoint whose dependents wait for its review: the version that holds them.
+    held: int | None = None
 
     @property
     def final(self) -> bool:
@@ -136,7 +138,8 @@ class StepState(BaseModel):
                    finished_at=moment(fields.get("finished_at")),
                    attempt_started_at=moment(fields.get("attempt_started_at")),
                    error=ErrorRecord.parse(fields.get("error")),
-                   dispatched=fields.get("dispatched") == "1")
+                   dispatched=fields.get("dispatched") == "1",
+                   held=int(fields["held"]) if fields.get("held") else None)
 
 
 class RunState(BaseModel):

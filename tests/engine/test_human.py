@@ -18,6 +18,7 @@ from tests.engine.conftest import (
     MakeRuntime,
     echo,
     expected_step,
+    failing,
     record,
     says,
     sent,
@@ -175,3 +176,40 @@ def test_crossing_the_budget_pauses_the_run_until_resumed(make_rt: MakeRuntime) 
     assert steps.run_step(rt, run, "t2", 1, "w") is None
     assert rt.store.run_state(run).status == "running"
     assert sent(rt)[1:] == [finalize_message(run, 1)]
+
+
+def test_a_redelivered_plan_task_still_waits_for_approval(make_rt: MakeRuntime) -> None:
+    """A worker that died between installing the plan and marking the run as awaiting
+    approval: the redelivery must not start the run."""
+    rt = make_rt(ScriptedModel([PLANNER]))
+    run = rt.store.create_run("two echoes", options=RunOptions(approve=True))
+    rt.store.install_plan(run, 1, validate(PLANNED, rt.tools).plan)  # then the crash
+    assert start.plan_run(rt, run, 0) is None
+    assert rt.store.run_state(run).status == "awaiting_approval" and sent(rt) == []
+    human.approve(rt, run)
+    assert rt.store.run_state(run).status == "running"
+    sent(rt).clear()
+    start.plan_run(rt, run, 0)  # a redelivery after approval starts nothing twice
+    assert rt.store.run_state(run).status == "running" and sent(rt) == []
+
+
+def test_what_a_paused_run_dropped_is_sent_again_on_resume(make_rt: MakeRuntime) -> None:
+    """A replan and a checkpoint's review that arrive while the run is paused are
+    dropped; resuming sends them again, so the run cannot hang."""
+    from planner.engine import replan, review
+    from planner.wire import REPLAN_TASK, REVIEW_TASK
+
+    rt = make_rt()
+    run = started(rt, echo("x", checkpoint=True), echo("after", {"$ref": "x"}),
+                  failing("bad"))
+    steps.run_step(rt, run, "x", 1, "w")   # held: its review is sent
+    steps.run_step(rt, run, "bad", 1, "w")  # failed for good: a replan is sent
+    assert {m.task for m in sent(rt)} == {REVIEW_TASK, REPLAN_TASK}
+    sent(rt).clear()
+    assert human.pause(rt, run, "a person looks")
+    assert replan.replan(rt, run, "bad", 1) is None
+    assert review.review(rt, run, "x", 1) is None
+    assert rt.store.unhandled(run) == ["bad"]
+    human.resume(rt, run)
+    tasks = sorted(m.task for m in sent(rt))
+    assert tasks == sorted([REVIEW_TASK, REPLAN_TASK]), tasks
