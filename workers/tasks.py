@@ -92,10 +92,10 @@ def plan_run(self: Task, run_id: str) -> None:
 @app.task(name=REVIEW_TASK, bind=True, max_retries=None)
 def review_checkpoint(self: Task, run_id: str, step_id: str, version: int) -> None:
     _retry(self, _ends_run_on_error(run_id, "checkpoint review", lambda: review.review(
-        runtime(), run_id, step_id, version, self.request.retries)))
+        runtime(), run_id, step_id, version, self.request.retries, self.request.id)))
 
 
 @app.task(name=REPLAN_TASK, bind=True, max_retries=None)
 def replan_run(self: Task, run_id: str, step_id: str, version: int) -> None:
     _retry(self, _ends_run_on_error(run_id, "replanner", lambda: replan.replan(
-        runtime(), run_id, step_id, version, self.request.retries)))
+        runtime(), run_id, step_id, version, self.request.retries, self.request.id)))

@@ -20,18 +20,22 @@ def run_budget(settings: Settings, options: RunOptions) -> Budget:
 
 
 def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptions
-                    ) -> None:
+                    ) -> bool:
     """The run crossed its budget: no new steps start. By default it ends, its answer
-    what it earned so far; with ``on_budget="pause"`` it waits for ``chordal resume``."""
+    what it earned so far; with ``on_budget="pause"`` it waits for ``chordal resume``
+    (True), unless it is already ending (its partial answer is being written)."""
     if options.on_budget == "pause":
+        if store.run_state(run_id).ending is not None:
+            return False
         store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a new "
                                            "budget (chordal resume RUN_ID --budget-usd X) "
                                            "or cancel", from_=("running",))
-        return
+        return store.run_state(run_id).status == "paused"
     earned = store.outputs(run_id, store.completed(run_id))
     store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
                      error=ErrorRecord(type="BudgetExceeded",
                                        message=f"budget exceeded: {reason}"))
+    return False
 
 
 class MeteredModel:
@@ -54,8 +58,7 @@ class MeteredModel:
         ``stop_when_over`` it also ends the run (no new steps start)."""
         reason = self.over_budget()
         if reason:
-            stop_for_budget(self.store, self.run_id, reason, self.options)
-            if self.options.on_budget == "pause":
+            if stop_for_budget(self.store, self.run_id, reason, self.options):
                 # Not a failure: the call is made again when the run is resumed.
                 raise TransientError(f"the run is paused at its budget: {reason}")
             raise BudgetExceeded(f"budget exceeded before this call: {reason}")

@@ -154,6 +154,10 @@ def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step
         return
     if status not in EARNED_STEP:
         return  # replaced by a replan: nothing follows from it
+    if rt.store.step_state(run_id, step_id).held == version:
+        # A checkpoint whose worker died before it asked for the review.
+        rt.publish([review_message(run_id, step_id, version)])
+        return
     ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id])
     run = rt.store.run_state(run_id)
     dispatch(rt, compiled, run_id, version, ready, run.active and run.remaining == 0)

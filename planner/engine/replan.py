@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import replan_message
-from planner.engine.outcomes import Retry, dispatch, end_failed, model_retry
+from planner.engine.outcomes import Retry, dispatch, end_failed, go_on, model_retry
 from planner.engine.runtime import Runtime
 from planner.errors import ChordalError
 from planner.language.plan import Step
@@ -32,19 +32,22 @@ from planner.store.records import (
 
 
 def replan(rt: Runtime, run_id: str, step_id: str, version: int,
-           retries: int = 0) -> Retry | None:
+           retries: int = 0, holder: str | None = None) -> Retry | None:
     """Handle every failure noted in the run's current version (``step_id`` and
-    ``version`` say which failure sent this; the run's state decides)."""
+    ``version`` say which failure sent this; the run's state decides). ``holder``: the
+    task's id, so a redelivery of this task may take its own claim again."""
     run = rt.store.run_state(run_id)
     if not run.active:
         return None
     current = run.version
     claim = f"replan:{current}"
-    if not rt.store.claim(run_id, claim, step_id):
+    if not rt.store.claim(run_id, claim, holder or step_id, reentrant=holder is not None):
         return None  # a replanner is at work on this version: it takes this failure up
     failures = rt.store.unhandled(run_id)
     if not failures:
         rt.store.release(run_id, claim)  # handled already; let a later failure claim it
+        # A replanner that died after its install, before publishing: publish now.
+        go_on(rt, run_id)
         return None
     compiled = rt.compiled(run_id, current)
     states = rt.store.step_states(run_id)
@@ -91,14 +94,24 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
     install = rt.store.install_plan(run_id, current + 1, outcome.plan, reason="replan",
                                     failed=failures)
     if install.state != "ok":
+        # Another version (a checkpoint's revision) was installed meanwhile: the failures
+        # it still holds are replanned against it.
         rt.store.release(run_id, claim)
+        wake_replanner(rt, run_id)
         return None
     new = rt.compiled(run_id, current + 1)
     dispatch(rt, new, run_id, current + 1, install.ready, install.remaining == 0)
-    if rt.store.unhandled(run_id):
-        # Failures noted while this replanner thought: the next one takes them up.
-        rt.publish([replan_message(run_id, failures[0], current + 1)])
+    wake_replanner(rt, run_id)
     return None
+
+
+def wake_replanner(rt: Runtime, run_id: str) -> None:
+    """After an install: failures noted meanwhile (while a replanner or a review thought)
+    are taken up by the next replan of the current version."""
+    failures = rt.store.unhandled(run_id)
+    run = rt.store.run_state(run_id)
+    if failures and run.active:
+        rt.publish([replan_message(run_id, failures[0], run.version)])
 
 
 def replans_so_far(history: list[PlanVersion]) -> int:
@@ -158,8 +171,10 @@ def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
         "earlier_replans": [v.model_dump(mode="json") for v in history
                             if v.reason in REPLAN_REASONS],
     }
+    # A new step may not take the id of any step the current version does not hold (its
+    # state, even a late result, belongs to that other step), nor of a failed one.
     forbidden: dict[str, str] = {sid: st.status for sid, st in states.items()
-                                 if st.status in ("failed", "replaced", "cancelled")}
+                                 if sid not in compiled.deps or st.status == "failed"}
     return earned + flying, context, forbidden
 
 

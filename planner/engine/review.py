@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from planner.engine.outcomes import Retry, after_finish, dispatch, model_retry
-from planner.engine.replan import max_replans, replans_so_far, situation
+from planner.engine.outcomes import Retry, after_finish, dispatch, model_retry, recover
+from planner.engine.replan import max_replans, replans_so_far, situation, wake_replanner
 from planner.engine.runtime import Runtime
 from planner.errors import ChordalError
 from planner.llm.planning import preview
@@ -23,12 +23,12 @@ log = logging.getLogger("chordal.engine")
 
 
 def review(rt: Runtime, run_id: str, step_id: str, version: int,
-           retries: int = 0) -> Retry | None:
+           retries: int = 0, holder: str | None = None) -> Retry | None:
     run = rt.store.run_state(run_id)
     if not run.active or run.version != version:
         return None  # over, waiting, or replanned since: the new version does not hold it
     claim = f"review:{version}:{step_id}"
-    if not rt.store.claim(run_id, claim, step_id):
+    if not rt.store.claim(run_id, claim, holder or step_id, reentrant=holder is not None):
         return None
     compiled = rt.compiled(run_id, version)
     history = rt.store.versions(run_id)
@@ -61,8 +61,15 @@ def review(rt: Runtime, run_id: str, step_id: str, version: int,
     if install.state == "ok":
         dispatch(rt, rt.compiled(run_id, version + 1), run_id, version + 1, install.ready,
                  install.remaining == 0)
+        wake_replanner(rt, run_id)
     return None
 
 
 def _go_on(rt: Runtime, run_id: str, step_id: str, version: int) -> None:
-    after_finish(rt, run_id, step_id, rt.store.release_step(run_id, step_id, version))
+    released = rt.store.release_step(run_id, step_id, version)
+    if released.state == "ok":
+        after_finish(rt, run_id, step_id, released)
+    else:
+        # Released already (this review is a redelivery of one that died before it
+        # published): publish what the release made ready, once more, idempotently.
+        recover(rt, rt.compiled(run_id, version), run_id, version, step_id, "succeeded")

@@ -210,14 +210,18 @@ class RunStore:
         raw = cast(str | None, self.r.hget(RunKeys(run_id).run, "options"))
         return RunOptions.model_validate_json(raw) if raw else RunOptions()
 
-    def claim(self, run_id: str, name: str, holder: str) -> bool:
+    def claim(self, run_id: str, name: str, holder: str, *, reentrant: bool = False) -> bool:
         """Claim ``name`` for this run once (e.g. ``replan:1``): the first caller wins, so a
-        callback that fires twice acts once."""
+        callback that fires twice acts once. With ``reentrant``, the holder may claim it
+        again: a task redelivered after its worker died (same task id) picks up where it
+        stopped."""
         k = RunKeys(run_id)
         pipe = self.r.pipeline(transaction=True)
         pipe.hsetnx(k.claims, name, holder)
+        pipe.hget(k.claims, name)
         pipe.expire(k.claims, self.retention_s)
-        return bool(pipe.execute()[0])
+        won, held_by, _ = pipe.execute()
+        return bool(won) or (reentrant and held_by == holder)
 
     def release(self, run_id: str, name: str) -> None:
         """Give a claim back (its holder could not finish: the next caller takes it)."""

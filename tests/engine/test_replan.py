@@ -166,7 +166,7 @@ def test_a_failure_noted_while_the_replanner_thinks_goes_to_the_next_replan(
     assert replan.replan(rt, run, "bad1", 1) is None
     assert model.during is None and rt.store.step_state(run, "bad2").status == "failed"
     assert sent(rt) == [replan_message(run, "bad2", 1), expected_step(run, "detour", 2),
-                        replan_message(run, "bad1", 2)]
+                        replan_message(run, "bad2", 2)]
     v2 = rt.store.versions(run)[-1]
     assert (v2.version, v2.failed, v2.kept, v2.dropped) == (
         2, ["bad1"], ["x", "wait", "bad2"], ["bad1"])

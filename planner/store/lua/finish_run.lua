@@ -1,14 +1,17 @@
 -- A run that has not ended ends, once: its status, answer and error are set, and every step
 -- of its current version that is not final is marked 'cancelled' (abandoned), so a final
--- report never shows a step running. Returns 1 if it ended the run now, else 0.
+-- report never shows a step running (of any plan version: a step a replan left out after
+-- it started included). Returns 1 if it ended the run now, else 0.
 -- KEYS: run, events, steps, deps.  ARGV: maxlen, status, answer json, error json, partial
 local current = redis.call('HGET', KEYS[1], 'status')
 if current ~= 'running' and current ~= 'pending' and current ~= 'paused'
     and current ~= 'awaiting_approval' then
   return 0
 end
-for _, step in ipairs(redis.call('HKEYS', KEYS[4])) do
-  if not is_final(redis.call('HGET', KEYS[3], step .. '.status')) then
+local fields = redis.call('HGETALL', KEYS[3])
+for i = 1, #fields, 2 do
+  local step = string.match(fields[i], '^(.+)%.status$')
+  if step and not is_final(fields[i + 1]) and fields[i + 1] ~= 'cancelled' then
     redis.call('HSET', KEYS[3], step .. '.status', 'cancelled', step .. '.finished_at', now())
   end
 end
