@@ -42,8 +42,9 @@ def level_step(self: Task, run_id: str, step_id: str, version: int) -> None:
         return
     step = compiled.step(step_id)
     args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
-    output = compiled.tool_of(step_id).invoke(args, ToolContext(run_id, step_id,
-                                                                 begin.attempt))
+    tool = compiled.tool_of(step_id)
+    assert tool is not None, f"the bench worker lacks tool {step.tool!r}"
+    output = tool.invoke(args, ToolContext(run_id, step_id, begin.attempt))
     # The run store counts down the dependents too; the chord, not those counters, decides
     # what runs next here.
     rt.store.finish_step(run_id, step_id, output=output, worker=worker)
@@ -67,7 +68,7 @@ def levels_canvas(publisher: Celery, compiled: CompiledPlan, run_id: str,
     for level in shape(compiled.deps).levels:
         header = group([publisher.signature(
             LEVEL_STEP_TASK, args=(run_id, s, version), immutable=True,
-            queue=compiled.tool_of(s).queue, task_id=task_id(run_id, version, s))
+            queue=compiled.queue_of(s), task_id=task_id(run_id, version, s))
             for s in level])
         # Chords need stored results: the header tasks keep theirs.
         parts.append(chord(header, publisher.signature(BARRIER_TASK, immutable=True,

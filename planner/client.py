@@ -20,6 +20,7 @@ from planner.engine.dispatch import CeleryPublisher, producer_app
 from planner.engine.runtime import Runtime
 from planner.engine.start import request_plan, start_run
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
+from planner.jsonvalue import text_problem
 from planner.language.plan import Plan
 from planner.language.validation import Limits, validate
 from planner.llm import ROLES, make_model, require_model
@@ -33,6 +34,7 @@ from planner.store.records import (
     RunEvent,
     RunOptions,
     RunReport,
+    RunSummary,
 )
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
@@ -131,8 +133,11 @@ class Client:
 
         ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
         ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
-        if not goal.strip():
+        if not isinstance(goal, str) or not goal.strip():
             raise InvalidInput("goal: is empty; say what the run is for")
+        why = text_problem(goal, self.settings.max_goal_bytes)
+        if why is not None:
+            raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
         require_model(self.settings)  # says exactly what to set when there is none
         for role, over in (roles or {}).items():
             if role not in ROLES:
@@ -169,6 +174,10 @@ class Client:
                 if on_event:
                     on_event(event)
         return self.report(run_id)
+
+    def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
+        """Runs newest first, optionally only in ``status``."""
+        return self.store.runs(status, limit)
 
     def cancel(self, run_id: str) -> bool:
         """End a run ``cancelled`` (False if it had ended): steps not started never start;

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     max_steps: int = Field(200, ge=1, description="Most steps a plan may have.")
     max_args_bytes: int = Field(65_536, ge=64, description="Most bytes of JSON args a step "
                                                            "may have.")
+    max_goal_bytes: int = Field(16_384, ge=64, description="Most bytes of a goal.")
+    max_description_bytes: int = Field(4_096, ge=64, description="Most bytes of a step's "
+                                                                 "description.")
+    max_json_depth: int = Field(64, ge=4, le=1_000, description="Deepest nesting of a step's "
+                                                                "args or output.")
+    max_output_bytes: int = Field(1_048_576, ge=64, description="Most bytes of a step's "
+                                                                "output (JSON); a bigger one "
+                                                                "fails the step.")
     retention_s: int = Field(7 * DAY, ge=60, description="How long a run's record is kept.")
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay of a transient "
                                                           "error; doubles each attempt.")

@@ -12,6 +12,7 @@ from rich.live import Live
 
 from planner.cli.app import (
     EXIT_FAILED,
+    EXIT_NOT_ENDED,
     EXIT_OK,
     app,
     err,
@@ -25,7 +26,7 @@ from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
 from planner.llm import ROLES
-from planner.store.records import WAITING_RUN, RunReport
+from planner.store.records import RUN_STATUSES, WAITING_RUN, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
 
@@ -202,12 +203,40 @@ def status(
     run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    """Print a run's report."""
+    """Print a run's report. Exit status: 0 succeeded, 1 failed or cancelled, 3 not ended
+    yet (pending, running, paused, awaiting approval)."""
     s = settings()
     client = Client(s, registry(s))
     client.ping()
     report = client.report(run_id)
     print_report(report, as_json)
+    raise typer.Exit(EXIT_OK if report.status == "succeeded" else
+                     EXIT_FAILED if report.ended else EXIT_NOT_ENDED)
+
+
+@app.command("runs")
+@user_errors
+def runs_cmd(
+    status_: Annotated[str | None, typer.Option(
+        "--status", help="Only runs in this status.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1,
+                                       max=10_000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List runs, newest first."""
+    if status_ is not None and status_ not in RUN_STATUSES:
+        raise InvalidInput(f"--status must be one of {', '.join(RUN_STATUSES)}, "
+                           f"not {status_!r}")
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    for run in client.runs(status=status_, limit=limit):
+        if as_json:
+            print(json.dumps(run.model_dump(mode="json")))
+        else:
+            created = run.created_at.isoformat(timespec="seconds") if run.created_at else ""
+            out.print(f"{run.run_id}  {run.status:<17} {created}  {run.goal[:60]}",
+                      highlight=False, markup=False)
 
 
 @app.command()

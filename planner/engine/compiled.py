@@ -9,7 +9,7 @@ from functools import cached_property
 
 from planner.language.graph import dependents_of
 from planner.language.plan import Plan, Step
-from planner.tools.tool import Tool
+from planner.tools.tool import DEFAULT_TIMEOUT_S, Tool
 from planner.wire import DEFAULT_QUEUE
 
 
@@ -45,21 +45,30 @@ class CompiledPlan:
     def step(self, step_id: str) -> Step:
         return self._steps[step_id]
 
-    def tool_of(self, step_id: str) -> Tool:
-        return self.tools[self._steps[step_id].tool]
+    def tool_of(self, step_id: str) -> Tool | None:
+        """The step's tool, or None when this process did not load it (a worker started
+        with other CHORDAL_TOOL_MODULES than the client's): the step then fails for good
+        with a message that says so, instead of the worker failing."""
+        return self.tools.get(self._steps[step_id].tool)
+
+    def queue_of(self, step_id: str) -> str:
+        tool = self.tool_of(step_id)
+        return tool.queue if tool is not None else DEFAULT_QUEUE
 
     def max_attempts(self, step_id: str) -> int:
-        step = self._steps[step_id]
-        retries = step.max_retries if step.max_retries is not None else \
-            self.tool_of(step_id).max_retries
-        return retries + 1
+        step, tool = self._steps[step_id], self.tool_of(step_id)
+        if tool is None:
+            return 1
+        return (step.max_retries if step.max_retries is not None else tool.max_retries) + 1
 
     def timeout_s(self, step_id: str) -> float:
-        step = self._steps[step_id]
-        return step.timeout_s if step.timeout_s is not None else self.tool_of(step_id).timeout_s
+        step, tool = self._steps[step_id], self.tool_of(step_id)
+        if step.timeout_s is not None:
+            return step.timeout_s
+        return tool.timeout_s if tool is not None else DEFAULT_TIMEOUT_S
 
     def is_checkpoint(self, step_id: str) -> bool:
         return self.checkpoint_all or self._steps[step_id].checkpoint
 
     def queues(self) -> set[str]:
-        return {self.tool_of(s.id).queue for s in self.plan.steps} | {DEFAULT_QUEUE}
+        return {self.queue_of(s.id) for s in self.plan.steps} | {DEFAULT_QUEUE}

@@ -54,7 +54,7 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
                  countdown: float | None = None) -> Message:
     timeout = compiled.timeout_s(step_id)
     return Message(
-        STEP_TASK, (run_id, step_id, version), compiled.tool_of(step_id).queue,
+        STEP_TASK, (run_id, step_id, version), compiled.queue_of(step_id),
         # One id per (run, plan version, step): the idempotency key shows in Flower.
         task_id=task_id(run_id, version, step_id), countdown=countdown,
         soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,

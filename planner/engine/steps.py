@@ -8,6 +8,8 @@ comes back as a :class:`Retry` for the task layer to schedule (so Celery shows R
 
 from __future__ import annotations
 
+from typing import Any
+
 from planner.engine.outcomes import (
     Retry,
     after_finish,
@@ -19,6 +21,7 @@ from planner.engine.outcomes import (
 )
 from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, RefError, ToolError, TransientError
+from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
 from planner.store.records import ErrorRecord
 from planner.tools.tool import ToolContext
@@ -27,6 +30,20 @@ from planner.tools.tool import ToolContext
 def _error(exc: BaseException, kind: type[ToolError], attempt: int) -> ErrorRecord:
     return ErrorRecord(type=type(exc).__name__, message=str(exc)[:4_000],
                        transient=kind is TransientError, attempt=attempt)
+
+
+def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
+    """Why a tool's output cannot be recorded (not JSON, or too big), or None."""
+    problems = json_problems(output, max_depth, "output")
+    if problems:
+        path, what = problems[0]
+        return f"its output is not plain JSON: {path}: {what}"
+    size = json_size(output)
+    if size > max_bytes:
+        return (f"its output is {size} bytes of JSON; the limit is {max_bytes} "
+                "(raise CHORDAL_MAX_OUTPUT_BYTES, or keep large data out of outputs and "
+                "return a reference to it)")
+    return None
 
 
 def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
@@ -56,6 +73,14 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     retry_after: float | None = None
     step = compiled.step(step_id)
     tool = compiled.tool_of(step_id)
+    if tool is None:
+        modules = ", ".join(rt.settings.tool_modules) or "none"
+        give_up(rt, compiled, run_id, step_id, version, worker, ErrorRecord(
+            type="ToolMissing", transient=False, attempt=attempt,
+            message=f"worker {worker} has no tool {step.tool!r} (it loaded the built-ins "
+                    f"and CHORDAL_TOOL_MODULES: {modules}); start workers with the "
+                    "CHORDAL_TOOL_MODULES that define it"))
+        return None
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
         output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
@@ -70,10 +95,17 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         error = _error(exc, tool.classify(exc), attempt)
         retry_after = getattr(exc, "retry_after_s", None)
     else:
-        finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
-                                      hold=compiled.is_checkpoint(step_id))
-        after_finish(rt, run_id, step_id, finish)
-        return None
+        refused = output_problem(output, rt.settings.max_json_depth,
+                                 rt.settings.max_output_bytes)
+        if refused is not None:
+            error = ErrorRecord(type="OutputRefused", transient=False, attempt=attempt,
+                                message=f"tool {tool.name!r}: {refused}")
+            output = None
+        if refused is None:
+            finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
+                                          hold=compiled.is_checkpoint(step_id))
+            after_finish(rt, run_id, step_id, finish)
+            return None
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version, worker, error,
                              retry_after)
     return None if delay is None else Retry(delay)

@@ -80,6 +80,10 @@ def load_plan_data(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise PlanLoadError(f"{p}: not JSON: {exc.msg} at line {exc.lineno} "
                             f"column {exc.colno}") from None
+    except RecursionError:
+        raise PlanLoadError(f"{p}: nested too deep to be a plan") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise PlanLoadError(f"{p}: not a usable JSON value: {exc}") from None
     if not isinstance(data, dict):
         raise PlanLoadError(f"{p}: a plan is a JSON object with 'goal' and 'steps', "
                             f"not a JSON {type(data).__name__}")

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import PlanInvalid, Problem
+from planner.jsonvalue import json_problems, text_problem
 from planner.language.graph import Shape, find_cycle, shape
 from planner.language.plan import Plan, Step
 from planner.language.refs import Ref, iter_refs, schema_allows_path
@@ -22,6 +23,9 @@ from planner.tools.tool import Tool
 class Limits:
     max_steps: int = 200
     max_args_bytes: int = 65_536
+    max_goal_bytes: int = 16_384
+    max_description_bytes: int = 4_096
+    max_json_depth: int = 64
     # Longest a step's attempt plus its retry delay may take before the broker redelivers
     # it to another worker (Redis's visibility timeout); None where the broker has none.
     max_attempt_s: float | None = None
@@ -31,7 +35,8 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         on_redis = settings.broker.startswith(("redis", "rediss"))
-        return cls(settings.max_steps, settings.max_args_bytes,
+        return cls(settings.max_steps, settings.max_args_bytes, settings.max_goal_bytes,
+                   settings.max_description_bytes, settings.max_json_depth,
                    float(settings.visibility_timeout_s) if on_redis else None,
                    settings.retry_backoff_max_s, settings.hard_limit_grace_s)
 
@@ -49,6 +54,9 @@ def _loc(parts: tuple[str | int, ...]) -> str:
 def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
              limits: Limits = Limits()) -> ValidPlan:
     """Check a plan against the tools; raise :class:`PlanInvalid` listing every problem."""
+    if not isinstance(data, Plan | Mapping):
+        raise PlanInvalid([Problem(None, "plan", "a plan is a JSON object with 'goal' and "
+                                                 f"'steps', not {_kind(data)}")])
     raw: Mapping[str, Any] = data.model_dump() if isinstance(data, Plan) else data
     problems: list[Problem] = []
 
@@ -63,6 +71,8 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
     goal = raw.get("goal")
     if not isinstance(goal, str):
         problems.append(Problem(None, "goal", "required, a string"))
+    elif (why := text_problem(goal, limits.max_goal_bytes)) is not None:
+        problems.append(Problem(None, "goal", why + " (CHORDAL_MAX_GOAL_BYTES)"))
     raw_steps = raw.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         problems.append(Problem(None, "steps", "required, a non-empty list of steps"))
@@ -75,6 +85,17 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
     for index, item in enumerate(raw_steps):
         label = item.get("id") if isinstance(item, Mapping) else None
         label = label if isinstance(label, str) else f"#{index}"
+        # Plain JSON of bounded depth first: what is not never reaches a serializer.
+        unsafe = json_problems(item, limits.max_json_depth + 2)
+        for path, what in unsafe:
+            problems.append(Problem(label, path or "step", what))
+        description = item.get("description") if isinstance(item, Mapping) else None
+        if not unsafe and isinstance(description, str) and (
+                why := text_problem(description, limits.max_description_bytes)):
+            problems.append(Problem(label, "description",
+                                    why + " (CHORDAL_MAX_DESCRIPTION_BYTES)"))
+        if unsafe:
+            continue
         try:
             steps.append(Step.model_validate(item))
         except ValidationError as exc:
@@ -101,6 +122,11 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
         raise PlanInvalid(sorted(set(problems), key=_order(raw_steps)))
     plan = Plan(goal=str(goal), steps=steps, max_replans=max_replans)
     return ValidPlan(plan, shape(deps))
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a JSON {type(value).__name__}" if isinstance(
+        value, list | str | int | float | bool) else f"a {type(value).__name__}"
 
 
 def _order(raw_steps: list[Any]) -> Any:

@@ -18,6 +18,9 @@ RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succee
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "replaced",
                      "cancelled"]
 
+RUN_STATUSES: tuple[str, ...] = ("pending", "awaiting_approval", "running", "paused",
+                                  "succeeded", "failed", "cancelled")
+
 #: A step in one of these states never changes again (``lib.lua`` holds the same rule).
 #: ``replaced``: a replan left it out before it started. ``cancelled`` (its run ended while
 #: it waited or ran) is not final: a late result is still recorded.
@@ -221,6 +224,17 @@ class RunReport(BaseModel):
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=indent, ensure_ascii=False)
+
+
+class RunSummary(BaseModel):
+    """One line of ``chordal runs``."""
+
+    run_id: str
+    status: RunStatus
+    goal: str
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    plan_version: int = 0
 
 
 class RunEvent(BaseModel):

@@ -32,6 +32,7 @@ from planner.store.records import (
     RunReport,
     RunState,
     RunStatus,
+    RunSummary,
     StepReport,
     StepState,
 )
@@ -199,6 +200,29 @@ class RunStore:
             raise RunNotFound(f"no run {run_id!r} (it may have expired after "
                               f"{self.retention_s // 86_400} days)")
         return RunState.from_fields(fields)
+
+    def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
+        """Runs newest first (those still retained), optionally only in ``status``."""
+        found: list[RunSummary] = []
+        start = 0
+        while len(found) < limit:
+            ids = cast(list[str], self.r.zrevrange(RUN_INDEX, start, start + 199))
+            if not ids:
+                break
+            start += len(ids)
+            for run_id in ids:
+                fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+                if not fields:
+                    continue  # expired
+                run = RunState.from_fields(fields)
+                if status is None or run.status == status:
+                    found.append(RunSummary(run_id=run_id, status=run.status, goal=run.goal,
+                                            created_at=run.created_at,
+                                            finished_at=run.finished_at,
+                                            plan_version=run.version))
+                if len(found) >= limit:
+                    break
+        return found
 
     def plan(self, run_id: str, version: int) -> Plan:
         text = cast(str | None, self.r.hget(RunKeys(run_id).plans, str(version)))

@@ -15,7 +15,11 @@ from typing import Any, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from planner.errors import ConfigError, PermanentError, ToolError, TransientError
+from planner.jsonvalue import unfaithful
 from planner.wire import DEFAULT_QUEUE
+
+#: An attempt's time limit when neither the step nor its tool says.
+DEFAULT_TIMEOUT_S = 300.0
 
 # Errors worth retrying when a tool does not say otherwise: the network and the clock.
 DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
@@ -67,6 +71,9 @@ class Tool:
         if self.context_param:
             kwargs[self.context_param] = ctx
         result = self.fn(**kwargs)
+        bad = unfaithful(result)
+        if bad is not None:
+            raise PermanentError(f"{self.name}: its output is not plain JSON: {bad}")
         if self._output_adapter is not None:
             return self._output_adapter.dump_python(result, mode="json")
         return result

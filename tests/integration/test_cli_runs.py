@@ -239,3 +239,32 @@ def test_cancel_stops_a_run_between_steps(engine: Engine):
     assert report.steps["next"].attempts == 0
     again = chordal(engine.env, "cancel", run_id)
     assert again.returncode == 1 and "already ended (cancelled)" in again.stderr
+
+
+def test_status_exit_codes_and_the_runs_listing(engine: Engine, tmp_path: Path):
+    slow = {"goal": "a slow one", "steps": [
+        {"id": "nap", "tool": "sleep", "args": {"seconds": 20}}]}
+    run_id = engine.client.submit(slow)
+    waiting = chordal(engine.env, "status", run_id)
+    assert waiting.returncode == 3, waiting.stderr  # not ended yet
+    listed = chordal(engine.env, "runs", "--limit", "5", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert rows[0]["run_id"] == run_id and rows[0]["goal"] == "a slow one"
+    assert len(rows) <= 5
+    running = chordal(engine.env, "runs", "--status", "running", "--json")
+    assert run_id in running.stdout
+    assert chordal(engine.env, "runs", "--status", "sleeping").returncode == 2
+    assert chordal(engine.env, "cancel", run_id).returncode == 0
+    assert chordal(engine.env, "status", run_id).returncode == 1  # cancelled
+    assert chordal(engine.env, "cancel", run_id).returncode == 1  # ended already
+    quick = engine.run({"goal": "g", "steps": [{"id": "e", "tool": "echo",
+                                                "args": {"value": 1}}]})
+    assert chordal(engine.env, "status", quick.run_id).returncode == 0
+    failed = {"goal": "g", "steps": [{"id": "x", "tool": "fail", "on_failure": "fail",
+                                      "args": {"times": -1, "kind": "permanent"}}]}
+    failed_id = engine.client.submit(failed)
+    engine.client.wait(failed_id, 30)
+    assert chordal(engine.env, "status", failed_id).returncode == 1
+    human = chordal(engine.env, "runs")
+    assert failed_id in human.stdout and "failed" in human.stdout
