@@ -309,7 +309,8 @@ class RunStore:
         """Record a failed attempt that will be retried; False if the step is already
         final (a duplicate attempt failed after another one finished it: do not retry)."""
         k = RunKeys(run_id)
-        return bool(self._run("retry_step", [k.steps, k.events], step_id, error.to_json()))
+        return bool(self._run("retry_step", [k.run, k.steps, k.events], step_id,
+                              error.to_json()))
 
     def mark_dispatched(self, run_id: str, step_ids: Sequence[str]) -> None:
         """Note that these steps' messages were published (so recovery does not publish

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner.errors import Conflict, RunNotFound
+from planner.language.plan import Plan
 from planner.store import scripts
 from planner.store.keys import RUN_INDEX, RunKeys
 from planner.store.records import ErrorRecord, PlanVersion, RunEvent, RunOptions, RunReport
@@ -322,3 +323,30 @@ def test_the_events_length_is_an_argument_not_script_text():
                        "local function event("):
             assert text.count(helper) == 1, (name, helper)
     assert "local function" not in scripts.source("acquire_call")
+
+
+def test_late_messages_of_an_expired_run_recreate_nothing(store):
+    plan = Plan.model_validate({"goal": "g", "steps": [
+        {"id": "a", "tool": "echo", "args": {"value": 1}}]})
+    run_id = store.create_run("g", plan)
+    store.start_run(run_id)
+    store.begin_step(run_id, "a", 1, "w", 3)
+    store.r.delete(*RunKeys(run_id).all())  # its retention ran out
+    error = ErrorRecord(type="X", message="late")
+    assert store.finish_step(run_id, "a", output=1, worker="w").state == "inactive"
+    assert store.fail_step(run_id, "a", error, "w") is False
+    assert store.record_retry(run_id, "a", error) is False
+    assert not [k for k in RunKeys(run_id).all() if store.r.exists(k)]
+
+
+def test_an_exhausted_begin_does_not_count_as_an_attempt(store):
+    plan = Plan.model_validate({"goal": "g", "steps": [
+        {"id": "a", "tool": "echo", "args": {"value": 1}}]})
+    run_id = store.create_run("g", plan)
+    store.start_run(run_id)
+    for _ in range(2):
+        assert store.begin_step(run_id, "a", 1, "w", 2).state == "run"
+    for _ in range(3):
+        begin = store.begin_step(run_id, "a", 1, "w", 2)
+        assert (begin.state, begin.detail) == ("exhausted", "2")
+    assert store.step_state(run_id, "a").attempts == 2

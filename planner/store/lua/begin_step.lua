@@ -23,7 +23,11 @@ if status ~= 'running' and tonumber(waiting) > 0 then
   return {'waiting', '', version}
 end
 local attempts = redis.call('HINCRBY', KEYS[2], step .. '.attempts', 1)
-if attempts > max_attempts then return {'exhausted', tostring(attempts - 1), version} end
+if attempts > max_attempts then
+  -- Not an attempt: the count stays the number of attempts made.
+  redis.call('HINCRBY', KEYS[2], step .. '.attempts', -1)
+  return {'exhausted', tostring(attempts - 1), version}
+end
 redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
            step .. '.attempt_started_at', now())
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())

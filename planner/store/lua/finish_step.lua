@@ -9,6 +9,7 @@
 --       | {'ok', remaining, version, ready dependents...}
 local step, status, output, err, worker, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
                                                tonumber(ARGV[7])
+if gone(KEYS[1]) then return {'inactive'} end
 if is_final(redis.call('HGET', KEYS[2], step .. '.status')) then return {'duplicate'} end
 redis.call('HSET', KEYS[2], step .. '.status', status, step .. '.finished_at', now(),
            step .. '.worker', worker)

@@ -15,6 +15,12 @@ local function is_final(status)
     or status == 'replaced'
 end
 
+-- A run whose record expired (or never was): a late message must not recreate its keys,
+-- which would then never expire.
+local function gone(run_key)
+  return redis.call('EXISTS', run_key) == 0
+end
+
 local function event(stream, kind, step, status, data)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', kind, 'step', step,
              'status', status, 'ts', now(), 'data', data)
