@@ -194,6 +194,11 @@ class Client:
         """End a run that waits for approval, ``cancelled`` with ``reason``."""
         human.reject(self.runtime, run_id, reason)
 
+    def retry(self, run_id: str, step_id: str | None = None) -> list[str]:
+        """Re-drive a failed or cancelled run from where it stopped, keeping what it
+        earned (``step_id``: only that step). Returns the steps that run again."""
+        return human.retry(self.runtime, run_id, step_id)
+
     def resume(self, run_id: str, budget_tokens: int | None = None,
                budget_usd: float | None = None) -> None:
         """Go on with a run paused at its budget, with a new budget."""

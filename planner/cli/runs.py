@@ -290,6 +290,21 @@ def reject(
 
 @app.command()
 @user_errors
+def retry(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    step: Annotated[str | None, typer.Option("--step", help="Only this failed or "
+                                                            "cancelled step.")] = None,
+) -> None:
+    """Re-drive a failed or cancelled run from where it stopped, keeping what it earned."""
+    s = settings()
+    client = Client(s, registry(s))
+    client.ping()
+    again = client.retry(run_id, step)
+    print(f"{run_id}: running again" + (f" ({', '.join(again)})" if again else ""))
+
+
+@app.command()
+@user_errors
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
     budget_tokens: Annotated[int | None, typer.Option(help="The new token budget.", min=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from planner.engine.outcomes import go_on
 from planner.engine.runtime import Runtime
-from planner.engine.start import start_run
+from planner.engine.start import request_plan, start_run
 from planner.errors import Conflict
 from planner.language.plan import Plan
 from planner.store.records import ErrorRecord, RunOptions
@@ -37,6 +37,29 @@ def reject(rt: Runtime, run_id: str, reason: str | None = None) -> None:
             run_id, "cancelled", error=ErrorRecord(
                 type="Rejected", message=f"plan rejected: {reason or 'no reason given'}")):
         raise Conflict(f"run {run_id!r} is {run.status}, not awaiting approval")
+
+
+def retry(rt: Runtime, run_id: str, step_id: str | None = None) -> list[str]:
+    """Re-drive a failed or cancelled run from where it stopped, keeping what it earned:
+    ``step_id``, or every failed or cancelled step of its current version, runs again
+    (with its attempts counted afresh). Returns the steps re-driven."""
+    run = rt.store.run_state(run_id)
+    states = rt.store.step_states(run_id)
+    if run.version == 0:
+        chosen: list[str] = []
+    elif step_id is not None:
+        chosen = [step_id]
+    else:
+        held = rt.compiled(run_id, run.version).deps
+        chosen = sorted(s for s in held
+                        if states.get(s) is not None
+                        and states[s].status in ("failed", "cancelled"))
+    version = rt.store.retry_run(run_id, chosen)
+    if version == 0:
+        request_plan(rt, run_id)  # it failed while planning: plan again
+    else:
+        go_on(rt, run_id)
+    return chosen
 
 
 def pause(rt: Runtime, run_id: str, reason: str) -> bool:

@@ -189,6 +189,22 @@ class RunStore:
             pipe.execute()
         return done
 
+    def retry_run(self, run_id: str, step_ids: Sequence[str]) -> int:
+        """Re-drive an ended run: ``step_ids`` (failed or cancelled steps of its current
+        version) go back to pending; return the plan version. :class:`Conflict` if the
+        run has not ended or a step cannot be retried."""
+        k = RunKeys(run_id)
+        self.run_state(run_id)  # RunNotFound
+        reply = self._run("retry_run", [k.run, k.events, k.steps, k.deps, k.unhandled,
+                                        k.claims], json.dumps(list(step_ids)))
+        if reply[0] == "not_ended":
+            raise Conflict(f"run {run_id!r} is {reply[1]}: only a failed or cancelled run "
+                           "can be retried")
+        if reply[0] == "not_retryable":
+            raise Conflict(f"run {run_id!r}: step {reply[1]!r} is not a failed or cancelled "
+                           "step of its current plan")
+        return int(reply[1])
+
     def cancel(self, run_id: str) -> bool:
         self.run_state(run_id)  # RunNotFound if it does not exist
         return self.finish_run(run_id, "cancelled", error=ErrorRecord(

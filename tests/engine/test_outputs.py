@@ -87,3 +87,41 @@ def test_a_worker_without_the_tool_fails_the_step_and_says_what_to_load(
     assert "worker worker-7 has no tool 'echo'" in error.message
     assert "CHORDAL_TOOL_MODULES" in error.message
     assert sent(rt) == []
+
+
+def test_a_failed_run_is_retried_from_where_it_stopped(make_rt: MakeRuntime) -> None:
+    from planner.engine import human
+
+    rt = make_rt()
+    run = started(rt, {"id": "a", "tool": "echo", "args": {"value": 1}},
+                  {"id": "b", "tool": "echo", "args": {"value": {"$ref": "a"}},
+                   "on_failure": "fail"},
+                  {"id": "c", "tool": "echo", "args": {"value": {"$ref": "b"}}})
+    steps.run_step(rt, run, "a", 1, "w")
+    full = rt.tools
+    rt.tools = load_registry([])  # a worker without the tool: b fails, the run ends
+    rt._plans.clear()
+    steps.run_step(rt, run, "b", 1, "w")
+    report = rt.store.report(run)
+    assert report.status == "failed" and report.steps["c"].status == "cancelled"
+    rt.tools = full
+    rt._plans.clear()
+    sent(rt).clear()
+    assert human.retry(rt, run) == ["b", "c"]
+    assert [m.args[1] for m in sent(rt)] == ["b"]  # a's result is kept; c waits for b
+    assert rt.store.run_state(run).status == "running"
+    steps.run_step(rt, run, "b", 1, "w")
+    steps.run_step(rt, run, "c", 1, "w")
+    report = rt.store.report(run)
+    assert report.status == "running" and report.steps["c"].output == 1
+    from planner.engine import join
+    join.finalize(rt, run, 1)
+    report = rt.store.report(run)
+    assert report.status == "succeeded" and report.steps["a"].attempts == 1
+    assert report.error is None and report.answer == {"c": 1}
+    # Only an ended run can be retried, and only its failed or cancelled steps.
+    import pytest
+
+    from planner.errors import Conflict
+    with pytest.raises(Conflict, match="only a failed or cancelled run"):
+        human.retry(rt, run)

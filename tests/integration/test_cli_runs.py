@@ -268,3 +268,9 @@ def test_status_exit_codes_and_the_runs_listing(engine: Engine, tmp_path: Path):
     assert chordal(engine.env, "status", failed_id).returncode == 1
     human = chordal(engine.env, "runs")
     assert failed_id in human.stdout and "failed" in human.stdout
+    again = chordal(engine.env, "retry", failed_id)
+    assert again.returncode == 0 and "running again (x)" in again.stdout, again.stderr
+    report = engine.client.wait(failed_id, 30)
+    assert report.status == "failed" and report.steps["x"].attempts == 1  # counted afresh
+    assert "run.retried" in [e.type for e in engine.events(failed_id)]
+    assert chordal(engine.env, "retry", quick.run_id).returncode == 2  # succeeded: no
