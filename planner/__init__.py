@@ -10,7 +10,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
     llm            the model and its roles
     language       the plan language: plans, $refs, graphs, validation
     tools          the tool contract (@tool, ToolContext, the registry)
-    settings, wire, errors
+    jsonvalue, wire, settings, errors
 """
 
 from planner.client import Client
