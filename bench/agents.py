@@ -162,10 +162,16 @@ def main() -> None:
         "polling overhead (tens of ms per hop) plus the worker's hand-offs.",
         END,
     ])
+    write_section(START, END, section)
+
+
+def write_section(start: str, end: str, section: str) -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) into
+    docs/benchmarks.md, in place of the one there, or at the end."""
     path = ROOT / "docs" / "benchmarks.md"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in doc:
-        doc = doc.split(START)[0] + section + doc.split(END, 1)[1]
+    if start in doc:
+        doc = doc.split(start)[0] + section + doc.split(end, 1)[1]
     else:
         doc = doc.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(doc)

@@ -28,6 +28,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.agents import write_section  # noqa: E402
 from planner.client import Client  # noqa: E402
 from planner.language.plan import Plan  # noqa: E402
 from planner.llm import AnthropicModel  # noqa: E402
@@ -251,14 +252,7 @@ def main() -> None:
         "step; its total is one call per step and every step's duration in series.",
         END,
     ])
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in doc:
-        doc = doc.split(START)[0] + section + doc.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(doc)
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_section(START, END, section)
 
 
 if __name__ == "__main__":

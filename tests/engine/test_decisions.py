@@ -4,7 +4,6 @@ would (one delivery, one errback, one join) and checks the messages and the stor
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -27,22 +26,14 @@ from planner.wire import (
     STEP_ERROR_TASK,
     STEP_TASK,
 )
-
-DB = 4
-GRACE = 30.0  # the default hard-limit grace
-
-
-def _url() -> str:
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    return f"{base}/{DB}"
+from tests.engine.conftest import GRACE, redis_url
 
 
 @pytest.fixture
 def rt(monkeypatch: pytest.MonkeyPatch, tools: ToolRegistry) -> Runtime:
     for var in ("ANTHROPIC_API_KEY", "CHORDAL_LLM"):
         monkeypatch.delenv(var, raising=False)
-    url = _url()
+    url = redis_url()
     redis.Redis.from_url(url).flushdb()  # no Redis is an error here, never a skip
     settings = Settings.from_env({"CHORDAL_REDIS_URL": url, "CHORDAL_RETRY_BACKOFF_S": "0.05",
                                   "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2"})
