@@ -40,6 +40,8 @@ from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
 
 EventHandler = Callable[[RunEvent], None]
+#: Backoff of Client.wait while Redis does not answer (doubling up to the max).
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 
 
 class Client:
@@ -162,17 +164,33 @@ class Client:
         ``timeout`` seconds pass; return its report."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = "0-0"
+        pause = RECONNECT_FIRST_S
         while True:
-            if self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN:
-                break
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            block = 500 if left is None else max(1, min(500, int(left * 1000)))
-            for event in self.store.events(run_id, cursor, block_ms=block):
-                cursor = event.id
-                if on_event:
-                    on_event(event)
+            try:
+                done = self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN
+                if done or (left is not None and left <= 0):
+                    # Hand over what happened since the last read (run.finished included).
+                    for event in self.store.events(run_id, cursor, count=100_000):
+                        cursor = event.id
+                        if on_event:
+                            on_event(event)
+                    break
+                block = 500 if left is None else max(1, min(500, int(left * 1000)))
+                for event in self.store.events(run_id, cursor, block_ms=block):
+                    cursor = event.id  # resume here after a reconnect: nothing missed
+                    if on_event:
+                        on_event(event)
+                pause = RECONNECT_FIRST_S
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis restarting or a network blip: wait and resume from the cursor,
+                # until the deadline; past it, say so in one line.
+                if left is not None and left <= pause:
+                    raise Unavailable(f"lost Redis at CHORDAL_REDIS_URL while waiting for "
+                                      f"run {run_id!r} ({exc}); it did not come back in "
+                                      "time") from None
+                time.sleep(pause)
+                pause = min(RECONNECT_MAX_S, pause * 2)
         return self.report(run_id)
 
     def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
