@@ -100,13 +100,15 @@ def react(model: AnthropicModel, plan: dict[str, Any]) -> tuple[float, int]:
     return time.perf_counter() - t0, calls + 1
 
 
-def main() -> None:
-    fake = FakeAnthropic(responder, latency_s=LATENCY_S)
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def start_model_fleet(fake_url: str, redis_url: str
+                      ) -> tuple[Client, subprocess.Popen[bytes]]:
+    """A client and a worker of 8 processes on a flushed ``redis_url``, whose model is
+    Claude through the real SDK, served by the fake Messages API at ``fake_url``."""
+    redis.Redis.from_url(redis_url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
-    env.update({"CHORDAL_REDIS_URL": REDIS_URL, "CHORDAL_TOOL_MODULES": "workers.tools.testing",
+    env.update({"CHORDAL_REDIS_URL": redis_url, "CHORDAL_TOOL_MODULES": "workers.tools.testing",
                 "CHORDAL_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY,
-                "ANTHROPIC_BASE_URL": fake.url, "PYTHONPATH": str(ROOT)})
+                "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT)})
     os.environ["ANTHROPIC_API_KEY"] = API_KEY
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
     client = Client(settings, load_registry(settings.tool_modules))
@@ -114,6 +116,12 @@ def main() -> None:
                                "--concurrency=8", "--loglevel=WARNING"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
+    return client, worker
+
+
+def main() -> None:
+    fake = FakeAnthropic(responder, latency_s=LATENCY_S)
+    client, worker = start_model_fleet(fake.url, REDIS_URL)
     model = AnthropicModel(api_key=API_KEY, base_url=fake.url, max_retries=0)
     rows = []
     try:

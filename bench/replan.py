@@ -16,19 +16,16 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import redis
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.agents import write_section  # noqa: E402
+from bench.agents import start_model_fleet, write_section  # noqa: E402
 from planner.client import Client  # noqa: E402
 from planner.language.plan import Plan  # noqa: E402
 from planner.llm import AnthropicModel  # noqa: E402
@@ -185,17 +182,7 @@ def loop(model: AnthropicModel, settings: Settings) -> tuple[float, float, int]:
 
 def main() -> None:
     fake = FakeAnthropic(responder, latency_s=LATENCY_S)
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
-    env.update({"CHORDAL_REDIS_URL": REDIS_URL, "CHORDAL_TOOL_MODULES": "workers.tools.testing",
-                "CHORDAL_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY,
-                "ANTHROPIC_BASE_URL": fake.url, "PYTHONPATH": str(ROOT)})
-    os.environ["ANTHROPIC_API_KEY"] = API_KEY
-    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tool_modules))
-    worker = subprocess.Popen([sys.executable, "-m", "planner.cli", "worker", "--concurrency=8",
-                               "--loglevel=WARNING"], env=env, cwd=ROOT, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, worker = start_model_fleet(fake.url, REDIS_URL)
     model = AnthropicModel(api_key=API_KEY, base_url=fake.url, max_retries=0)
     results: dict[str, list[tuple[float, float, int]]] = {}
     try:
@@ -206,7 +193,7 @@ def main() -> None:
         for _ in range(REPS):
             results.setdefault("Chordal (frontier replan)", []).append(chordal(client))
             results.setdefault("stop-the-world", []).append(stop_the_world(client, model))
-            results.setdefault("sequential loop", []).append(loop(model, settings))
+            results.setdefault("sequential loop", []).append(loop(model, client.settings))
     finally:
         worker.terminate()
         worker.wait(timeout=30)

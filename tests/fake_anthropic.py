@@ -95,6 +95,15 @@ class FakeAnthropic:
         self.server.shutdown()
         self.server.server_close()
 
+    def serve(self, responder: Responder) -> FakeAnthropic:
+        """Answer with ``responder`` from now on, forgetting earlier requests and faults
+        (a fresh server for each test, without restarting it)."""
+        with self._lock:
+            self.responder = responder
+            self.faults.clear()
+            self.requests.clear()
+        return self
+
     def inject(self, role: str | None = None, **kw: Any) -> None:
         """Serve this fault to the next request of ``role`` (any role if None)."""
         with self._lock:

@@ -45,11 +45,8 @@ def responder(plans: dict[str, list[Any]]):
 
 @pytest.fixture
 def fake(fake_claude: FakeAnthropic) -> FakeAnthropic:
-    fake_claude.responder = responder({"compare rents": [TRIP], "broken goal": [BROKEN],
-                                       "fixable goal": [BROKEN, TRIP]})
-    fake_claude.faults.clear()
-    fake_claude.requests.clear()
-    return fake_claude
+    return fake_claude.serve(responder({"compare rents": [TRIP], "broken goal": [BROKEN],
+                                        "fixable goal": [BROKEN, TRIP]}))
 
 
 def test_a_goal_is_planned_executed_and_synthesized(model_engine: Engine, fake):

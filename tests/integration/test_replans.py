@@ -72,10 +72,7 @@ def responder(role: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def fake(fake_claude: FakeAnthropic) -> FakeAnthropic:
-    fake_claude.responder = responder
-    fake_claude.faults.clear()
-    fake_claude.requests.clear()
-    return fake_claude
+    return fake_claude.serve(responder)
 
 
 def test_a_failed_step_is_replanned_keeping_earned_and_running_work(model_engine: Engine,
