@@ -58,6 +58,18 @@ class Settings(BaseSettings):
         description="Seconds before Redis redelivers an unacknowledged step; must exceed the "
                     "longest step plus its retry delays.")
     worker_prefetch: int = Field(1, ge=1, description="Messages a worker process reserves.")
+    step_lease_s: float = Field(
+        30.0, ge=1, description="Seconds a running step's lease lasts; its worker renews it "
+                                "every third of that. A step whose worker died is re-driven "
+                                "this long after its last renewal.")
+    reconcile_interval_s: float = Field(
+        5.0, ge=0, description="Seconds between the reconciler's passes (one worker's "
+                               "reconciler is active at a time); 0 turns it off in this "
+                               "worker.")
+    dispatch_grace_s: float = Field(
+        60.0, ge=1, description="Seconds past its due time a ready step may wait (with its "
+                                "queue empty) before its message counts as lost, and a run "
+                                "may stay quiet before it counts as stalled.")
     hard_limit_grace_s: float = Field(
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")

@@ -12,7 +12,7 @@ from planner.wire import celery_conf
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
-                 include=["workers.tasks"])
+                 include=["workers.tasks", "workers.housekeeping"])
     app.conf.update(celery_conf(settings))
     app.conf.update(
         # Ack after the step finishes, so a worker that dies mid-step loses nothing; steps

@@ -49,10 +49,13 @@ def _retry(task: Task, decision: Retry | None) -> None:
 
 def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
                        ) -> Retry | None:
-    """A run-level task (join, synthesis, planning) that fails unexpectedly ends its run
-    with the reason, instead of leaving it running with nothing queued."""
+    """A run-level task (join, synthesis, planning) holds a lease while it works (so the
+    reconciler leaves the run alone, and knows when its worker died); one that fails
+    unexpectedly ends its run with the reason, instead of leaving it running with nothing
+    queued."""
     try:
-        return fn()
+        with runtime().leases.keep(run_id, f"@{what.split()[-1]}", take=True):
+            return fn()
     except Exception as exc:
         log.exception("run %s: %s failed", run_id, what)
         runtime().store.finish_run(run_id, "failed", error=ErrorRecord(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from celery import Celery, group
 from celery.canvas import Signature
+from kombu.exceptions import ChannelError
 
 from planner.engine.compiled import CompiledPlan
 from planner.settings import Settings
@@ -98,15 +99,25 @@ class Publisher(Protocol):
 
     def publish(self, messages: Sequence[Message]) -> None: ...
 
+    def waiting(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` on the broker (not those workers reserved), or
+        None if the broker cannot say."""
+        ...
+
 
 @dataclass
 class MemoryPublisher:
     """Records what would be published, in order (for tests of the engine's decisions)."""
 
     sent: list[Message] = field(default_factory=list)
+    #: What :meth:`waiting` answers per queue (0 for any other).
+    depths: dict[str, int | None] = field(default_factory=dict)
 
     def publish(self, messages: Sequence[Message]) -> None:
         self.sent.extend(messages)
+
+    def waiting(self, queue: str) -> int | None:
+        return self.depths.get(queue, 0)
 
     def tasks(self, name: str | None = None) -> list[Message]:
         return [m for m in self.sent if name is None or m.task == name]
@@ -131,6 +142,16 @@ class CeleryPublisher:
         if m.errback is not None:
             options["link_error"] = self.signature(m.errback)
         return self.app.signature(m.task, args=m.args, immutable=m.immutable, **options)
+
+    def waiting(self, queue: str) -> int | None:
+        try:
+            with self.app.connection_for_read() as conn:
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+                return int(declared.message_count)
+        except ChannelError:
+            return 0  # never declared: nothing waits in it
+        except Exception:
+            return None
 
     def publish(self, messages: Sequence[Message]) -> None:
         sigs = [self.signature(m) for m in messages]

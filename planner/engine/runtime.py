@@ -10,6 +10,7 @@ from typing import Any
 
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import Message, Publisher
+from planner.engine.leases import LeaseKeeper
 from planner.engine.metering import MeteredModel
 from planner.llm import make_model
 from planner.llm.model import Model
@@ -34,6 +35,7 @@ class Runtime:
         self.model: Model | None = model if model is not None else make_model(settings)
         self.limiter = (RateLimiter(self.store.r, settings.llm_rate_limit_per_min)
                         if settings.llm_rate_limit_per_min else None)
+        self.leases = LeaseKeeper(self.store, settings.step_lease_s)
         self._plans: OrderedDict[tuple[str, int], CompiledPlan] = OrderedDict()
         self._lock = Lock()
 

@@ -51,10 +51,12 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
     out of time (Celery's soft time limit)."""
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
-    begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts)
-    if begin.state in ("inactive", "waiting"):
-        # The run is not running, no current version holds the step, or it is not ready in
-        # the current version (whoever unlocks it publishes it again).
+    begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
+                                rt.settings.step_lease_s)
+    if begin.state in ("inactive", "waiting", "busy"):
+        # The run is not running, no current version holds the step, it is not ready in
+        # the current version (whoever unlocks it publishes it again), or it runs
+        # elsewhere under a live lease (if that worker dies, the reconciler re-drives it).
         return None
     # The step runs as the version that holds it now defines it (a replan may keep it).
     version = begin.version
@@ -83,8 +85,9 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         return None
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
-        output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
-                                               rt.ask(run_id, step_id)))
+        with rt.leases.keep(run_id, step_id):
+            output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
+                                                   rt.ask(run_id, step_id)))
     except timeouts:
         error = ErrorRecord(type="Timeout", transient=True, attempt=attempt,
                             message=f"attempt {attempt} timed out after "

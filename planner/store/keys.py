@@ -13,6 +13,22 @@ PREFIX = "chordal"
 RUN_INDEX = f"{PREFIX}:runs"
 #: Sorted set of model-call times: the rate limit shared by every worker.
 MODEL_CALLS = f"{PREFIX}:llm:calls"
+#: Sorted set of the runs that have not ended, by creation time: what the reconciler
+#: watches.
+ACTIVE_RUNS = f"{PREFIX}:active"
+#: The lock that makes one worker's reconciler the active one.
+RECONCILER_LOCK = f"{PREFIX}:reconciler"
+#: Hash: repair kind -> how many the reconcilers made.
+REPAIRS = f"{PREFIX}:repairs"
+
+
+def worker_key(hostname: str) -> str:
+    """String (JSON, with a TTL): a live worker's queues and tools, refreshed while it
+    runs."""
+    return f"{PREFIX}:worker:{hostname}"
+
+
+WORKER_PATTERN = worker_key("*")
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,12 @@ class RunKeys:
         return self._k(":versions")
 
     @property
+    def leases(self) -> str:
+        """Hash: step id (or ``@planner``, ``@replanner``…: a run-level task) -> lease expiry,
+        epoch seconds of the Redis clock, renewed while its worker works on it."""
+        return self._k(":leases")
+
+    @property
     def unhandled(self) -> str:
         """Set: failed steps that wait for the next replan."""
         return self._k(":unhandled")
@@ -82,4 +104,5 @@ class RunKeys:
 
     def all(self) -> list[str]:
         return [self.run, self.steps, self.outputs, self.deps, self.dependents, self.plans,
-                self.versions, self.unhandled, self.events, self.claims, self.usage]
+                self.versions, self.unhandled, self.events, self.claims, self.usage,
+                self.leases]

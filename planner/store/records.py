@@ -128,6 +128,9 @@ class StepState(BaseModel):
     dispatched: bool = False
     #: A checkpoint whose dependents wait for its review: the version that holds them.
     held: int | None = None
+    #: When it is expected to start (epoch seconds, Redis clock): ready, or published
+    #: with a countdown. The reconciler looks for pending steps well past it.
+    due: float | None = None
 
     @property
     def final(self) -> bool:
@@ -142,7 +145,8 @@ class StepState(BaseModel):
                    attempt_started_at=moment(fields.get("attempt_started_at")),
                    error=ErrorRecord.parse(fields.get("error")),
                    dispatched=fields.get("dispatched") == "1",
-                   held=int(fields["held"]) if fields.get("held") else None)
+                   held=int(fields["held"]) if fields.get("held") else None,
+                   due=float(fields["due"]) if fields.get("due") else None)
 
 
 class RunState(BaseModel):
@@ -182,6 +186,40 @@ class RunState(BaseModel):
                    finished_at=moment(f.get("finished_at")),
                    reason=f.get("reason") or None, partial=f.get("partial") == "1",
                    ending=ErrorRecord.parse(f.get("ending")))
+
+
+RepairKind = Literal["lease_expired", "message_lost", "never_dispatched", "stalled_run",
+                     "unrecoverable"]
+
+
+class Repair(BaseModel):
+    """What the reconciler found wrong with a run and re-drives (a ``run.repaired``
+    event)."""
+
+    kind: RepairKind
+    step: str | None = None
+    why: str
+
+
+class RunSnapshot(BaseModel):
+    """Everything the reconciler reads of one run, at one moment of the Redis clock."""
+
+    run_id: str
+    now: float
+    run: RunState
+    steps: dict[str, StepState]
+    #: Steps of the current plan version -> dependencies not finished.
+    waiting: dict[str, int]
+    #: Lease name (step id, ``@replan``…) -> expiry, epoch seconds.
+    leases: dict[str, float]
+    claims: dict[str, str]
+    unhandled: list[str]
+    #: The newest event: stream id and time (epoch seconds).
+    last_event: str | None = None
+    last_event_at: float | None = None
+    #: Stalled-run repairs in a row with no event since but their own.
+    nudges: int = 0
+    nudged_at: str | None = None
 
 
 class StepReport(BaseModel):

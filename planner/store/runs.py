@@ -21,15 +21,17 @@ import redis
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
 from planner.store import scripts
-from planner.store.keys import RUN_INDEX, RunKeys
+from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, RunKeys
 from planner.store.records import (
     REPLAN_REASONS,
     WAITING_RUN,
     ErrorRecord,
     PlanVersion,
+    Repair,
     RunEvent,
     RunOptions,
     RunReport,
+    RunSnapshot,
     RunState,
     RunStatus,
     RunSummary,
@@ -39,6 +41,8 @@ from planner.store.records import (
 
 #: Most entries kept in a run's events stream (trimmed approximately).
 EVENTS_MAXLEN = 100_000
+#: Seconds a step's lease lasts unless renewed (CHORDAL_STEP_LEASE_S sets the engine's).
+DEFAULT_LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Begin:
     """What ``begin_step`` decided: run the tool, or why not. ``version`` is the plan
     version that holds the step now (the message may carry an older one)."""
 
-    state: Literal["run", "done", "waiting", "inactive", "exhausted"]
+    state: Literal["run", "done", "waiting", "inactive", "exhausted", "busy"]
     detail: str
     version: int = 0
 
@@ -105,24 +109,17 @@ class RunStore:
         (a goal is planned by the model first). ``options`` are per-run overrides."""
         run_id = run_id or new_run_id()
         k = RunKeys(run_id)
-        if not self.r.hsetnx(k.run, "id", run_id):
+        # Watched before it exists: a creator that dies between the two leaves a run the
+        # reconciler finds, never one it cannot see (it drops ids with no record).
+        now = float(self.r.time()[0])
+        self.r.zadd(ACTIVE_RUNS, {run_id: now}, nx=True)
+        stamp = self._run("create_run", [k.run, k.events], run_id, goal,
+                          (options or RunOptions()).model_dump_json(), str(self.retention_s))
+        if not stamp:
             raise Conflict(f"run id {run_id!r} is taken; choose another (or none)")
-        now = self.r.time()
-        stamp = f"{now[0]}.{now[1]:06d}"
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(k.run, mapping={
-            "goal": goal, "status": "pending", "version": "0", "created_at": stamp,
-            "remaining": "0", "answer": "", "error": "",
-            "options": (options or RunOptions()).model_dump_json(),
-        })
-        pipe.xadd(k.events, {"type": "run.created", "step": "", "status": "pending",
-                             "ts": stamp, "data": ""}, maxlen=EVENTS_MAXLEN, approximate=True)
-        for key in (k.run, k.events):
-            pipe.expire(key, self.retention_s)
-        pipe.execute()
         # The index is a key of its own (not in the run's hash slot): written apart.
         self.r.zadd(RUN_INDEX, {run_id: float(stamp)})
-        self.r.zremrangebyscore(RUN_INDEX, 0, float(now[0]) - self.retention_s)
+        self.r.zremrangebyscore(RUN_INDEX, 0, now - self.retention_s)
         if plan is not None:
             self.install_plan(run_id, 1, plan, deps)
         return run_id
@@ -186,6 +183,7 @@ class RunStore:
             pipe = self.r.pipeline(transaction=False)
             for key in k.all():
                 pipe.expire(key, self.retention_s)
+            pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
         return done
 
@@ -203,6 +201,7 @@ class RunStore:
         if reply[0] == "not_retryable":
             raise Conflict(f"run {run_id!r}: step {reply[1]!r} is not a failed or cancelled "
                            "step of its current plan")
+        self.r.zadd(ACTIVE_RUNS, {run_id: float(self.r.time()[0])})
         return int(reply[1])
 
     def cancel(self, run_id: str) -> bool:
@@ -284,10 +283,14 @@ class RunStore:
 
     # -- steps ---------------------------------------------------------------------------
     def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
-                   max_attempts: int) -> Begin:
+                   max_attempts: int, lease_s: float = DEFAULT_LEASE_S) -> Begin:
+        """Count an attempt and mark the step running under a lease of ``lease_s``
+        seconds, or say why not (see ``begin_step.lua``)."""
         k = RunKeys(run_id)
-        state, detail, current = self._run("begin_step", [k.run, k.steps, k.events, k.deps],
-                                           step_id, str(version), worker, str(max_attempts))
+        state, detail, current = self._run("begin_step",
+                                           [k.run, k.steps, k.events, k.deps, k.leases],
+                                           step_id, str(version), worker, str(max_attempts),
+                                           str(lease_s))
         return Begin(state, detail or "", int(current or 0))
 
     def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
@@ -326,14 +329,39 @@ class RunStore:
         final (a duplicate attempt failed after another one finished it: do not retry)."""
         k = RunKeys(run_id)
         return bool(self._run("retry_step", [k.run, k.steps, k.events], step_id,
-                              error.to_json()))
+                              error.to_json(), str(error.retry_in_s or 0)))
 
-    def mark_dispatched(self, run_id: str, step_ids: Sequence[str]) -> None:
-        """Note that these steps' messages were published (so recovery does not publish
-        them again)."""
+    def reclaim(self, run_id: str, step_id: str, attempt: int, error: ErrorRecord,
+                delay_s: float) -> bool:
+        """A running step whose lease expired goes back to pending with ``error``, if it
+        is still attempt ``attempt`` with no live lease (see ``reclaim_step.lua``)."""
+        k = RunKeys(run_id)
+        return bool(self._run("reclaim_step", [k.run, k.steps, k.events, k.leases], step_id,
+                              str(attempt), error.to_json(), str(delay_s)))
+
+    def mark_dispatched(self, run_id: str, step_ids: Sequence[str],
+                        countdown: float = 0.0) -> None:
+        """Note that these steps' messages were published, to run after ``countdown``
+        seconds (so recovery does not publish them again, and the reconciler knows when
+        to expect them)."""
         if step_ids:
-            self.r.hset(RunKeys(run_id).steps,
-                        mapping={f"{s}.dispatched": "1" for s in step_ids})
+            k = RunKeys(run_id)
+            self._run("mark_dispatched", [k.run, k.steps], str(countdown), *step_ids)
+
+    # -- leases --------------------------------------------------------------------------
+    def take_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
+        """Hold ``names`` (``@replan``…) for ``lease_s`` seconds from now."""
+        k = RunKeys(run_id)
+        return int(self._run("renew_leases", [k.run, k.leases], "take", str(lease_s), *names))
+
+    def renew_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
+        """Extend the leases of ``names`` that still exist; how many did."""
+        k = RunKeys(run_id)
+        return int(self._run("renew_leases", [k.run, k.leases], "renew", str(lease_s),
+                             *names))
+
+    def drop_lease(self, run_id: str, name: str) -> None:
+        self.r.hdel(RunKeys(run_id).leases, name)
 
     def ready_unstarted(self, run_id: str, step_ids: Sequence[str] | None = None
                         ) -> list[str]:
@@ -351,6 +379,67 @@ class RunStore:
         values = cast(list[str | None], self.r.hmget(k.steps, fields))
         return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
                 if n == "0" and values[2 * i] == "pending" and values[2 * i + 1] != "1"]
+
+    # -- the reconciler -----------------------------------------------------------------
+    def active_runs(self) -> list[tuple[str, float]]:
+        """The runs that have not ended (run id, creation time), oldest first."""
+        return [(m, float(t)) for m, t in
+                cast(list[tuple[str, float]], self.r.zrange(ACTIVE_RUNS, 0, -1, withscores=True))]
+
+    def forget_active(self, run_id: str) -> None:
+        self.r.zrem(ACTIVE_RUNS, run_id)
+
+    def now(self) -> float:
+        """The Redis clock, epoch seconds."""
+        secs, micros = self.r.time()
+        return secs + micros / 1e6
+
+    def snapshot(self, run_id: str) -> RunSnapshot | None:
+        """One run as the reconciler sees it, read in one round trip; None if it has no
+        record (expired, or not created yet)."""
+        k = RunKeys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.time()
+        pipe.hgetall(k.run)
+        pipe.hgetall(k.steps)
+        pipe.hgetall(k.deps)
+        pipe.hgetall(k.leases)
+        pipe.hgetall(k.claims)
+        pipe.smembers(k.unhandled)
+        pipe.xrevrange(k.events, count=1)
+        clock, run, steps, deps, leases, claims, unhandled, last = pipe.execute()
+        if not run:
+            return None
+        fields: dict[str, dict[str, str]] = {}
+        for field, value in steps.items():
+            sid, _, name = field.rpartition(".")
+            fields.setdefault(sid, {})[name] = value
+        last_id, last_at = None, None
+        if last:
+            last_id = last[0][0]
+            last_at = float(last[0][1].get("ts") or 0) or None
+        return RunSnapshot(
+            run_id=run_id, now=clock[0] + clock[1] / 1e6, run=RunState.from_fields(run),
+            steps={sid: StepState.from_fields(f) for sid, f in fields.items()},
+            waiting={sid: int(n) for sid, n in deps.items()},
+            leases={name: float(t) for name, t in leases.items()},
+            claims=claims, unhandled=sorted(unhandled), last_event=last_id,
+            last_event_at=last_at, nudges=int(run.get("nudges") or 0),
+            nudged_at=run.get("nudged_at") or None)
+
+    def record_repair(self, run_id: str, repair: Repair) -> bool:
+        """Write a ``run.repaired`` event (before the repair is made) and count it; False
+        if the run has no record."""
+        k = RunKeys(run_id)
+        if not self._run("record_repair", [k.run, k.events], repair.kind, repair.step or "",
+                         repair.model_dump_json(exclude_none=True)):
+            return False
+        self.r.hincrby(REPAIRS, repair.kind, 1)
+        return True
+
+    def repairs(self) -> dict[str, int]:
+        """Repairs made so far, by kind (every reconciler, every run)."""
+        return {k: int(v) for k, v in cast(dict[str, str], self.r.hgetall(REPAIRS)).items()}
 
     # -- model usage ---------------------------------------------------------------------
     def record_usage(self, run_id: str, role: str, model: str, step_id: str | None,

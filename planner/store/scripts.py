@@ -16,7 +16,8 @@ from redis.commands.core import Script
 #: The scripts that run on a run's keys (each gets ``lib.lua`` in front of it).
 RUN_SCRIPTS = ("begin_step", "finish_step", "fail_step", "retry_step", "start_run",
                "finish_run", "install_plan", "flag_failure", "set_status",
-               "release_step", "retry_run")
+               "release_step", "retry_run", "create_run", "mark_dispatched",
+               "reclaim_step", "renew_leases", "record_repair")
 
 
 @cache

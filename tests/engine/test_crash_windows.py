@@ -76,7 +76,7 @@ def test_a_revision_installed_under_a_replanner_hands_its_failures_on(
     run = started(rt, echo("c", checkpoint=True), echo("d", {"$ref": "c"}), failing("x"),
                   echo("after_x", {"$ref": "x"}))
     steps.run_step(rt, run, "c", 1, "w")
-    assert rt.store.begin_step(run, "x", 1, "w", 4).state == "run"
+    assert rt.store.begin_step(run, "x", 1, "w", 4, lease_s=0).state == "run"
     revised = validate({"goal": "test", "steps": [
         echo("c", checkpoint=True), failing("x"), echo("after_x", {"$ref": "x"}),
         echo("d2", {"$ref": "c"})]}, rt.tools).plan

@@ -226,7 +226,7 @@ def test_replan_policy_publishes_a_replan_handled_once(rt: Runtime) -> None:
 def test_spent_attempts_apply_the_policy_as_worker_lost(rt: Runtime, policy: str) -> None:
     run = started(rt, echo("a", max_retries=0, on_failure=policy), echo("b", {"$ref": "a"}))
     # The only attempt began and its worker was lost: the redelivery finds none left.
-    assert rt.store.begin_step(run, "a", 1, "w0", 1).state == "run"
+    assert rt.store.begin_step(run, "a", 1, "w0", 1, lease_s=0).state == "run"
     assert steps.run_step(rt, run, "a", 1, "w1") is None
     assert rt.store.outputs(run, ["a"]) == ({"a": None} if policy == "skip" else {})
     error = rt.store.step_state(run, "a").error

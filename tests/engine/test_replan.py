@@ -95,7 +95,7 @@ def test_a_replan_keeps_earned_and_running_work_and_publishes_the_new_ready_step
     rt = make_rt(model)
     run = started(rt, *ROUTE)
     steps.run_step(rt, run, "x", 1, "w")
-    assert rt.store.begin_step(run, "slow", 1, "w", 4).state == "run"  # still running
+    assert rt.store.begin_step(run, "slow", 1, "w", 4, lease_s=0).state == "run"  # still running
     assert steps.run_step(rt, run, "flaky", 1, "w") is not None  # waits for its retry
     steps.run_step(rt, run, "bad", 1, "w")
     assert sent(rt)[-1] == replan_message(run, "bad", 1)
@@ -157,7 +157,7 @@ def test_a_failure_noted_while_the_replanner_thinks_goes_to_the_next_replan(
                   failing("bad2", depends_on=["wait"]))
     steps.run_step(rt, run, "x", 1, "w")
     steps.run_step(rt, run, "wait", 1, "w")
-    assert rt.store.begin_step(run, "bad2", 1, "w", 4).state == "run"
+    assert rt.store.begin_step(run, "bad2", 1, "w", 4, lease_s=0).state == "run"
     steps.run_step(rt, run, "bad1", 1, "w")
     sent(rt).clear()
     # bad2 fails for good after the replanner read the run (it saw bad2 running).

@@ -169,7 +169,7 @@ def test_flag_failure_and_the_failures_an_install_handles(store):
 def test_begin_step_waits_for_the_new_dependencies_of_a_relisted_step(store):
     run_id = running(store, plan([("a", []), ("b", []), ("r", [])]))
     store.mark_dispatched(run_id, ["a", "b", "r"])
-    store.begin_step(run_id, "r", 1, "w", 3)
+    store.begin_step(run_id, "r", 1, "w", 3, lease_s=0)  # its worker dies
     p2 = plan([("a", []), ("n", []), ("m", []), ("b", ["n"]), ("r", ["m"])])
     assert store.install_plan(run_id, 2, p2) == Install("ok", 5, ("m", "n"))
     # A step that started already is not held back (its lost worker's redelivery runs).

@@ -65,7 +65,7 @@ def test_start_run_once(store):
 def test_begin_step_counts_attempts(store):
     run_id = running(store)
     # The message's version need not be the current one: the step runs as version 1 has it.
-    begins = [store.begin_step(run_id, "a", v, f"w{v}", 3) for v in (1, 2)]
+    begins = [store.begin_step(run_id, "a", v, f"w{v}", 3, lease_s=0) for v in (1, 2)]
     assert [(b.state, b.attempt, b.version) for b in begins] == [("run", 1, 1), ("run", 2, 1)]
     st = store.step_state(run_id, "a")
     assert (st.status, st.attempts, st.worker) == ("running", 2, "w2")
@@ -99,9 +99,9 @@ def test_begin_step_done_and_exhausted(store):
     begin = store.begin_step(run_id, "a", 1, "w", 3)
     assert (begin.state, begin.detail, begin.version) == ("done", "succeeded", 1)
     assert store.step_state(run_id, "a").attempts == 1
-    assert [store.begin_step(run_id, "b", 1, "w", 2).state for _ in range(4)] == [
+    assert [store.begin_step(run_id, "b", 1, "w", 2, lease_s=0).state for _ in range(4)] == [
         "run", "run", "exhausted", "exhausted"]
-    assert store.begin_step(run_id, "c", 1, "w", 1).attempt == 1
+    assert store.begin_step(run_id, "c", 1, "w", 1, lease_s=0).attempt == 1
     assert store.begin_step(run_id, "c", 1, "w", 1).detail == "1"  # attempts made
     assert store.begin_step(run_id, "e", 1, "w", 0).state == "exhausted"
     assert [e.data for e in store.events(run_id) if e.step == "b"] == [1, 2]
@@ -292,7 +292,7 @@ def test_install_plan_once_and_a_second_version(store):
     assert store.install_plan(run_id, 1, p1) == Install("stale")
     done(store, run_id, "a", output="A")
     done(store, run_id, "b", output="B")
-    store.begin_step(run_id, "c", 1, "w", 3)
+    store.begin_step(run_id, "c", 1, "w", 3, lease_s=0)
     kept_b, kept_c = store.step_state(run_id, "b"), store.step_state(run_id, "c")
     p2 = plan([("a", []), ("b", ["a"]), ("c", ["a"]), ("e", ["b", "c"])])
     assert store.install_plan(run_id, 2, p2) == Install("ok", 2, ())
@@ -345,7 +345,7 @@ def test_an_exhausted_begin_does_not_count_as_an_attempt(store):
     run_id = store.create_run("g", plan)
     store.start_run(run_id)
     for _ in range(2):
-        assert store.begin_step(run_id, "a", 1, "w", 2).state == "run"
+        assert store.begin_step(run_id, "a", 1, "w", 2, lease_s=0).state == "run"
     for _ in range(3):
         begin = store.begin_step(run_id, "a", 1, "w", 2)
         assert (begin.state, begin.detail) == ("exhausted", "2")

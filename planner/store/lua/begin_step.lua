@@ -1,11 +1,16 @@
 -- A worker is about to run a step: count the attempt and mark it running. The message's
 -- plan version need not be the current one: a step kept by a replan runs under the
 -- version that holds it now, which this returns.
--- KEYS: run, steps, events, deps.  ARGV: maxlen, step, version, worker, max_attempts
+-- A running step holds a lease (KEYS[5], renewed by its worker): a second message for it
+-- is refused while the lease is live ('busy'), and takes the step over once it expired
+-- (its worker died; the lost attempt counted already).
+-- KEYS: run, steps, events, deps, leases.
+-- ARGV: maxlen, step, version, worker, max_attempts, lease seconds
 -- Returns {'run', attempt, version}   run the tool (as this plan version defines it)
 --       | {'done', step status, version}   final already: recover what follows from it
 --       | {'waiting', '', version}   not ready in the current version: someone else sends it
 --       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
+--       | {'busy', lease expiry, version}   running elsewhere under a live lease
 local step, worker, max_attempts = ARGV[2], ARGV[4], tonumber(ARGV[5])
 local run = redis.call('HMGET', KEYS[1], 'status', 'version', 'ending')
 if run[1] ~= 'running' or run[3] then
@@ -18,7 +23,10 @@ local waiting = redis.call('HGET', KEYS[4], step)
 if not waiting then return {'inactive', 'not in plan version ' .. version, ''} end
 local status = redis.call('HGET', KEYS[2], step .. '.status')
 if is_final(status) then return {'done', status, version} end
-if status ~= 'running' and tonumber(waiting) > 0 then
+if status == 'running' then
+  local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
+  if lease > now_s() then return {'busy', tostring(lease), version} end
+elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}
 end
@@ -31,5 +39,7 @@ end
 redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
            step .. '.attempt_started_at', now())
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
+redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
+expire_with(KEYS[5], KEYS[1])
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
 return {'run', tostring(attempts), version}

@@ -30,7 +30,10 @@ if downs and ARGV[8] == '1' and status == 'succeeded' then
 end
 if downs then
   for _, down in ipairs(cjson.decode(downs)) do
-    if redis.call('HINCRBY', KEYS[5], down, -1) == 0 then table.insert(result, down) end
+    if redis.call('HINCRBY', KEYS[5], down, -1) == 0 then
+      table.insert(result, down)
+      due(KEYS[2], down)
+    end
   end
 end
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)

@@ -54,6 +54,7 @@ for step, ups in pairs(edges) do
     redis.call('HDEL', KEYS[2], step .. '.dispatched')
   elseif s == 'pending' and redis.call('HGET', KEYS[2], step .. '.dispatched') ~= '1' then
     table.insert(ready, step)
+    due(KEYS[2], step)
   end
 end
 for up, downs in pairs(dependents) do

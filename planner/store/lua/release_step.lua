@@ -12,6 +12,9 @@ redis.call('HDEL', KEYS[2], step .. '.held')
 event(KEYS[3], 'step.released', step, 'succeeded', '')
 local result = {'ok', run[3], version}
 for _, down in ipairs(cjson.decode(redis.call('HGET', KEYS[5], step) or '[]')) do
-  if redis.call('HINCRBY', KEYS[4], down, -1) == 0 then table.insert(result, down) end
+  if redis.call('HINCRBY', KEYS[4], down, -1) == 0 then
+    table.insert(result, down)
+    due(KEYS[2], down)
+  end
 end
 return result

@@ -24,6 +24,7 @@ for _, step in ipairs(steps) do
   redis.call('HSET', KEYS[3], step .. '.status', 'pending', step .. '.attempts', '0')
   redis.call('HDEL', KEYS[3], step .. '.dispatched', step .. '.held', step .. '.finished_at')
   redis.call('SREM', KEYS[5], step)
+  due(KEYS[3], step)
 end
 local version = redis.call('HGET', KEYS[1], 'version')
 -- The replanner of this version may run again for a failure that comes back.

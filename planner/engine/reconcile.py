@@ -1,0 +1,240 @@
+"""The reconciler: finds runs that stopped moving and re-drives them.
+
+Messages get lost (a broker restart without persistence, a worker host that dies with
+messages reserved), workers die between recording an outcome and publishing what follows
+from it, and Redis may come back from a restart with a task's last moments missing. The
+run store says what every run is waiting for; the reconciler compares that with what is
+alive (leases) and waiting (the broker's queues) and repairs the difference, idempotently:
+every repair only re-publishes a message or makes a once-only transition, so two
+reconcilers, or a repair racing the worker it thought dead, do no harm.
+
+:func:`diagnose` decides, from one :class:`RunSnapshot`, with no I/O;
+:class:`Reconciler` reads the snapshots, writes each repair as a ``run.repaired`` event
+(before acting on it) and acts. Every worker runs one (``workers/housekeeping.py``); a
+Redis lock makes one of them the active one.
+
+What it repairs, in a run that is running (or pending: not yet started):
+
+- ``lease_expired``: a running step whose lease lapsed. The lost attempt counts; the step
+  is retried after its backoff, or its ``on_failure`` policy applies if none is left.
+- ``message_lost``: a ready step published long ago (past its due time and the grace)
+  that never started while its queue is empty: published again.
+- ``never_dispatched``: a ready step never published (its publisher died): published.
+- ``stalled_run``: nothing alive, nothing queued, nothing due, no event for the grace:
+  the run's next move is made again (plan, start, the join, a review, a replan whose
+  replanner died, the partial answer), as :func:`~planner.engine.outcomes.go_on` does.
+- ``unrecoverable``: :data:`MAX_NUDGES` stalled-run repairs in a row changed nothing: the
+  run ends ``failed`` with the reason and a partial answer of what it earned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+from redis.exceptions import LockError, RedisError
+
+from planner.engine.dispatch import plan_message
+from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_delay
+from planner.engine.runtime import Runtime
+from planner.errors import ChordalError
+from planner.store.keys import RECONCILER_LOCK
+from planner.store.records import EARNED_STEP, ErrorRecord, Repair, RunSnapshot
+from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
+
+log = logging.getLogger("chordal.reconciler")
+
+#: Stalled-run repairs in a row that changed nothing before a run is given up.
+MAX_NUDGES = 3
+
+
+def diagnose(snap: RunSnapshot, grace_s: float, queue_of: Callable[[str], str],
+             waiting_in: Callable[[str], int | None]) -> list[Repair]:
+    """What is wrong with one run, if anything. ``queue_of``: a step's queue;
+    ``waiting_in``: messages waiting in a queue (None: the broker cannot say)."""
+    run, now = snap.run, snap.now
+    if run.status not in ("running", "pending"):
+        return []  # ended, or waiting for a person
+    live = {name for name, until in snap.leases.items() if until > now}
+    repairs: list[Repair] = []
+    maybe_queued = False  # a ready step that may still wait in its queue
+    if run.status == "running" and run.ending is None:
+        for sid, deps_left in sorted(snap.waiting.items()):
+            st = snap.steps.get(sid)
+            if st is None:
+                continue
+            if st.status == "running" and sid not in live:
+                since = now - snap.leases.get(sid, now)
+                repairs.append(Repair(kind="lease_expired", step=sid, why=(
+                    f"attempt {st.attempts} on {st.worker or 'a worker'} stopped renewing "
+                    f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
+            elif st.status == "pending" and deps_left == 0:
+                late = now - (st.due or 0.0)
+                if late < grace_s:
+                    maybe_queued = True  # due soon, or just published
+                elif not st.dispatched:
+                    repairs.append(Repair(kind="never_dispatched", step=sid, why=(
+                        f"ready for {late:.0f} s and never published (its publisher "
+                        "stopped between recording an outcome and publishing)")))
+                else:
+                    queue = queue_of(sid)
+                    if waiting_in(queue) == 0:
+                        repairs.append(Repair(kind="message_lost", step=sid, why=(
+                            f"published {late:.0f} s past its due time and never started, "
+                            f"and queue {queue!r} is empty: its message was lost")))
+                    else:
+                        maybe_queued = True  # it may wait behind others
+    if repairs or maybe_queued or live:
+        return repairs
+    quiet = now - (snap.last_event_at or now)
+    if quiet < grace_s or any(st.status == "running" for sid, st in snap.steps.items()
+                              if sid in snap.waiting):
+        return []
+    if any(waiting_in(q) != 0 for q in (DEFAULT_QUEUE, LLM_QUEUE)):
+        return []  # a run-level task may wait there
+    why = f"no event for {quiet:.0f} s, nothing running or queued; {next_move(snap)}"
+    if snap.nudges >= MAX_NUDGES and snap.nudged_at == snap.last_event:
+        return [Repair(kind="unrecoverable", why=(
+            f"{why}; {snap.nudges} repairs in a row changed nothing, so the run cannot "
+            "make progress"))]
+    return [Repair(kind="stalled_run", why=why)]
+
+
+def next_move(snap: RunSnapshot) -> str:
+    """What a quiet run waits for, in words (the repair makes that move again)."""
+    run = snap.run
+    if run.status == "pending":
+        return "its plan" if run.version == 0 else "its start"
+    if run.ending is not None:
+        return "its partial answer"
+    held = [sid for sid, st in snap.steps.items() if st.held == run.version]
+    if held:
+        return f"the review of checkpoint(s) {', '.join(sorted(held))}"
+    if snap.unhandled:
+        return f"a replan for failed step(s) {', '.join(snap.unhandled)}"
+    if run.remaining == 0:
+        return "its join and answer"
+    open_steps = sorted(sid for sid in snap.waiting
+                        if snap.steps.get(sid) is None
+                        or snap.steps[sid].status not in EARNED_STEP)
+    return f"steps {', '.join(open_steps[:10])} that cannot start"
+
+
+class Reconciler:
+    """One worker's reconciler. :meth:`tick` makes one pass if this reconciler holds the
+    lock (taking it when it is free), and returns the repairs it made."""
+
+    def __init__(self, rt: Runtime, lock_s: float) -> None:
+        self.rt = rt
+        self.lock = rt.store.r.lock(RECONCILER_LOCK, timeout=lock_s, blocking=False,
+                                    thread_local=False)
+        self.holding = False
+
+    def tick(self) -> list[tuple[str, Repair]]:
+        if not self._hold():
+            return []
+        return self.reconcile()
+
+    def release(self) -> None:
+        if self.holding:
+            with contextlib.suppress(LockError, RedisError):
+                self.lock.release()
+            self.holding = False
+
+    def _hold(self) -> bool:
+        try:
+            if self.holding:
+                self.lock.reacquire()
+            else:
+                self.holding = bool(self.lock.acquire(blocking=False))
+        except LockError:
+            self.holding = False  # it lapsed and another reconciler took it
+        return self.holding
+
+    def reconcile(self) -> list[tuple[str, Repair]]:
+        """One pass over every run that has not ended."""
+        depths: dict[str, int | None] = {}
+
+        def waiting_in(queue: str) -> int | None:
+            if queue not in depths:
+                depths[queue] = self.rt.publisher.waiting(queue)
+            return depths[queue]
+
+        made: list[tuple[str, Repair]] = []
+        grace = self.rt.settings.dispatch_grace_s
+        for run_id, created in self.rt.store.active_runs():
+            try:
+                snap = self.rt.store.snapshot(run_id)
+                if snap is None:
+                    if self.rt.store.now() - created > grace:
+                        self.rt.store.forget_active(run_id)  # expired, or never created
+                    continue
+                if snap.run.ended:
+                    self.rt.store.forget_active(run_id)
+                    continue
+                queue_of = self._queues(snap)
+                for repair in diagnose(snap, grace, queue_of, waiting_in):
+                    if self.repair(snap, repair):
+                        made.append((run_id, repair))
+            except (ChordalError, RedisError, ValueError) as exc:
+                log.warning("reconciler: run %s: %s", run_id, exc)
+        return made
+
+    def _queues(self, snap: RunSnapshot) -> Callable[[str], str]:
+        if not snap.run.version:
+            return lambda _sid: DEFAULT_QUEUE
+        compiled = self.rt.compiled(snap.run_id, snap.run.version)
+        return compiled.queue_of
+
+    def repair(self, snap: RunSnapshot, repair: Repair) -> bool:
+        """Record ``repair`` and make it; False if there was nothing to do after all."""
+        rt, run_id, version = self.rt, snap.run_id, snap.run.version
+        if repair.kind == "lease_expired":
+            return self._reclaim(snap, repair)
+        if not rt.store.record_repair(run_id, repair):
+            return False
+        log.warning("run %s: %s%s: %s", run_id, repair.kind,
+                    f" (step {repair.step})" if repair.step else "", repair.why)
+        if repair.kind in ("message_lost", "never_dispatched") and repair.step:
+            dispatch(rt, rt.compiled(run_id, version), run_id, version, [repair.step], False)
+        elif repair.kind == "stalled_run":
+            self._nudge(snap)
+        elif repair.kind == "unrecoverable":
+            earned = rt.store.outputs(run_id, rt.store.completed(run_id))
+            rt.store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
+                                error=ErrorRecord(type="Stalled", message=repair.why))
+        return True
+
+    def _reclaim(self, snap: RunSnapshot, repair: Repair) -> bool:
+        rt, run_id, version = self.rt, snap.run_id, snap.run.version
+        step_id = repair.step or ""
+        st = snap.steps[step_id]
+        compiled = rt.compiled(run_id, version)
+        retry = st.attempts < compiled.max_attempts(step_id)
+        delay = retry_delay(rt.settings, st.attempts, None) if retry else 0.0
+        error = ErrorRecord(
+            type="WorkerLost", transient=True, attempt=st.attempts,
+            retry_in_s=round(delay, 3) if retry else None,
+            message=f"attempt {st.attempts} ended without a result: {repair.why}")
+        if not rt.store.reclaim(run_id, step_id, st.attempts, error, delay):
+            return False  # it finished, or a new attempt began, since the snapshot
+        rt.store.record_repair(run_id, repair)
+        log.warning("run %s: step %s: %s", run_id, step_id, repair.why)
+        if retry:
+            resend(rt, compiled, run_id, version, step_id, delay)
+        else:
+            give_up(rt, compiled, run_id, step_id, version, st.worker or "unknown", error)
+        return True
+
+    def _nudge(self, snap: RunSnapshot) -> None:
+        rt, run_id, run = self.rt, snap.run_id, snap.run
+        # A replanner that died keeps its claim; with no live lease, nobody works on it.
+        for name in snap.claims:
+            if name == f"replan:{run.version}":
+                rt.store.release(run_id, name)
+        if run.status == "pending":
+            rt.publish([plan_message(run_id)])  # plans, or starts a planned run
+            return
+        go_on(rt, run_id)
+

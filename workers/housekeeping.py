@@ -1,0 +1,99 @@
+"""What every worker does besides running tasks, on a thread of its main process.
+
+- It says it is alive, and what it can run: its queues and tools go to Redis under a short
+  TTL (``chordal:worker:<hostname>``), so ``chordal run`` can warn before submitting a plan
+  that no live worker can run.
+- It runs the reconciler (:mod:`planner.engine.reconcile`) under a Redis lock: every worker
+  has one, one of them is active, and when that worker dies another takes the lock over
+  within a few seconds. Nothing extra to deploy.
+
+Started when the worker is ready (Celery's ``worker_ready`` signal), stopped at shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from planner.engine.dispatch import CeleryPublisher
+from planner.engine.reconcile import Reconciler
+from planner.engine.runtime import Runtime
+from planner.settings import Settings
+from planner.store.keys import worker_key
+from workers.app import app
+
+log = logging.getLogger("chordal.worker")
+
+#: Seconds between the liveness records when the reconciler is off.
+BEAT_S = 5.0
+
+
+class Housekeeper:
+    def __init__(self, hostname: str, queues: list[str]) -> None:
+        settings = Settings.from_env()
+        self.rt = Runtime(settings, CeleryPublisher(app))
+        self.hostname, self.queues = hostname, sorted(queues)
+        self.interval = settings.reconcile_interval_s or BEAT_S
+        self.reconciler = (Reconciler(self.rt, lock_s=max(3 * self.interval, 5.0))
+                           if settings.reconcile_interval_s else None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chordal-housekeeping",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.reconciler is not None:
+            self.reconciler.release()
+        with contextlib.suppress(Exception):
+            self.rt.store.r.delete(worker_key(self.hostname))
+
+    def record(self) -> dict[str, Any]:
+        tools = self.rt.tools
+        return {"hostname": self.hostname, "pid": os.getpid(), "queues": self.queues,
+                "tools": {name: tool.queue for name, tool in tools.items()},
+                "modules": list(self.rt.settings.tool_modules)}
+
+    def beat(self) -> None:
+        """One beat: say this worker is alive, then reconcile if this one is active."""
+        ttl = max(int(3 * self.interval) + 1, 15)
+        self.rt.store.r.set(worker_key(self.hostname), json.dumps(self.record()), ex=ttl)
+        if self.reconciler is not None:
+            made = self.reconciler.tick()
+            if made:
+                log.info("reconciler: %d repair(s): %s", len(made),
+                         ", ".join(f"{run}:{r.kind}" for run, r in made))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except Exception as exc:
+                log.warning("housekeeping: %s", exc)
+            self._stop.wait(self.interval)
+
+
+_keeper: Housekeeper | None = None
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    global _keeper
+    queues = [q.name for q in getattr(sender.task_consumer, "queues", [])] if sender else []
+    _keeper = Housekeeper(getattr(sender, "hostname", None) or "unknown", queues)
+    _keeper.start()
+
+
+@worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    if _keeper is not None:
+        _keeper.stop()
