@@ -56,7 +56,10 @@ def diagnose(snap: RunSnapshot, grace_s: float, queue_of: Callable[[str], str],
     run, now = snap.run, snap.now
     if run.status not in ("running", "pending"):
         return []  # ended, or waiting for a person
-    live = {name for name, until in snap.leases.items() if until > now}
+    # A lease counts while its holder works: a run-level task's, or a running step's (a
+    # finished step's lease is left to lapse).
+    live = {name for name, until in snap.leases.items() if until > now and (
+        name.startswith("@") or getattr(snap.steps.get(name), "status", "") == "running")}
     repairs: list[Repair] = []
     maybe_queued = False  # a ready step that may still wait in its queue
     if run.status == "running" and run.ending is None:
