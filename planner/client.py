@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import CeleryPublisher, producer_app
+from planner.engine.reconcile import next_move
 from planner.engine.runtime import Runtime
 from planner.engine.start import request_plan, start_run
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
@@ -35,6 +36,7 @@ from planner.store.records import (
     RunOptions,
     RunReport,
     RunSummary,
+    WorkerInfo,
 )
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
@@ -197,6 +199,28 @@ class Client:
         """Runs newest first, optionally only in ``status``."""
         return self.store.runs(status, limit)
 
+    def stuck(self, limit: int = 20, quiet_s: float | None = None) -> list[RunSummary]:
+        """Runs that have not ended and have had no event for ``quiet_s`` seconds (default
+        CHORDAL_DISPATCH_GRACE_S), quietest first, with what each waits for. Runs waiting
+        for a person (approval, a paused budget) are not stuck. The reconciler repairs
+        such runs by itself; this is for a person who wants to look."""
+        store = self.runtime.store
+        after = self.settings.dispatch_grace_s if quiet_s is None else quiet_s
+        found: list[RunSummary] = []
+        for run_id, _created in store.active_runs():
+            snap = store.snapshot(run_id)
+            if snap is None or snap.run.status not in ("running", "pending"):
+                continue
+            quiet = snap.now - (snap.last_event_at or snap.now)
+            if quiet >= after:
+                run = snap.run
+                found.append(RunSummary(
+                    run_id=run_id, status=run.status, goal=run.goal,
+                    created_at=run.created_at, plan_version=run.version,
+                    quiet_s=round(quiet, 1), waiting_for=next_move(snap)))
+        found.sort(key=lambda r: -(r.quiet_s or 0))
+        return found[:limit]
+
     def cancel(self, run_id: str) -> bool:
         """End a run ``cancelled`` (False if it had ended): steps not started never start;
         running ones finish, their results recorded, but unlock nothing."""
@@ -228,6 +252,31 @@ class Client:
         replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
         consumed = {q["name"] for qs in replies.values() for q in qs}
         return queues - consumed
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers, with their queues and tools (each refreshes its record every
+        few seconds)."""
+        return self.runtime.store.live_workers()
+
+    def uncovered_steps(self, plan: Plan | Mapping[str, Any] | CompiledPlan) -> list[str]:
+        """Why live workers cannot run some of the plan's steps: for each step, if no live
+        worker that consumes its queue has its tool, one sentence saying what to start.
+        Empty when they all can, or when no worker is up (that is a queue problem)."""
+        compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
+        workers = self.workers()
+        if not workers:
+            return []
+        problems = []
+        for step in compiled.plan.steps:
+            queue = compiled.queue_of(step.id)
+            on_queue = [w for w in workers if queue in w.queues]
+            if on_queue and not any(step.tool in w.tools for w in on_queue):
+                loaded = sorted({m for w in on_queue for m in w.modules}) or ["none"]
+                problems.append(
+                    f"step {step.id!r}: no live worker on queue {queue!r} has tool "
+                    f"{step.tool!r} (they loaded CHORDAL_TOOL_MODULES={','.join(loaded)}); "
+                    "start workers with the CHORDAL_TOOL_MODULES that define it")
+        return problems
 
     def require_workers(self, plan: Plan | Mapping[str, Any]) -> None:
         """Raise :class:`NoWorkerError` if no worker consumes a queue the plan needs."""

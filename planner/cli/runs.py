@@ -79,6 +79,8 @@ def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
     # With a model configured, the join is written by the synthesizer on the llm queue.
     warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
                                                        else set()))
+    for problem in client.uncovered_steps(compiled):
+        err.print(f"warning: {problem}; the step will fail.", highlight=False, markup=False)
     run_id = client.submit(compiled, **options)
     if options.get("approve"):
         awaiting(client, run_id, as_json, timeout)
@@ -221,22 +223,30 @@ def runs_cmd(
         "--status", help="Only runs in this status.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1,
                                        max=10_000)] = 20,
+    stuck: Annotated[bool, typer.Option(
+        "--stuck", help="Only runs not ended that had no event for CHORDAL_DISPATCH_GRACE_S "
+                        "seconds, quietest first, with what each waits for.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List runs, newest first."""
     if status_ is not None and status_ not in RUN_STATUSES:
         raise InvalidInput(f"--status must be one of {', '.join(RUN_STATUSES)}, "
                            f"not {status_!r}")
+    if stuck and status_ is not None:
+        raise InvalidInput("--stuck lists running and pending runs: leave out --status")
     s = settings()
     client = Client(s, registry(s))
     client.ping()
-    for run in client.runs(status=status_, limit=limit):
+    found = client.stuck(limit) if stuck else client.runs(status=status_, limit=limit)
+    for run in found:
         if as_json:
-            print(json.dumps(run.model_dump(mode="json")))
-        else:
-            created = run.created_at.isoformat(timespec="seconds") if run.created_at else ""
-            out.print(f"{run.run_id}  {run.status:<17} {created}  {run.goal[:60]}",
-                      highlight=False, markup=False)
+            print(json.dumps(run.model_dump(mode="json", exclude_none=True)))
+            continue
+        created = run.created_at.isoformat(timespec="seconds") if run.created_at else ""
+        line = f"{run.run_id}  {run.status:<17} {created}  {run.goal[:60]}"
+        if run.quiet_s is not None:
+            line += f"\n    quiet {run.quiet_s:.0f} s, waiting for {run.waiting_for}"
+        out.print(line, highlight=False, markup=False)
 
 
 @app.command()

@@ -222,6 +222,17 @@ class RunSnapshot(BaseModel):
     nudged_at: str | None = None
 
 
+class WorkerInfo(BaseModel):
+    """What a live worker says of itself (refreshed every few seconds, with a TTL)."""
+
+    hostname: str
+    pid: int | None = None
+    queues: list[str] = Field(default_factory=list)
+    #: Tool name -> its queue.
+    tools: dict[str, str] = Field(default_factory=dict)
+    modules: list[str] = Field(default_factory=list)
+
+
 class StepReport(BaseModel):
     """One step in a run report."""
 
@@ -273,6 +284,9 @@ class RunSummary(BaseModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     plan_version: int = 0
+    #: For ``--stuck``: seconds since its last event, and what it waits for.
+    quiet_s: float | None = None
+    waiting_for: str | None = None
 
 
 class RunEvent(BaseModel):

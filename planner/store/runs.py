@@ -21,7 +21,7 @@ import redis
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
 from planner.store import scripts
-from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, RunKeys
+from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, WORKER_PATTERN, RunKeys
 from planner.store.records import (
     REPLAN_REASONS,
     WAITING_RUN,
@@ -37,6 +37,7 @@ from planner.store.records import (
     RunSummary,
     StepReport,
     StepState,
+    WorkerInfo,
 )
 
 #: Most entries kept in a run's events stream (trimmed approximately).
@@ -440,6 +441,15 @@ class RunStore:
     def repairs(self) -> dict[str, int]:
         """Repairs made so far, by kind (every reconciler, every run)."""
         return {k: int(v) for k, v in cast(dict[str, str], self.r.hgetall(REPAIRS)).items()}
+
+    def live_workers(self) -> list[WorkerInfo]:
+        """The workers that said they are alive in the last few seconds."""
+        found: list[WorkerInfo] = []
+        for key in sorted(cast(Iterable[str], self.r.scan_iter(WORKER_PATTERN, count=500))):
+            raw = cast(str | None, self.r.get(key))
+            if raw:
+                found.append(WorkerInfo.model_validate_json(raw))
+        return found
 
     # -- model usage ---------------------------------------------------------------------
     def record_usage(self, run_id: str, role: str, model: str, step_id: str | None,
