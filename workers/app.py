@@ -36,6 +36,10 @@ def make_app(settings: Settings) -> Celery:
         # A worker that loses the broker cannot ack; cancel its work so it is redelivered
         # rather than finished twice.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker restart is an outage to ride out, not a reason for the worker to exit
+        # (Celery gives up after 100 tries by default); leases and the reconciler re-drive
+        # whatever was cut off meanwhile.
+        broker_connection_max_retries=None,
         # On deploy (SIGTERM), give running steps time to finish, then requeue the rest.
         worker_soft_shutdown_timeout=10.0,
         worker_enable_soft_shutdown_on_idle=True,
