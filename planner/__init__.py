@@ -15,6 +15,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
 
 from planner.client import Client
 from planner.errors import (
+    BadRequest,
     BudgetExceeded,
     CalculationError,
     ChordalError,
@@ -30,10 +31,13 @@ from planner.errors import (
     PlanInvalid,
     PlanLoadError,
     Problem,
+    RateLimited,
     RefError,
+    RequestTooLarge,
     RunNotFound,
     ToolError,
     TransientError,
+    Unauthorized,
     Unavailable,
     UserError,
 )
@@ -45,6 +49,7 @@ from planner.store.records import ErrorRecord, RunEvent, RunReport, StepReport
 from planner.tools import Tool, ToolContext, ToolRegistry, load_registry, tool
 
 __all__ = [
+    "BadRequest",
     "BudgetExceeded",
     "CalculationError",
     "ChordalError",
@@ -64,8 +69,10 @@ __all__ = [
     "PlanInvalid",
     "PlanLoadError",
     "Problem",
+    "RateLimited",
     "Ref",
     "RefError",
+    "RequestTooLarge",
     "RunEvent",
     "RunNotFound",
     "RunReport",
@@ -77,6 +84,7 @@ __all__ = [
     "ToolError",
     "ToolRegistry",
     "TransientError",
+    "Unauthorized",
     "Unavailable",
     "UserError",
     "ValidPlan",
