@@ -31,6 +31,24 @@ def worker_key(hostname: str) -> str:
 WORKER_PATTERN = worker_key("*")
 
 
+def owner_runs_key(owner: str) -> str:
+    """Sorted set of one API key's run ids by creation time: what ``GET /v1/runs`` lists
+    for that key (the key's name is the tenant)."""
+    return f"{PREFIX}:owner:{owner}:runs"
+
+
+def idempotency_key(owner: str, key_hash: str) -> str:
+    """String (JSON, with a TTL): the run an ``Idempotency-Key`` created, and the hash of
+    the body it came with; scoped per API key so tenants cannot collide."""
+    return f"{PREFIX}:idem:{owner}:{key_hash}"
+
+
+def api_calls_key(owner: str) -> str:
+    """Sorted set of run creations by one API key: its rate limit, shared by every API
+    replica."""
+    return f"{PREFIX}:api:calls:{owner}"
+
+
 @dataclass(frozen=True)
 class RunKeys:
     """The keys of one run."""
