@@ -24,6 +24,10 @@ class Request(BaseModel):
 class CreateRun(Request):
     """``POST /v1/runs``: a goal for the planner model, or a plan; and run options."""
 
+    # Exactly one of goal and plan, said in the schema too (the handler checks it).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["goal"]},
+                                                           {"required": ["plan"]}]})
+
     goal: str | None = Field(None, min_length=1, description="What to do; the planner model "
                                                              "plans it (give goal or plan).")
     plan: dict[str, Any] | None = Field(None, description="A plan (`chordal schema`), "
