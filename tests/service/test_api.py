@@ -7,7 +7,15 @@ import time
 
 import httpx
 
-from tests.service.conftest import GOAL_PLAN, KEYS, Server, wait_status
+from tests.integration.conftest import _free_port, base_env
+from tests.service.conftest import (
+    GOAL_PLAN,
+    KEYS,
+    TOOLS,
+    Server,
+    start_server,
+    wait_status,
+)
 
 PLAN = {"goal": "add", "steps": [
     {"id": "a", "tool": "echo", "args": {"value": 2}},
@@ -241,3 +249,25 @@ def test_no_auth_server_on_loopback_announces_itself_and_is_not_ready(open_api: 
         assert replies[2].json()["error"]["type"] == "RateLimited"
         # No model on this server: a goal is refused, not a 500.
         assert http.post("/v1/runs", json={"goal": "g"}).status_code == 503
+
+
+def test_redis_down_is_503_and_says_nothing_of_the_url(tmp_path):
+    url = f"redis://:hunter2-password@127.0.0.1:{_free_port()}/15"
+    env = base_env(url, CHORDAL_TOOL_MODULES=TOOLS, CHORDAL_API_KEYS=f"alice={KEYS['alice']}")
+    server = start_server(env, tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30,
+                          headers={"Authorization": f"Bearer {KEYS['alice']}"}) as http:
+            replies = [http.get("/v1/runs"), http.get("/v1/runs/abc"),
+                       http.post("/v1/runs", json={"plan": PLAN}),
+                       http.get("/v1/runs/abc/events")]
+            for reply in replies:
+                assert reply.status_code == 503, reply.text
+                assert reply.json()["error"]["type"] == "Unavailable"
+                assert "hunter2" not in reply.text
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["redis"] is False
+            assert http.get("/healthz").status_code == 200
+        assert "hunter2" not in server.log.read_text()
+    finally:
+        server.stop()

@@ -42,18 +42,20 @@ def test_the_readme_curl_flow_submits_follows_and_cancels(api: Server):
     assert api.client.store.options(cancelled["run_id"]).owner == "alice"
 
 
-def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "planner.cli", "serve", *args],
-                          env=base_env(REDIS_URL, **env), cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+def serve(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "planner.cli", "serve", *args],
+                            env=base_env(REDIS_URL, **env), cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_serve_refuses_to_start_open_by_accident():
-    no_keys = serve()
-    assert no_keys.returncode == 2 and "CHORDAL_API_KEYS" in no_keys.stderr
-    exposed = serve("--no-auth", "--host", "0.0.0.0")
-    assert exposed.returncode == 2 and "loopback" in exposed.stderr
-    both = serve("--no-auth", CHORDAL_API_KEYS="a=0123456789abcdef")
-    assert both.returncode == 2 and "--no-auth" in both.stderr
-    short = serve(CHORDAL_API_KEYS="a=short")
-    assert short.returncode == 2 and "16 characters" in short.stderr
+    started = {  # in parallel: each is a Python start-up
+        "no keys": (serve(), "CHORDAL_API_KEYS"),
+        "exposed": (serve("--no-auth", "--host", "0.0.0.0"), "loopback"),
+        "both": (serve("--no-auth", CHORDAL_API_KEYS="a=0123456789abcdef"), "--no-auth"),
+        "short": (serve(CHORDAL_API_KEYS="a=short"), "16 characters"),
+    }
+    for name, (process, says) in started.items():
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2, (name, stderr)
+        assert says in stderr, (name, stderr)
