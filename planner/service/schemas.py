@@ -8,13 +8,14 @@ summaries and events are the store's own records (``planner.store.records``), un
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.store.records import RunStatus, RunSummary
 
 Role = Literal["planner", "replanner", "executor", "synthesizer"]
+ModelId = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class Request(BaseModel):
@@ -38,8 +39,8 @@ class CreateRun(Request):
     on_budget: Literal["stop", "pause"] = "stop"
     max_replans: int | None = Field(None, ge=0, le=100)
     checkpoint_all: bool = False
-    models: dict[Role, str] = Field(default_factory=dict,
-                                    description="Model per role, for this run.")
+    models: dict[Role, ModelId] = Field(default_factory=dict,
+                                        description="Model per role, for this run.")
     callback_url: str | None = Field(None, min_length=1, max_length=2_048,
                                      description="Where the final report is POSTed; its "
                                                  "host must be in CHORDAL_CALLBACK_ALLOW.")
