@@ -509,13 +509,13 @@
     onEvent(ev, replay) {
       if (ev.id) this.lastEventId = ev.id;
       this.events += 1;
+      let event = null;
+      try { event = JSON.parse(ev.data); } catch (e) { /* not JSON: only counted */ }
+      this.lastEvent = { type: ev.event, id: ev.id, step: event && event.step };
       if (ev.event === 'run.finished') this.finished = true;
-      if (ev.event === 'plan.installed') {
-        try {
-          const event = JSON.parse(ev.data);
-          const version = event.data && event.data.version;
-          if (version && event.at) this.marks.set(version, { at: event.at, reason: event.data.reason });
-        } catch (e) { /* not JSON: nothing to place */ }
+      const version = event && event.data && event.data.version;
+      if (ev.event === 'plan.installed' && version && event.at) {
+        this.marks.set(version, { at: event.at, reason: event.data.reason });
       }
       if (!replay) this.refresh().catch(() => {});
     }
