@@ -5,6 +5,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
 
     cli            the ``chordal`` command
     client         submit, follow, cancel runs
+    remote         the same over HTTP, for apps without Redis (Client.from_url, AsyncClient)
     engine         the control plane's decisions, and the messages they publish
     store          the run store in Redis (runs, steps, events), typed records
     llm            the model and its roles
@@ -44,11 +45,13 @@ from planner.errors import (
 from planner.language.plan import Plan, Step, load_plan_data, plan_json_schema
 from planner.language.refs import Ref, parse_ref, resolve
 from planner.language.validation import Limits, ValidPlan, validate
+from planner.remote import AsyncClient, RemoteClient
 from planner.settings import Settings
 from planner.store.records import ErrorRecord, RunEvent, RunReport, StepReport
 from planner.tools import Tool, ToolContext, ToolRegistry, load_registry, tool
 
 __all__ = [
+    "AsyncClient",
     "BadRequest",
     "BudgetExceeded",
     "CalculationError",
@@ -72,6 +75,7 @@ __all__ = [
     "RateLimited",
     "Ref",
     "RefError",
+    "RemoteClient",
     "RequestTooLarge",
     "RunEvent",
     "RunNotFound",

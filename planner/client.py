@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -41,6 +41,9 @@ from planner.store.records import (
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
 
+if TYPE_CHECKING:
+    from planner.remote import RemoteClient
+
 EventHandler = Callable[[RunEvent], None]
 #: Backoff of Client.wait while Redis does not answer (doubling up to the max).
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
@@ -56,6 +59,15 @@ class Client:
         self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
         self._app = app
         self._runtime: Runtime | None = None
+
+    @classmethod
+    def from_url(cls, url: str, api_key: str | None = None, *,
+                 timeout: float = 30.0) -> RemoteClient:
+        """A client of a Chordal server (``chordal serve``) over HTTP: the same methods,
+        with neither Redis access nor the tool modules (:mod:`planner.remote`)."""
+        from planner.remote import RemoteClient  # loaded only by apps that use HTTP
+
+        return RemoteClient(url, api_key, timeout=timeout)
 
     @property
     def app(self) -> Celery:
