@@ -111,6 +111,12 @@ class Settings(BaseSettings):
                                           "(comma-separated; `*.example.com` patterns).")
     callback_secret: str | None = Field(None, repr=False,
                                         description="HMAC-SHA256 key of callback signatures.")
+    callback_attempts: int = Field(10, ge=1, le=100, description="Deliveries of a run's "
+                                                                 "callback before it is "
+                                                                 "given up.")
+    callback_backoff_s: float = Field(
+        5.0, gt=0, description="Seconds before a failed callback's second attempt; doubles "
+                               "each attempt, up to 15 minutes.")
     api_url: str | None = Field(None, description="A Chordal server: the CLI talks to it "
                                                   "instead of Redis.")
     api_key: str | None = Field(None, repr=False, description="The secret the CLI sends to "

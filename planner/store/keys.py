@@ -20,6 +20,12 @@ ACTIVE_RUNS = f"{PREFIX}:active"
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
 #: Hash: repair kind -> how many the reconcilers made.
 REPAIRS = f"{PREFIX}:repairs"
+#: Sorted set of the runs whose callback is due, by when (epoch ms, Redis clock; 0: now).
+#: A worker claims one by moving its time a lease ahead, so a worker that dies mid-delivery
+#: leaves it to another. Both callback keys share a hash tag: one script touches both.
+CALLBACKS_DUE = f"{PREFIX}:{{callbacks}}:due"
+#: Hash: run id -> delivery attempts of its pending callback.
+CALLBACK_ATTEMPTS = f"{PREFIX}:{{callbacks}}:attempts"
 
 
 def worker_key(hostname: str) -> str:

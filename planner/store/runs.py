@@ -23,6 +23,8 @@ from planner.language.plan import Plan
 from planner.store import scripts
 from planner.store.keys import (
     ACTIVE_RUNS,
+    CALLBACK_ATTEMPTS,
+    CALLBACKS_DUE,
     REPAIRS,
     RUN_INDEX,
     WORKER_PATTERN,
@@ -201,9 +203,18 @@ class RunStore:
             pipe = self.r.pipeline(transaction=False)
             for key in k.all():
                 pipe.expire(key, self.retention_s)
+            self._queue_callback(pipe, run_id)  # before the run leaves chordal:active
             pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
         return done
+
+    def _queue_callback(self, pipe: redis.client.Pipeline, run_id: str) -> None:
+        """An ended run with a ``callback_url``: its callback is due now (the workers'
+        housekeeping delivers it). A run that ends again (retried) is queued afresh, and a
+        delivery still in flight then counts for nothing."""
+        if self.options(run_id).callback_url:
+            pipe.zadd(CALLBACKS_DUE, {run_id: 0})
+            pipe.hdel(CALLBACK_ATTEMPTS, run_id)
 
     def retry_run(self, run_id: str, step_ids: Sequence[str]) -> int:
         """Re-drive an ended run: ``step_ids`` (failed or cancelled steps of its current
@@ -462,7 +473,11 @@ class RunStore:
                 cast(list[tuple[str, float]], self.r.zrange(ACTIVE_RUNS, 0, -1, withscores=True))]
 
     def forget_active(self, run_id: str) -> None:
-        self.r.zrem(ACTIVE_RUNS, run_id)
+        pipe = self.r.pipeline(transaction=False)
+        # An ended run still here: whoever ended it stopped before its callback was queued.
+        self._queue_callback(pipe, run_id)
+        pipe.zrem(ACTIVE_RUNS, run_id)
+        pipe.execute()
 
     def now(self) -> float:
         """The Redis clock, epoch seconds."""
