@@ -61,6 +61,8 @@ DEADLINE_SLACK_S = 1.0
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 #: Pause before following again a stream that ended with nothing in it.
 QUIET_END_S = 0.5
+#: What a server restarting (or Redis away) answers, directly or through a proxy.
+TRANSIENT_STATUS = frozenset({502, 503, 504})
 #: Attempts of a request that is safe to repeat (a read, or a submit with its idempotency
 #: key) when the server cannot be reached or answers 503.
 SAFE_ATTEMPTS = 3
@@ -176,9 +178,11 @@ def error_from(response: httpx.Response, had_key: bool = True) -> ChordalError:
     if cls is RateLimited or status == 429:
         return RateLimited(message or "rate limited", _retry_after(response))
     if cls is None or cls is PlanInvalid:
-        # Not one of ours (a proxy, a 500): the status and a short excerpt say what.
+        # Not one of ours (a proxy, a 500): the status and a short excerpt say what. A
+        # gateway's 502 or 504 passes (a restart); anything else is the server's failure.
         text = response.text[:200].strip()
-        return Unavailable(f"the Chordal server answered {status}: {message or text}")
+        what = f"the Chordal server answered {status}: {message or text}"
+        return Unavailable(what) if status in TRANSIENT_STATUS else ChordalError(what)
     try:
         return cls(message)
     except TypeError:  # an error class with other arguments: keep its family's meaning
@@ -191,6 +195,10 @@ def _retry_after(response: httpx.Response) -> float:
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except ValueError:
         return 1.0
+
+
+class _Incompatible(Unavailable):
+    """The server answered with something this client cannot read: retrying cannot help."""
 
 
 class _Retryable(Exception):
@@ -221,8 +229,8 @@ class _Sse:
                 try:
                     event = RunEvent.model_validate_json("\n".join(self.data))
                 except ValidationError as exc:
-                    raise Unavailable(f"the server sent an event that is not a run event: "
-                                      f"{exc.errors()[0]['msg']}") from None
+                    raise _Incompatible(f"the server sent an event that is not a run "
+                                        f"event: {exc.errors()[0]['msg']}") from None
                 if self.event_id and not event.id:
                     event.id = self.event_id
             self.data, self.kind = [], None
@@ -278,7 +286,7 @@ def _decode(model: Callable[[Any], T], data: Any, what: str) -> T:
     try:
         return model(data)
     except ValidationError as exc:
-        raise Unavailable(f"the server's {what} is not what this client reads: "
+        raise _Incompatible(f"the server's {what} is not what this client reads: "
                           f"{exc.errors()[0]['msg']}; are client and server the same "
                           "version?") from None
 
@@ -303,7 +311,7 @@ class _Base:
     def _answer(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             error = error_from(response, had_key=self._key is not None)
-            if response.status_code == 503:
+            if response.status_code in TRANSIENT_STATUS:
                 raise _Retryable(error)
             raise error
         if response.status_code == 204 or not response.content:
@@ -311,7 +319,7 @@ class _Base:
         try:
             return response.json()
         except ValueError:
-            raise Unavailable(f"the server at {_redact(self.url)} answered "
+            raise _Incompatible(f"the server at {_redact(self.url)} answered "
                               f"{response.status_code} with something that is not JSON; "
                               "is this a Chordal server?") from None
 
@@ -523,7 +531,7 @@ class RemoteClient(_Base):
                     if response.status_code != 200:
                         response.read()
                         self._answer(response)  # raises the error it stands for
-                    pause, parser, got = RECONNECT_FIRST_S, _Sse.new(), False
+                    pause, parser, got, redial = RECONNECT_FIRST_S, _Sse.new(), False, False
                     for line in response.iter_lines():
                         event = parser.feed(line)
                         if event is not None:
@@ -539,21 +547,24 @@ class RemoteClient(_Base):
                         if left is None:
                             return
                         if idle - left > DEADLINE_SLACK_S:
-                            break  # reconnect with a read timeout that keeps the deadline
+                            redial = True  # with a read timeout that keeps the deadline
+                            break
                 # Resume from the cursor: after run.finished (a retried run goes on past
                 # it), after the server went away, or to keep the deadline. A stream with
                 # nothing more for a run that has ended is the end.
-                if not got:
+                if not got and not redial:
                     if self._status(run_id) in TERMINAL_RUN:
                         return
-                    time.sleep(QUIET_END_S)
+                    time.sleep(min(QUIET_END_S, _stream_timeout(deadline) or 0))
+            except _Incompatible:
+                raise
             except httpx.ReadTimeout:
                 if _stream_timeout(deadline) is None:
                     return  # the caller's deadline: not an error
                 continue  # no keep-alive for STREAM_IDLE_S: a dead connection
-            except (httpx.TransportError, _Retryable) as exc:
-                failure = exc.error if isinstance(exc, _Retryable) else _unreachable(
-                    self.url, exc)
+            except (httpx.TransportError, _Retryable, Unavailable) as exc:
+                # No answer, a 503, or a status read that failed: ride it out.
+                failure = _failure(self.url, exc)
                 left = _stream_timeout(deadline)
                 if deadline is not None and (left is None or left <= pause):
                     raise Unavailable(f"lost the Chordal server while following run "
@@ -561,6 +572,14 @@ class RemoteClient(_Base):
                                       "time") from None
                 time.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
+
+
+def _failure(url: str, exc: Exception) -> ChordalError:
+    if isinstance(exc, _Retryable):
+        return exc.error
+    if isinstance(exc, ChordalError):
+        return exc
+    return _unreachable(url, exc)
 
 
 def _not_ready(response: httpx.Response) -> str:
@@ -758,7 +777,7 @@ class AsyncClient(_Base):
                     if response.status_code != 200:
                         await response.aread()
                         self._answer(response)
-                    pause, parser, got = RECONNECT_FIRST_S, _Sse.new(), False
+                    pause, parser, got, redial = RECONNECT_FIRST_S, _Sse.new(), False, False
                     async for line in response.aiter_lines():
                         event = parser.feed(line)
                         if event is not None:
@@ -774,18 +793,20 @@ class AsyncClient(_Base):
                         if left is None:
                             return
                         if idle - left > DEADLINE_SLACK_S:
+                            redial = True
                             break
-                if not got:
+                if not got and not redial:
                     if await self._status(run_id) in TERMINAL_RUN:
                         return
-                    await asyncio.sleep(QUIET_END_S)
+                    await asyncio.sleep(min(QUIET_END_S, _stream_timeout(deadline) or 0))
+            except _Incompatible:
+                raise
             except httpx.ReadTimeout:
                 if _stream_timeout(deadline) is None:
                     return
                 continue
-            except (httpx.TransportError, _Retryable) as exc:
-                failure = exc.error if isinstance(exc, _Retryable) else _unreachable(
-                    self.url, exc)
+            except (httpx.TransportError, _Retryable, Unavailable) as exc:
+                failure = _failure(self.url, exc)
                 left = _stream_timeout(deadline)
                 if deadline is not None and (left is None or left <= pause):
                     raise Unavailable(f"lost the Chordal server while following run "

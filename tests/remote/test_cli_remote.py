@@ -100,7 +100,7 @@ def test_approve_cancel_and_errors_over_http(stack: Stack, tmp_path: Path):
     assert watched.exit_code == 0 and ndjson(watched.stdout)[-1]["type"] == "run.finished"
     assert stack.remote().report(run_id).answer == {"a": "hel"}  # the edited plan ran
 
-    slow = cli(env, "run", "--plan", write(tmp_path, sleep_plan(30), "slow.json"), "--json")
+    slow = cli(env, "run", "--plan", write(tmp_path, sleep_plan(3), "slow.json"), "--json")
     slow_id = json.loads(slow.stdout)["run_id"]
     assert cli(env, "cancel", slow_id).stdout.strip() == f"{slow_id}: cancelled"
     again = cli(env, "cancel", slow_id)

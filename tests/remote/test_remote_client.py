@@ -88,7 +88,7 @@ def test_approve_reject_cancel_retry_over_http(stack: Stack):
     client.reject(rejected, "not today")
     assert client.report(rejected).status == "cancelled"
 
-    slow = client.submit(sleep_plan(30))
+    slow = client.submit(sleep_plan(3))
     assert client.cancel(slow) is True
     assert client.wait(slow, timeout=30).status == "cancelled"
 
@@ -107,7 +107,7 @@ def test_approve_reject_cancel_retry_over_http(stack: Stack):
 
 def test_wait_with_a_timeout_returns_the_running_report_on_time(stack: Stack):
     client = stack.remote()
-    run_id = client.submit(sleep_plan(20))
+    run_id = client.submit(sleep_plan(3))
     started = time.monotonic()
     report = client.wait(run_id, timeout=1.5)
     took = time.monotonic() - started
@@ -122,26 +122,29 @@ def test_wait_rides_out_a_server_restart(stack: Stack, tmp_path: Any):
     server = start_server(stack.server.env, tmp_path / "server2.log", port)
     client = RemoteClient(server.url, ALICE)
     seen: list[RunEvent] = []
-    run_id = client.submit(sleep_plan(1.5, steps=3) | {"steps": [
+    run_id = client.submit({"goal": "outlive a restart", "steps": [
         {"id": "a", "tool": "sleep", "args": {"seconds": 1.0}},
         {"id": "b", "tool": "sleep", "args": {"seconds": 2.5}, "depends_on": ["a"]}]})
 
+    restarts = 0
+
     def restart_once(event: RunEvent) -> None:
-        nonlocal server
+        nonlocal server, restarts
         if event.type == "step.finished" and event.step == "a":
-            server.stop()
+            server.stop()  # the stream drops while b runs
             time.sleep(0.5)
             server = start_server(stack.server.env, tmp_path / "server2.log", port)
+            restarts += 1
+
+    def note(event: RunEvent) -> None:
+        seen.append(event)
+        restart_once(event)
 
     try:
-        for event in client._follow(run_id, None, time.monotonic() + 60,
-                                    stop_when_waiting=True):
-            seen.append(event)
-            restart_once(event)
-        report = client.report(run_id)
+        report = client.wait(run_id, timeout=60, on_event=note)
     finally:
         server.stop()
-    assert report.status == "succeeded"
+    assert report.status == "succeeded" and restarts == 1
     ids = [e.id for e in seen]
     assert ids == [e.id for e in stack.events(run_id)][:len(ids)]
     assert len(ids) == len(set(ids)) and seen[-1].type == "run.finished"
@@ -159,7 +162,7 @@ def test_async_client(stack: Stack):
 
             report = await client.wait(run_id, timeout=30, on_event=note)
             streamed = [e.type async for e in client.events(run_id)]
-            slow = await client.submit(sleep_plan(30), approve=True)
+            slow = await client.submit(sleep_plan(3), approve=True)
             waiting = await client.wait(slow, timeout=30)
             cancelled = await client.cancel(slow)
             with pytest.raises(RunNotFound):
