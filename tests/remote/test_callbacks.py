@@ -18,7 +18,7 @@ import pytest
 
 from planner.service.callbacks import CallbackSender, refusal, sign, verify
 from planner.settings import Settings
-from planner.store.keys import ACTIVE_RUNS, RunKeys
+from planner.store.keys import ACTIVE_RUNS, CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.records import RunEvent, RunOptions, RunReport
 from tests.remote.conftest import ALICE, ECHO_PLAN, SECRET, Receiver, Stack
 
@@ -71,7 +71,9 @@ def test_a_run_posts_its_signed_report_when_it_ends(stack: Stack, receiver: Rece
     assert sent.data == {"url": url, "status": 200, "attempts": 1,
                          "delivery": hit.headers["X-Chordal-Delivery"]}
     time.sleep(1.5)
-    assert len(receiver.on(path)) == 1  # delivered, and done
+    assert len(receiver.on(path)) == 1  # delivered, and done:
+    assert stack.r.zscore(CALLBACKS_DUE, run_id) is None  # off the queue
+    assert stack.r.hget(CALLBACK_ATTEMPTS, run_id) is None
 
 
 def test_a_failing_receiver_gets_retries_with_backoff(stack: Stack, receiver: Receiver):
