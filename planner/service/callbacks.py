@@ -43,6 +43,7 @@ from typing import Any, Literal, cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
+import redis
 
 from planner.errors import InvalidInput, RunNotFound
 from planner.llm.usage import summarize
@@ -251,6 +252,16 @@ class CallbackSender:
         return done
 
     def deliver(self, claim: Claim) -> Outcome:
+        """Send one claimed callback and settle the claim; what came of it."""
+        try:
+            return self._deliver(claim)
+        except redis.RedisError:
+            raise  # the claim stays; its lease lapses and it is delivered again
+        except Exception as exc:  # a bug or a record it cannot read: an attempt spent
+            log.exception("run %s: callback", claim.run_id)
+            return self._failed(claim, "callback_url", f"{type(exc).__name__}: {exc}")
+
+    def _deliver(self, claim: Claim) -> Outcome:
         run_id = claim.run_id
         try:
             report = self.store.report(run_id)
