@@ -32,6 +32,7 @@ from tests.chaos.conftest import (
     repair_counts,
     started_after_success,
     wait_all,
+    write_report,
 )
 
 pytestmark = [pytest.mark.chaos, SAME_NODE_NAMES, pytest.mark.timeout(1_500 if LONG else 240)]
@@ -145,4 +146,10 @@ def test_runs_survive_workers_killed_mid_run(chaos_url: str, chaos_redis: redis.
                f"all ended after {total_s:.1f} s; repairs by kind: {seen or 'none'} "
                f"{SEED_NOTE}")
     print(summary)
+    write_report("kill_workers", {
+        "runs": len(run_ids), "steps": steps, "attempts": attempts, "kills": len(kills),
+        "chaos_s": round(chaos_s, 1), "ended_after_s": round(total_s, 1),
+        "succeeded": sum(r.status == "succeeded" for r in reports.values()),
+        "rerun_after_success": sum("started again" in p for p in problems),
+        "repairs": seen})
     assert not problems, "\n".join([summary, *problems[:30]]) + NOTE

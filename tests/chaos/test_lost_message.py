@@ -30,6 +30,7 @@ from tests.chaos.conftest import (
     repairs,
     until,
     wait_all,
+    write_report,
 )
 from tests.integration.helpers import started_counts
 
@@ -88,6 +89,8 @@ def test_a_step_message_lost_before_any_worker_took_it(
     print(f"lost before delivery: the run ended {report.status} {elapsed:.1f} s after the "
           f"loss (the worker was ready after {ready_s:.1f} s)")
     assert report.status == "succeeded", report
+    write_report("lost_before_delivery", {"ended_after_loss_s": round(elapsed, 1),
+                                          "worker_ready_after_s": round(ready_s, 1)})
     assert report.answer == {"z": ["A", "M"]}
     evs = events(client, run_id)
     assert_repaired_lost(repairs(evs), "mid", elapsed)
@@ -126,6 +129,7 @@ def test_a_step_message_lost_while_its_upstream_runs(
     elapsed = time.monotonic() - lost_at
     print(f"lost in flight: the run ended {report.status} {elapsed:.1f} s after the loss")
     assert report.status == "succeeded", report
+    write_report("lost_in_flight", {"ended_after_loss_s": round(elapsed, 1)})
     assert report.answer == {"z": ["U"]}
     evs = events(client, run_id)
     assert_repaired_lost(repairs(evs), "down", elapsed)

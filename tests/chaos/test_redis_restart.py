@@ -34,6 +34,7 @@ from tests.chaos.conftest import (
     repair_counts,
     started_after_success,
     wait_all,
+    write_report,
 )
 
 pytestmark = [pytest.mark.chaos, SAME_NODE_NAMES, pytest.mark.timeout(600 if LONG else 200)]
@@ -100,6 +101,9 @@ def test_runs_end_across_a_redis_restart(how: str, tmp_path: Path,
                    f"Redis came back; repairs by kind: {seen or 'none'}; failure reasons: "
                    f"{reasons or 'none'} {SEED_NOTE}")
         print(summary)
+        write_report(f"redis_restart_{how}", {
+            "runs": len(run_ids), "statuses": dict(statuses),
+            "settled_after_redis_back_s": round(settled_s, 1), "repairs": seen})
         assert not problems, "\n".join([summary, *problems[:30]]) + NOTE
     finally:
         server.kill()
