@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import CeleryPublisher, producer_app
-from planner.engine.reconcile import next_move
+from planner.engine.reconcile import alive, next_move
 from planner.engine.runtime import Runtime
 from planner.engine.start import request_plan, start_run
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
@@ -226,16 +226,18 @@ class Client:
         return self.store.runs(status, limit)
 
     def stuck(self, limit: int = 20, quiet_s: float | None = None) -> list[RunSummary]:
-        """Runs that have not ended and have had no event for ``quiet_s`` seconds (default
-        CHORDAL_DISPATCH_GRACE_S), quietest first, with what each waits for. Runs waiting
-        for a person (approval, a paused budget) are not stuck. The reconciler repairs
+        """Runs that have not ended, have nothing at work (no live lease) and have had no
+        event for ``quiet_s`` seconds (default CHORDAL_DISPATCH_GRACE_S), quietest first,
+        with what each waits for. Runs waiting for a person (approval, a paused budget)
+        are not stuck. The reconciler repairs
         such runs by itself; this is for a person who wants to look."""
         store = self.runtime.store
         after = self.settings.dispatch_grace_s if quiet_s is None else quiet_s
         found: list[RunSummary] = []
         for run_id, _created in store.active_runs():
             snap = store.snapshot(run_id)
-            if snap is None or snap.run.status not in ("running", "pending"):
+            if snap is None or snap.run.status not in ("running", "pending") \
+                    or alive(snap, self.settings.step_lease_s):
                 continue
             quiet = snap.now - (snap.last_event_at or snap.now)
             if quiet >= after:

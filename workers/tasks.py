@@ -10,6 +10,7 @@ Celery and Flower show it.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from functools import cache
 
@@ -49,16 +50,24 @@ def _retry(task: Task, decision: Retry | None) -> None:
 
 def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
                        ) -> Retry | None:
-    """A run-level task (join, synthesis, planning) holds a lease while it works (so the
-    reconciler leaves the run alone, and knows when its worker died); one that fails
-    unexpectedly ends its run with the reason, instead of leaving it running with nothing
-    queued."""
+    """A run-level task (join, synthesis, planning) holds a lease of its own while it
+    works, and through its retry's countdown (so the reconciler leaves the run alone, and
+    knows when its worker died); one that fails unexpectedly ends its run with the reason,
+    instead of leaving it running with nothing queued."""
+    rt = runtime()
+    # One lease per holder: a duplicate task that gives up at once must not drop the
+    # lease of the one at work.
+    lease = f"@{what.split()[-1]}:{uuid.uuid4().hex[:12]}"
     try:
-        with runtime().leases.keep(run_id, f"@{what.split()[-1]}", take=True):
-            return fn()
+        with rt.leases.keep(run_id, lease, take=True):
+            decision = fn()
+        if decision is not None:
+            rt.store.take_leases(run_id, [lease],
+                                 decision.countdown + rt.settings.step_lease_s)
+        return decision
     except Exception as exc:
         log.exception("run %s: %s failed", run_id, what)
-        runtime().store.finish_run(run_id, "failed", error=ErrorRecord(
+        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
             type=type(exc).__name__, message=f"{what}: {exc}"))
         return None
 

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.exceptions import LockError, RedisError
 
 from planner.engine.dispatch import plan_message
 from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_delay
 from planner.engine.runtime import Runtime
-from planner.errors import ChordalError
 from planner.store.keys import RECONCILER_LOCK
 from planner.store.records import EARNED_STEP, ErrorRecord, Repair, RunSnapshot
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
@@ -49,17 +50,43 @@ log = logging.getLogger("chordal.reconciler")
 MAX_NUDGES = 3
 
 
-def diagnose(snap: RunSnapshot, grace_s: float, queue_of: Callable[[str], str],
+@dataclass(frozen=True)
+class Policy:
+    """How patient the reconciler is (from the settings)."""
+
+    grace_s: float
+    lease_s: float
+    #: False for a while after Redis (or this reconciler) was away: the renewers need a
+    #: beat to catch up, so no lease is judged lapsed yet.
+    judge_leases: bool = True
+
+
+def lease_until(snap: RunSnapshot, step_id: str, lease_s: float) -> float:
+    """When a running step's lease lapses: as recorded, or, for a step begun with none
+    (a worker from before leases), a lease's length after its attempt began."""
+    if step_id in snap.leases:
+        return snap.leases[step_id]
+    began = snap.steps[step_id].attempt_started_at
+    return (began.timestamp() if began else 0.0) + lease_s
+
+
+def alive(snap: RunSnapshot, lease_s: float) -> set[str]:
+    """The leases held now: run-level tasks at work, and running steps whose lease holds
+    (a finished step's lease is left to lapse, and does not count)."""
+    live = {name for name, until in snap.leases.items()
+            if until > snap.now and name.startswith("@")}
+    return live | {sid for sid, st in snap.steps.items() if st.status == "running"
+                   and sid in snap.waiting and lease_until(snap, sid, lease_s) > snap.now}
+
+
+def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
              waiting_in: Callable[[str], int | None]) -> list[Repair]:
     """What is wrong with one run, if anything. ``queue_of``: a step's queue;
     ``waiting_in``: messages waiting in a queue (None: the broker cannot say)."""
-    run, now = snap.run, snap.now
+    run, now, grace = snap.run, snap.now, policy.grace_s
     if run.status not in ("running", "pending"):
         return []  # ended, or waiting for a person
-    # A lease counts while its holder works: a run-level task's, or a running step's (a
-    # finished step's lease is left to lapse).
-    live = {name for name, until in snap.leases.items() if until > now and (
-        name.startswith("@") or getattr(snap.steps.get(name), "status", "") == "running")}
+    live = alive(snap, policy.lease_s)
     repairs: list[Repair] = []
     maybe_queued = False  # a ready step that may still wait in its queue
     if run.status == "running" and run.ending is None:
@@ -68,13 +95,16 @@ def diagnose(snap: RunSnapshot, grace_s: float, queue_of: Callable[[str], str],
             if st is None:
                 continue
             if st.status == "running" and sid not in live:
-                since = now - snap.leases.get(sid, now)
+                if not policy.judge_leases:
+                    maybe_queued = True
+                    continue
+                since = now - lease_until(snap, sid, policy.lease_s)
                 repairs.append(Repair(kind="lease_expired", step=sid, why=(
                     f"attempt {st.attempts} on {st.worker or 'a worker'} stopped renewing "
                     f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
             elif st.status == "pending" and deps_left == 0:
                 late = now - (st.due or 0.0)
-                if late < grace_s:
+                if late < grace:
                     maybe_queued = True  # due soon, or just published
                 elif not st.dispatched:
                     repairs.append(Repair(kind="never_dispatched", step=sid, why=(
@@ -91,13 +121,14 @@ def diagnose(snap: RunSnapshot, grace_s: float, queue_of: Callable[[str], str],
     if repairs or maybe_queued or live:
         return repairs
     quiet = now - (snap.last_event_at or now)
-    if quiet < grace_s or any(st.status == "running" for sid, st in snap.steps.items()
-                              if sid in snap.waiting):
+    if quiet < grace:
         return []
-    if any(waiting_in(q) != 0 for q in (DEFAULT_QUEUE, LLM_QUEUE)):
-        return []  # a run-level task may wait there
-    why = f"no event for {quiet:.0f} s, nothing running or queued; {next_move(snap)}"
-    if snap.nudges >= MAX_NUDGES and snap.nudged_at == snap.last_event:
+    why = f"no event for {quiet:.0f} s, nothing at work; {next_move(snap)}"
+    # Making the next move again is harmless (every move is idempotent), so a quiet run
+    # is nudged even when its message may wait in a busy queue; it is given up only when
+    # the queues are empty and nudges changed nothing.
+    if snap.nudges >= MAX_NUDGES and snap.nudged_at == snap.last_event \
+            and all(waiting_in(q) == 0 for q in (DEFAULT_QUEUE, LLM_QUEUE)):
         return [Repair(kind="unrecoverable", why=(
             f"{why}; {snap.nudges} repairs in a row changed nothing, so the run cannot "
             "make progress"))]
@@ -128,14 +159,22 @@ class Reconciler:
     """One worker's reconciler. :meth:`tick` makes one pass if this reconciler holds the
     lock (taking it when it is free), and returns the repairs it made."""
 
-    def __init__(self, rt: Runtime, lock_s: float) -> None:
+    def __init__(self, rt: Runtime, lock_s: float, settle_s: float | None = None) -> None:
         self.rt = rt
+        self.lock_s = lock_s
         self.lock = rt.store.r.lock(RECONCILER_LOCK, timeout=lock_s, blocking=False,
                                     thread_local=False)
         self.holding = False
+        #: After a gap (this reconciler just took over, or Redis was away), leases are
+        #: not judged for this long: their holders renew every third of a lease.
+        self.settle_s = rt.settings.step_lease_s / 2 if settle_s is None else settle_s
+        self._last_pass: float | None = None
+        self._trust_after = 0.0
+        self._held_at = 0.0
 
     def tick(self) -> list[tuple[str, Repair]]:
         if not self._hold():
+            self._last_pass = None
             return []
         return self.reconcile()
 
@@ -151,9 +190,19 @@ class Reconciler:
                 self.lock.reacquire()
             else:
                 self.holding = bool(self.lock.acquire(blocking=False))
+                if self.holding:
+                    self._backfill()
         except LockError:
             self.holding = False  # it lapsed and another reconciler took it
+        self._held_at = time.monotonic()
         return self.holding
+
+    def _backfill(self) -> None:
+        """Watch every run of the index that has not ended (runs created before the
+        watch list existed, or whose creator died between the two writes)."""
+        store = self.rt.store
+        for run_id in store.unwatched_runs():
+            store.watch(run_id)
 
     def reconcile(self) -> list[tuple[str, Repair]]:
         """One pass over every run that has not ended."""
@@ -164,24 +213,32 @@ class Reconciler:
                 depths[queue] = self.rt.publisher.waiting(queue)
             return depths[queue]
 
+        store, settings = self.rt.store, self.rt.settings
+        now = store.now()
+        if self._last_pass is None or now - self._last_pass > self.lock_s:
+            self._trust_after = now + self.settle_s
+        policy = Policy(settings.dispatch_grace_s, settings.step_lease_s,
+                        judge_leases=now >= self._trust_after)
         made: list[tuple[str, Repair]] = []
-        grace = self.rt.settings.dispatch_grace_s
-        for run_id, created in self.rt.store.active_runs():
+        for run_id, created in store.active_runs():
+            if self.holding and time.monotonic() - self._held_at > self.lock_s / 3 \
+                    and not self._hold():
+                break  # a long pass outlived the lock: another reconciler has it now
             try:
-                snap = self.rt.store.snapshot(run_id)
+                snap = store.snapshot(run_id)
                 if snap is None:
-                    if self.rt.store.now() - created > grace:
-                        self.rt.store.forget_active(run_id)  # expired, or never created
+                    if now - created > policy.grace_s:
+                        store.forget_active(run_id)  # expired, or never created
                     continue
                 if snap.run.ended:
-                    self.rt.store.forget_active(run_id)
+                    store.forget_active(run_id)
                     continue
-                queue_of = self._queues(snap)
-                for repair in diagnose(snap, grace, queue_of, waiting_in):
+                for repair in diagnose(snap, policy, self._queues(snap), waiting_in):
                     if self.repair(snap, repair):
                         made.append((run_id, repair))
-            except (ChordalError, RedisError, ValueError) as exc:
+            except Exception as exc:  # one run's trouble must not stop the others' repairs
                 log.warning("reconciler: run %s: %s", run_id, exc)
+        self._last_pass = now
         return made
 
     def _queues(self, snap: RunSnapshot) -> Callable[[str], str]:

@@ -53,11 +53,15 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
                                 rt.settings.step_lease_s)
-    if begin.state in ("inactive", "waiting", "busy"):
-        # The run is not running, no current version holds the step, it is not ready in
-        # the current version (whoever unlocks it publishes it again), or it runs
-        # elsewhere under a live lease (if that worker dies, the reconciler re-drives it).
+    if begin.state in ("inactive", "waiting"):
+        # The run is not running, no current version holds the step, or it is not ready in
+        # the current version (whoever unlocks it publishes it again).
         return None
+    if begin.state == "busy":
+        # It runs elsewhere under a live lease. Come back when the lease would lapse: if
+        # its worker died (a pool process killed, its message handed back at once), this
+        # message takes the step over then, reconciler or not.
+        return Retry(float(begin.detail) + 1.0)
     # The step runs as the version that holds it now defines it (a replan may keep it).
     version = begin.version
     compiled = rt.compiled(run_id, version)

@@ -33,6 +33,7 @@ from planner.store.keys import (
 )
 from planner.store.records import (
     REPLAN_REASONS,
+    TERMINAL_RUN,
     WAITING_RUN,
     ErrorRecord,
     PlanVersion,
@@ -222,6 +223,9 @@ class RunStore:
         run has not ended or a step cannot be retried."""
         k = RunKeys(run_id)
         self.run_state(run_id)  # RunNotFound
+        # Watched first: a caller that dies after the script leaves a run the reconciler
+        # sees (it moves a running run nobody published).
+        self.watch(run_id)
         reply = self._run("retry_run", [k.run, k.events, k.steps, k.deps, k.unhandled,
                                         k.claims], json.dumps(list(step_ids)))
         if reply[0] == "not_ended":
@@ -230,7 +234,6 @@ class RunStore:
         if reply[0] == "not_retryable":
             raise Conflict(f"run {run_id!r}: step {reply[1]!r} is not a failed or cancelled "
                            "step of its current plan")
-        self.r.zadd(ACTIVE_RUNS, {run_id: float(self.r.time()[0])})
         return int(reply[1])
 
     def cancel(self, run_id: str) -> bool:
@@ -478,6 +481,27 @@ class RunStore:
         self._queue_callback(pipe, run_id)
         pipe.zrem(ACTIVE_RUNS, run_id)
         pipe.execute()
+
+    def watch(self, run_id: str) -> None:
+        """Add a run to the reconciler's watch list (idempotent)."""
+        self.r.zadd(ACTIVE_RUNS, {run_id: float(self.r.time()[0])}, nx=True)
+
+    def unwatched_runs(self) -> list[str]:
+        """Runs of the index that have not ended and are not watched."""
+        found: list[str] = []
+        indexed = cast(list[str], self.r.zrange(RUN_INDEX, 0, -1))
+        for start in range(0, len(indexed), 500):
+            run_ids = indexed[start:start + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hget(RunKeys(run_id).run, "status")
+                pipe.zscore(ACTIVE_RUNS, run_id)
+            replies = pipe.execute()
+            for i, run_id in enumerate(run_ids):
+                status, watched = replies[2 * i], replies[2 * i + 1]
+                if status and status not in TERMINAL_RUN and watched is None:
+                    found.append(run_id)
+        return found
 
     def now(self) -> float:
         """The Redis clock, epoch seconds."""

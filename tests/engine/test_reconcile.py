@@ -13,10 +13,11 @@ import pytest
 from planner.engine import reconcile, start, steps
 from planner.engine.dispatch import MemoryPublisher, replan_message
 from planner.engine.leases import LeaseKeeper
-from planner.engine.reconcile import MAX_NUDGES, Reconciler, diagnose
+from planner.engine.reconcile import MAX_NUDGES, Policy, Reconciler, diagnose
 from planner.engine.runtime import Runtime
 from planner.store.keys import ACTIVE_RUNS, RunKeys
-from planner.wire import FINALIZE_TASK, PLAN_TASK, STEP_TASK
+from planner.store.records import ErrorRecord
+from planner.wire import FINALIZE_TASK, PLAN_TASK, STEP_TASK, SYNTHESIZE_TASK
 from tests.engine.conftest import MakeRuntime, echo, failing, record, sent, started
 
 FAST = {"CHORDAL_DISPATCH_GRACE_S": "1", "CHORDAL_STEP_LEASE_S": "3"}
@@ -38,7 +39,7 @@ def overdue(rt: Runtime, run: str, step: str) -> None:
 
 
 def repairs(rt: Runtime) -> list[tuple[str, str | None]]:
-    return [(r.kind, r.step) for _, r in Reconciler(rt, lock_s=10).reconcile()]
+    return [(r.kind, r.step) for _, r in Reconciler(rt, lock_s=10, settle_s=0).reconcile()]
 
 
 def repaired_events(rt: Runtime, run: str) -> list[dict[str, str]]:
@@ -84,9 +85,12 @@ def test_a_lapsed_lease_with_no_attempts_left_applies_the_policy(rt: Runtime) ->
 
 def test_a_second_message_for_a_step_under_a_live_lease_is_refused(rt: Runtime) -> None:
     run = started(rt, echo("a"))
-    assert rt.store.begin_step(run, "a", 1, "w1", 4).state == "run"
-    assert rt.store.begin_step(run, "a", 1, "w2", 4).state == "busy"
-    assert steps.run_step(rt, run, "a", 1, "w2") is None
+    assert rt.store.begin_step(run, "a", 1, "w1", 4, lease_s=3).state == "run"
+    busy = rt.store.begin_step(run, "a", 1, "w2", 4, lease_s=3)
+    assert busy.state == "busy" and 0 < float(busy.detail) <= 3  # seconds left
+    # The duplicate comes back when the lease would lapse, and counts no attempt now.
+    retry = steps.run_step(rt, run, "a", 1, "w2")
+    assert retry is not None and 1 < retry.countdown <= 4
     assert rt.store.step_state(run, "a").attempts == 1
     lapse(rt, run, "a")  # its worker died: a redelivery takes it over
     assert rt.store.begin_step(run, "a", 1, "w2", 4).attempt == 2
@@ -107,11 +111,14 @@ def test_the_worker_renews_its_leases_while_the_tool_runs(make_rt: MakeRuntime) 
 
 def test_a_run_level_lease_is_taken_and_dropped(rt: Runtime) -> None:
     run = started(rt, echo("a"))
-    with rt.leases.keep(run, "@replanner", take=True):
+    with rt.leases.keep(run, "@replanner:t1", take=True):
+        with rt.leases.keep(run, "@replanner:t2", take=True):
+            pass  # a duplicate that gives up at once drops its own lease only
         snap = rt.store.snapshot(run)
-        assert snap is not None and snap.leases["@replanner"] > snap.now
+        assert snap is not None and snap.leases["@replanner:t1"] > snap.now
+        assert "@replanner:t2" not in snap.leases
     snap = rt.store.snapshot(run)
-    assert snap is not None and "@replanner" not in snap.leases
+    assert snap is not None and "@replanner:t1" not in snap.leases
 
 
 def test_a_ready_step_never_published_is_published(rt: Runtime) -> None:
@@ -171,8 +178,8 @@ def test_progress_between_nudges_starts_the_count_again(rt: Runtime) -> None:
     assert snap is not None
     # Events happened after the last nudge: a stall is nudged again, not given up.
     later = snap.model_copy(update={"now": snap.now + 100, "leases": {}, "steps": {}})
-    assert [r.kind for r in diagnose(later, 1.0, lambda _s: "chordal", lambda _q: 0)] == [
-        "stalled_run"]
+    assert [r.kind for r in diagnose(later, Policy(1.0, 3.0), lambda _s: "chordal",
+                                     lambda _q: 0)] == ["stalled_run"]
 
 
 def test_a_replanner_that_died_leaves_a_claim_that_is_released(make_rt: MakeRuntime) -> None:
@@ -195,7 +202,7 @@ def test_a_run_level_task_at_work_keeps_the_reconciler_away(rt: Runtime) -> None
     run = started(rt, echo("a"))
     rt.store.begin_step(run, "a", 1, "w", 4)
     rt.store.finish_step(run, "a", output=1, worker="w")
-    with rt.leases.keep(run, "@synthesizer", take=True):
+    with rt.leases.keep(run, "@synthesizer:t1", take=True):
         time.sleep(1.1)
         assert repairs(rt) == []
 
@@ -248,3 +255,48 @@ def test_start_is_idempotent_after_a_never_dispatched_repair(rt: Runtime) -> Non
     assert repairs(rt) == [("never_dispatched", "a")]
     start.start_run(rt, run)  # the starter comes back: nothing is published twice
     assert [m.args[1] for m in sent(rt)] == ["a"]
+
+
+def test_after_a_gap_leases_are_not_judged_until_their_holders_could_renew(
+        rt: Runtime) -> None:
+    run = started(rt, echo("a"))
+    rt.store.begin_step(run, "a", 1, "w1", 4)
+    lapse(rt, run, "a")  # lapsed while Redis (or the reconciler) was away
+    fresh = Reconciler(rt, lock_s=10, settle_s=1.0)
+    assert fresh.reconcile() == []  # it just took over: renewers get a beat first
+    time.sleep(1.1)
+    assert [(r.kind, r.step) for _, r in fresh.reconcile()] == [("lease_expired", "a")]
+
+
+def test_a_step_begun_without_a_lease_lapses_a_lease_after_it_began(rt: Runtime) -> None:
+    run = started(rt, echo("a"))
+    rt.store.begin_step(run, "a", 1, "old-worker", 4)
+    rt.store.r.hdel(RunKeys(run).leases, "a")  # a worker from before leases
+    assert repairs(rt) == []  # began just now: as if it held a lease
+    rt.store.r.hset(RunKeys(run).steps, "a.attempt_started_at", "1.000000")
+    assert repairs(rt) == [("lease_expired", "a")]
+
+
+def test_a_failing_run_whose_partial_answer_went_missing_is_nudged(rt: Runtime) -> None:
+    run = started(rt, echo("a"), echo("b"))
+    rt.store.begin_step(run, "a", 1, "w", 4)  # its worker dies with the run's ending
+    rt.store.set_ending(run, ErrorRecord(type="StepFailed", message="b failed"))
+    lapse(rt, run, "a")
+    time.sleep(1.1)
+    assert repairs(rt) == [("stalled_run", None)]
+    assert "its partial answer" in repaired_events(rt, run)[-1]["why"]
+    [message] = sent(rt)
+    assert message.task == SYNTHESIZE_TASK and message.args == (run, 1, True)
+
+
+def test_a_quiet_run_is_nudged_even_behind_a_backlog_but_never_given_up(
+        rt: Runtime) -> None:
+    run = started(rt, echo("a"))
+    rt.store.begin_step(run, "a", 1, "w", 4)
+    rt.store.finish_step(run, "a", output=1, worker="w")
+    assert isinstance(rt.publisher, MemoryPublisher)
+    rt.publisher.depths["llm"] = 40  # other runs' model calls wait
+    for _ in range(MAX_NUDGES + 1):
+        time.sleep(1.1)
+        assert repairs(rt) == [("stalled_run", None)]
+    assert rt.store.run_state(run).status == "running"

@@ -26,7 +26,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.helpers import plan, step
 
-DB = 15
+DB = 3
 FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
         "CHORDAL_DISPATCH_GRACE_S": "2"}
 

@@ -10,7 +10,7 @@
 --       | {'done', step status, version}   final already: recover what follows from it
 --       | {'waiting', '', version}   not ready in the current version: someone else sends it
 --       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
---       | {'busy', lease expiry, version}   running elsewhere under a live lease
+--       | {'busy', seconds the lease has left, version}   running elsewhere, alive
 local step, worker, max_attempts = ARGV[2], ARGV[4], tonumber(ARGV[5])
 local run = redis.call('HMGET', KEYS[1], 'status', 'version', 'ending')
 if run[1] ~= 'running' or run[3] then
@@ -25,7 +25,7 @@ local status = redis.call('HGET', KEYS[2], step .. '.status')
 if is_final(status) then return {'done', status, version} end
 if status == 'running' then
   local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
-  if lease > now_s() then return {'busy', tostring(lease), version} end
+  if lease > now_s() then return {'busy', tostring(lease - now_s()), version} end
 elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}

@@ -1,0 +1,136 @@
+"""A step's message vanishes from the broker (Redis lost a write, an operator purged the
+queue): the reconciler sees the step dispatched but never started past the grace, with its
+queue empty, sends it again (a ``run.repaired`` event of kind ``message_lost``), and the run
+succeeds.
+
+Celery's Redis transport keeps the queue ``chordal`` as a Redis list of JSON messages whose
+``headers.id`` is the task id ``<run>.<version>.<step>``; the tests take the step's message
+out of it with LREM.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.chaos.conftest import (
+    GRACE_S,
+    LEASE_S,
+    LONG,
+    NOTE,
+    SAME_NODE_NAMES,
+    Cluster,
+    chaos_env,
+    events,
+    repairs,
+    until,
+    wait_all,
+    write_report,
+)
+from tests.integration.helpers import started_counts
+
+pytestmark = [pytest.mark.chaos, SAME_NODE_NAMES, pytest.mark.timeout(300 if LONG else 180)]
+
+#: The reconciler's grace, its interval and a worker's slack: when the run must have ended.
+REPAIR_BUDGET_S = GRACE_S + LEASE_S + 12
+
+
+def take_message(r: redis.Redis, task_id: str) -> bool:
+    """Remove the message of ``task_id`` from whichever broker queue list holds it."""
+    for key in r.scan_iter("chordal*", count=1000):
+        if r.type(key) != b"list":
+            continue
+        for raw in r.lrange(key, 0, -1):
+            try:
+                headers = json.loads(raw).get("headers") or {}
+            except (ValueError, AttributeError):
+                continue
+            if headers.get("id") == task_id and r.lrem(key, 1, raw):  # type: ignore[arg-type]
+                return True
+    return False
+
+
+def assert_repaired_lost(client_events: list[dict[str, Any]], step: str,
+                         elapsed: float) -> None:
+    kinds = [(r.get("kind"), r.get("step")) for r in client_events]
+    assert ("message_lost", step) in kinds, (
+        f"the run succeeded in {elapsed:.1f} s but no run.repaired event of kind "
+        f"message_lost for step {step!r}; repairs: {client_events or 'none'}{NOTE}")
+
+
+def test_a_step_message_lost_before_any_worker_took_it(
+        chaos_url: str, chaos_redis: redis.Redis,
+        clusters: Callable[..., Cluster]) -> None:
+    cluster = clusters(chaos_env(chaos_url), "--concurrency=2")
+    client = cluster.client
+    # Two roots; z reads both. No worker runs yet: both root messages wait in the queue.
+    plan = {"goal": "lose one message", "steps": [
+        {"id": "a", "tool": "echo", "args": {"value": "A"}},
+        {"id": "mid", "tool": "echo", "args": {"value": "M"}},
+        {"id": "b", "tool": "echo", "args": {"value": {"$ref": "a"}}},
+        {"id": "z", "tool": "echo", "args": {"value": [{"$ref": "b"}, {"$ref": "mid"}]}}]}
+    run_id = client.submit(plan)
+    assert take_message(chaos_redis, f"{run_id}.1.mid"), \
+        "the message of step mid is not in the broker's queue list"
+    lost_at = time.monotonic()
+    assert not take_message(chaos_redis, f"{run_id}.1.mid")
+
+    worker = cluster.start_worker()
+    cluster.wait_ready(worker)
+    ready_s = time.monotonic() - lost_at
+    report = wait_all(client, [run_id], REPAIR_BUDGET_S, "with mid's message lost: ",
+                      cluster)[run_id]
+    elapsed = time.monotonic() - lost_at
+    print(f"lost before delivery: the run ended {report.status} {elapsed:.1f} s after the "
+          f"loss (the worker was ready after {ready_s:.1f} s)")
+    assert report.status == "succeeded", report
+    write_report("lost_before_delivery", {"ended_after_loss_s": round(elapsed, 1),
+                                          "worker_ready_after_s": round(ready_s, 1)})
+    assert report.answer == {"z": ["A", "M"]}
+    evs = events(client, run_id)
+    assert_repaired_lost(repairs(evs), "mid", elapsed)
+    assert started_counts(evs) == {"a": 1, "mid": 1, "b": 1, "z": 1}
+
+
+def test_a_step_message_lost_while_its_upstream_runs(
+        chaos_url: str, chaos_redis: redis.Redis,
+        clusters: Callable[..., Cluster]) -> None:
+    """The worker stops consuming ``chordal`` while ``up`` runs, so the message that
+    ``up`` publishes for ``down`` stays in the list, where the test takes it; the worker
+    then consumes again."""
+    cluster = clusters(chaos_env(chaos_url), "--concurrency=1")
+    client = cluster.client
+    worker = cluster.start_worker()
+    cluster.wait_ready(worker)
+    plan = {"goal": "lose a message in flight", "steps": [
+        {"id": "up", "tool": "sleep", "args": {"seconds": 2.0, "value": "U"}},
+        {"id": "down", "tool": "echo", "args": {"value": {"$ref": "up"}}},
+        {"id": "z", "tool": "echo", "args": {"value": [{"$ref": "down"}]}}]}
+    run_id = client.submit(plan)
+    until(lambda: client.store.step_state(run_id, "up").status == "running", 20,
+          "step up to start")
+    control = client.app.control
+    try:
+        replies = control.cancel_consumer("chordal", reply=True, timeout=2.0, limit=1)
+        assert replies, "the worker did not answer cancel_consumer"
+        until(lambda: take_message(chaos_redis, f"{run_id}.1.down"), 15,
+              "up to finish and publish down's message")
+        lost_at = time.monotonic()
+    finally:
+        control.add_consumer("chordal", reply=True, timeout=2.0, limit=1)
+    assert client.store.step_state(run_id, "up").status == "succeeded"
+    report = wait_all(client, [run_id], REPAIR_BUDGET_S, "with down's message lost: ",
+                      cluster)[run_id]
+    elapsed = time.monotonic() - lost_at
+    print(f"lost in flight: the run ended {report.status} {elapsed:.1f} s after the loss")
+    assert report.status == "succeeded", report
+    write_report("lost_in_flight", {"ended_after_loss_s": round(elapsed, 1)})
+    assert report.answer == {"z": ["U"]}
+    evs = events(client, run_id)
+    assert_repaired_lost(repairs(evs), "down", elapsed)
+    assert started_counts(evs) == {"up": 1, "down": 1, "z": 1}
