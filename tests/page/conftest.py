@@ -135,7 +135,7 @@ def demo_with_slow_lookups() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not redis_answers(REDIS_URL):
-        pytest.skip(f"no Redis at {REDIS_URL} (TEST_PAGE_REDIS_URL)")
+        pytest.fail(f"no Redis at {REDIS_URL} (TEST_PAGE_REDIS_URL)")
     redis.Redis.from_url(REDIS_URL).flushdb()
     tmp = tmp_path_factory.mktemp("page")
     # The README demo's recorded model, and an answer for the other runs (with a model,
@@ -168,7 +168,8 @@ def chromium_path() -> str | None:
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
-        pytest.skip("no Chromium (apt-get install chromium, or set CHORDAL_CHROMIUM)")
+        pytest.fail("no Chromium: apt-get install chromium (.ci/run does), or set "
+                    "CHORDAL_CHROMIUM")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -9,12 +9,10 @@ import itertools
 import json
 import os
 import signal
-import socket
 import time
 import uuid
 
 import httpx
-import pytest
 
 from planner.service.callbacks import CallbackSender, refusal, sign, verify
 from planner.settings import Settings
@@ -115,17 +113,8 @@ def test_hosts_are_checked_at_submission_and_again_at_delivery(stack: Stack,
     client.wait(run_id, 30)
     failed = event_of(stack, run_id, "run.callback_failed")
     assert failed.data["attempts"] == 1 and "'localhost' is not allowed" in failed.data["error"]
-    # Allowed only through a wildcard, and it resolves to loopback: refused, nothing sent
-    # (the receiver listens on 127.0.0.1: a request would have arrived).
-    try:
-        socket.getaddrinfo("hooks.localhost", int(port))
-    except OSError:
-        pytest.skip("hooks.localhost does not resolve here")
-    path = f"/hooks/wild-{uuid.uuid4().hex[:8]}"
-    run_id = ended_run(stack, f"http://hooks.localhost:{port}{path}")
-    failed = event_of(stack, run_id, "run.callback_failed")
-    assert "non-public address (127.0.0.1)" in failed.data["error"]
-    assert receiver.on(path) == []
+    # (A wildcard host that resolves to loopback is refused too: the allow-list's own
+    # tests cover it; no name resolves to loopback reliably on every machine.)
 
 
 def test_where_a_callback_may_go():
