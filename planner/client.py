@@ -6,6 +6,7 @@ the tool modules to validate plans, but no worker code.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,18 @@ EventHandler = Callable[[RunEvent], None]
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 
 
+def redis_hint(settings: Settings, exc: BaseException) -> str:
+    """Redis does not answer: one line saying what to start or to set. `chordal dev` starts
+    a Redis only when CHORDAL_REDIS_URL is unset, so it is the advice only then."""
+    url = re.sub(r"//[^@/]*@", "//***@", settings.redis_url)  # no password on screen
+    if "redis_url" in settings.model_fields_set:
+        return (f"cannot reach Redis at CHORDAL_REDIS_URL={url} ({exc}); start Redis there, "
+                "or fix CHORDAL_REDIS_URL (unset, `chordal dev` starts a Redis of its own)")
+    return (f"cannot reach Redis at {url} (the default; CHORDAL_REDIS_URL is unset) "
+            f"({exc}); run `chordal dev`, which starts one, or set CHORDAL_REDIS_URL to "
+            "your Redis")
+
+
 class Client:
     """A connection to a Chordal deployment (its Redis and its broker)."""
 
@@ -88,9 +101,7 @@ class Client:
         try:
             self.store.r.ping()
         except redis.RedisError as exc:
-            raise Unavailable(f"cannot reach Redis at CHORDAL_REDIS_URL="
-                              f"{self.settings.redis_url} ({exc}); start Redis, or run "
-                              "`chordal dev`, which starts one") from None
+            raise Unavailable(redis_hint(self.settings, exc)) from None
 
     def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
         limits = Limits.from_settings(self.settings)
@@ -103,18 +114,23 @@ class Client:
                on_budget: OnBudget = "stop", max_replans: int | None = None,
                checkpoint_all: bool = False,
                roles: Mapping[str, Mapping[str, Any]] | None = None,
-               owner: str | None = None, callback_url: str | None = None) -> str:
+               owner: str | None = None, callback_url: str | None = None,
+               synthesize: bool | None = None) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
         With ``approve`` it waits in ``awaiting_approval`` until :meth:`approve`.
         ``roles`` overrides models per role (its ``llm`` steps, the synthesizer);
         ``owner`` and ``callback_url`` are recorded with it (the HTTP API's tenant and
-        where to POST the final report). Raises ``PlanInvalid`` (and ``InvalidInput`` for
-        a bad option)."""
+        where to POST the final report). ``synthesize``: whether the synthesizer model
+        writes the answer (default: the plan's ``synthesize``; if it says nothing, whenever
+        the workers have a model). Raises ``PlanInvalid`` (and ``InvalidInput`` for a bad
+        option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
         self._check_roles(roles)
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
                                 approve, checkpoint_all, owner=owner,
-                                callback_url=callback_url)
+                                callback_url=callback_url,
+                                synthesize=(synthesize if synthesize is not None
+                                            else compiled.plan.synthesize))
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)
@@ -130,9 +146,11 @@ class Client:
     def _options(roles: Mapping[str, Mapping[str, Any]] | None, budget_tokens: int | None,
                  budget_usd: float | None, on_budget: str, max_replans: int | None,
                  approve: bool, checkpoint_all: bool = False, *, owner: str | None = None,
-                 callback_url: str | None = None) -> RunOptions:
+                 callback_url: str | None = None, synthesize: bool | None = None
+                 ) -> RunOptions:
         try:
             return RunOptions.model_validate({
+                "synthesize": synthesize,
                 "roles": {r: dict(o) for r, o in (roles or {}).items()},
                 "budget_tokens": budget_tokens, "budget_usd": budget_usd,
                 "on_budget": on_budget, "max_replans": max_replans, "approve": approve,
@@ -173,9 +191,10 @@ class Client:
         require_model(self.settings)  # says exactly what to set when there is none
         self._check_roles(roles)
         self.ping()
+        # A goal's run is answered in words: the synthesizer writes it.
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
                                 approve, checkpoint_all, owner=owner,
-                                callback_url=callback_url)
+                                callback_url=callback_url, synthesize=True)
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
         request_plan(self.runtime, run_id)
         return run_id

@@ -1,4 +1,5 @@
-"""Settings: one typed object read from ``CHORDAL_*`` environment variables."""
+"""Settings: one typed object read from ``CHORDAL_*`` environment variables, and from a
+``.env`` file in the working directory (the environment wins)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import difflib
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from planner.errors import ConfigError
 
 PREFIX = "CHORDAL_"
+#: The file of settings read from the working directory (``KEY=value`` lines).
+ENV_FILE = ".env"
 DAY = 86_400
 # Defaults from the anthropic SDK's model list: a strong model plans, a fast one executes.
 STRONG_MODEL = "claude-opus-5-5"
@@ -24,6 +29,33 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "claude-sonnet": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
     "claude-haiku": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
 }
+
+
+#: Variables that came from a ``.env`` file, and which one: errors about them say so.
+_FROM_FILE: dict[str, str] = {}
+
+
+def load_env_file(path: str | Path = ENV_FILE) -> dict[str, str]:
+    """Put the variables of a ``.env`` file into ``os.environ``, except those already set
+    there (the environment wins); return the ones it set.
+
+    Into ``os.environ``, not only into :class:`Settings`: the model's key
+    (``ANTHROPIC_API_KEY``) is read from the environment, and processes started from here
+    (``chordal dev``'s worker) inherit it. Setting a variable only where it is missing
+    makes a repeated load a no-op, so every entry point may call it."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    loaded: dict[str, str] = {}
+    for key, value in dotenv_values(p).items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = loaded[key] = value
+    _FROM_FILE.update({k: str(p) for k in loaded})
+    return loaded
+
+
+def _where(var: str) -> str:
+    return f" (from {_FROM_FILE[var]})" if var in _FROM_FILE else ""
 
 
 def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
@@ -210,8 +242,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read the environment; an unknown or invalid ``CHORDAL_*`` variable is a
+        """Read the environment (with no ``environ``: ``os.environ`` after loading ``.env``
+        from the working directory); an unknown or invalid ``CHORDAL_*`` variable is a
         :class:`ConfigError` naming it."""
+        if environ is None:
+            load_env_file()
         env = os.environ if environ is None else environ
         known = {PREFIX + name.upper() for name in cls.model_fields}
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
@@ -219,7 +254,8 @@ class Settings(BaseSettings):
             hints = []
             for name in unknown:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
-                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+                hints.append(f"{name}{_where(name)} (did you mean {close[0]}?)" if close
+                             else f"{name}{_where(name)}")
             raise ConfigError(f"unknown setting {', '.join(hints)}; known settings: "
                               f"{', '.join(sorted(known))}")
         values: dict[str, Any] = {
@@ -232,4 +268,4 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             first = exc.errors()[0]
             var = PREFIX + str(first["loc"][0]).upper() if first["loc"] else "CHORDAL_*"
-            raise ConfigError(f"{var}: {first['msg']}") from None
+            raise ConfigError(f"{var}{_where(var)}: {first['msg']}") from None

@@ -15,7 +15,7 @@ import typer
 from celery.bin.celery import celery as celery_cli
 
 from planner.cli.app import app, err, out, registry, settings, user_errors
-from planner.cli.embedded import ensure_redis
+from planner.cli.embedded import ensure_redis, require_reachable
 from planner.cli.runs import exit_for, print_report, run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
@@ -41,6 +41,7 @@ def worker(
     if pool not in ("prefork", "threads", "solo"):
         raise InvalidInput(f"--pool must be prefork, threads or solo, not {pool!r}")
     s = settings()
+    require_reachable(s)
     names = queues or ",".join(sorted(registry(s).queues | {DEFAULT_QUEUE}))
     argv = ["-A", WORKER_APP, "worker", f"--loglevel={loglevel}", f"--pool={pool}",
             f"--queues={names}", "--task-events"]
@@ -74,6 +75,8 @@ def dev(
         if embedded:
             stack.callback(embedded.stop)
             err.print(f"dev: started an embedded Redis at {embedded.url}", highlight=False)
+        else:
+            require_reachable(s)
         cmd = [sys.executable, "-m", "planner.cli", "worker", f"--concurrency={concurrency}"]
         log = None
         if run_path and goal:

@@ -10,6 +10,7 @@ the run store must not disappear under memory pressure).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from kombu.connection import Connection
 
+from planner.client import redis_hint
 from planner.errors import ConfigError, Unavailable
+from planner.settings import Settings
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6379
 
@@ -111,3 +115,24 @@ def ensure_redis(environ: dict[str, str] | None = None) -> EmbeddedRedis | None:
         raise ConfigError(f"something that is not Redis listens on {DEFAULT_HOST}:"
                           f"{DEFAULT_PORT}; set CHORDAL_REDIS_URL to your Redis")
     return start_embedded()
+
+
+def require_reachable(settings: Settings, timeout: float = 2.0) -> None:
+    """Fail with one line when Redis (or a separate broker) does not answer. A worker
+    would otherwise retry the connection forever, in silence (Celery rides out outages by
+    design: ``broker_connection_max_retries=None``), which at start is a wrong URL."""
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                             socket_connect_timeout=timeout).ping()
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(redis_hint(settings, exc)) from None
+    broker = settings.broker_url
+    if broker and broker != settings.redis_url:
+        try:
+            with Connection(broker, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        except Exception as exc:  # kombu raises the transport's own errors
+            shown = re.sub(r"//[^@/]*@", "//***@", broker)
+            raise Unavailable(f"cannot reach the broker at CHORDAL_BROKER_URL={shown} "
+                              f"({exc}); start it, or unset CHORDAL_BROKER_URL to use "
+                              "Redis") from None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 
 from planner.cli.app import app, err, out, registry, settings, user_errors
 from planner.cli.runs import parse_models
@@ -44,22 +47,65 @@ def validate_cmd(
 @app.command()
 @user_errors
 def tools(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, with the input and "
+                                                        "output schemas.")] = False,
 ) -> None:
-    """List the registered tools with their input and output schemas."""
+    """List the registered tools: name, queue, retries, timeout, what each does (the
+    first line of its docstring, which is what the planner model reads) and its arguments.
+    --json keeps the full schemas."""
     reg = registry(settings())
     described = [t.describe() for t in reg.values()]
     if as_json:
         print(json.dumps(described, indent=2))
         return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("tool", no_wrap=True, style="bold")
+    table.add_column("queue", no_wrap=True)
+    table.add_column("retries", justify="right", no_wrap=True)
+    table.add_column("timeout", justify="right", no_wrap=True)
+    table.add_column("what it does / arguments", ratio=1)
     for d in described:
-        out.print(f"[bold]{d['name']}[/]  queue={d['queue']} retries={d['max_retries']} "
-                  f"timeout={d['timeout_s']}s", highlight=False)
-        out.print(f"  {d['description']}", highlight=False)
-        out.print(f"  input:  {json.dumps(d['input_schema'].get('properties', {}))}",
-                  highlight=False, soft_wrap=True)
-        out.print(f"  output: {json.dumps(d['output_schema'])}", highlight=False,
-                  soft_wrap=True)
+        # One line: the docstring's first paragraph, cut at the column's width.
+        first = " ".join(d["description"].split())
+        what = (Text(first, no_wrap=True, overflow="ellipsis") if first else
+                Text("(no docstring: the planner model sees no description)", style="red"))
+        signature = Text(f"({arguments(d['input_schema'])}) -> "
+                         f"{type_name(d['output_schema'])}", style="dim")
+        table.add_row(d["name"], d["queue"], str(d["max_retries"]),
+                      f"{d['timeout_s']:g}s", Group(what, signature))
+    out.print(table)
+
+
+def arguments(schema: dict[str, Any]) -> str:
+    """``city: string, max_price: number = 200.0`` from a tool's input schema."""
+    required = set(schema.get("required", []))
+    parts = []
+    for name, prop in schema.get("properties", {}).items():
+        part = f"{name}: {type_name(prop, schema.get('$defs', {}))}"
+        if name not in required:
+            part += f" = {json.dumps(prop.get('default'))}"
+        parts.append(part)
+    return ", ".join(parts)
+
+
+def type_name(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> str:
+    """A JSON Schema as a short type: ``string``, ``list[Hotel]``, ``number | null``."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " | ".join(type_name(s, defs) for s in schema[key])
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items")
+        return f"list[{type_name(items, defs)}]" if isinstance(items, dict) and items else "list"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"dict[string, {type_name(schema['additionalProperties'], defs)}]"
+    if isinstance(kind, list):
+        return " | ".join(map(str, kind))
+    if kind:
+        return str(kind)
+    return schema.get("title", "any") if "properties" in schema else "any"
 
 
 @app.command("plan")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Group
 from rich.live import Live
 
 from planner.cli.app import (
@@ -25,7 +24,7 @@ from planner.cli.app import (
     settings,
     user_errors,
 )
-from planner.cli.view import render
+from planner.cli.view import LiveReport, render
 from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
@@ -64,24 +63,50 @@ def exit_for(report: RunReport) -> NoReturn:
                      else EXIT_FAILED)
 
 
+#: Exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
+def goes_on(run_id: str) -> str:
+    """Stopping to wait does not stop the run (it is on the workers): say how to get back
+    to it or end it."""
+    return (f"run {run_id} goes on: `chordal watch {run_id}` follows it again, "
+            f"`chordal cancel {run_id}` cancels it")
+
+
 def follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
            deps: dict[str, list[str]] | None = None, events: bool = False) -> RunReport:
     """Wait for a run: its events as JSON lines with ``events``; quietly for --json or a
-    pipe; with a live view on a terminal."""
+    pipe; with a live view on a terminal. Ctrl-C stops waiting, not the run, and says so."""
+    try:
+        return _follow(client, run_id, as_json, timeout, deps, events)
+    except KeyboardInterrupt:
+        err.print(f"\nstopped waiting; {goes_on(run_id)}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
+            deps: dict[str, list[str]] | None, events: bool) -> RunReport:
     if events:
         return client.wait(run_id, timeout, on_event=print_event)
     if as_json or not out.is_terminal:
         return client.wait(run_id, timeout)
 
-    def view() -> Group:
-        report = client.report(run_id)
-        steps = report.plan.steps if report.plan else []
-        plan_deps = deps or {s.id: sorted(s.dependencies()) for s in steps}
-        return render(report, plan_deps)
+    def latest(view: LiveReport) -> LiveReport:
+        view.report = client.report(run_id)
+        steps = view.report.plan.steps if view.report.plan else []
+        # A replan changes the edges: the plan's own, once it has one.
+        view.deps = ({s.id: sorted(s.dependencies()) for s in steps} if steps else deps)
+        return view
 
-    with Live(view(), console=out, refresh_per_second=8) as live:
-        report = client.wait(run_id, timeout, on_event=lambda _event: live.update(view()))
-        live.update(view())
+    view = latest(LiveReport(client.report(run_id), deps))
+    # Redrawn 4 times a second from the last report (running steps' times grow), and
+    # read again at each event.
+    with Live(view, console=out, refresh_per_second=4) as live:
+        report = client.wait(run_id, timeout, on_event=lambda _event: live.update(
+            latest(view)))
+        view.report = report
+        live.update(view, refresh=True)
     return report
 
 
@@ -103,21 +128,29 @@ def warn_unready(client: RemoteClient) -> None:
 
 
 def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
-             timeout: float | None, events: bool = False, **options: Any
-             ) -> RunReport | None:
+             timeout: float | None, events: bool = False, synthesize: bool = False,
+             **options: Any) -> RunReport | None:
     """Validate, submit and optionally wait; shared by `run` and `dev --run`. ``options``
-    are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans)."""
+    are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans).
+
+    The plan's ``"synthesize"`` decides whether the synthesizer writes the answer; if it
+    says nothing, no (``synthesize`` forces it): a plan file's answer is its last steps'
+    outputs, even when the workers have a model."""
+    data = load_plan_data(path)
+    if synthesize or "synthesize" not in data:
+        # Written into the plan, so a server (CHORDAL_API_URL) decides the same way.
+        data["synthesize"] = synthesize
     deps = None
     if isinstance(client, RemoteClient):
         # The server validates the plan with its own tool modules.
-        run_id = client.submit(load_plan_data(path), **options)
+        run_id = client.submit(data, **options)
         warn_unready(client)
     else:
-        compiled = client.compile(load_plan_data(path))
+        compiled = client.compile(data)
         client.ping()
-        # With a model configured, the join is written by the synthesizer on the llm queue.
-        warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
-                                                           else set()))
+        # A synthesized answer is written on the llm queue.
+        writes = client.has_model and compiled.plan.synthesize is not False
+        warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if writes else set()))
         for problem in client.uncovered_steps(compiled):
             err.print(f"warning: {problem}; the step will fail.", highlight=False,
                       markup=False)
@@ -216,6 +249,10 @@ def run(
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
                         "executor, synthesizer); repeatable.")] = None,
+    synthesize: Annotated[bool, typer.Option(
+        "--synthesize", help="With --plan: the synthesizer model writes the answer (as the "
+                             "plan's \"synthesize\": true). A goal's run always has one.")
+    ] = False,
 ) -> None:
     """Run a goal (planned by the model) or a plan file: submit, and with --wait (or
     --events) follow it. With CHORDAL_API_URL set, through that server.
@@ -235,7 +272,8 @@ def run(
         if model:
             raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "
                                "CHORDAL_EXECUTOR_MODEL")
-        report = run_plan(client, plan, wait, as_json, timeout, events, **options)
+        report = run_plan(client, plan, wait, as_json, timeout, events, synthesize,
+                          **options)
     else:
         assert goal is not None
         report = run_goal(client, goal, wait, as_json, timeout, events,
@@ -254,6 +292,10 @@ def finish(report: RunReport, as_json: bool, events: bool) -> NoReturn:
             err.print(f"run {report.run_id}: {report.status}", highlight=False, markup=False)
     elif as_json or not out.is_terminal:
         print_report(report, as_json)
+    if not report.ended and report.status not in WAITING_RUN:
+        # --timeout passed: the report above is of a run still going.
+        err.print(f"timed out waiting; {goes_on(report.run_id)}", highlight=False,
+                  markup=False)
     exit_for(report)
 
 

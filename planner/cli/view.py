@@ -1,26 +1,34 @@
-"""Run reports for people: a Rich table of the DAG's steps, live while the run goes on."""
+"""Run reports for people: the goal, the run's phase and a table of the DAG's steps, each
+with a timeline bar, live while the run goes on and the same afterwards.
+
+Made to be read at 80 columns: one line per step (outputs and errors are cut, never
+wrapped), so a wide output cannot push the other steps off the screen."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from planner.store.records import RunReport
+from planner.store.records import TERMINAL_RUN, RunReport
 
 STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red",
          "skipped": "magenta", "cancelled": "red", "replaced": "dim strike",
          "awaiting_approval": "cyan", "paused": "cyan"}
+#: Steps that will not change any more (what the answer waits for).
+FINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled", "replaced"})
+#: Columns of a step's timeline bar.
+BAR = 16
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> str:
-    if not start or not end:
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
         return ""
-    return f"{(end - start).total_seconds():.3f}s"
+    return f"{seconds:.1f}s" if seconds >= 10 else f"{seconds:.2f}s"
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -28,36 +36,91 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render(report: RunReport, deps: dict[str, list[str]] | None = None) -> Group:
+def phase(report: RunReport) -> str | None:
+    """What the run is doing besides its steps: the model planning, replanning after a
+    failure, or writing the answer. None when it is only running steps (or over)."""
+    if report.status not in ("pending", "running"):
+        return None
+    if report.plan_version == 0:
+        return "planning…"
+    handled = {s for v in report.versions for s in v.failed}
+    if any(st.status == "failed" and sid not in handled for sid, st in report.steps.items()):
+        return "replanning…"
+    current = set(report.plan.dependencies()) if report.plan else set(report.steps)
+    if report.status == "running" and all(
+            sid in report.steps and report.steps[sid].status in FINAL_STEP for sid in current):
+        return "writing the answer…"
+    return None
+
+
+def _bar(start: float, end: float, span: float, style: str) -> Text:
+    """A step's start and duration on the run's time axis, ``BAR`` columns wide."""
+    first = min(BAR - 1, int(start / span * BAR))
+    last = max(first + 1, min(BAR, round(end / span * BAR)))
+    return Text.assemble(" " * first, ("━" * (last - first), style), " " * (BAR - last))
+
+
+def _when(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+
+def render(report: RunReport, deps: dict[str, list[str]] | None = None,
+           now: datetime | None = None) -> Group:
+    """The report as people read it. ``now`` (the Redis clock's UTC time, roughly) gives
+    running steps and a running run their elapsed time; by default, this machine's."""
+    now = now or datetime.now(UTC)
     status = report.status
-    title = Text.assemble(("run ", "bold"), (report.run_id, "bold cyan"), "  ",
-                          (status, STYLE.get(status, "")))
-    if report.plan_version > 1:
+    origin = _when(report.created_at) or min(
+        (t for st in report.steps.values() if (t := _when(st.started_at))), default=now)
+    horizon = _when(report.finished_at) if status in TERMINAL_RUN else now
+    horizon = max(horizon or now, origin)
+    span = max((horizon - origin).total_seconds(), 1e-3)
+
+    goal = Text(report.goal, style="bold", no_wrap=True, overflow="ellipsis")
+    title = Text.assemble(("run ", "bold"), (report.run_id, "cyan"), "  ",
+                          (status, STYLE.get(status, "")), no_wrap=True, overflow="ellipsis")
+    if report.plan_version:
+        title.append(f"  plan v{report.plan_version}")
+    if report.replans:
         replaced = [s for v in report.versions for s in v.dropped]
-        title.append(f"  plan v{report.plan_version} ({report.replans} replan(s)"
-                     + (f"; replaced: {', '.join(replaced)}" if replaced else "") + ")",
-                     style="bold")
-    table = Table(show_edge=False, pad_edge=False, expand=False)
-    columns = ["step", "after", "status", "tries", "time", "worker", "output / error"]
-    if deps is None:
-        columns.remove("after")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+        title.append(f" ({report.replans} replan{'s' if report.replans > 1 else ''}"
+                     + (f"; replaced: {', '.join(replaced)}" if replaced else "") + ")")
+    title.append(f"  {_seconds(span)}", style="dim")
+    doing = phase(report)
+    if doing:
+        title.append(f"  {doing}", style="bold yellow")
+
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold",
+                  expand=False)
+    table.add_column("step", no_wrap=True, overflow="ellipsis", max_width=18)
+    if deps is not None:
+        table.add_column("after", no_wrap=True, overflow="ellipsis", max_width=14)
+    table.add_column("status", no_wrap=True)
+    table.add_column("try", no_wrap=True, justify="right")
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("timeline", no_wrap=True, width=BAR)
+    table.add_column("output / error", no_wrap=True, overflow="ellipsis", ratio=1)
     for sid, st in report.steps.items():
-        shown = st.error.message if st.error and st.status != "succeeded" else (
-            _short(st.output) if st.status in ("succeeded", "skipped") else "")
-        cells: list[Any] = [sid, Text(st.status, STYLE.get(st.status, "")),
-                            str(st.attempts), _seconds(st.started_at, st.finished_at),
-                            (st.worker or "").split("@")[-1], shown]
+        started, finished = _when(st.started_at), _when(st.finished_at)
+        style = STYLE.get(st.status, "")
+        took, bar = "", Text("")
+        if started is not None:
+            end = finished or (now if st.status == "running" else None)
+            took = _seconds((end - started).total_seconds()) if end else ""
+            if end is not None:
+                bar = _bar((started - origin).total_seconds(),
+                           (end - origin).total_seconds(), span, style)
+        shown = (" ".join(st.error.message.split()) if st.error and st.status != "succeeded"
+                 else _short(st.output, 400) if st.status in ("succeeded", "skipped") else "")
+        cells: list[Any] = [sid]
         if deps is not None:
-            cells.insert(1, ", ".join(deps.get(sid, [])))
+            cells.append(", ".join(deps.get(sid, [])))
+        cells += [Text(st.status, style), str(st.attempts or ""), took, bar, shown]
         table.add_row(*cells)
-    parts: list[Any] = [title, table]
+
+    parts: list[Any] = [goal, title, table]
     if report.answer is not None:
-        answer = report.answer
-        label = "partial answer: " if report.partial else "answer: "
-        parts.append(Text.assemble((label, "bold"), answer if isinstance(answer, str)
-                                   else _short(answer, 2_000)))
+        parts.append(_answer(report))
     usage = report.usage.total if report.usage else None
     if usage and usage.calls:
         parts.append(Text(f"model: {usage.calls} call(s), {usage.total_tokens} tokens "
@@ -68,3 +131,30 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None) -> Group
     if report.reason:
         parts.append(Text.assemble(("waiting: ", "bold cyan"), report.reason))
     return Group(*parts)
+
+
+def _answer(report: RunReport) -> Any:
+    """A written answer is shown whole; data (a plan file's sink outputs) one line per
+    key, each cut to the screen."""
+    label = "partial answer" if report.partial else "answer"
+    answer = report.answer
+    if isinstance(answer, str):
+        return Text.assemble((f"{label}: ", "bold"), answer)
+    if isinstance(answer, dict) and answer:
+        lines = [Text(f"{label}:", style="bold")]
+        lines += [Text(f"  {key}: {_short(value, 400)}", no_wrap=True, overflow="ellipsis")
+                  for key, value in answer.items()]
+        return Group(*lines)
+    return Text.assemble((f"{label}: ", "bold"), Text(_short(answer, 400), no_wrap=True,
+                                                      overflow="ellipsis"))
+
+
+class LiveReport:
+    """The latest report, drawn afresh at each refresh of a ``rich.live.Live``: running
+    steps' times and bars grow between events."""
+
+    def __init__(self, report: RunReport, deps: dict[str, list[str]] | None) -> None:
+        self.report, self.deps = report, deps
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield render(self.report, self.deps)

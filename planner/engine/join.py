@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from planner.engine.dispatch import synthesize_message
-from planner.engine.outcomes import Retry, model_retry
+from planner.engine.outcomes import Retry, model_retry, synthesizes
 from planner.engine.runtime import Runtime
 from planner.errors import ChordalError
 from planner.llm.roles import synthesize_request
@@ -27,7 +27,7 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
     if unfinished:
         log.warning("run %s: join reached with unfinished steps %s", run_id, unfinished)
         return
-    if rt.model is not None:
+    if synthesizes(rt, run_id):
         rt.publish([synthesize_message(run_id, version)])
         return
     outputs = rt.store.outputs(run_id, compiled.sinks)

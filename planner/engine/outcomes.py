@@ -128,6 +128,14 @@ def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: 
         rt.publish([replan_message(run_id, step_id, version)])
 
 
+def synthesizes(rt: Runtime, run_id: str) -> bool:
+    """Whether the synthesizer writes this run's answer: only with a model, and not when
+    the run says no (its ``synthesize`` option, from the plan's ``"synthesize"``; `chordal
+    run --plan` says no unless the plan or ``--synthesize`` asks). A worker having a model
+    is not reason enough for a plan file's run to get a written answer."""
+    return rt.model is not None and rt.store.options(run_id).synthesize is not False
+
+
 def end_failed(rt: Runtime, run_id: str, error: ErrorRecord) -> None:
     """End a run as failed, keeping what it earned: with a model, the synthesizer first
     writes a partial answer from the earned outputs (no new step starts meanwhile);
@@ -135,7 +143,7 @@ def end_failed(rt: Runtime, run_id: str, error: ErrorRecord) -> None:
     run = rt.store.run_state(run_id)
     if run.ended:
         return
-    if rt.model is not None and run.status == "running":
+    if run.status == "running" and synthesizes(rt, run_id):
         if rt.store.set_ending(run_id, error):
             rt.publish([synthesize_message(run_id, run.version, partial=True)])
         return

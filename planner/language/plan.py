@@ -52,6 +52,10 @@ class Plan(BaseModel):
     max_replans: int | None = Field(None, ge=0, le=100,
                                     description="Most replans of a run of this plan "
                                                 "(default: CHORDAL_MAX_REPLANS).")
+    synthesize: bool | None = Field(
+        None, description="Whether the synthesizer model writes the run's answer from the "
+                          "step outputs (default: yes for a run from a goal; for a plan "
+                          "file, no: the answer is the last steps' outputs).")
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)

@@ -102,6 +102,9 @@ class RunOptions(BaseModel):
     owner: str | None = None
     #: POSTed the final report, signed, when the run ends (HTTP API runs).
     callback_url: str | None = None
+    #: Whether the synthesizer writes the answer (when the workers have a model). None,
+    #: as in runs recorded before this option: whenever there is a model.
+    synthesize: bool | None = None
 
 
 #: The reasons of the plan versions that count as replans (against ``max_replans``).
