@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from planner.errors import ConfigError
@@ -77,6 +77,17 @@ def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
             raise ValueError(f"{where}{name!r} and {keys[secret]!r} share a secret")
         keys[secret] = name
     return keys
+
+
+class HttpSecret(BaseModel):
+    """A secret http_request may send in a header, and the hosts it may go to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: str = Field(min_length=1, repr=False)
+    # Scoped to hosts: a plan (written by a model, perhaps steered by what it read) must
+    # not be able to send the secret anywhere else.
+    hosts: list[str] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -154,6 +165,32 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, repr=False, description="The secret the CLI sends to "
                                                               "CHORDAL_API_URL.")
 
+    # -- built-in http_request, and tools from MCP servers -------------------------------
+    http_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts http_request may call (comma-separated; `*.example.com` patterns, "
+                    "`*` for any public host); none by default. A host that resolves to a "
+                    "private, loopback or link-local address only when named exactly.")
+    http_secrets: Annotated[dict[str, HttpSecret], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description='Secrets http_request may put in headers (JSON): {"name": {"value": '
+                    '"...", "hosts": ["api.example.com"]}}; a plan names them, never holds '
+                    "them.")
+    http_timeout_s: float = Field(30.0, gt=0, le=3_600, description="Most seconds an "
+                                                                    "http_request call may "
+                                                                    "take, redirects "
+                                                                    "included.")
+    http_max_bytes: int = Field(1_048_576, ge=1_024, description="Most bytes of a response "
+                                                                 "body http_request reads.")
+    mcp_servers: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description='MCP servers whose tools to load (JSON, the mcpServers shape): {"name": '
+                    '{"command": ..., "args": [...], "env": {...}}} or {"name": {"url": '
+                    '"http://..."}}.')
+    mcp_config: str | None = Field(None, description="A JSON file of MCP servers (the same "
+                                                     "shape, or a whole {\"mcpServers\": "
+                                                     "...} file).")
+
     # -- the model ---------------------------------------------------------------------
     llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "
                                               "is set) or 'scripted:PATH'.")
@@ -205,7 +242,7 @@ class Settings(BaseSettings):
                              "amqp://guest:guest@127.0.0.1//")
         return value
 
-    @field_validator("prices", mode="before")
+    @field_validator("prices", "http_secrets", "mcp_servers", mode="before")
     @classmethod
     def _parse_prices(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -222,7 +259,7 @@ class Settings(BaseSettings):
             return parse_api_keys(value)
         return value
 
-    @field_validator("callback_allow", mode="before")
+    @field_validator("callback_allow", "http_allow", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):

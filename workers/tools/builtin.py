@@ -1,4 +1,4 @@
-"""Tools every Chordal worker has."""
+"""Tools every Chordal worker has (``http_request`` is in ``workers.tools.http``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from planner.llm.model import NO_MODEL
 from planner.tools import ToolContext, tool
 from planner.wire import LLM_QUEUE
 from workers.tools.calculator import calculate_expression
+from workers.tools.http import http_request as http_request  # registered with the built-ins
 
 
 @tool(max_retries=0, timeout_s=5)
