@@ -40,7 +40,7 @@ from planner.store.records import (
     WorkerInfo,
 )
 from planner.store.runs import RunStore
-from planner.tools.registry import ToolRegistry, load_registry
+from planner.tools.registry import ToolRegistry, load_tools
 
 if TYPE_CHECKING:
     from planner.remote import RemoteClient
@@ -68,7 +68,7 @@ class Client:
     def __init__(self, settings: Settings | None = None, tools: ToolRegistry | None = None,
                  app: Celery | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.tools = tools if tools is not None else load_registry(self.settings.tool_modules)
+        self.tools = tools if tools is not None else load_tools(self.settings)
         self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
         self._app = app
         self._runtime: Runtime | None = None

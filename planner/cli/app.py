@@ -20,7 +20,7 @@ from rich.console import Console
 
 from planner.errors import ChordalError
 from planner.settings import Settings
-from planner.tools.registry import ToolRegistry, load_registry
+from planner.tools.registry import ToolRegistry, load_tools
 
 app = typer.Typer(
     name="chordal",
@@ -66,7 +66,7 @@ def settings() -> Settings:
 
 
 def registry(s: Settings) -> ToolRegistry:
-    return load_registry(s.tool_modules)
+    return load_tools(s)
 
 
 def main() -> None:

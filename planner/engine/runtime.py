@@ -18,7 +18,7 @@ from planner.llm.roles import executor_request
 from planner.settings import Settings
 from planner.store.ratelimit import RateLimiter
 from planner.store.runs import RunStore
-from planner.tools.registry import ToolRegistry, load_registry
+from planner.tools.registry import ToolRegistry, load_tools
 
 PLAN_CACHE_SIZE = 256
 
@@ -31,7 +31,7 @@ class Runtime:
         self.publisher = publisher
         self.store = store or RunStore.from_url(settings.redis_url, settings.retention_s)
         self.tools: ToolRegistry = (tools if tools is not None
-                                    else load_registry(settings.tool_modules))
+                                    else load_tools(settings))
         self.model: Model | None = model if model is not None else make_model(settings)
         self.limiter = (RateLimiter(self.store.r, settings.llm_rate_limit_per_min)
                         if settings.llm_rate_limit_per_min else None)

@@ -185,24 +185,23 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
             "the step to a second worker while it runs; lower timeout_s or raise "
             "CHORDAL_VISIBILITY_TIMEOUT_S")))
     reported: set[str] = set()
-    try:
-        t.input_model.model_validate(s.args)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc, union_at = _data_path(s.args, tuple(err["loc"]))
-            # A $ref's value is known only at run time: don't type-check through it, nor
-            # through a union that holds one (another branch may accept the value).
-            if any(loc[: len(r)] == r for r in ref_locs) or (
-                    union_at is not None and any(r[: len(union_at)] == union_at
-                                                 for r in ref_locs)):
-                continue
-            field = "args." + _loc(loc) if loc else "args"
-            if field in reported:
-                continue  # another branch of the same union: one problem per field
-            reported.add(field)
-            msg = "missing" if err["type"] == "missing" else (
-                "unexpected argument" if err["type"] == "extra_forbidden" else err["msg"])
-            out.append(Problem(s.id, field, f"{msg} (tool {t.name!r})"))
+    # The tool checks (a Python tool with its pydantic model, an MCP tool with its
+    # server's JSON Schema); both answer in pydantic's error shape.
+    for err in t.check_args(s.args):
+        loc, union_at = _data_path(s.args, tuple(err["loc"]))
+        # A $ref's value is known only at run time: don't type-check through it, nor
+        # through a union that holds one (another branch may accept the value).
+        if any(loc[: len(r)] == r for r in ref_locs) or (
+                union_at is not None and any(r[: len(union_at)] == union_at
+                                             for r in ref_locs)):
+            continue
+        field = "args." + _loc(loc) if loc else "args"
+        if field in reported:
+            continue  # another branch of the same union: one problem per field
+        reported.add(field)
+        msg = "missing" if err["type"] == "missing" else (
+            "unexpected argument" if err["type"] == "extra_forbidden" else err["msg"])
+        out.append(Problem(s.id, field, f"{msg} (tool {t.name!r})"))
     return out
 
 

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 
 from planner.errors import ConfigError
+from planner.settings import Settings
+from planner.tools.mcp import mcp_tools
 from planner.tools.tool import Tool
 
 BUILTIN_MODULES = ("workers.tools.builtin",)
@@ -92,6 +94,16 @@ class ToolRegistry(Mapping[str, Tool]):
 
     def __len__(self) -> int:
         return len(self._tools)
+
+
+def load_tools(settings: Settings) -> ToolRegistry:
+    """The tools a process uses: the built-ins, those of ``CHORDAL_TOOL_MODULES``, and
+    those of the MCP servers of ``CHORDAL_MCP_SERVERS`` / ``CHORDAL_MCP_CONFIG`` (named
+    ``server.tool``; see :mod:`planner.tools.mcp`)."""
+    registry = load_registry(settings.tool_modules)
+    for t in mcp_tools(settings):
+        registry.add(t)
+    return registry
 
 
 def load_registry(modules: Iterable[str] = ()) -> ToolRegistry:

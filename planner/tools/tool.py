@@ -78,6 +78,15 @@ class Tool:
             return self._output_adapter.dump_python(result, mode="json")
         return result
 
+    def check_args(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Problems of ``args`` against the input schema, as pydantic's error dicts
+        (``loc``, ``type``, ``msg``); none: the args fit. Validation reports these."""
+        try:
+            self.input_model.model_validate(dict(args))
+        except ValidationError as exc:
+            return [dict(e) for e in exc.errors()]
+        return []
+
     def classify(self, exc: BaseException) -> type[ToolError]:
         """Transient (retry) or permanent, from the error's type and the tool's declaration."""
         if isinstance(exc, TransientError):
