@@ -1,6 +1,7 @@
 """The ``chordal`` command line (``planner.cli:main``)."""
 
-from planner.cli import dev, plans, runs, serve  # the commands register themselves on ``app``
+# The command modules register their commands on ``app`` when imported.
+from planner.cli import dev, init, plans, record, runs, serve
 from planner.cli.app import app, main
 
-__all__ = ["app", "dev", "main", "plans", "runs", "serve"]
+__all__ = ["app", "dev", "init", "main", "plans", "record", "runs", "serve"]

@@ -101,11 +101,13 @@ def type_name(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> str
         return f"list[{type_name(items, defs)}]" if isinstance(items, dict) and items else "list"
     if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
         return f"dict[string, {type_name(schema['additionalProperties'], defs)}]"
+    if kind == "object" and "properties" in schema and "title" in schema:
+        return str(schema["title"])  # a pydantic model: its name
     if isinstance(kind, list):
         return " | ".join(map(str, kind))
     if kind:
         return str(kind)
-    return schema.get("title", "any") if "properties" in schema else "any"
+    return "any"
 
 
 @app.command("plan")

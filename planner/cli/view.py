@@ -22,7 +22,7 @@ STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": 
 #: Steps that will not change any more (what the answer waits for).
 FINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled", "replaced"})
 #: Columns of a step's timeline bar.
-BAR = 16
+BAR = 12
 
 
 def _seconds(seconds: float | None) -> str:
@@ -79,27 +79,30 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
     goal = Text(report.goal, style="bold", no_wrap=True, overflow="ellipsis")
     title = Text.assemble(("run ", "bold"), (report.run_id, "cyan"), "  ",
                           (status, STYLE.get(status, "")), no_wrap=True, overflow="ellipsis")
+    # Most telling first: a narrow screen cuts the end of the line.
+    doing = phase(report)
+    if doing:
+        title.append(f"  {doing}", style="bold yellow")
+    title.append(f"  {_seconds(span)}", style="dim")
     if report.plan_version:
         title.append(f"  plan v{report.plan_version}")
     if report.replans:
         replaced = [s for v in report.versions for s in v.dropped]
         title.append(f" ({report.replans} replan{'s' if report.replans > 1 else ''}"
                      + (f"; replaced: {', '.join(replaced)}" if replaced else "") + ")")
-    title.append(f"  {_seconds(span)}", style="dim")
-    doing = phase(report)
-    if doing:
-        title.append(f"  {doing}", style="bold yellow")
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold",
-                  expand=False)
-    table.add_column("step", no_wrap=True, overflow="ellipsis", max_width=18)
+                  expand=False, padding=(0, 1, 0, 0))
+    table.add_column("step", no_wrap=True, overflow="ellipsis", max_width=16)
     if deps is not None:
-        table.add_column("after", no_wrap=True, overflow="ellipsis", max_width=14)
+        table.add_column("after", no_wrap=True, overflow="ellipsis", max_width=12)
     table.add_column("status", no_wrap=True)
     table.add_column("try", no_wrap=True, justify="right")
     table.add_column("time", no_wrap=True, justify="right")
     table.add_column("timeline", no_wrap=True, width=BAR)
-    table.add_column("output / error", no_wrap=True, overflow="ellipsis", ratio=1)
+    # The only column Rich may narrow (the others are no_wrap): it takes what is left,
+    # and its one-line Text is cut there with an ellipsis.
+    table.add_column("output / error", overflow="ellipsis")
     for sid, st in report.steps.items():
         started, finished = _when(st.started_at), _when(st.finished_at)
         style = STYLE.get(st.status, "")
@@ -115,7 +118,8 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
         cells: list[Any] = [sid]
         if deps is not None:
             cells.append(", ".join(deps.get(sid, [])))
-        cells += [Text(st.status, style), str(st.attempts or ""), took, bar, shown]
+        cells += [Text(st.status, style), str(st.attempts or ""), took, bar,
+                  Text(shown, no_wrap=True, overflow="ellipsis")]
         table.add_row(*cells)
 
     parts: list[Any] = [goal, title, table]

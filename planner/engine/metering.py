@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
+from planner.llm.scripted import exchange
 from planner.llm.usage import Budget, summarize
 from planner.settings import Settings
 from planner.store.ratelimit import RateLimiter
@@ -71,6 +72,8 @@ class MeteredModel:
             "cache_read_input_tokens": u.cache_read_input_tokens,
             "cache_creation_input_tokens": u.cache_creation_input_tokens,
             "latency_ms": round(response.latency_s * 1000)})
+        # Kept whole, so `chordal record` can make the run a replayable scripted model.
+        self.store.record_exchange(self.run_id, exchange(request, response, self.step_id))
         if stop_when_over and (reason := self.over_budget()):
             # This call is paid for: its answer is kept, but nothing new starts.
             stop_for_budget(self.store, self.run_id, reason, self.options)

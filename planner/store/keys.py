@@ -126,7 +126,13 @@ class RunKeys:
         """Hash: ``role|model|step|metric`` -> model usage counters."""
         return self._k(":usage")
 
+    @property
+    def exchanges(self) -> str:
+        """List: the run's model calls in order, each JSON (role, turn, prompt, response
+        content and usage): what ``chordal record`` turns into a replayable file."""
+        return self._k(":exchanges")
+
     def all(self) -> list[str]:
         return [self.run, self.steps, self.outputs, self.deps, self.dependents, self.plans,
                 self.versions, self.unhandled, self.events, self.claims, self.usage,
-                self.leases]
+                self.leases, self.exchanges]

@@ -576,6 +576,21 @@ class RunStore:
         pipe.expire(k.usage, self.retention_s)
         pipe.execute()
 
+    def record_exchange(self, run_id: str, exchange: Mapping[str, Any]) -> None:
+        """Keep one model call (request summary and response) with the run, as long as
+        the run is kept."""
+        k = RunKeys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpush(k.exchanges, json.dumps(exchange, ensure_ascii=False))
+        pipe.expire(k.exchanges, self.retention_s)
+        pipe.execute()
+
+    def exchanges(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's model calls, oldest first."""
+        self.run_state(run_id)  # RunNotFound for an unknown or expired run
+        rows = cast(list[str], self.r.lrange(RunKeys(run_id).exchanges, 0, -1))
+        return [json.loads(row) for row in rows]
+
     def usage_fields(self, run_id: str) -> dict[str, str]:
         return cast(dict[str, str], self.r.hgetall(RunKeys(run_id).usage))
 

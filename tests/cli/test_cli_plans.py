@@ -73,7 +73,7 @@ def test_schema_command_prints_the_plan_schema():
     result = chordal("schema")
     assert result.returncode == 0
     schema = json.loads(result.stdout)
-    assert set(schema["properties"]) == {"goal", "steps", "max_replans"}
+    assert set(schema["properties"]) == {"goal", "steps", "max_replans", "synthesize"}
     step = schema["$defs"]["Step"]
     assert set(step["properties"]) == {"id", "description", "tool", "args", "depends_on",
                                        "on_failure", "max_retries", "timeout_s", "checkpoint"}
@@ -87,4 +87,4 @@ def test_tools_command_lists_schemas():
     assert set(listed) == {"calculate", "llm", "echo", "sleep", "fail", "concat"}
     assert listed["calculate"]["input_schema"]["required"] == ["expression"]
     human = chordal("tools")
-    assert "calculate" in human.stdout and "queue=" in human.stdout
+    assert "calculate" in human.stdout and "(expression: string" in human.stdout

@@ -198,6 +198,7 @@ def test_finish_run_once_and_rearms_retention(store):
     assert store.fail_step(run_id, "b", BOOM, "w") and store.flag_failure(run_id, "b")
     assert store.claim(run_id, "replan:1", "a") and not store.claim(run_id, "replan:1", "b")
     store.record_usage(run_id, "planner", "m", None, {"input_tokens": 3})
+    store.record_exchange(run_id, {"role": "planner", "turn": 0, "prompt": "p", "content": []})
     keys = [k for k in RunKeys(run_id).all() if store.r.exists(k)]
     assert len(keys) == len(RunKeys(run_id).all())
     for key in keys:
