@@ -84,7 +84,8 @@ def test_tools_command_lists_schemas():
     result = chordal("tools", "--json")
     assert result.returncode == 0
     listed = {t["name"]: t for t in json.loads(result.stdout)}
-    assert set(listed) == {"calculate", "llm", "echo", "sleep", "fail", "concat"}
+    assert set(listed) == {"calculate", "llm", "http_request", "echo", "sleep", "fail",
+                           "concat"}
     assert listed["calculate"]["input_schema"]["required"] == ["expression"]
     human = chordal("tools")
     assert "calculate" in human.stdout and "(expression: string" in human.stdout

@@ -87,8 +87,10 @@ def test_registration_errors_are_clear():
 
 def test_registry_from_modules_and_duplicates():
     reg = load_registry(["workers.tools.testing"])
-    assert set(reg) == {"calculate", "llm", "echo", "sleep", "fail", "concat"}
-    assert set(load_registry()) == {"calculate", "llm"}  # testing tools only when named
+    assert set(reg) == {"calculate", "llm", "http_request", "echo", "sleep", "fail",
+                        "concat"}
+    # testing tools only when named
+    assert set(load_registry()) == {"calculate", "llm", "http_request"}
     other = ToolRegistry([find_hotels])
 
     @tool(name="find_hotels")
