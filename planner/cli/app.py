@@ -7,10 +7,12 @@ one line and exit 1. Never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import kombu.exceptions
@@ -67,6 +69,19 @@ def settings() -> Settings:
 
 def registry(s: Settings) -> ToolRegistry:
     return load_tools(s)
+
+
+@app.callback()
+def options(
+    mcp_config: Annotated[Path | None, typer.Option(
+        "--mcp-config", metavar="FILE",
+        help="A JSON file of MCP servers whose tools to load (the mcpServers shape); "
+             "the same as CHORDAL_MCP_CONFIG.")] = None,
+) -> None:
+    if mcp_config is not None:
+        # Through the environment: every command's settings read it, and the processes a
+        # command starts (chordal dev's worker) inherit it.
+        os.environ["CHORDAL_MCP_CONFIG"] = str(mcp_config.resolve())
 
 
 def main() -> None:

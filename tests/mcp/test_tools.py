@@ -116,8 +116,10 @@ def test_chordal_tools_and_validate_see_them(http_server: HttpServer, tmp_path: 
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": json.loads(servers_json(http_server))}))
     env = {**clean_env(), "CHORDAL_MCP_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "planner.cli", "tools", "--json"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    # --mcp-config FILE, or CHORDAL_MCP_CONFIG (below): the same.
+    out = subprocess.run([sys.executable, "-m", "planner.cli", "--mcp-config", "mcp.json",
+                          "tools", "--json"], capture_output=True, text=True,
+                         env={**env, "CHORDAL_MCP_CONFIG": ""}, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     listed = {t["name"]: t for t in json.loads(out.stdout)}
     assert listed["web.forecast"]["input_schema"]["required"] == ["city"]
