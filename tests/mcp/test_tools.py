@@ -101,7 +101,8 @@ def test_an_http_server_that_goes_away_and_comes_back(registry, tmp_path):
     server.start()
     try:
         tools = load_tools(Settings.from_env({"CHORDAL_MCP_SERVERS": json.dumps(
-            {"back": {"url": server.url, "max_retries": 2}})}))
+            {"back": {"url": server.url, "max_retries": 2,
+                      "headers": {"X-Api-Key": "k"}}})}))
         assert tools["back.add"].invoke({"a": 1, "b": 1}, CTX) == {"result": 2}
         server.kill()
         with pytest.raises(TransientError, match="MCP server 'back'"):
