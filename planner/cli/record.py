@@ -46,4 +46,4 @@ def record(
     roles = sorted({r["role"] for r in data["responses"]})
     err.print(f"{output}: {len(data['responses'])} model exchange(s) of run {run_id} "
               f"({', '.join(roles)}); replay with CHORDAL_LLM=scripted:{output}",
-              highlight=False, markup=False)
+              highlight=False, markup=False, soft_wrap=True)

@@ -81,7 +81,8 @@ def follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
     try:
         return _follow(client, run_id, as_json, timeout, deps, events)
     except KeyboardInterrupt:
-        err.print(f"\nstopped waiting; {goes_on(run_id)}", highlight=False, markup=False)
+        err.print(f"\nstopped waiting; {goes_on(run_id)}", highlight=False, markup=False,
+                  soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -295,7 +296,7 @@ def finish(report: RunReport, as_json: bool, events: bool) -> NoReturn:
     if not report.ended and report.status not in WAITING_RUN:
         # --timeout passed: the report above is of a run still going.
         err.print(f"timed out waiting; {goes_on(report.run_id)}", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
     exit_for(report)
 
 

@@ -62,12 +62,15 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
 
     for key in sorted(set(raw) - set(Plan.model_fields)):
         problems.append(Problem(None, key, "unknown field; a plan has 'goal', 'steps' and "
-                                           "optionally 'max_replans'"))
+                                           "optionally 'max_replans' and 'synthesize'"))
     max_replans = raw.get("max_replans")
     if max_replans is not None and (isinstance(max_replans, bool)
                                     or not isinstance(max_replans, int)
                                     or not 0 <= max_replans <= 100):
         problems.append(Problem(None, "max_replans", "an integer from 0 to 100"))
+    synthesize = raw.get("synthesize")
+    if synthesize is not None and not isinstance(synthesize, bool):
+        problems.append(Problem(None, "synthesize", "true or false"))
     goal = raw.get("goal")
     if not isinstance(goal, str):
         problems.append(Problem(None, "goal", "required, a string"))
@@ -120,7 +123,7 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
 
     if problems or len(steps) != len(raw_steps):
         raise PlanInvalid(sorted(set(problems), key=_order(raw_steps)))
-    plan = Plan(goal=str(goal), steps=steps, max_replans=max_replans)
+    plan = Plan(goal=str(goal), steps=steps, max_replans=max_replans, synthesize=synthesize)
     return ValidPlan(plan, shape(deps))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from planner import settings as settings_module
 from planner.cli.view import render
 from planner.client import redis_hint
 from planner.errors import ConfigError, PermanentError
@@ -110,8 +111,12 @@ def test_dotenv_loading_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CHORDAL_MAX_STEPS", "7")
     (tmp_path / ".env").write_text("CHORDAL_MAX_STEPS=9\nCHORDAL_RETENTION_S=120\n"
                                    "CHORDAL_MAX_GOAL_BYTES=lots\n")
-    monkeypatch.delenv("CHORDAL_RETENTION_S", raising=False)
-    monkeypatch.delenv("CHORDAL_MAX_GOAL_BYTES", raising=False)
+    # What the file loads into os.environ is undone after the test (set, then removed,
+    # so monkeypatch restores "absent"), and so is the note of where it came from.
+    for var in ("CHORDAL_RETENTION_S", "CHORDAL_MAX_GOAL_BYTES"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(settings_module, "_FROM_FILE", {})
     with pytest.raises(ConfigError, match=r"CHORDAL_MAX_GOAL_BYTES \(from \.env\)"):
         Settings.from_env()
     monkeypatch.setenv("CHORDAL_MAX_GOAL_BYTES", "100")
