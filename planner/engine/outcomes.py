@@ -69,7 +69,8 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
-    rt.store.mark_dispatched(run_id, list(ready))
+    rt.store.mark_dispatched(run_id, list(ready),
+                             queues={s: compiled.queue_of(s) for s in ready})
 
 
 def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None:
