@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         60.0, ge=1, description="Seconds past its due time a ready step may wait (with its "
                                 "queue empty) before its message counts as lost, and a run "
                                 "may stay quiet before it counts as stalled.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65_535,
+        description="Port of a worker's Prometheus /metrics (its main process merges its "
+                    "pool processes' values); unset: no metrics server.")
     hard_limit_grace_s: float = Field(
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")

@@ -6,6 +6,9 @@
 - It runs the reconciler (:mod:`planner.engine.reconcile`) under a Redis lock: every worker
   has one, one of them is active, and when that worker dies another takes the lock over
   within a few seconds. Nothing extra to deploy.
+- With ``CHORDAL_METRICS_PORT`` set, it serves Prometheus's ``/metrics`` on that port: the
+  values every pool process recorded (multiprocess mode, merged here) and the fleet's
+  gauges (runs not ended, queue depth), read at scrape time in this process only.
 
 Started when the worker is ready (Celery's ``worker_ready`` signal), stopped at shutdown.
 """
@@ -19,8 +22,9 @@ import os
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
+from planner import metrics
 from planner.engine.dispatch import CeleryPublisher
 from planner.engine.reconcile import Reconciler
 from planner.engine.runtime import Runtime
@@ -45,13 +49,24 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordal-housekeeping",
                                         daemon=True)
+        self.metrics: metrics.MetricsServer | None = None
 
     def start(self) -> None:
+        port = self.rt.settings.metrics_port
+        if port:
+            try:
+                self.metrics = metrics.serve_metrics(
+                    port, metrics.fleet_collector(self.rt.store, self.rt.publisher))
+                log.info("metrics: /metrics on port %d", port)
+            except OSError as exc:  # the port is taken: the worker still runs its steps
+                log.error("metrics: cannot serve on port %d: %s", port, exc)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.reconciler is not None:
             self.reconciler.release()
         with contextlib.suppress(Exception):
@@ -83,6 +98,15 @@ class Housekeeper:
 
 
 _keeper: Housekeeper | None = None
+
+
+@worker_init.connect
+def _clean_metrics(**_: Any) -> None:
+    # Before the pool starts: a previous worker's pool processes left their values files,
+    # which would otherwise be merged into this worker's counters for ever.
+    if metrics.multiprocess_dir():
+        log.info("metrics: %d stale values file(s) removed",
+                 metrics.clean_multiprocess_dir())
 
 
 @worker_ready.connect
