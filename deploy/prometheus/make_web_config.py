@@ -23,7 +23,8 @@ def main(out: str) -> None:
         sys.exit("PROMETHEUS_USER: letters, digits, '-' and '_' only")
     if len(password) < 12:
         sys.exit("PROMETHEUS_PASSWORD: at least 12 characters")
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    # METHOD_BLOWFISH is bcrypt, the one hash Prometheus's web config takes.
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # noqa: S324
     if not hashed or not hashed.startswith("$2"):
         sys.exit("this Python's crypt has no bcrypt (use python:3.11-slim)")
     with open(out, "w") as f:

@@ -126,7 +126,8 @@ def test_grafana_is_provisioned_with_the_datasource_and_dashboard_compose_mounts
     assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
     assert mounts["/etc/grafana/dashboards/chordal.json"] == "./deploy/grafana/chordal.json"
     env = compose["environment"]
-    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == "/etc/grafana/dashboards/chordal.json"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == "/etc/grafana/dashboards/chordal.json"
 
     provider = load_yaml("deploy/grafana/provisioning/dashboards/chordal.yml")["providers"][0]
     assert provider["type"] == "file" and provider["options"]["path"] == "/etc/grafana/dashboards"
