@@ -237,14 +237,17 @@ class FleetCollector(Collector):
     replan), which the store does not count; the larger of the two misses those only while
     step messages in the same queue outnumber them."""
 
-    def __init__(self, read: Callable[[], Fleet],
-                 waiting: Callable[[str], int | None]) -> None:
+    def __init__(self, read: Callable[[], Fleet], waiting: Callable[[str], int | None],
+                 queues: Iterable[str] = ()) -> None:
         self.read, self.waiting = read, waiting
+        # Reported even when empty and unconsumed: a gauge that goes absent rather than
+        # to 0 leaves an autoscaler without a number.
+        self.queues = frozenset(queues)
 
     def collect(self) -> Iterator[Metric]:
         try:
             fleet = self.read()
-            queues = sorted({DEFAULT_QUEUE, LLM_QUEUE} | set(fleet.queues)
+            queues = sorted({DEFAULT_QUEUE, LLM_QUEUE} | self.queues | fleet.queues
                             | set(fleet.steps_queued))
             depths = {q: max(fleet.steps_queued.get(q, 0), self.waiting(q) or 0)
                       for q in queues}
@@ -279,9 +282,11 @@ class Broker(Protocol):
     def waiting(self, queue: str) -> int | None: ...
 
 
-def fleet_collector(store: FleetSource, broker: Broker) -> FleetCollector:
-    """The fleet gauges from a run store and a publisher."""
-    return FleetCollector(store.fleet, broker.waiting)
+def fleet_collector(store: FleetSource, broker: Broker, queues: Iterable[str] = ()
+                    ) -> FleetCollector:
+    """The fleet gauges from a run store and a publisher; ``queues`` are reported even
+    when empty (the tools' queues), besides the live workers' and Chordal's own."""
+    return FleetCollector(store.fleet, broker.waiting, queues)
 
 
 # -- exporting -----------------------------------------------------------------------------

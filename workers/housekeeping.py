@@ -56,7 +56,8 @@ class Housekeeper:
         if port:
             try:
                 self.metrics = metrics.serve_metrics(
-                    port, metrics.fleet_collector(self.rt.store, self.rt.publisher))
+                    port, metrics.fleet_collector(self.rt.store, self.rt.publisher,
+                                                  {t.queue for t in self.rt.tools.values()}))
                 log.info("metrics: /metrics on port %d", port)
             except OSError as exc:  # the port is taken: the worker still runs its steps
                 log.error("metrics: cannot serve on port %d: %s", port, exc)
