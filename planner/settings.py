@@ -6,7 +6,7 @@ import difflib
 import json
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     hard_limit_grace_s: float = Field(
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker log lines: 'text', or 'json' (one object per line, "
+                            "each line of a task carrying run_id, step_id and attempt).")
+    trace_exporter: str | None = Field(
+        None, description="module:function returning an OpenTelemetry SpanExporter; "
+                          "without it, spans go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT "
+                          "is set, and nowhere otherwise.")
 
     # -- the model ---------------------------------------------------------------------
     llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "

@@ -8,6 +8,7 @@ tested without a broker or a worker.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from celery import Celery, group
 from celery.canvas import Signature
 from kombu.exceptions import ChannelError
 
+from planner import tracing
 from planner.engine.compiled import CompiledPlan
 from planner.settings import Settings
 from planner.wire import (
@@ -49,6 +51,9 @@ class Message:
     errback: Message | None = None
     # An errback is not immutable: Celery calls it with the failed task's id first.
     immutable: bool = True
+    #: What Flower and the worker's log call the task (Celery's ``shadow`` name): the task's
+    #: name and what it is about, e.g. ``chordal.step hotels``.
+    shadow: str | None = None
 
 
 def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
@@ -59,11 +64,12 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
         # One id per (run, plan version, step): the idempotency key shows in Flower.
         task_id=task_id(run_id, version, step_id), countdown=countdown,
         soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
-        ignore_result=True,
+        ignore_result=True, shadow=f"{STEP_TASK} {step_id}",
         # A task that fails outside the tool (killed at the hard time limit, a worker error)
         # reports here, so its step is retried or its policy applied, never left running.
         errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
-                        immutable=False))
+                        task_id=task_id(run_id, version, f"{step_id}.error"),
+                        immutable=False, shadow=f"{STEP_ERROR_TASK} {step_id}"))
 
 
 def finalize_message(run_id: str, version: int) -> Message:
@@ -75,7 +81,8 @@ def synthesize_message(run_id: str, version: int, partial: bool = False) -> Mess
     """The synthesizer's call; ``partial``: the answer of a failed run, from what it
     earned."""
     return Message(SYNTHESIZE_TASK, (run_id, version, partial), LLM_QUEUE,
-                   task_id(run_id, version, "partial" if partial else "synthesize"))
+                   task_id(run_id, version, "partial" if partial else "synthesize"),
+                   shadow=f"{SYNTHESIZE_TASK} partial" if partial else None)
 
 
 def plan_message(run_id: str) -> Message:
@@ -83,15 +90,23 @@ def plan_message(run_id: str) -> Message:
 
 
 def review_message(run_id: str, step_id: str, version: int) -> Message:
-    """Ask the replanner whether the plan is still right after checkpoint ``step_id``."""
+    """Ask the replanner whether the plan is still right after checkpoint ``step_id``.
+    One id per request, as for a replan: the review's claim admits its holder again."""
     return Message(REVIEW_TASK, (run_id, step_id, version), LLM_QUEUE,
-                   task_id(run_id, version, f"review-{step_id}"))
+                   task_id(run_id, version, f"review-{step_id}.{uuid.uuid4().hex[:8]}"),
+                   shadow=f"{REVIEW_TASK} {step_id}")
 
 
 def replan_message(run_id: str, step_id: str, version: int) -> Message:
     """Wake the replanner for the failures noted in ``version`` (``step_id``: the one that
-    sent it; the replanner handles every failure noted when it looks)."""
-    return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE)
+    sent it; the replanner handles every failure noted when it looks). Its id,
+    ``<run>.<version>.replan.<step>.<nonce>``, is one per wake-up: the replanner's claim
+    admits its holder's redelivery (same id) again, so two wake-ups sharing an id would
+    both pass it."""
+    wake = f"{step_id}.{uuid.uuid4().hex[:8]}"
+    return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
+                   task_id(run_id, version, f"replan.{wake}"),
+                   shadow=f"{REPLAN_TASK} {step_id}")
 
 
 class Publisher(Protocol):
@@ -133,7 +148,11 @@ class CeleryPublisher:
         self.app = app
 
     def signature(self, m: Message) -> Signature:
-        options: dict[str, Any] = {"queue": m.queue}
+        options: dict[str, Any] = {"queue": m.queue, "shadow": m.shadow or m.task}
+        if m.args and isinstance(m.args[0], str):
+            # Every message's first argument is its run: its span's context and the time
+            # it was sent travel in the headers (kept by Celery's retries).
+            options["headers"] = tracing.headers(m.args[0])
         for name in ("task_id", "countdown", "soft_time_limit", "time_limit"):
             if getattr(m, name) is not None:
                 options[name] = getattr(m, name)

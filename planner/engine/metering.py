@@ -3,7 +3,7 @@ rate limit of every worker."""
 
 from __future__ import annotations
 
-from planner import metrics
+from planner import metrics, tracing
 from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
 from planner.llm.usage import Budget, cost_usd, summarize
@@ -69,7 +69,9 @@ class MeteredModel:
             self.limiter.acquire()
         role, model = request.role, request.config.model
         try:
-            response = self.model.complete(request)
+            # A span per call (GenAI semantic conventions), a child of the task's span.
+            with tracing.model_span(role, self.model.name, request.config):
+                response = tracing.model_response(self.model.complete(request))
         except Exception as exc:
             metrics.model_called(role, model, "transient_error"
                                  if isinstance(exc, TransientError) else "error")

@@ -35,9 +35,24 @@ MODEL_TASK_RETRIES = 5
 @dataclass(frozen=True)
 class Retry:
     """Schedule this task again after ``countdown`` seconds (the task layer does, so
-    Celery and Flower show the task as retried)."""
+    Celery and Flower show the task as retried, with ``error``: what failed, if known)."""
 
     countdown: float
+    error: BaseException | None = None
+
+
+class StepFailed(Exception):
+    """A step failed for good without an exception of its tool's (a timeout, a refused
+    output, a missing tool, attempts lost with their workers): raised in its stead."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The step failed for good; its outcome is recorded and acted on. The task layer
+    raises ``error`` (the tool's own exception when there is one), so Celery and Flower
+    show the task as failed with the step's error instead of as a success."""
+
+    error: BaseException
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:

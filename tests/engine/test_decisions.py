@@ -11,7 +11,7 @@ import redis
 
 from planner.engine import join, replan, start, steps
 from planner.engine.dispatch import MemoryPublisher, Message
-from planner.engine.outcomes import MODEL_TASK_RETRIES, Retry, model_retry
+from planner.engine.outcomes import MODEL_TASK_RETRIES, Failed, Retry, model_retry
 from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, TransientError
 from planner.language.validation import validate
@@ -22,11 +22,10 @@ from planner.wire import (
     DEFAULT_QUEUE,
     FINALIZE_TASK,
     LLM_QUEUE,
-    REPLAN_TASK,
     STEP_ERROR_TASK,
     STEP_TASK,
 )
-from tests.engine.conftest import GRACE, redis_url
+from tests.engine.conftest import GRACE, no_nonce, redis_url, replan_expected
 
 
 @pytest.fixture
@@ -67,8 +66,10 @@ def started(rt: Runtime, *plan_steps: dict[str, Any]) -> str:
 def expected_step(run: str, step: str, queue: str, timeout: float) -> Message:
     return Message(STEP_TASK, (run, step, 1), queue, task_id=f"{run}.1.{step}",
                    soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   shadow=f"{STEP_TASK} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, 1), DEFAULT_QUEUE,
-                                   immutable=False))
+                                   task_id=f"{run}.1.{step}.error", immutable=False,
+                                   shadow=f"{STEP_ERROR_TASK} {step}"))
 
 
 def echo(sid: str, value: Any = 1, **extra: Any) -> dict[str, Any]:
@@ -165,7 +166,9 @@ def test_transient_failure_with_attempts_left_is_retried(rt: Runtime) -> None:
 
 def test_permanent_failure_with_fail_policy_ends_the_run(rt: Runtime) -> None:
     run = started(rt, failing("a", on_failure="fail"), echo("b", depends_on=["a"]))
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    # Recorded and acted on, the tool's error comes back for the task to raise.
+    decision = steps.run_step(rt, run, "a", 1, "w1")
+    assert isinstance(decision, Failed) and isinstance(decision.error, PermanentError)
     state = rt.store.run_state(run)
     assert state.status == "failed"
     assert state.error is not None and state.error.step == "a"
@@ -181,7 +184,7 @@ def test_permanent_failure_with_fail_policy_ends_the_run(rt: Runtime) -> None:
 
 def test_skip_policy_finishes_the_step_and_dependents_read_none(rt: Runtime) -> None:
     run = started(rt, failing("a", on_failure="skip"), echo("b", {"$ref": "a"}))
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    assert isinstance(steps.run_step(rt, run, "a", 1, "w1"), Failed)
     state = rt.store.step_state(run, "a")
     assert state.status == "skipped"
     assert state.error is not None and state.error.type == "PermanentError"
@@ -200,7 +203,7 @@ def test_replan_policy_publishes_a_replan_handled_once(rt: Runtime) -> None:
     steps.run_step(rt, run, "x", 1, "w1")
     sent(rt).clear()
     steps.run_step(rt, run, "a", 1, "w1")
-    assert sent(rt) == [Message(REPLAN_TASK, (run, "a", 1), DEFAULT_QUEUE)]
+    assert no_nonce(sent(rt)) == [replan_expected(run, "a", 1)]
     assert rt.store.run_state(run).status == "running"  # replan decides, not the step
 
     replan.replan(rt, run, "a", 1)
@@ -227,7 +230,8 @@ def test_spent_attempts_apply_the_policy_as_worker_lost(rt: Runtime, policy: str
     run = started(rt, echo("a", max_retries=0, on_failure=policy), echo("b", {"$ref": "a"}))
     # The only attempt began and its worker was lost: the redelivery finds none left.
     assert rt.store.begin_step(run, "a", 1, "w0", 1, lease_s=0).state == "run"
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    decision = steps.run_step(rt, run, "a", 1, "w1")
+    assert isinstance(decision, Failed) and "WorkerLost" in str(decision.error)
     assert rt.store.outputs(run, ["a"]) == ({"a": None} if policy == "skip" else {})
     error = rt.store.step_state(run, "a").error
     assert error is not None
