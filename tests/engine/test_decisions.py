@@ -22,6 +22,7 @@ from planner.wire import (
     DEFAULT_QUEUE,
     FINALIZE_TASK,
     LLM_QUEUE,
+    REPLAN_TASK,
     STEP_ERROR_TASK,
     STEP_TASK,
 )
@@ -266,6 +267,25 @@ def test_errback_on_a_running_step_retries_once_per_attempt(rt: Runtime) -> None
     assert steps.run_step(rt, run, "a", 1, "w2") is None  # the resent attempt succeeds
     assert rt.store.step_state(run, "a").attempts == 2
     assert sent(rt)[-1].task == FINALIZE_TASK
+
+
+def test_errback_of_a_step_failed_on_purpose_does_nothing_more(rt: Runtime) -> None:
+    """A step that failed for good comes back as Failed for its task to raise, after its
+    policy is applied; the errback that the raise fires finds its claim taken."""
+    run = started(rt, failing("a"), echo("b"))
+    decision = steps.run_step(rt, run, "a", 1, "w1", task_id=f"{run}.1.a")
+    assert isinstance(decision, Failed) and isinstance(decision.error, PermanentError)
+    error = rt.store.step_state(run, "a").error
+    assert error is not None and error.traceback and "fails as asked" in error.traceback
+    assert [m.task for m in sent(rt)] == [REPLAN_TASK]
+    steps.step_failed_outside(rt, f"{run}.1.a", run, "a", 1)
+    assert [m.task for m in sent(rt)] == [REPLAN_TASK]  # no second replan
+
+
+def test_a_retry_carries_the_tools_error(rt: Runtime) -> None:
+    run = started(rt, failing("a", times=1, kind="transient"))
+    decision = steps.run_step(rt, run, "a", 1, "w1", task_id=f"{run}.1.a")
+    assert isinstance(decision, Retry) and isinstance(decision.error, TransientError)
 
 
 def test_errback_on_a_final_step_recovers(rt: Runtime) -> None:

@@ -79,21 +79,33 @@ class Stack:
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("ops")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://127.0.0.1:<port>`` of a Redis server of these tests' own."""
     port = _free_port()
     server = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(tmp)],
+         "--appendonly", "no", "--maxmemory-policy", "noeviction",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"redis://127.0.0.1:{port}"
-    workers: list[Worker] = []
-    flower: subprocess.Popen[bytes] | None = None
     try:
         deadline = time.monotonic() + 10
         while not redis_answers(f"{base}/0", timeout=0.2):
             assert time.monotonic() < deadline, "redis did not start"
             time.sleep(0.05)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def stack(redis_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("ops")
+    base = redis_base
+    workers: list[Worker] = []
+    flower: subprocess.Popen[bytes] | None = None
+    try:
         script = tmp / "script.json"
         script.write_text(json.dumps(SCRIPT))
         env = base_env(f"{base}/0", CHORDAL_LLM=f"scripted:{script}",
@@ -131,5 +143,3 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             flower.wait(timeout=10)
         for w in workers:
             w.stop()
-        server.terminate()
-        server.wait(timeout=10)
