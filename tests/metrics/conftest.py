@@ -3,10 +3,13 @@ suites flush), a real prefork worker serving /metrics, and the fake Messages API
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -105,6 +108,10 @@ def scraper(worker_env: dict[str, str], client: Client,
         yield scraper
     finally:
         worker.stop()
+        # The directory the worker chose for its pool's values files (docs/metrics.md).
+        port = worker_env["CHORDAL_METRICS_PORT"]
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"chordal-metrics-{port}",
+                      ignore_errors=True)
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
