@@ -61,6 +61,10 @@ def runs(scraper: Scraper, client: Client, fake: FakeAnthropic) -> list[str]:
 
 def test_counts_after_real_runs(runs: list[str], scraper: Scraper) -> None:
     v = scraper.value
+    # A worker counts a transition just after its script returns, so a client may see the
+    # last run end a moment before the worker's counters do.
+    wait_for(lambda: v("chordal_runs_total") == 4 and v("chordal_budget_stops_total") == 1,
+             timeout=10)
     assert v("chordal_runs_total", status="succeeded") == 3
     assert v("chordal_runs_total", status="failed") == 1
     assert v("chordal_run_duration_seconds_count") == 4
