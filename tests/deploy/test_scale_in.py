@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
@@ -47,18 +44,6 @@ def deployed_env(pool: str) -> dict[str, str]:
     args = container["args"]
     assert args[args.index("--pool") + 1] == pool, path_of(pool)
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = start_embedded(port=port)
-    try:
-        yield f"{server.url.rsplit('/', 1)[0]}/0"
-    finally:
-        server.stop()
 
 
 def test_workers_are_deployed_with_sigterm_as_a_soft_shutdown():
