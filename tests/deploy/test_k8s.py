@@ -128,17 +128,37 @@ def test_every_worker_deployment_has_a_scaled_object_on_its_queues_backlog():
                                                                             "password"}
 
 
+def node_name(deployment: dict, pod: str) -> str:
+    """The Celery node name of a pod of this Deployment: its --hostname with %h the pod's
+    hostname, which in Kubernetes is the pod's name."""
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return flag(args, "--hostname").replace("%h", pod)
+
+
 def test_running_steps_are_counted_per_deployment_by_pod_name():
-    """Flower names a worker celery@<hostname>, and a pod's hostname is its name,
+    """Flower labels a worker by its node name, chordal@<pod name> here, and a pod's name is
     <deployment>-<replicaset hash>-<suffix>: each query's regex must take its own
     Deployment's pods and not the other's (PromQL regexes are anchored)."""
-    pods = {"chordal-worker": "celery@chordal-worker-7d9f8b6c5d-x2k4q",
-            "chordal-worker-llm": "celery@chordal-worker-llm-5c6b7d8f9-abcde"}
+    deployments = objects("Deployment")
+    pods = {"chordal-worker": "chordal-worker-7d9f8b6c5d-x2k4q",
+            "chordal-worker-llm": "chordal-worker-llm-5c6b7d8f9-abcde"}
+    nodes = {name: node_name(deployments[name], pod) for name, pod in pods.items()}
+    assert nodes["chordal-worker"] == "chordal@chordal-worker-7d9f8b6c5d-x2k4q"
     for so in objects("ScaledObject").values():
         mine = so["spec"]["scaleTargetRef"]["name"]
         (regex,) = re.findall(r'worker=~"([^"]+)"', so["spec"]["triggers"][0]["metadata"]["query"])
-        for deployment, pod in pods.items():
-            assert bool(re.fullmatch(regex, pod)) == (deployment == mine), (regex, pod)
+        for deployment, node in nodes.items():
+            assert bool(re.fullmatch(regex, node)) == (deployment == mine), (regex, node)
+
+
+@pytest.mark.parametrize("name", ["chordal-worker", "chordal-worker-llm"])
+def test_liveness_probe_pings_the_pods_own_node_name(name):
+    deployment = objects("Deployment")[name]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    probe = container["livenessProbe"]["exec"]["command"][-1]
+    target = flag(probe.split(), "-d")
+    # sh expands $HOSTNAME to the pod's name, as Celery expands %h.
+    assert target.replace("$HOSTNAME", "POD") == node_name(deployment, "POD")
 
 
 def test_keda_manifest_says_why():

@@ -1,8 +1,10 @@
-"""The dashboard and the alerts against the real thing, short of Grafana (which this
-machine cannot run): a real worker exporting on CHORDAL_METRICS_PORT, a real Flower, a real
-Prometheus scraping both with deploy/prometheus's job names and loading alerts.yml. After a
-run, Prometheus evaluates every dashboard query and every rule without error, and the
-panels about runs, steps, queues and workers show data."""
+"""The dashboard, the alerts and KEDA's queries against the real thing, short of Grafana
+and Kubernetes (which this machine cannot run): a real worker exporting on
+CHORDAL_METRICS_PORT and named as a pod of deploy/k8s/worker.yaml would be, a real Flower,
+a real Prometheus scraping both with deploy/prometheus's job names and loading alerts.yml.
+During a run, KEDA's query for the tool workers counts the running step and the liveness
+probe's ping answers; after it, Prometheus evaluates every dashboard query and every rule
+without error, and the panels about runs, steps, queues and workers show data."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from planner.tools import load_registry
 from tests.deploy.catalog import ROOT, load_yaml
 from tests.deploy.conftest import free_port
 from tests.deploy.test_grafana import exprs
+from tests.deploy.test_k8s import node_name, objects
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
 
 PROMETHEUS = shutil.which("prometheus")
@@ -57,8 +60,10 @@ def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: P
     (tmp_path / "multiproc").mkdir()
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
     client = Client(settings, load_registry(settings.tool_modules))
+    # Named as a pod of the tool workers' Deployment would be (a pod's hostname is its name).
+    node = node_name(objects("Deployment")["chordal-worker"], "chordal-worker-7d9f8b6c5d-x2k4q")
     worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2",
-                          "--queues=chordal,probe,llm")
+                          "--queues=chordal,probe,llm", f"--hostname={node}")
     flower = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
          f"--port={flower_port}", "--address=127.0.0.1", "--basic-auth=u:a-long-password",
@@ -83,12 +88,34 @@ def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: P
     base = f"http://127.0.0.1:{prom_port}"
     try:
         wait_for_queues(client, {"chordal"}, worker)
-        report = client.wait(client.submit({"goal": "live", "steps": [
+        # The liveness probe of deploy/k8s/worker.yaml, against this worker.
+        probe = objects("Deployment")["chordal-worker"]["spec"]["template"]["spec"][
+            "containers"][0]["livenessProbe"]["exec"]["command"]
+        pinged = subprocess.run(
+            [*probe[:-1], probe[-1].replace("$HOSTNAME", node.split("@", 1)[1])],
+            # `celery` is on the image's PATH; here, beside this Python.
+            env={**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"},
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert pinged.returncode == 0, pinged.stdout + pinged.stderr
+
+        run_id = client.submit({"goal": "live", "steps": [
             {"id": "a", "tool": "echo", "args": {"value": 1}},
-            {"id": "b", "tool": "sleep", "args": {"seconds": 0.5, "value": 2}},
+            {"id": "b", "tool": "sleep", "args": {"seconds": 8, "value": 2}},
             {"id": "c", "tool": "calculate", "args": {
                 "expression": "a + b", "variables": {"a": {"$ref": "a"}, "b": {"$ref": "b"}}}},
-        ]}), timeout=60)
+        ]})
+        # KEDA's query for this Deployment sees the running step (Flower's heartbeat
+        # count of the pod's executing tasks, added to the queue's depth).
+        (keda,) = [so for so in objects("ScaledObject").values()
+                   if so["spec"]["scaleTargetRef"]["name"] == "chordal-worker"]
+        keda_query = keda["spec"]["triggers"][0]["metadata"]["query"]
+        deadline, demand = time.monotonic() + 8, 0.0
+        while time.monotonic() < deadline and demand < 1:
+            result = query(base, keda_query)["data"]["result"]
+            demand = float(result[0]["value"][1]) if result else 0.0
+            time.sleep(0.25)
+        assert demand >= 1, keda_query
+        report = client.wait(run_id, timeout=60)
         assert report.status == "succeeded", report
 
         # Every panel with data, or the deadline: scrapes every second.
