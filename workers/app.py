@@ -10,13 +10,16 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
 from planner import logs, tracing
+from planner.engine.dispatch import AMQP_CLASS
 from planner.settings import Settings
 from planner.wire import celery_conf
 
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
-                 include=["workers.tasks", "workers.housekeeping"])
+                 include=["workers.tasks", "workers.housekeeping"],
+                 # Sent events named as the tasks' shadow names (see the class).
+                 amqp=AMQP_CLASS)
     app.conf.update(celery_conf(settings))
     app.conf.update(
         # Ack after the step finishes, so a worker that dies mid-step loses nothing; steps

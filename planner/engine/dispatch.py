@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from celery import Celery, group
+from celery.app.amqp import AMQP
 from celery.canvas import Signature
 from kombu.exceptions import ChannelError
 
@@ -180,8 +181,28 @@ class CeleryPublisher:
             group(sigs).apply_async()
 
 
+class ShadowNamedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
+    """Celery's messaging, but a published task's "sent" event names it as its ``shadow``
+    does. Celery's names it by the task alone, and a "sent" event that reaches Flower after
+    the worker's "received" (a retry, or a publish from another worker) would turn the
+    task's name in Flower back from ``chordal.step hotels`` to ``chordal.step``."""
+
+    def as_task_v2(self, task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(task_id, name, *args, **kwargs)
+        # Read from the headers: Celery passes the shadow name positionally.
+        shadow = message.headers.get("shadow")
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
+#: How ``Celery(amqp=...)`` names it, for every app that publishes Chordal's tasks.
+AMQP_CLASS = f"{__name__}:ShadowNamedAMQP"
+
+
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes (clients): the wire settings, no tasks."""
-    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url)
+    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
+                 amqp=AMQP_CLASS)
     app.conf.update(celery_conf(settings))
     return app
