@@ -72,7 +72,7 @@ def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | 
     """A retry (honouring retry-after) when a model call failed transiently and the task's
     ``retries`` so far leave room; None when the caller must record the failure."""
     if isinstance(exc, TransientError) and retries < MODEL_TASK_RETRIES:
-        return Retry(retry_delay(settings, retries + 1, exc.retry_after_s))
+        return Retry(retry_delay(settings, retries + 1, exc.retry_after_s), exc)
     return None
 
 

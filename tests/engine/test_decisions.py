@@ -322,8 +322,10 @@ def test_finalize_with_unfinished_steps_does_nothing(rt: Runtime) -> None:
 
 def test_model_retry(rt: Runtime) -> None:
     settings = rt.settings
-    throttled = model_retry(settings, TransientError("429", retry_after_s=5.0), 0)
+    error = TransientError("429", retry_after_s=5.0)
+    throttled = model_retry(settings, error, 0)
     assert throttled is not None and throttled.countdown == 5.0
+    assert throttled.error is error  # what Celery and Flower show for the retry
     plain = model_retry(settings, TransientError("529"), 2)
     assert plain is not None and 0 < plain.countdown <= 0.2
     assert model_retry(settings, PermanentError("bad key"), 0) is None
