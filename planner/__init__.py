@@ -5,6 +5,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
 
     cli            the ``chordal`` command
     client         submit, follow, cancel runs
+    remote         the same over HTTP, for apps without Redis (Client.from_url, AsyncClient)
     engine         the control plane's decisions, and the messages they publish
     store          the run store in Redis (runs, steps, events), typed records
     llm            the model and its roles
@@ -15,6 +16,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
 
 from planner.client import Client
 from planner.errors import (
+    BadRequest,
     BudgetExceeded,
     CalculationError,
     ChordalError,
@@ -30,21 +32,27 @@ from planner.errors import (
     PlanInvalid,
     PlanLoadError,
     Problem,
+    RateLimited,
     RefError,
+    RequestTooLarge,
     RunNotFound,
     ToolError,
     TransientError,
+    Unauthorized,
     Unavailable,
     UserError,
 )
 from planner.language.plan import Plan, Step, load_plan_data, plan_json_schema
 from planner.language.refs import Ref, parse_ref, resolve
 from planner.language.validation import Limits, ValidPlan, validate
+from planner.remote import AsyncClient, RemoteClient
 from planner.settings import Settings
 from planner.store.records import ErrorRecord, RunEvent, RunReport, StepReport
 from planner.tools import Tool, ToolContext, ToolRegistry, load_registry, tool
 
 __all__ = [
+    "AsyncClient",
+    "BadRequest",
     "BudgetExceeded",
     "CalculationError",
     "ChordalError",
@@ -64,8 +72,11 @@ __all__ = [
     "PlanInvalid",
     "PlanLoadError",
     "Problem",
+    "RateLimited",
     "Ref",
     "RefError",
+    "RemoteClient",
+    "RequestTooLarge",
     "RunEvent",
     "RunNotFound",
     "RunReport",
@@ -77,6 +88,7 @@ __all__ = [
     "ToolError",
     "ToolRegistry",
     "TransientError",
+    "Unauthorized",
     "Unavailable",
     "UserError",
     "ValidPlan",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -41,6 +41,9 @@ from planner.store.records import (
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_registry
 
+if TYPE_CHECKING:
+    from planner.remote import RemoteClient
+
 EventHandler = Callable[[RunEvent], None]
 #: Backoff of Client.wait while Redis does not answer (doubling up to the max).
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
@@ -56,6 +59,15 @@ class Client:
         self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
         self._app = app
         self._runtime: Runtime | None = None
+
+    @classmethod
+    def from_url(cls, url: str, api_key: str | None = None, *,
+                 timeout: float = 30.0) -> RemoteClient:
+        """A client of a Chordal server (``chordal serve``) over HTTP: the same methods,
+        with neither Redis access nor the tool modules (:mod:`planner.remote`)."""
+        from planner.remote import RemoteClient  # loaded only by apps that use HTTP
+
+        return RemoteClient(url, api_key, timeout=timeout)
 
     @property
     def app(self) -> Celery:
@@ -89,13 +101,20 @@ class Client:
                run_id: str | None = None, approve: bool = False,
                budget_tokens: int | None = None, budget_usd: float | None = None,
                on_budget: OnBudget = "stop", max_replans: int | None = None,
-               checkpoint_all: bool = False) -> str:
+               checkpoint_all: bool = False,
+               roles: Mapping[str, Mapping[str, Any]] | None = None,
+               owner: str | None = None, callback_url: str | None = None) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
         With ``approve`` it waits in ``awaiting_approval`` until :meth:`approve`.
-        Raises ``PlanInvalid`` (and ``InvalidInput`` for a bad option)."""
+        ``roles`` overrides models per role (its ``llm`` steps, the synthesizer);
+        ``owner`` and ``callback_url`` are recorded with it (the HTTP API's tenant and
+        where to POST the final report). Raises ``PlanInvalid`` (and ``InvalidInput`` for
+        a bad option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
-        options = self._options(None, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve, checkpoint_all)
+        self._check_roles(roles)
+        options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
+                                approve, checkpoint_all, owner=owner,
+                                callback_url=callback_url)
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)
@@ -110,17 +129,25 @@ class Client:
     @staticmethod
     def _options(roles: Mapping[str, Mapping[str, Any]] | None, budget_tokens: int | None,
                  budget_usd: float | None, on_budget: str, max_replans: int | None,
-                 approve: bool, checkpoint_all: bool = False) -> RunOptions:
+                 approve: bool, checkpoint_all: bool = False, *, owner: str | None = None,
+                 callback_url: str | None = None) -> RunOptions:
         try:
             return RunOptions.model_validate({
                 "roles": {r: dict(o) for r, o in (roles or {}).items()},
                 "budget_tokens": budget_tokens, "budget_usd": budget_usd,
                 "on_budget": on_budget, "max_replans": max_replans, "approve": approve,
-                "checkpoint_all": checkpoint_all})
+                "checkpoint_all": checkpoint_all, "owner": owner,
+                "callback_url": callback_url})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "options"
             raise InvalidInput(f"{field}: {first['msg']}") from None
+
+    def _check_roles(self, roles: Mapping[str, Mapping[str, Any]] | None) -> None:
+        for role, over in (roles or {}).items():
+            if role not in ROLES:
+                raise InvalidInput(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+            role_config(self.settings, role, {role: over})
 
     @property
     def has_model(self) -> bool:
@@ -131,7 +158,8 @@ class Client:
                     budget_tokens: int | None = None, budget_usd: float | None = None,
                     run_id: str | None = None, approve: bool = False,
                     on_budget: OnBudget = "stop", max_replans: int | None = None,
-                    checkpoint_all: bool = False) -> str:
+                    checkpoint_all: bool = False, owner: str | None = None,
+                    callback_url: str | None = None) -> str:
         """Start a run from a goal: the planner model plans it on a worker, then it runs
         (with ``approve``, it waits in ``awaiting_approval`` once planned).
 
@@ -143,13 +171,11 @@ class Client:
         if why is not None:
             raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
         require_model(self.settings)  # says exactly what to set when there is none
-        for role, over in (roles or {}).items():
-            if role not in ROLES:
-                raise InvalidInput(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-            role_config(self.settings, role, {role: over})
+        self._check_roles(roles)
         self.ping()
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve, checkpoint_all)
+                                approve, checkpoint_all, owner=owner,
+                                callback_url=callback_url)
         run_id = self.store.create_run(goal, run_id=run_id, options=options)
         request_plan(self.runtime, run_id)
         return run_id

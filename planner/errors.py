@@ -6,7 +6,11 @@
     │   │   ├── PlanError          a plan cannot be used
     │   │   │   ├── PlanLoadError  missing file, not JSON, not an object
     │   │   │   └── PlanInvalid    one or more :class:`Problem` s, every one of them listed
-    │   │   └── RefError           a ``{"$ref": ...}`` is malformed or cannot be resolved
+    │   │   ├── RefError           a ``{"$ref": ...}`` is malformed or cannot be resolved
+    │   │   ├── BadRequest         an HTTP body that is not JSON                       HTTP 400
+    │   │   └── RequestTooLarge    an HTTP body over CHORDAL_MAX_REQUEST_BYTES         HTTP 413
+    │   ├── Unauthorized           no API key, or a wrong one                exit 2, HTTP 401
+    │   ├── RateLimited            too many requests; ``retry_after_s``      exit 2, HTTP 429
     │   ├── ConfigError            a setting is wrong; names the variable    exit 2, HTTP 500
     │   ├── NotFound               no such thing                             exit 2, HTTP 404
     │   │   └── RunNotFound        no run with that id (or it expired)
@@ -85,6 +89,34 @@ class RefError(InvalidInput):
     """A ``$ref`` is malformed, or names a path its target's output does not have."""
 
 
+class BadRequest(InvalidInput):
+    """An HTTP request the API cannot read at all (a body that is not JSON)."""
+
+    http_status = 400
+
+
+class RequestTooLarge(InvalidInput):
+    """An HTTP request body over ``CHORDAL_MAX_REQUEST_BYTES``."""
+
+    http_status = 413
+
+
+class Unauthorized(UserError):
+    """No API key was sent, or it is not one of the server's keys."""
+
+    http_status = 401
+
+
+class RateLimited(UserError):
+    """Too many requests for now; ``retry_after_s`` says when to try again."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ConfigError(UserError):
     """A setting is wrong; the message names the variable to set."""
 
@@ -151,6 +183,7 @@ class CalculationError(PermanentError):
 
 
 __all__ = [
+    "BadRequest",
     "BudgetExceeded",
     "CalculationError",
     "ChordalError",
@@ -166,10 +199,13 @@ __all__ = [
     "PlanInvalid",
     "PlanLoadError",
     "Problem",
+    "RateLimited",
     "RefError",
+    "RequestTooLarge",
     "RunNotFound",
     "ToolError",
     "TransientError",
+    "Unauthorized",
     "Unavailable",
     "UserError",
 ]

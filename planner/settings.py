@@ -26,6 +26,27 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
 }
 
 
+def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
+    """``name=secret`` pairs (comma- or newline-separated; ``#`` comments) -> {secret:
+    name}. Names are the tenants; a secret must be unique and at least 16 characters."""
+    where = f"{source}: " if source else ""
+    keys: dict[str, str] = {}
+    for raw in text.replace("\n", ",").split(","):
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, secret = item.partition("=")
+        name, secret = name.strip(), secret.strip()
+        if not sep or not name or not secret:
+            raise ValueError(f"{where}each key is name=secret, not {item.split('=')[0]!r}=…")
+        if len(secret) < 16:
+            raise ValueError(f"{where}the secret of {name!r} is shorter than 16 characters")
+        if secret in keys:
+            raise ValueError(f"{where}{name!r} and {keys[secret]!r} share a secret")
+        keys[secret] = name
+    return keys
+
+
 class Settings(BaseSettings):
     """Everything Chordal reads from the environment. Build it with :meth:`from_env`."""
 
@@ -84,6 +105,33 @@ class Settings(BaseSettings):
         None, description="module:function returning an OpenTelemetry SpanExporter; "
                           "without it, spans go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT "
                           "is set, and nowhere otherwise.")
+
+    # -- the HTTP service (chordal serve) and its clients --------------------------------
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description="API keys of `chordal serve`: comma-separated name=secret pairs.")
+    api_keys_file: str | None = Field(None, description="A file of name=secret lines (instead "
+                                                        "of CHORDAL_API_KEYS).")
+    max_request_bytes: int = Field(1_048_576, ge=1_024, description="Most bytes of an HTTP "
+                                                                    "request body.")
+    api_rate_limit_per_min: int | None = Field(
+        60, ge=1, description="Runs one API key may create per minute (shared by every API "
+                              "replica, in Redis); unset for no limit.")
+    callback_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts a run's callback_url may name "
+                                          "(comma-separated; `*.example.com` patterns).")
+    callback_secret: str | None = Field(None, repr=False,
+                                        description="HMAC-SHA256 key of callback signatures.")
+    callback_attempts: int = Field(10, ge=1, le=100, description="Deliveries of a run's "
+                                                                 "callback before it is "
+                                                                 "given up.")
+    callback_backoff_s: float = Field(
+        5.0, gt=0, description="Seconds before a failed callback's second attempt; doubles "
+                               "each attempt, up to 15 minutes.")
+    api_url: str | None = Field(None, description="A Chordal server: the CLI talks to it "
+                                                  "instead of Redis.")
+    api_key: str | None = Field(None, repr=False, description="The secret the CLI sends to "
+                                                              "CHORDAL_API_URL.")
 
     # -- the model ---------------------------------------------------------------------
     llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "
@@ -144,6 +192,20 @@ class Settings(BaseSettings):
                 return json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not JSON: {exc.msg}") from None
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_api_keys(value)
+        return value
+
+    @field_validator("callback_allow", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("tool_modules", mode="before")

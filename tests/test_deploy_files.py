@@ -63,3 +63,69 @@ def test_celery_settings_are_json_only_and_at_least_once():
     assert conf.result_backend_transport_options["visibility_timeout"] == 7200
     assert conf.worker_send_task_events and conf.task_send_sent_event
     assert conf.result_chord_expires >= 7 * 86400
+
+
+def load_all(path: str) -> list[dict]:
+    return list(yaml.safe_load_all((ROOT / path).read_text()))
+
+
+def test_compose_api_is_ready_only_with_redis_and_workers_and_keeps_keys_out():
+    from planner.cli.serve import GRACEFUL_S
+
+    services = load("docker-compose.yml")["services"]
+    api = services["api"]
+    assert api["command"][:1] == ["serve"] and "0.0.0.0" in api["command"]
+    assert any("/readyz" in part for part in api["healthcheck"]["test"])
+    # Keys only from the environment, and required; the port published on this host only.
+    assert api["environment"]["CHORDAL_API_KEYS"].startswith("${CHORDAL_API_KEYS:?")
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert int(api["stop_grace_period"].rstrip("s")) > GRACEFUL_S
+    # Same run store and tools as the workers; the callback secret only where it signs.
+    worker = services["worker"]["environment"]
+    for name in ("CHORDAL_REDIS_URL", "CHORDAL_TOOL_MODULES", "CHORDAL_CALLBACK_ALLOW"):
+        assert api["environment"][name] == worker[name]
+    assert worker["CHORDAL_CALLBACK_SECRET"].startswith("${CHORDAL_CALLBACK_SECRET")
+    assert "CHORDAL_CALLBACK_SECRET" not in api["environment"]
+
+
+def test_k8s_api_deployment_and_service():
+    from planner.cli.serve import GRACEFUL_S
+
+    docs = {d["kind"]: d for d in load_all("deploy/k8s/api.yaml")}
+    pod = docs["Deployment"]["spec"]["template"]
+    spec, [container] = pod["spec"], pod["spec"]["containers"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["terminationGracePeriodSeconds"] > GRACEFUL_S
+    assert container["args"][:1] == ["serve"] and "0.0.0.0" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e for e in container["env"]}
+    for secret in ("CHORDAL_REDIS_URL", "CHORDAL_API_KEYS"):
+        assert "secretKeyRef" in env[secret]["valueFrom"]
+    # The Service reaches these pods, on the port they listen on.
+    service = docs["Service"]["spec"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    [port] = container["ports"]
+    assert service["ports"][0]["targetPort"] in (port["name"], port["containerPort"])
+    assert str(port["containerPort"]) == container["args"][container["args"].index(
+        "--port") + 1]
+    worker = load("deploy/k8s/worker.yaml")["spec"]["template"]["spec"]["containers"][0]
+    worker_env = {e["name"]: e for e in worker["env"]}
+    assert "secretKeyRef" in worker_env["CHORDAL_CALLBACK_SECRET"]["valueFrom"]
+    assert worker_env["CHORDAL_CALLBACK_ALLOW"] == env["CHORDAL_CALLBACK_ALLOW"]
+
+
+def test_deploy_files_name_only_known_settings():
+    from planner.settings import PREFIX, Settings
+
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    compose = load("docker-compose.yml")["services"]
+    names = {n for svc in compose.values() for n in (svc.get("environment") or {})}
+    for path in ("deploy/k8s/api.yaml", "deploy/k8s/worker.yaml", "deploy/k8s/flower.yaml"):
+        for doc in load_all(path):
+            if doc["kind"] == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    names |= {e["name"] for e in c.get("env", [])}
+    chordal = {n for n in names if n.startswith(PREFIX)}
+    assert chordal and chordal <= known, chordal - known

@@ -11,13 +11,15 @@ import planner.errors
 
 PUBLIC = {
     # what apps and tool authors import
-    "Client", "Settings", "Plan", "Step", "tool", "Tool", "ToolContext", "ToolRegistry",
+    "Client", "RemoteClient", "AsyncClient",
+    "Settings", "Plan", "Step", "tool", "Tool", "ToolContext", "ToolRegistry",
     "load_registry", "validate", "ValidPlan", "Limits", "load_plan_data", "plan_json_schema",
     "Ref", "parse_ref", "resolve", "RunReport", "StepReport", "RunEvent", "ErrorRecord",
     # the error tree
     "ChordalError", "UserError", "InvalidInput", "PlanError", "PlanLoadError", "PlanInvalid",
     "Problem", "RefError", "ConfigError", "NotFound", "RunNotFound", "Conflict",
-    "Unavailable", "NoWorkerError", "ToolError", "TransientError", "PermanentError",
+    "Unavailable", "NoWorkerError", "BadRequest", "RequestTooLarge", "Unauthorized",
+    "RateLimited", "ToolError", "TransientError", "PermanentError",
     "ModelTransientError", "ModelAuthError", "BudgetExceeded", "CalculationError",
 }
 
@@ -44,6 +46,8 @@ def test_user_errors_map_to_statuses_and_tool_signals_stay_apart():
     assert e.InvalidInput.http_status == 422 and e.PlanInvalid.http_status == 422
     assert e.RunNotFound.http_status == 404 and e.Conflict.http_status == 409
     assert e.NoWorkerError.http_status == 503
+    assert (e.BadRequest.http_status, e.Unauthorized.http_status,
+            e.RequestTooLarge.http_status, e.RateLimited.http_status) == (400, 401, 413, 429)
     assert all(c.exit_code == 2 for c in (e.InvalidInput, e.ConfigError, e.NotFound,
                                           e.Conflict, e.Unavailable))
     for signal in (e.TransientError, e.PermanentError, e.BudgetExceeded,

@@ -9,6 +9,10 @@
 - With ``CHORDAL_METRICS_PORT`` set, it serves Prometheus's ``/metrics`` on that port: the
   values every pool process recorded (multiprocess mode, merged here) and the fleet's
   gauges (runs not ended, queue depth), read at scrape time in this process only.
+- It delivers the callbacks of runs that ended (:mod:`planner.service.callbacks`), on a
+  thread of its own so that a slow receiver never delays the liveness record: every worker
+  claims due callbacks one at a time (an atomic claim with a lease), so each goes out once
+  per attempt however many workers there are.
 
 Started when the worker is ready (Celery's ``worker_ready`` signal), stopped at shutdown.
 """
@@ -28,6 +32,7 @@ from planner import metrics
 from planner.engine.dispatch import CeleryPublisher
 from planner.engine.reconcile import Reconciler
 from planner.engine.runtime import Runtime
+from planner.service.callbacks import CallbackSender
 from planner.settings import Settings
 from planner.store.keys import worker_key
 from workers.app import app
@@ -36,6 +41,8 @@ log = logging.getLogger("chordal.worker")
 
 #: Seconds between the liveness records when the reconciler is off.
 BEAT_S = 5.0
+#: Seconds between looks for due callbacks (a due one waits at most this long).
+CALLBACK_POLL_S = 1.0
 
 
 class Housekeeper:
@@ -46,10 +53,13 @@ class Housekeeper:
         self.interval = settings.reconcile_interval_s or BEAT_S
         self.reconciler = (Reconciler(self.rt, lock_s=max(3 * self.interval, 5.0))
                            if settings.reconcile_interval_s else None)
+        self.callbacks = CallbackSender(self.rt.store, settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordal-housekeeping",
                                         daemon=True)
         self.metrics: metrics.MetricsServer | None = None
+        self._sender = threading.Thread(target=self._send_loop, name="chordal-callbacks",
+                                        daemon=True)
 
     def start(self) -> None:
         port = self.rt.settings.metrics_port
@@ -62,12 +72,17 @@ class Housekeeper:
             except OSError as exc:  # the port is taken: the worker still runs its steps
                 log.error("metrics: cannot serve on port %d: %s", port, exc)
         self._thread.start()
+        self._sender.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         if self.metrics is not None:
             self.metrics.stop()
+        # A delivery in flight ends within its POST timeout; one cut short is claimed
+        # again by another worker once its lease lapses.
+        self._sender.join(timeout=15)
+        self.callbacks.close()
         if self.reconciler is not None:
             self.reconciler.release()
         with contextlib.suppress(Exception):
@@ -96,6 +111,14 @@ class Housekeeper:
             except Exception as exc:
                 log.warning("housekeeping: %s", exc)
             self._stop.wait(self.interval)
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.callbacks.deliver_due()
+            except Exception as exc:
+                log.warning("callbacks: %s", exc)
+            self._stop.wait(CALLBACK_POLL_S)
 
 
 _keeper: Housekeeper | None = None

@@ -1,4 +1,6 @@
-"""Write Prometheus's web config (basic auth) from PROMETHEUS_USER and PROMETHEUS_PASSWORD.
+"""Write Prometheus's web config (basic auth) from PROMETHEUS_USER and PROMETHEUS_PASSWORD,
+and beside it the API key Prometheus scrapes the HTTP API with (PROMETHEUS_API_KEY: the
+secret of a key named for Prometheus in CHORDAL_API_KEYS).
 
 Prometheus takes only a bcrypt hash of the password, and Grafana needs the password itself
 to query it: so .env holds the password once, and this one-shot (the `prometheus-auth`
@@ -30,6 +32,13 @@ def main(out: str) -> None:
     with open(out, "w") as f:
         f.write(f'basic_auth_users:\n  {user}: "{hashed}"\n')
     print(f"wrote {out}: basic auth for {user}")
+    api_key = os.environ["PROMETHEUS_API_KEY"]
+    if len(api_key) < 16:
+        sys.exit("PROMETHEUS_API_KEY: at least 16 characters (an API key's secret)")
+    key_file = os.path.join(os.path.dirname(out), "api-key")
+    with open(key_file, "w") as f:
+        f.write(api_key)
+    print(f"wrote {key_file}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The ``chordal`` command line: the Typer app, its consoles, and how errors end a command.
 
 A :class:`~planner.errors.UserError` is one line on stderr and its ``exit_code`` (2);
-a connection lost mid-command is one line and exit 1. Never a traceback.
+a connection lost mid-command (Redis, the broker, or the server of ``CHORDAL_API_URL``) is
+one line and exit 1. Never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import httpx
 import kombu.exceptions
 import redis
 import typer
@@ -49,6 +51,11 @@ def user_errors(fn: F) -> F:
             # Redis or the broker went away mid-command: one line, not a traceback.
             err.print(f"[red]error:[/] lost the connection to Redis or the broker: {exc}",
                       markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        except httpx.HTTPError as exc:
+            # The server (CHORDAL_API_URL) went away mid-answer.
+            err.print(f"[red]error:[/] lost the connection to the Chordal server: "
+                      f"{type(exc).__name__}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]

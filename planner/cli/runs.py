@@ -1,4 +1,8 @@
-"""Commands about runs: run, status, cancel; and following a run live."""
+"""Commands about runs: run, status, cancel; and following a run live (``watch``).
+
+They talk to Redis, or to a Chordal server when ``CHORDAL_API_URL`` is set (with
+``CHORDAL_API_KEY``): the same commands, the same output, no Redis access or tool modules
+needed on this machine."""
 
 from __future__ import annotations
 
@@ -26,8 +30,25 @@ from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
 from planner.llm import ROLES
-from planner.store.records import RUN_STATUSES, WAITING_RUN, RunReport
+from planner.remote import RemoteClient
+from planner.store.records import RUN_STATUSES, WAITING_RUN, RunEvent, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
+
+#: Redis (the Client), or a Chordal server over HTTP.
+AnyClient = Client | RemoteClient
+
+
+def connect() -> AnyClient:
+    """The server at CHORDAL_API_URL when it is set, else Redis (CHORDAL_REDIS_URL)."""
+    s = settings()
+    if s.api_url:
+        return RemoteClient.from_settings(s)
+    return Client(s, registry(s))
+
+
+def print_event(event: RunEvent) -> None:
+    """One event as a JSON line, out at once (NDJSON: a pipe reads each as it comes)."""
+    print(json.dumps(event.model_dump(mode="json"), ensure_ascii=False), flush=True)
 
 
 def print_report(report: RunReport, as_json: bool) -> None:
@@ -37,15 +58,18 @@ def print_report(report: RunReport, as_json: bool) -> None:
         out.print(render(report))
 
 
-def exit_for(report: RunReport) -> None:
+def exit_for(report: RunReport) -> NoReturn:
     """0 succeeded, or waits for a person (approval, a paused budget); 1 otherwise."""
     raise typer.Exit(EXIT_OK if report.status in ("succeeded", *WAITING_RUN)
                      else EXIT_FAILED)
 
 
-def follow(client: Client, run_id: str, as_json: bool, timeout: float | None,
-           deps: dict[str, list[str]] | None = None) -> RunReport:
-    """Wait for a run: quietly for --json or a pipe, with a live view on a terminal."""
+def follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
+           deps: dict[str, list[str]] | None = None, events: bool = False) -> RunReport:
+    """Wait for a run: its events as JSON lines with ``events``; quietly for --json or a
+    pipe; with a live view on a terminal."""
+    if events:
+        return client.wait(run_id, timeout, on_event=print_event)
     if as_json or not out.is_terminal:
         return client.wait(run_id, timeout)
 
@@ -70,25 +94,41 @@ def warn_missing_workers(client: Client, queues: set[str]) -> None:
                   markup=False)
 
 
-def run_plan(client: Client, path: Path, wait: bool, as_json: bool,
-             timeout: float | None, **options: Any) -> RunReport | None:
+def warn_unready(client: RemoteClient) -> None:
+    """Over HTTP: the server's /readyz says what is missing (no worker, no Redis)."""
+    why = client.ready()
+    if why:
+        err.print(f"warning: the server is not ready: {why}; the run waits until it is.",
+                  highlight=False, markup=False)
+
+
+def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
+             timeout: float | None, events: bool = False, **options: Any
+             ) -> RunReport | None:
     """Validate, submit and optionally wait; shared by `run` and `dev --run`. ``options``
     are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans)."""
-    compiled = client.compile(load_plan_data(path))
-    client.ping()
-    # With a model configured, the join is written by the synthesizer on the llm queue.
-    warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
-                                                       else set()))
-    for problem in client.uncovered_steps(compiled):
-        err.print(f"warning: {problem}; the step will fail.", highlight=False, markup=False)
-    run_id = client.submit(compiled, **options)
+    deps = None
+    if isinstance(client, RemoteClient):
+        # The server validates the plan with its own tool modules.
+        run_id = client.submit(load_plan_data(path), **options)
+        warn_unready(client)
+    else:
+        compiled = client.compile(load_plan_data(path))
+        client.ping()
+        # With a model configured, the join is written by the synthesizer on the llm queue.
+        warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if client.has_model
+                                                           else set()))
+        for problem in client.uncovered_steps(compiled):
+            err.print(f"warning: {problem}; the step will fail.", highlight=False,
+                      markup=False)
+        run_id = client.submit(compiled, **options)
+        deps = {sid: sorted(ups) for sid, ups in compiled.deps.items()}
     if options.get("approve"):
         awaiting(client, run_id, as_json, timeout)
-    if not wait:
+    if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
-    return follow(client, run_id, as_json, timeout,
-                  {sid: sorted(ups) for sid, ups in compiled.deps.items()})
+    return follow(client, run_id, as_json, timeout, deps, events)
 
 
 def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -105,21 +145,25 @@ def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
     return roles
 
 
-def run_goal(client: Client, goal: str, wait: bool, as_json: bool, timeout: float | None,
-             **options: Any) -> RunReport | None:
+def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
+             timeout: float | None, events: bool = False, **options: Any
+             ) -> RunReport | None:
     """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`.
     ``options`` are :meth:`Client.submit_goal`'s."""
     run_id = client.submit_goal(goal, **options)
-    warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
+    if isinstance(client, RemoteClient):
+        warn_unready(client)
+    else:
+        warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
     if options.get("approve"):
         awaiting(client, run_id, as_json, timeout)
-    if not wait:
+    if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
-    return follow(client, run_id, as_json, timeout)
+    return follow(client, run_id, as_json, timeout, events=events)
 
 
-def awaiting(client: Client, run_id: str, as_json: bool, timeout: float | None
+def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | None
              ) -> NoReturn:
     """`run --approve`: wait for the plan (a goal is planned first), print it and the run
     id, and exit 0 while the run waits for `chordal approve` or `chordal reject`."""
@@ -148,6 +192,9 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end.")
                     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    events: Annotated[bool, typer.Option(
+        "--events", help="Follow the run, printing its events as JSON lines (NDJSON) as "
+                         "they happen (with --json, the report is the last line).")] = False,
     timeout: Annotated[float | None, typer.Option(help="Stop waiting after S seconds.",
                                                   min=0)] = None,
     budget_tokens: Annotated[int | None, typer.Option(
@@ -170,7 +217,8 @@ def run(
         "--model", help="With a GOAL: ROLE=MODEL for this run (planner, replanner, "
                         "executor, synthesizer); repeatable.")] = None,
 ) -> None:
-    """Run a goal (planned by the model) or a plan file: submit, and with --wait follow it.
+    """Run a goal (planned by the model) or a plan file: submit, and with --wait (or
+    --events) follow it. With CHORDAL_API_URL set, through that server.
 
     Exit status: 0 succeeded (or waits for approval or a budget), 1 failed or timed out,
     2 bad input."""
@@ -179,8 +227,7 @@ def run(
                            + ("both" if goal else "neither"))
     if on_budget not in ("stop", "pause"):
         raise InvalidInput(f"--on-budget must be stop or pause, not {on_budget!r}")
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     options: dict[str, Any] = {"budget_tokens": budget_tokens, "budget_usd": budget_usd,
                                "on_budget": on_budget, "max_replans": max_replans,
                                "approve": approve, "checkpoint_all": checkpoint_all}
@@ -188,15 +235,49 @@ def run(
         if model:
             raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "
                                "CHORDAL_EXECUTOR_MODEL")
-        report = run_plan(client, plan, wait, as_json, timeout, **options)
+        report = run_plan(client, plan, wait, as_json, timeout, events, **options)
     else:
         assert goal is not None
-        report = run_goal(client, goal, wait, as_json, timeout, roles=parse_models(model),
-                          **options)
+        report = run_goal(client, goal, wait, as_json, timeout, events,
+                          roles=parse_models(model), **options)
     if report is not None:
-        if as_json or not out.is_terminal:
-            print_report(report, as_json)
-        exit_for(report)
+        finish(report, as_json, events)
+
+
+def finish(report: RunReport, as_json: bool, events: bool) -> NoReturn:
+    """Print what a followed run came to, and exit with its status. After --events, stdout
+    stays JSON lines: the report is one more with --json, else a line on stderr."""
+    if events:
+        if as_json:
+            print(report.to_json(indent=None), flush=True)
+        else:
+            err.print(f"run {report.run_id}: {report.status}", highlight=False, markup=False)
+    elif as_json or not out.is_terminal:
+        print_report(report, as_json)
+    exit_for(report)
+
+
+@app.command()
+@user_errors
+def watch(
+    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
+    events: Annotated[bool, typer.Option(
+        "--events", help="Print its events as JSON lines (the default when stdout is not "
+                         "a terminal).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Then print the JSON report.")
+                       ] = False,
+    timeout: Annotated[float | None, typer.Option(help="Stop after S seconds.", min=0)
+                       ] = None,
+) -> None:
+    """Follow any run live (from its first event) until it ends or waits for a person: a
+    live table on a terminal, its events as JSON lines otherwise.
+
+    Exit status: 0 succeeded (or waits for approval or a budget), 1 failed, cancelled or
+    timed out, 2 bad input (no such run)."""
+    client = connect()
+    client.ping()
+    nd = events or not out.is_terminal
+    finish(follow(client, run_id, as_json, timeout, events=nd), as_json, nd)
 
 
 @app.command()
@@ -207,8 +288,7 @@ def status(
 ) -> None:
     """Print a run's report. Exit status: 0 succeeded, 1 failed or cancelled, 3 not ended
     yet (pending, running, paused, awaiting approval)."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     report = client.report(run_id)
     print_report(report, as_json)
@@ -234,10 +314,15 @@ def runs_cmd(
                            f"not {status_!r}")
     if stuck and status_ is not None:
         raise InvalidInput("--stuck lists running and pending runs: leave out --status")
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
-    found = client.stuck(limit) if stuck else client.runs(status=status_, limit=limit)
+    if not stuck:
+        found = client.runs(status=status_, limit=limit)
+    elif isinstance(client, Client):
+        found = client.stuck(limit)
+    else:
+        raise InvalidInput("--stuck reads the run store itself: it needs Redis access, not "
+                           "CHORDAL_API_URL (unset it where Redis is reachable)")
     for run in found:
         if as_json:
             print(json.dumps(run.model_dump(mode="json", exclude_none=True)))
@@ -256,8 +341,7 @@ def cancel(
 ) -> None:
     """Cancel a run: steps not started never start; running steps finish but unlock
     nothing. Exit 0 if cancelled, 1 if the run had already ended."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     if client.cancel(run_id):
         print(f"{run_id}: cancelled")
@@ -276,8 +360,7 @@ def approve(
     ] = None,
 ) -> None:
     """Start a run that waits for approval (`run --approve`)."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     client.approve(run_id, load_plan_data(plan) if plan is not None else None)
     print(f"{run_id}: approved, running")
@@ -291,8 +374,7 @@ def reject(
                       ] = None,
 ) -> None:
     """End a run that waits for approval: it ends cancelled, nothing of it ran."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     client.reject(run_id, reason)
     print(f"{run_id}: rejected")
@@ -306,8 +388,7 @@ def retry(
                                                             "cancelled step.")] = None,
 ) -> None:
     """Re-drive a failed or cancelled run from where it stopped, keeping what it earned."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     again = client.retry(run_id, step)
     print(f"{run_id}: running again" + (f" ({', '.join(again)})" if again else ""))
@@ -323,8 +404,7 @@ def resume(
                           ] = None,
 ) -> None:
     """Go on with a run paused at its budget (`run --on-budget pause`), with a new one."""
-    s = settings()
-    client = Client(s, registry(s))
+    client = connect()
     client.ping()
     client.resume(run_id, budget_tokens, budget_usd)
     print(f"{run_id}: resumed")

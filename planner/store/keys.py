@@ -20,6 +20,12 @@ ACTIVE_RUNS = f"{PREFIX}:active"
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
 #: Hash: repair kind -> how many the reconcilers made.
 REPAIRS = f"{PREFIX}:repairs"
+#: Sorted set of the runs whose callback is due, by when (epoch ms, Redis clock; 0: now).
+#: A worker claims one by moving its time a lease ahead, so a worker that dies mid-delivery
+#: leaves it to another. Both callback keys share a hash tag: one script touches both.
+CALLBACKS_DUE = f"{PREFIX}:{{callbacks}}:due"
+#: Hash: run id -> delivery attempts of its pending callback.
+CALLBACK_ATTEMPTS = f"{PREFIX}:{{callbacks}}:attempts"
 
 
 def worker_key(hostname: str) -> str:
@@ -29,6 +35,24 @@ def worker_key(hostname: str) -> str:
 
 
 WORKER_PATTERN = worker_key("*")
+
+
+def owner_runs_key(owner: str) -> str:
+    """Sorted set of one API key's run ids by creation time: what ``GET /v1/runs`` lists
+    for that key (the key's name is the tenant)."""
+    return f"{PREFIX}:owner:{owner}:runs"
+
+
+def idempotency_key(owner: str, key_hash: str) -> str:
+    """String (JSON, with a TTL): the run an ``Idempotency-Key`` created, and the hash of
+    the body it came with; scoped per API key so tenants cannot collide."""
+    return f"{PREFIX}:idem:{owner}:{key_hash}"
+
+
+def api_calls_key(owner: str) -> str:
+    """Sorted set of run creations by one API key: its rate limit, shared by every API
+    replica."""
+    return f"{PREFIX}:api:calls:{owner}"
 
 
 @dataclass(frozen=True)

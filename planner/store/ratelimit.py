@@ -1,7 +1,9 @@
-"""A model-call rate limit shared by every worker (Celery's ``rate_limit`` is per worker).
+"""Rate limits shared by every process: model calls across workers (Celery's ``rate_limit``
+is per worker), and run creation per API key across API replicas.
 
 A sliding window of call times in one Redis sorted set (``acquire_call.lua``): a call may go
-when fewer than ``limit`` calls started in the last minute.
+when fewer than ``limit`` calls started in the last minute. ``key`` picks the set (the model
+calls' by default).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from planner.store.keys import MODEL_CALLS
 
 
 class RateLimiter:
-    def __init__(self, client: redis.Redis, per_minute: int) -> None:
+    def __init__(self, client: redis.Redis, per_minute: int, key: str = MODEL_CALLS) -> None:
         self.per_minute = per_minute
+        self.key = key
         self._acquire = scripts.register(client, "acquire_call")
 
     def wait_ms(self) -> int:
         """Take a slot (0) or say how many ms until one frees up."""
-        return int(self._acquire(keys=[MODEL_CALLS], args=[self.per_minute, uuid.uuid4().hex]))
+        return int(self._acquire(keys=[self.key], args=[self.per_minute, uuid.uuid4().hex]))
 
     def acquire(self, max_wait_s: float = 30.0) -> None:
         """Block until a slot is free; past ``max_wait_s`` raise a transient error so the

@@ -100,6 +100,10 @@ class RunOptions(BaseModel):
     approve: bool = False
     #: Every step is a checkpoint (the replanner reviews after each one).
     checkpoint_all: bool = False
+    #: Who created the run (the API key's name over HTTP; None from the CLI and Client).
+    owner: str | None = None
+    #: POSTed the final report, signed, when the run ends (HTTP API runs).
+    callback_url: str | None = None
 
 
 #: The reasons of the plan versions that count as replans (against ``max_replans``).

@@ -22,7 +22,16 @@ from planner import metrics
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
 from planner.store import scripts
-from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, WORKER_PATTERN, RunKeys
+from planner.store.keys import (
+    ACTIVE_RUNS,
+    CALLBACK_ATTEMPTS,
+    CALLBACKS_DUE,
+    REPAIRS,
+    RUN_INDEX,
+    WORKER_PATTERN,
+    RunKeys,
+    owner_runs_key,
+)
 from planner.store.records import (
     REPLAN_REASONS,
     TERMINAL_RUN,
@@ -123,6 +132,16 @@ class RunStore:
         # The index is a key of its own (not in the run's hash slot): written apart.
         self.r.zadd(RUN_INDEX, {run_id: float(stamp)})
         self.r.zremrangebyscore(RUN_INDEX, 0, now - self.retention_s)
+        owner = options.owner if options else None
+        if owner is not None:
+            # Each API key lists only its own runs: one index per owner, trimmed and
+            # expiring with the runs it names.
+            key = owner_runs_key(owner)
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zadd(key, {run_id: float(stamp)})
+            pipe.zremrangebyscore(key, 0, now - self.retention_s)
+            pipe.expire(key, self.retention_s)
+            pipe.execute()
         if plan is not None:
             self.install_plan(run_id, 1, plan, deps)
         return run_id
@@ -189,6 +208,7 @@ class RunStore:
             pipe = self.r.pipeline(transaction=False)
             for key in k.all():
                 pipe.expire(key, self.retention_s)
+            self._queue_callback(pipe, run_id)  # before the run leaves chordal:active
             pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
             metrics.run_finished(status, reply[0], self._makespan_ratio(run_id)
@@ -207,6 +227,14 @@ class RunStore:
             return metrics.makespan_ratio(deps, spans)
         except Exception:  # a metric must not fail the run's end, which is recorded
             return None
+
+    def _queue_callback(self, pipe: redis.client.Pipeline, run_id: str) -> None:
+        """An ended run with a ``callback_url``: its callback is due now (the workers'
+        housekeeping delivers it). A run that ends again (retried) is queued afresh, and a
+        delivery still in flight then counts for nothing."""
+        if self.options(run_id).callback_url:
+            pipe.zadd(CALLBACKS_DUE, {run_id: 0})
+            pipe.hdel(CALLBACK_ATTEMPTS, run_id)
 
     def retry_run(self, run_id: str, step_ids: Sequence[str]) -> int:
         """Re-drive an ended run: ``step_ids`` (failed or cancelled steps of its current
@@ -261,6 +289,63 @@ class RunStore:
                 if len(found) >= limit:
                     break
         return found
+
+    def runs_page(self, owner: str | None, status: str | None = None, limit: int = 20,
+                  after: tuple[float, str] | None = None, scan: int = 1_000,
+                  ) -> tuple[list[RunSummary], tuple[float, str] | None]:
+        """One page of runs newest first: ``owner``'s (every run's when None), optionally
+        only in ``status``, after the cursor ``after`` (creation time and run id of the
+        last run seen). Returns the page and the cursor of the next one (None at the end).
+        At most ``scan`` index entries are read, so a rare status returns short pages
+        rather than one long request. The cursor is a position, not an offset: runs created
+        meanwhile neither shift nor repeat a page."""
+        key = owner_runs_key(owner) if owner is not None else RUN_INDEX
+        found: list[RunSummary] = []
+        cursor = after
+        examined = 0
+        batch = min(200, max(limit, 20))
+        while len(found) < limit and examined < scan:
+            top = "+inf" if cursor is None else repr(cursor[0])
+            rows = cast(list[tuple[str, float]], self.r.zrevrangebyscore(
+                key, top, "-inf", start=0, num=batch, withscores=True))
+            # Same-time runs come in reverse id order; skip those up to the cursor's.
+            fresh = [(m, sc) for m, sc in rows if cursor is None or sc < cursor[0]
+                     or (sc == cursor[0] and m < cursor[1])]
+            if not fresh:
+                if len(rows) < batch:
+                    return found, None  # the end of the index
+                batch *= 2  # a page of runs with one creation time: read further
+                continue
+            for run_id, score in fresh:
+                examined += 1
+                cursor = (score, run_id)
+                fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+                if not fields:
+                    if owner is not None:
+                        self.r.zrem(key, run_id)  # expired: forget it
+                    continue
+                run = RunState.from_fields(fields)
+                if status is None or run.status == status:
+                    found.append(RunSummary(run_id=run_id, status=run.status, goal=run.goal,
+                                            created_at=run.created_at,
+                                            finished_at=run.finished_at,
+                                            plan_version=run.version))
+                if len(found) >= limit or examined >= scan:
+                    break
+            if len(rows) < batch and cursor == (fresh[-1][1], fresh[-1][0]):
+                return found, None
+        return found, cursor
+
+    def owner(self, run_id: str) -> str | None:
+        """Who created the run (``RunOptions.owner``); :class:`RunNotFound` if none."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(RunKeys(run_id).run)
+        pipe.hget(RunKeys(run_id).run, "options")
+        exists, raw = pipe.execute()
+        if not exists:
+            raise RunNotFound(f"no run {run_id!r} (it may have expired after "
+                              f"{self.retention_s // 86_400} days)")
+        return RunOptions.model_validate_json(raw).owner if raw else None
 
     def plan(self, run_id: str, version: int) -> Plan:
         text = cast(str | None, self.r.hget(RunKeys(run_id).plans, str(version)))
@@ -429,7 +514,11 @@ class RunStore:
                 cast(list[tuple[str, float]], self.r.zrange(ACTIVE_RUNS, 0, -1, withscores=True))]
 
     def forget_active(self, run_id: str) -> None:
-        self.r.zrem(ACTIVE_RUNS, run_id)
+        pipe = self.r.pipeline(transaction=False)
+        # An ended run still here: whoever ended it stopped before its callback was queued.
+        self._queue_callback(pipe, run_id)
+        pipe.zrem(ACTIVE_RUNS, run_id)
+        pipe.execute()
 
     def watch(self, run_id: str) -> None:
         """Add a run to the reconciler's watch list (idempotent)."""

@@ -30,7 +30,12 @@ from tests.deploy.test_k8s import node_name, objects
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed")
+pytestmark = pytest.mark.usefixtures("prometheus_installed")
+
+
+@pytest.fixture
+def prometheus_installed() -> None:
+    assert PROMETHEUS, "prometheus not installed: apt-get install prometheus (.ci/run does)"
 
 #: Panels that must show data after one run of plain tools (no model, no replan, no repair).
 MUST_SHOW = ["Active runs", "Workers online", "Runs per minute by outcome",

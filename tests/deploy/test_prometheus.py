@@ -24,8 +24,27 @@ from tests.deploy.catalog import ROOT, load_yaml, reads, unknown_reads
 PROM = ROOT / "deploy/prometheus"
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+# Nothing is skipped without them: .ci/run installs Debian's prometheus package.
+needs_promtool = pytest.mark.usefixtures("promtool_installed")
+
+
+@pytest.fixture
+def promtool_installed() -> None:
+    assert PROMTOOL and PROMETHEUS, ("promtool/prometheus not installed: apt-get install "
+                                     "prometheus (.ci/run does)")
+
+
+def scrape_config(tmp_path: Path, api_key_file: Path | None = None) -> Path:
+    """deploy/prometheus/prometheus.yml as it runs in compose, beside its rules, with the
+    API key file the prometheus-auth one-shot writes (/web/api-key) at ``api_key_file``."""
+    key = api_key_file or tmp_path / "api-key"
+    if not key.exists():
+        key.write_text("k" * 24)
+    text = (PROM / "prometheus.yml").read_text().replace("/web/api-key", str(key))
+    assert str(key) in text
+    (tmp_path / "prometheus.yml").write_text(text)
+    shutil.copy(PROM / "alerts.yml", tmp_path / "alerts.yml")
+    return tmp_path / "prometheus.yml"
 
 
 def promtool(*args: str, cwd: Path = PROM) -> str:
@@ -50,8 +69,8 @@ def test_promtool_checks_the_rules():
 
 
 @needs_promtool
-def test_promtool_checks_the_config_and_its_rule_files():
-    out = promtool("check", "config", "prometheus.yml")
+def test_promtool_checks_the_config_and_its_rule_files(tmp_path):
+    out = promtool("check", "config", str(scrape_config(tmp_path)))
     assert "SUCCESS: 1 rule files found" in out
 
 
@@ -116,7 +135,8 @@ def test_the_worker_setting_compose_uses_exists():
 
 
 def make_web_config(tmp_path: Path, user: str, password: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PROMETHEUS_USER": user, "PROMETHEUS_PASSWORD": password}
+    env = {**os.environ, "PROMETHEUS_USER": user, "PROMETHEUS_PASSWORD": password,
+           "PROMETHEUS_API_KEY": "prometheus-api-key-secret"}
     return subprocess.run([sys.executable, str(PROM / "make_web_config.py"),
                            str(tmp_path / "web.yml")], env=env, capture_output=True,
                           text=True, timeout=60)
@@ -152,16 +172,19 @@ def get(url: str, auth: tuple[str, str] | None = None) -> int:
         return e.code
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed")
+@needs_promtool
 def test_a_real_prometheus_takes_the_generated_auth_and_loads_the_rules(tmp_path):
     """What docker-compose.yml does, with the Prometheus on this machine: generate the web
     config from the two variables, start Prometheus with it and the rules; no password, no
     answer; the right one, the rules."""
     assert PROMETHEUS
     assert make_web_config(tmp_path, "prom", "a-long-enough-secret").returncode == 0
+    assert (tmp_path / "api-key").read_text() == "prometheus-api-key-secret"
+    (tmp_path / "config").mkdir()
+    config = scrape_config(tmp_path / "config", tmp_path / "api-key")
     port = free_port()
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={PROM / 'prometheus.yml'}",
+        [PROMETHEUS, f"--config.file={config}",
          f"--web.config.file={tmp_path / 'web.yml'}",
          f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],

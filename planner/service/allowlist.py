@@ -1,0 +1,49 @@
+"""Which ``callback_url`` a run may have: ``CHORDAL_CALLBACK_ALLOW`` names the hosts
+(``hooks.example.com``, or ``*.example.com`` for any host under it). With none allowed,
+no run may have a callback: a server must not be turned into a client of any URL a caller
+names (requests into a private network, SSRF).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from planner.errors import InvalidInput
+
+
+def host_allowed(host: str, allow: Sequence[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in allow:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def check_callback_url(url: str, allow: Sequence[str]) -> str:
+    """``url`` if a run may POST its report there; else :class:`InvalidInput` naming the
+    field and saying why."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a bad port raises ValueError
+    except ValueError:
+        raise InvalidInput("callback_url: not a URL") from None
+    del port
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInput("callback_url: must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("callback_url: must not carry credentials (user:password@); the "
+                           "callback is signed instead (CHORDAL_CALLBACK_SECRET)")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise InvalidInput("callback_url: must not contain spaces or control characters")
+    if not allow:
+        raise InvalidInput("callback_url: this server allows no callbacks (set "
+                           "CHORDAL_CALLBACK_ALLOW to the hosts it may call)")
+    if not host_allowed(parts.hostname, allow):
+        raise InvalidInput(f"callback_url: host {parts.hostname!r} is not allowed "
+                           "(CHORDAL_CALLBACK_ALLOW)")
+    return url

@@ -1,0 +1,58 @@
+"""``create_app(settings)``: the HTTP API of ``chordal serve`` (docs/api.md), over the same
+run store and broker as the CLI and the Python client.
+
+Assembled here: the routers (runs, events, tools, probes, the run page), the one error
+shape, the body cap, and what the process holds (:class:`~planner.service.state.Service`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+from fastapi import FastAPI
+
+from planner import metrics
+from planner.client import Client
+from planner.engine.dispatch import CeleryPublisher, producer_app
+from planner.service import catalogue, errors, events, exposition, page, probes, runs
+from planner.service.auth import KeyRing, load_keys
+from planner.service.limits import BodyLimit
+from planner.service.state import KEEPALIVE_S, Service
+from planner.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, auth: bool = True,
+               keepalive_s: float = KEEPALIVE_S, client: Client | None = None) -> FastAPI:
+    """The API. ``auth=False`` (``--no-auth``) lets every request in as one tenant who
+    sees every run; ``chordal serve`` allows it only on a loopback address."""
+    settings = settings or Settings.from_env()
+    client = client or Client(settings)
+    keys = KeyRing(load_keys(settings), enabled=auth)
+    svc = Service(client=client, keys=keys, keepalive_s=keepalive_s,
+                  aredis=redis.asyncio.Redis.from_url(settings.redis_url,
+                                                      decode_responses=True),
+                  has_model=client.has_model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await svc.aredis.aclose()
+
+    app = FastAPI(title="Chordal", version="1", lifespan=lifespan,
+                  description="Plan-and-execute LLM agents that run on Celery: submit, "
+                              "follow and steer runs (docs/api.md).")
+    app.state.service = svc
+    app.state.fleet = metrics.fleet_collector(
+        client.store, CeleryPublisher(producer_app(settings)),
+        {t.queue for t in client.tools.values()})
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(runs.router)
+    app.include_router(events.router)
+    app.include_router(catalogue.router)
+    app.include_router(probes.router)
+    app.include_router(exposition.router)
+    app.include_router(page.router)
+    return app

@@ -1,0 +1,97 @@
+"""API keys and tenants: ``Authorization: Bearer <secret>`` names a key, and the key's name
+is the tenant that owns the runs it creates.
+
+Keys come from ``CHORDAL_API_KEYS`` (``name=secret,…``) or ``CHORDAL_API_KEYS_FILE`` (one
+``name=secret`` per line). A presented secret is compared with every key in constant time
+(over SHA-256 digests, so lengths leak nothing either), and the loop never stops early: the
+time taken says nothing about which key, or how much of one, matched. Secrets are never
+logged and never accepted in a URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from planner.errors import ConfigError, Unauthorized
+from planner.settings import Settings, parse_api_keys
+
+#: Declares the scheme in /openapi.json; its own 403 is replaced by our 401 below.
+bearer = HTTPBearer(auto_error=False, description="An API key's secret "
+                                                  "(CHORDAL_API_KEYS).")
+
+
+def load_keys(settings: Settings) -> dict[str, str]:
+    """{secret: name} from CHORDAL_API_KEYS, or from CHORDAL_API_KEYS_FILE (not both: which
+    one would win is a guess the operator should not have to make)."""
+    if settings.api_keys_file is None:
+        return dict(settings.api_keys)
+    if settings.api_keys:
+        raise ConfigError("CHORDAL_API_KEYS_FILE: set it or CHORDAL_API_KEYS, not both")
+    try:
+        text = Path(settings.api_keys_file).read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"CHORDAL_API_KEYS_FILE: cannot read {settings.api_keys_file}: "
+                          f"{exc.strerror}") from None
+    try:
+        return parse_api_keys(text, "CHORDAL_API_KEYS_FILE")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a request: a key's name, or None when the server runs with --no-auth
+    (one local user, who sees every run)."""
+
+    name: str | None
+
+    @property
+    def scope(self) -> str:
+        """Where its idempotency keys and rate limit live (key names are never empty)."""
+        return self.name or ""
+
+    def owns(self, owner: str | None) -> bool:
+        return self.name is None or owner == self.name
+
+
+class KeyRing:
+    """The server's keys, as digests; ``enabled`` is False only under ``--no-auth``."""
+
+    def __init__(self, keys: dict[str, str], enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._keys = [(_digest(secret), name) for secret, name in keys.items()]
+
+    def identify(self, secret: str) -> str | None:
+        presented = _digest(secret)
+        found: str | None = None
+        for digest, name in self._keys:
+            if hmac.compare_digest(digest, presented):
+                found = name  # no break: every key is compared, whichever matches
+        return found
+
+
+def caller(request: Request,
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+           ) -> Caller:
+    """The dependency of every /v1 operation: 401 without a known key."""
+    ring: KeyRing = request.app.state.service.keys
+    if not ring.enabled:
+        return Caller(None)
+    if credentials is None:
+        raise Unauthorized("Authorization: send 'Bearer <secret>' with an API key "
+                           "(CHORDAL_API_KEYS)")
+    name = ring.identify(credentials.credentials)
+    if name is None:
+        raise Unauthorized("Authorization: the key is not one of this server's keys")
+    return Caller(name)

@@ -1,0 +1,123 @@
+"""One error shape for every failure: ``{"error": {"type", "message", "problems"?}}``, with
+the status the error tree gives (``UserError.http_status``).
+
+FastAPI's own errors (a body that does not fit the schema, an unknown path, a wrong method)
+are answered in the same shape, so a client parses one thing. Redis or the broker not
+answering is a 503, never a 500; anything unexpected is a 500 that says nothing of the
+internals (it is logged here instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import kombu.exceptions
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from planner.errors import ChordalError, PlanInvalid, RateLimited, Unauthorized, UserError
+
+log = logging.getLogger("chordal.service")
+
+#: ``scheme://user:password@host``: the userinfo is cut from any message that echoes a URL
+#: (a Redis or broker URL may hold a password; a message is shown to API callers).
+_USERINFO = re.compile(r"(\w+://)[^/@\s]*@")
+_STATUS_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                 405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict",
+                 413: "RequestTooLarge", 415: "UnsupportedMediaType", 422: "InvalidInput",
+                 429: "RateLimited", 503: "Unavailable"}
+
+
+def redact(text: str) -> str:
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def error_response(status: int, type_: str, message: str,
+                   problems: Sequence[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    error: dict[str, Any] = {"type": type_, "message": redact(message)}
+    if problems is not None:
+        error["problems"] = list(problems)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def _field(loc: Sequence[str | int]) -> str:
+    # ("body", "plan", "steps", 0) -> "plan.steps[0]"; ("query", "limit") -> "limit";
+    # a missing or unreadable body as a whole -> "body".
+    parts = list(loc[1:]) if len(loc) > 1 else list(loc)
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    return text.lstrip(".") or "body"
+
+
+async def _chordal_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChordalError)
+    if not isinstance(exc, UserError):
+        log.error("unexpected %s on %s %s: %s", type(exc).__name__, request.method,
+                  request.url.path, exc)
+        return error_response(500, "InternalError", "internal error; see the server log")
+    if exc.http_status >= 500:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
+                  redact(str(exc)))
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, int(exc.retry_after_s + 0.999)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, PlanInvalid):
+        problems = [{"step": p.step, "field": p.field, "message": p.message}
+                    for p in exc.problems]
+        return error_response(exc.http_status, type(exc).__name__,
+                              f"invalid plan: {len(problems)} problem(s)", problems, headers)
+    return error_response(exc.http_status, type(exc).__name__, str(exc), headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "BadRequest", "body: not valid JSON")
+    problems = [{"step": None, "field": _field(e.get("loc", ())), "message": str(e["msg"])}
+                for e in errors]
+    message = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    if len(problems) > 5:
+        message += f"; and {len(problems) - 5} more"
+    return error_response(422, "InvalidInput", message, problems)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    message = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if status == 404:
+        message = f"no such path: {request.url.path}"
+    return error_response(status, _STATUS_TYPES.get(status, "Error"), message,
+                          headers=dict(exc.headers or {}))
+
+
+async def _backend_down(request: Request, exc: Exception) -> JSONResponse:
+    what = "Redis" if isinstance(exc, redis.RedisError) else "the broker"
+    log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path,
+                redact(str(exc)))
+    return error_response(503, "Unavailable", f"{what} does not answer; try again shortly",
+                          headers={"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "InternalError", "internal error; see the server log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ChordalError, _chordal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(redis.RedisError, _backend_down)
+    app.add_exception_handler(kombu.exceptions.OperationalError, _backend_down)
+    app.add_exception_handler(ConnectionError, _backend_down)
+    app.add_exception_handler(Exception, _unexpected)

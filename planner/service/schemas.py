@@ -1,0 +1,144 @@
+"""The API's request and response bodies (docs/api.md), as pydantic models: FastAPI checks
+requests against them and publishes them in ``/openapi.json``.
+
+Requests are strict (``"5"`` is not an integer, ``"true"`` not a boolean) and forbid unknown
+fields, so a typo is a 422 naming the field instead of an option silently ignored. Reports,
+summaries and events are the store's own records (``planner.store.records``), unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.store.records import RunStatus, RunSummary
+
+Role = Literal["planner", "replanner", "executor", "synthesizer"]
+ModelId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateRun(Request):
+    """``POST /v1/runs``: a goal for the planner model, or a plan; and run options."""
+
+    # Exactly one of goal and plan, said in the schema too (the handler checks it).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["goal"]},
+                                                           {"required": ["plan"]}]})
+
+    goal: str | None = Field(None, min_length=1, description="What to do; the planner model "
+                                                             "plans it (give goal or plan).")
+    plan: dict[str, Any] | None = Field(None, description="A plan (`chordal schema`), "
+                                                          "validated like a plan file.")
+    approve: bool = Field(False, description="Wait in awaiting_approval until approved.")
+    budget_tokens: int | None = Field(None, ge=1, le=10**12)
+    budget_usd: float | None = Field(None, gt=0, le=10**9, allow_inf_nan=False)
+    on_budget: Literal["stop", "pause"] = "stop"
+    max_replans: int | None = Field(None, ge=0, le=100)
+    checkpoint_all: bool = False
+    models: dict[Role, ModelId] = Field(default_factory=dict,
+                                        description="Model per role, for this run.")
+    callback_url: str | None = Field(None, min_length=1, max_length=2_048,
+                                     description="Where the final report is POSTed; its "
+                                                 "host must be in CHORDAL_CALLBACK_ALLOW.")
+
+
+class ApproveRun(Request):
+    plan: dict[str, Any] | None = Field(None, description="An edited plan to run instead.")
+
+
+class RejectRun(Request):
+    reason: str | None = Field(None, max_length=4_096)
+
+
+class ResumeRun(Request):
+    budget_tokens: int | None = Field(None, ge=1, le=10**12)
+    budget_usd: float | None = Field(None, gt=0, le=10**9, allow_inf_nan=False)
+
+
+class RetryRun(Request):
+    step: str | None = Field(None, min_length=1, max_length=64,
+                             description="Only this step (default: every failed or "
+                                         "cancelled step).")
+
+
+class Links(BaseModel):
+    self: str
+    events: str
+    page: str
+
+
+class RunCreated(BaseModel):
+    run_id: str
+    status: RunStatus
+    links: Links
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null "
+                                                "at the end.")
+
+
+class RunStatusReply(BaseModel):
+    run_id: str
+    status: RunStatus
+
+
+class RetryReply(RunStatusReply):
+    steps: list[str]
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    queue: str
+    max_retries: int
+    timeout_s: float | None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class ToolList(BaseModel):
+    tools: list[ToolInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unready"]
+    redis: bool
+    missing_queues: list[str]
+    message: str | None = None
+
+
+class ProblemItem(BaseModel):
+    step: str | None
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    problems: list[ProblemItem] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error: ``{"error": {"type", "message", "problems"?}}``."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses an operation may answer, for ``/openapi.json``."""
+    words = {400: "Not JSON", 401: "No API key, or a wrong one", 404: "Not found, or not "
+             "yours", 409: "Conflict with the run's state", 413: "Body over "
+             "CHORDAL_MAX_REQUEST_BYTES", 422: "Invalid input; names the field",
+             429: "Rate limited (see Retry-After)", 503: "Redis or the broker unavailable"}
+    return {s: {"model": ErrorBody, "description": words[s]} for s in statuses}

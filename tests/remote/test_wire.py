@@ -1,0 +1,66 @@
+"""What the HTTP clients read: error answers, the event stream's format, URLs. Pure."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from planner import errors
+from planner.remote import _Sse, base_url, error_from
+
+
+def answer(status: int, error: dict | None = None, **kw: object) -> httpx.Response:
+    if error is not None:
+        return httpx.Response(status, json={"error": error}, **kw)  # type: ignore[arg-type]
+    return httpx.Response(status, **kw)  # type: ignore[arg-type]
+
+
+def test_error_answers_come_back_as_the_class_they_name():
+    invalid = error_from(answer(422, {"type": "PlanInvalid", "message": "invalid plan: 2",
+                                      "problems": [
+                                          {"step": "x", "field": "tool", "message": "unknown"},
+                                          {"step": None, "field": "goal", "message": "empty"}]}))
+    assert isinstance(invalid, errors.PlanInvalid)
+    assert [(p.step, p.field) for p in invalid.problems] == [("x", "tool"), (None, "goal")]
+    assert "step 'x', tool: unknown" in str(invalid)
+    found = error_from(answer(404, {"type": "RunNotFound", "message": "no run 'r'"}))
+    assert type(found) is errors.RunNotFound and str(found) == "no run 'r'"
+    limited = error_from(answer(429, {"type": "RateLimited", "message": "slow down"},
+                                headers={"Retry-After": "7"}))
+    assert isinstance(limited, errors.RateLimited) and limited.retry_after_s == 7
+    # A type this client does not know: the status decides.
+    assert type(error_from(answer(403, {"type": "Forbidden", "message": "no"}))) \
+        is errors.Unauthorized
+    assert type(error_from(answer(422, {"type": "InvalidInput", "message": "budget_usd: "
+                                        "must be > 0", "problems": []}))) is errors.InvalidInput
+    # Not our shape: a proxy's 502 passes (Unavailable); a bare 500 is the server's fault.
+    bad_gateway = error_from(answer(502, content=b"<html>bad gateway</html>"))
+    assert isinstance(bad_gateway, errors.Unavailable) and "502" in str(bad_gateway)
+    broken = error_from(answer(500, {"type": "InternalError", "message": "see the log"}))
+    assert type(broken) is errors.ChordalError and "see the log" in str(broken)
+    no_key = error_from(answer(401, {"type": "Unauthorized", "message": "no key"}),
+                        had_key=False)
+    assert isinstance(no_key, errors.Unauthorized) and "CHORDAL_API_KEY" in str(no_key)
+
+
+def test_the_event_stream_format():
+    sse = _Sse.new()
+    lines = [": keep-alive", "", "id: 5-0", "event: step.finished",
+             'data: {"id": "5-0", "type": "step.finished", "step": "a",',
+             'data:  "status": "succeeded", "data": null}', "", ": keep-alive", ""]
+    events = [e for e in (sse.feed(line) for line in lines) if e is not None]
+    assert len(events) == 1
+    assert (events[0].id, events[0].type, events[0].step) == ("5-0", "step.finished", "a")
+    with pytest.raises(errors.Unavailable, match="not a run event"):
+        for line in ['data: {"what": 1}', ""]:
+            sse.feed(line)
+
+
+def test_server_urls():
+    assert base_url("http://h:8000/") == "http://h:8000"
+    assert base_url(" https://h/chordal/ ") == "https://h/chordal"
+    for bad, why in (("h:8000", "http:// or https://"), ("", "empty"),
+                     ("http://k:secret@h", "credentials"), ("http://h/?key=x", "query")):
+        with pytest.raises(errors.InvalidInput, match=why) as raised:
+            base_url(bad)
+        assert "k:secret" not in str(raised.value)  # a URL's secret is never echoed
