@@ -38,7 +38,8 @@ def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
         name, sep, secret = item.partition("=")
         name, secret = name.strip(), secret.strip()
         if not sep or not name or not secret:
-            raise ValueError(f"{where}each key is name=secret, not {item.split('=')[0]!r}=…")
+            raise ValueError(f"{where}each key is name=secret (an item has no name or no "
+                             "secret; its text is not shown: it may be a secret)")
         if len(secret) < 16:
             raise ValueError(f"{where}the secret of {name!r} is shorter than 16 characters")
         if secret in keys:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from planner import metrics
 from planner.client import Client
@@ -49,6 +50,11 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         {t.queue for t in client.tools.values()})
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if not auth:
+        # Without keys, a web page the user visits could reach this server through a name
+        # rebound to 127.0.0.1 (DNS rebinding): only loopback Host names are answered.
+        app.add_middleware(TrustedHostMiddleware,
+                           allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
     app.include_router(runs.router)
     app.include_router(events.router)
     app.include_router(catalogue.router)

@@ -12,13 +12,15 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from planner import metrics
 from planner.service.auth import Caller, caller
+from planner.service.schemas import error_responses
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}},
-                             "description": "Prometheus exposition format"}})
+                             "description": "Prometheus exposition format"},
+                       **error_responses(401, 503)})
 def scrape(request: Request, _who: Annotated[Caller, Depends(caller)]) -> Response:
     """Prometheus metrics (text exposition, or OpenMetrics when asked for)."""
     fleet = request.app.state.fleet
