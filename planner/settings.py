@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -70,7 +70,8 @@ def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
         name, sep, secret = item.partition("=")
         name, secret = name.strip(), secret.strip()
         if not sep or not name or not secret:
-            raise ValueError(f"{where}each key is name=secret, not {item.split('=')[0]!r}=…")
+            raise ValueError(f"{where}each key is name=secret (an item has no name or no "
+                             "secret; its text is not shown: it may be a secret)")
         if len(secret) < 16:
             raise ValueError(f"{where}the secret of {name!r} is shorter than 16 characters")
         if secret in keys:
@@ -134,9 +135,20 @@ class Settings(BaseSettings):
         60.0, ge=1, description="Seconds past its due time a ready step may wait (with its "
                                 "queue empty) before its message counts as lost, and a run "
                                 "may stay quiet before it counts as stalled.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65_535,
+        description="Port of a worker's Prometheus /metrics (its main process merges its "
+                    "pool processes' values); unset: no metrics server.")
     hard_limit_grace_s: float = Field(
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker log lines: 'text', or 'json' (one object per line, "
+                            "each line of a task carrying run_id, step_id and attempt).")
+    trace_exporter: str | None = Field(
+        None, description="module:function returning an OpenTelemetry SpanExporter; "
+                          "without it, spans go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT "
+                          "is set, and nowhere otherwise.")
 
     # -- the HTTP service (chordal serve) and its clients --------------------------------
     api_keys: Annotated[dict[str, str], NoDecode] = Field(

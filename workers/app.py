@@ -4,15 +4,22 @@ and each says why."""
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
+
+from planner import logs, tracing
+from planner.engine.dispatch import AMQP_CLASS
 from planner.settings import Settings
 from planner.wire import celery_conf
 
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
-                 include=["workers.tasks", "workers.housekeeping"])
+                 include=["workers.tasks", "workers.housekeeping"],
+                 # Sent events named as the tasks' shadow names (see the class).
+                 amqp=AMQP_CLASS)
     app.conf.update(celery_conf(settings))
     app.conf.update(
         # Ack after the step finishes, so a worker that dies mid-step loses nothing; steps
@@ -48,4 +55,25 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-app = make_app(Settings.from_env())
+def observe(settings: Settings) -> None:
+    """How a worker reports: its log format, and its spans' exporter (if any)."""
+    if settings.log_format == "json":
+        # A receiver of setup_logging replaces Celery's log setup (and its redirection of
+        # stdout, whose lines would otherwise be wrapped in a second format).
+        def json_logs(loglevel: Any = None, **_: Any) -> None:
+            logs.configure("json", loglevel or "INFO")
+
+        setup_logging.connect(json_logs, weak=False)
+
+    def start_tracing(**_: Any) -> None:
+        # In the main process, before the pool forks: the SDK's processor survives a fork.
+        tracing.configure(settings.trace_exporter)
+
+    worker_init.connect(start_tracing, weak=False)
+    # A pool process about to exit exports what it buffered, or its last spans are lost.
+    worker_process_shutdown.connect(lambda **_: tracing.flush(), weak=False)
+
+
+_settings = Settings.from_env()
+app = make_app(_settings)
+observe(_settings)

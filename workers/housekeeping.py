@@ -6,6 +6,9 @@
 - It runs the reconciler (:mod:`planner.engine.reconcile`) under a Redis lock: every worker
   has one, one of them is active, and when that worker dies another takes the lock over
   within a few seconds. Nothing extra to deploy.
+- With ``CHORDAL_METRICS_PORT`` set, it serves Prometheus's ``/metrics`` on that port: the
+  values every pool process recorded (multiprocess mode, merged here) and the fleet's
+  gauges (runs not ended, queue depth), read at scrape time in this process only.
 - It delivers the callbacks of runs that ended (:mod:`planner.service.callbacks`), on a
   thread of its own so that a slow receiver never delays the liveness record: every worker
   claims due callbacks one at a time (an atomic claim with a lease), so each goes out once
@@ -23,8 +26,9 @@ import os
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
+from planner import metrics
 from planner.engine.dispatch import CeleryPublisher
 from planner.engine.reconcile import Reconciler
 from planner.engine.runtime import Runtime
@@ -53,16 +57,28 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordal-housekeeping",
                                         daemon=True)
+        self.metrics: metrics.MetricsServer | None = None
         self._sender = threading.Thread(target=self._send_loop, name="chordal-callbacks",
                                         daemon=True)
 
     def start(self) -> None:
+        port = self.rt.settings.metrics_port
+        if port:
+            try:
+                self.metrics = metrics.serve_metrics(
+                    port, metrics.fleet_collector(self.rt.store, self.rt.publisher,
+                                                  {t.queue for t in self.rt.tools.values()}))
+                log.info("metrics: /metrics on port %d", port)
+            except OSError as exc:  # the port is taken: the worker still runs its steps
+                log.error("metrics: cannot serve on port %d: %s", port, exc)
         self._thread.start()
         self._sender.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.metrics is not None:
+            self.metrics.stop()
         # A delivery in flight ends within its POST timeout; one cut short is claimed
         # again by another worker once its lease lapses.
         self._sender.join(timeout=15)
@@ -106,6 +122,15 @@ class Housekeeper:
 
 
 _keeper: Housekeeper | None = None
+
+
+@worker_init.connect
+def _clean_metrics(**_: Any) -> None:
+    # Before the pool starts: a previous worker's pool processes left their values files,
+    # which would otherwise be merged into this worker's counters for ever.
+    if metrics.multiprocess_dir():
+        log.info("metrics: %d stale values file(s) removed",
+                 metrics.clean_multiprocess_dir())
 
 
 @worker_ready.connect

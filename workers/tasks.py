@@ -3,8 +3,13 @@
 Messages carry ids only (run, step, plan version); everything else is read from the run
 store. Tasks may run more than once (at-least-once delivery): the run store makes every
 outcome final once, so a redelivered message never runs a succeeded step again. A
-decision to retry comes back as a value and becomes Celery's own ``retry`` here, so
-Celery and Flower show it.
+decision to retry comes back as a value and becomes Celery's own ``retry`` here, with the
+tool's error; a step that failed for good raises the tool's error here, once its outcome
+is recorded and acted on: Celery and Flower show RETRY and FAILURE as they happened.
+
+Every task runs inside a span (its publisher's child) and a log context naming its run
+and step, both set up by Celery's prerun signal and closed by its postrun signal, so
+Celery's own lines about the task carry them too.
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from functools import cache
+from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_prerun
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
+from planner import logs, tracing
 from planner.engine import join, replan, review, start, steps
 from planner.engine.dispatch import CeleryPublisher
-from planner.engine.outcomes import Retry
+from planner.engine.outcomes import Failed, Retry
 from planner.engine.runtime import Runtime
 from planner.settings import Settings
 from planner.store.records import ErrorRecord
@@ -31,6 +43,7 @@ from planner.wire import (
     STEP_ERROR_TASK,
     STEP_TASK,
     SYNTHESIZE_TASK,
+    TASKS,
 )
 from workers.app import app
 
@@ -43,9 +56,14 @@ def runtime() -> Runtime:
     return Runtime(Settings.from_env(), CeleryPublisher(app))
 
 
-def _retry(task: Task, decision: Retry | None) -> None:
+def _retry(task: Task, decision: Retry | Failed | None) -> None:
+    """Act on a decision the engine has recorded: retry with the error that caused it (the
+    retry's traceback then leads with the tool's), or fail with the step's error."""
+    if isinstance(decision, Failed):
+        raise decision.error
     if decision is not None:
-        raise task.retry(countdown=decision.countdown)
+        retry = task.retry(countdown=decision.countdown, exc=decision.error, throw=False)
+        raise retry from decision.error
 
 
 def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
@@ -76,7 +94,7 @@ def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
 def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
     _retry(self, steps.run_step(runtime(), run_id, step_id, version,
                                 self.request.hostname or "unknown",
-                                timeouts=(SoftTimeLimitExceeded,)))
+                                timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id))
 
 
 @app.task(name=STEP_ERROR_TASK, bind=True)
@@ -111,3 +129,86 @@ def review_checkpoint(self: Task, run_id: str, step_id: str, version: int) -> No
 def replan_run(self: Task, run_id: str, step_id: str, version: int) -> None:
     _retry(self, _ends_run_on_error(run_id, "replanner", lambda: replan.replan(
         runtime(), run_id, step_id, version, self.request.retries, self.request.id)))
+
+
+# -- spans and log context, around every Chordal task --------------------------------------
+
+#: What prerun opened for the task running in this thread, for postrun to close.
+_Opened = tuple[Any, Token[otel_context.Context], Token[Any]]
+_open: ContextVar[_Opened | None] = ContextVar("chordal_task_open", default=None)
+
+
+def _subject(name: str, args: tuple[Any, ...]) -> tuple[str | None, str | None, Any]:
+    """(run, step, plan version) a task is about, from its arguments (see planner.wire)."""
+    if name == STEP_ERROR_TASK:
+        args = args[1:]  # Celery puts the failed task's id first
+    run_id = args[0] if args and isinstance(args[0], str) else None
+    step_id = (args[1] if name in (STEP_TASK, STEP_ERROR_TASK, REVIEW_TASK, REPLAN_TASK)
+               and len(args) > 1 else None)
+    version = args[2] if step_id is not None and len(args) > 2 else (
+        args[1] if name in (FINALIZE_TASK, SYNTHESIZE_TASK) and len(args) > 1 else None)
+    return run_id, step_id, version
+
+
+@task_prerun.connect
+def _opened(task_id: str = "", task: Task | None = None, args: Any = (), **_: Any) -> None:
+    if task is None or task.name not in TASKS:
+        return
+    run_id, step_id, version = _subject(task.name, tuple(args or ()))
+    if run_id is None:
+        return
+    request = task.request
+    log_token = logs.bind(run_id=run_id, step_id=step_id, task_id=task_id,
+                          task=request.shadow or task.name)
+    carrier = request.headers or {}
+    wait = (tracing.queue_wait_s(carrier, request.eta) if task.name == STEP_TASK
+            else None)
+    span = tracing.tracer().start_span(
+        request.shadow or task.name, kind=trace.SpanKind.CONSUMER,
+        context=tracing.task_context(run_id, carrier),
+        attributes={k: v for k, v in {
+            "chordal.run_id": run_id, "chordal.step_id": step_id,
+            "chordal.plan_version": version, "chordal.queue_wait_s": wait,
+            "chordal.retries": request.retries, "messaging.message.id": task_id,
+            "messaging.destination.name": (request.delivery_info or {}).get("routing_key"),
+            "celery.task_name": task.name}.items() if v is not None})
+    span_token = otel_context.attach(trace.set_span_in_context(span))
+    _open.set((span, span_token, log_token))
+
+
+@task_postrun.connect
+def _closed(task: Task | None = None, retval: Any = None, state: str | None = None,
+            args: Any = (), **_: Any) -> None:
+    opened = _open.get()
+    if opened is None or task is None:
+        return
+    _open.set(None)
+    span, span_token, log_token = opened
+    try:
+        if state == "FAILURE" and getattr(span, "status", None) is not None \
+                and span.status.status_code is StatusCode.UNSET:
+            # Not a tool's error (the engine marks those): Chordal's own, or a kill.
+            if isinstance(retval, BaseException):
+                span.record_exception(retval)
+            span.set_status(Status(StatusCode.ERROR, f"{state}: {retval!r}"[:300]))
+        span.set_attribute("celery.state", state or "")
+        span.end()
+        otel_context.detach(span_token)
+        if tracing.enabled():
+            _run_span(*_subject(task.name, tuple(args or ()))[:1])
+    finally:
+        logs.unbind(log_token)
+
+
+def _run_span(run_id: str | None) -> None:
+    """Write the run's span once, after the task in which it ended (whichever it was)."""
+    if run_id is None:
+        return
+    try:
+        rt = runtime()
+        run = rt.store.run_state(run_id)
+        if run.ended and rt.store.claim(run_id, "span:run", uuid.uuid4().hex):
+            tracing.write_run_span(run_id, run.status, run.goal, run.created_at,
+                                   run.finished_at, run.error.message if run.error else None)
+    except Exception as exc:
+        log.warning("run %s: could not write its span: %s", run_id, exc)

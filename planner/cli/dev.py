@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,10 @@ def worker(
         "--queues", "-Q", help="Comma-separated queues (default: every Chordal queue).")
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(
+        "--hostname", "-n", help="Node name, as Celery takes it (%h: this host's name, "
+                                 "%n: its first part, %d: its domain). Default: "
+                                 "chordal-<pid>@%h, unique on this host.")] = None,
 ) -> None:
     """Start a worker (a Celery worker with Chordal's tasks)."""
     if pool not in ("prefork", "threads", "solo"):
@@ -43,8 +48,12 @@ def worker(
     s = settings()
     require_reachable(s)
     names = queues or ",".join(sorted(registry(s).queues | {DEFAULT_QUEUE}))
+    # Celery's default, celery@<host>, is the same for every worker on a host: they would
+    # answer broadcasts under one name (DuplicateNodenameWarning; queue checks and Flower
+    # mix them up) and share one liveness record. The pid tells them apart.
+    node = hostname or f"chordal-{os.getpid()}@%h"
     argv = ["-A", WORKER_APP, "worker", f"--loglevel={loglevel}", f"--pool={pool}",
-            f"--queues={names}", "--task-events"]
+            f"--queues={names}", "--task-events", f"--hostname={node}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     # As `celery -A workers.app worker ...`: Celery imports the app by name.

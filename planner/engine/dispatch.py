@@ -8,14 +8,17 @@ tested without a broker or a worker.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from celery import Celery, group
+from celery.app.amqp import AMQP
 from celery.canvas import Signature
 from kombu.exceptions import ChannelError
 
+from planner import tracing
 from planner.engine.compiled import CompiledPlan
 from planner.settings import Settings
 from planner.wire import (
@@ -49,6 +52,9 @@ class Message:
     errback: Message | None = None
     # An errback is not immutable: Celery calls it with the failed task's id first.
     immutable: bool = True
+    #: What Flower and the worker's log call the task (Celery's ``shadow`` name): the task's
+    #: name and what it is about, e.g. ``chordal.step hotels``.
+    shadow: str | None = None
 
 
 def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
@@ -59,11 +65,12 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
         # One id per (run, plan version, step): the idempotency key shows in Flower.
         task_id=task_id(run_id, version, step_id), countdown=countdown,
         soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
-        ignore_result=True,
+        ignore_result=True, shadow=f"{STEP_TASK} {step_id}",
         # A task that fails outside the tool (killed at the hard time limit, a worker error)
         # reports here, so its step is retried or its policy applied, never left running.
         errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
-                        immutable=False))
+                        task_id=task_id(run_id, version, f"{step_id}.error"),
+                        immutable=False, shadow=f"{STEP_ERROR_TASK} {step_id}"))
 
 
 def finalize_message(run_id: str, version: int) -> Message:
@@ -75,7 +82,8 @@ def synthesize_message(run_id: str, version: int, partial: bool = False) -> Mess
     """The synthesizer's call; ``partial``: the answer of a failed run, from what it
     earned."""
     return Message(SYNTHESIZE_TASK, (run_id, version, partial), LLM_QUEUE,
-                   task_id(run_id, version, "partial" if partial else "synthesize"))
+                   task_id(run_id, version, "partial" if partial else "synthesize"),
+                   shadow=f"{SYNTHESIZE_TASK} partial" if partial else None)
 
 
 def plan_message(run_id: str) -> Message:
@@ -83,15 +91,23 @@ def plan_message(run_id: str) -> Message:
 
 
 def review_message(run_id: str, step_id: str, version: int) -> Message:
-    """Ask the replanner whether the plan is still right after checkpoint ``step_id``."""
+    """Ask the replanner whether the plan is still right after checkpoint ``step_id``.
+    One id per request, as for a replan: the review's claim admits its holder again."""
     return Message(REVIEW_TASK, (run_id, step_id, version), LLM_QUEUE,
-                   task_id(run_id, version, f"review-{step_id}"))
+                   task_id(run_id, version, f"review-{step_id}.{uuid.uuid4().hex[:8]}"),
+                   shadow=f"{REVIEW_TASK} {step_id}")
 
 
 def replan_message(run_id: str, step_id: str, version: int) -> Message:
     """Wake the replanner for the failures noted in ``version`` (``step_id``: the one that
-    sent it; the replanner handles every failure noted when it looks)."""
-    return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE)
+    sent it; the replanner handles every failure noted when it looks). Its id,
+    ``<run>.<version>.replan.<step>.<nonce>``, is one per wake-up: the replanner's claim
+    admits its holder's redelivery (same id) again, so two wake-ups sharing an id would
+    both pass it."""
+    wake = f"{step_id}.{uuid.uuid4().hex[:8]}"
+    return Message(REPLAN_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
+                   task_id(run_id, version, f"replan.{wake}"),
+                   shadow=f"{REPLAN_TASK} {step_id}")
 
 
 class Publisher(Protocol):
@@ -133,7 +149,11 @@ class CeleryPublisher:
         self.app = app
 
     def signature(self, m: Message) -> Signature:
-        options: dict[str, Any] = {"queue": m.queue}
+        options: dict[str, Any] = {"queue": m.queue, "shadow": m.shadow or m.task}
+        if m.args and isinstance(m.args[0], str):
+            # Every message's first argument is its run: its span's context and the time
+            # it was sent travel in the headers (kept by Celery's retries).
+            options["headers"] = tracing.headers(m.args[0])
         for name in ("task_id", "countdown", "soft_time_limit", "time_limit"):
             if getattr(m, name) is not None:
                 options[name] = getattr(m, name)
@@ -161,8 +181,28 @@ class CeleryPublisher:
             group(sigs).apply_async()
 
 
+class ShadowNamedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
+    """Celery's messaging, but a published task's "sent" event names it as its ``shadow``
+    does. Celery's names it by the task alone, and a "sent" event that reaches Flower after
+    the worker's "received" (a retry, or a publish from another worker) would turn the
+    task's name in Flower back from ``chordal.step hotels`` to ``chordal.step``."""
+
+    def as_task_v2(self, task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(task_id, name, *args, **kwargs)
+        # Read from the headers: Celery passes the shadow name positionally.
+        shadow = message.headers.get("shadow")
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
+#: How ``Celery(amqp=...)`` names it, for every app that publishes Chordal's tasks.
+AMQP_CLASS = f"{__name__}:ShadowNamedAMQP"
+
+
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes (clients): the wire settings, no tasks."""
-    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url)
+    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
+                 amqp=AMQP_CLASS)
     app.conf.update(celery_conf(settings))
     return app

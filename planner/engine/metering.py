@@ -3,10 +3,11 @@ rate limit of every worker."""
 
 from __future__ import annotations
 
+from planner import metrics, tracing
 from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
 from planner.llm.scripted import exchange
-from planner.llm.usage import Budget, summarize
+from planner.llm.usage import Budget, cost_usd, summarize
 from planner.settings import Settings
 from planner.store.ratelimit import RateLimiter
 from planner.store.records import ErrorRecord, RunOptions
@@ -28,14 +29,16 @@ def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptio
     if options.on_budget == "pause":
         if store.run_state(run_id).ending is not None:
             return False
-        store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a new "
-                                           "budget (chordal resume RUN_ID --budget-usd X) "
-                                           "or cancel", from_=("running",))
+        if store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a "
+                            "new budget (chordal resume RUN_ID --budget-usd X) or cancel",
+                            from_=("running",)):
+            metrics.budget_stopped()  # counted by the call that paused it, once
         return store.run_state(run_id).status == "paused"
     earned = store.outputs(run_id, store.completed(run_id))
-    store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
-                     error=ErrorRecord(type="BudgetExceeded",
-                                       message=f"budget exceeded: {reason}"))
+    if store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
+                        error=ErrorRecord(type="BudgetExceeded",
+                                          message=f"budget exceeded: {reason}")):
+        metrics.budget_stopped()
     return False
 
 
@@ -65,13 +68,23 @@ class MeteredModel:
             raise BudgetExceeded(f"budget exceeded before this call: {reason}")
         if self.limiter:
             self.limiter.acquire()
-        response = self.model.complete(request)
+        role, model = request.role, request.config.model
+        try:
+            # A span per call (GenAI semantic conventions), a child of the task's span.
+            with tracing.model_span(role, self.model.name, request.config):
+                response = tracing.model_response(self.model.complete(request))
+        except Exception as exc:
+            metrics.model_called(role, model, "transient_error"
+                                 if isinstance(exc, TransientError) else "error")
+            raise
         u = response.usage
-        self.store.record_usage(self.run_id, request.role, request.config.model, self.step_id, {
-            "calls": 1, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-            "cache_read_input_tokens": u.cache_read_input_tokens,
-            "cache_creation_input_tokens": u.cache_creation_input_tokens,
-            "latency_ms": round(response.latency_s * 1000)})
+        tokens = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                  "cache_read_input_tokens": u.cache_read_input_tokens,
+                  "cache_creation_input_tokens": u.cache_creation_input_tokens}
+        self.store.record_usage(self.run_id, role, model, self.step_id, {
+            "calls": 1, **tokens, "latency_ms": round(response.latency_s * 1000)})
+        metrics.model_called(role, model, "ok", response.latency_s, tokens,
+                             cost_usd(model, tokens, self.settings.prices))
         # Kept whole, so `chordal record` can make the run a replayable scripted model.
         self.store.record_exchange(self.run_id, exchange(request, response, self.step_id))
         if stop_when_over and (reason := self.over_budget()):

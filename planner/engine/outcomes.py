@@ -35,9 +35,24 @@ MODEL_TASK_RETRIES = 5
 @dataclass(frozen=True)
 class Retry:
     """Schedule this task again after ``countdown`` seconds (the task layer does, so
-    Celery and Flower show the task as retried)."""
+    Celery and Flower show the task as retried, with ``error``: what failed, if known)."""
 
     countdown: float
+    error: BaseException | None = None
+
+
+class StepFailed(Exception):
+    """A step failed for good without an exception of its tool's (a timeout, a refused
+    output, a missing tool, attempts lost with their workers): raised in its stead."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The step failed for good; its outcome is recorded and acted on. The task layer
+    raises ``error`` (the tool's own exception when there is one), so Celery and Flower
+    show the task as failed with the step's error instead of as a success."""
+
+    error: BaseException
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -57,7 +72,7 @@ def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | 
     """A retry (honouring retry-after) when a model call failed transiently and the task's
     ``retries`` so far leave room; None when the caller must record the failure."""
     if isinstance(exc, TransientError) and retries < MODEL_TASK_RETRIES:
-        return Retry(retry_delay(settings, retries + 1, exc.retry_after_s))
+        return Retry(retry_delay(settings, retries + 1, exc.retry_after_s), exc)
     return None
 
 
@@ -69,7 +84,8 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
-    rt.store.mark_dispatched(run_id, list(ready))
+    rt.store.mark_dispatched(run_id, list(ready),
+                             queues={s: compiled.queue_of(s) for s in ready})
 
 
 def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None:

@@ -3,15 +3,22 @@
 A delivery begins the step in the run store (which refuses a finished step, a replaced
 plan version, an ended run, or spent attempts), resolves its ``$ref`` arguments, calls the
 tool, and records the outcome before acting on it. A transient failure with attempts left
-comes back as a :class:`Retry` for the task layer to schedule (so Celery shows RETRY).
+comes back as a :class:`Retry` for the task layer to schedule (so Celery shows RETRY); a
+step that failed for good comes back as :class:`Failed`, for the task layer to raise (so
+Celery shows FAILURE), once its outcome is recorded and acted on.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Any
 
+from planner import logs, tracing
 from planner.engine.outcomes import (
+    Failed,
     Retry,
+    StepFailed,
     after_finish,
     give_up,
     recover,
@@ -26,10 +33,40 @@ from planner.language.refs import referenced_steps, resolve
 from planner.store.records import ErrorRecord
 from planner.tools.tool import ToolContext
 
+log = logging.getLogger("chordal.engine")
+
+#: Frames and characters of a tool's traceback kept in its error record: the innermost
+#: ones say where it failed; the whole of it is in the worker's log.
+TRACEBACK_FRAMES = 12
+TRACEBACK_CHARS = 4_000
+
+
+def trimmed_traceback(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))
+    return text if len(text) <= TRACEBACK_CHARS else "...\n" + text[-TRACEBACK_CHARS:]
+
 
 def _error(exc: BaseException, kind: type[ToolError], attempt: int) -> ErrorRecord:
     return ErrorRecord(type=type(exc).__name__, message=str(exc)[:4_000],
-                       transient=kind is TransientError, attempt=attempt)
+                       transient=kind is TransientError, attempt=attempt,
+                       traceback=trimmed_traceback(exc))
+
+
+def _errback_claim(step_id: str, attempts: int) -> str:
+    """The once-per-attempt claim of a step's errback (see :func:`step_failed_outside`)."""
+    return f"errback:{step_id}:{attempts}"
+
+
+def _failed(rt: Runtime, run_id: str, step_id: str, task_id: str | None,
+            error: BaseException) -> Failed:
+    """The step failed for good, and what follows is done: take this attempt's errback
+    claim first, so the errback that the task's failure fires finds nothing to do (its
+    retry or recovery would repeat what is done). A worker that dies before this line
+    leaves the claim free, and the errback or the redelivery recovers as ever."""
+    if task_id is not None:
+        attempts = rt.store.step_state(run_id, step_id).attempts
+        rt.store.claim(run_id, _errback_claim(step_id, attempts), task_id)
+    return Failed(error)
 
 
 def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
@@ -47,9 +84,10 @@ def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
 
 
 def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
-             timeouts: tuple[type[BaseException], ...] = ()) -> Retry | None:
+             timeouts: tuple[type[BaseException], ...] = (), task_id: str | None = None
+             ) -> Retry | Failed | None:
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
-    out of time (Celery's soft time limit)."""
+    out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
                                 rt.settings.step_lease_s)
@@ -68,38 +106,47 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     if begin.state == "done":
         recover(rt, compiled, run_id, version, step_id, begin.detail)  # type: ignore[arg-type]
         return None
+    step = compiled.step(step_id)
+    tracing.annotate(tool=step.tool, plan_version=version)
     if begin.state == "exhausted":
-        give_up(rt, compiled, run_id, step_id, version, worker, ErrorRecord(
+        lost = ErrorRecord(
             type="WorkerLost", transient=True, attempt=int(begin.detail),
             message=f"{begin.detail} attempt(s) ended without a result (worker killed "
-                    "or lost) and no attempts are left"))
-        return None
+                    "or lost) and no attempts are left")
+        give_up(rt, compiled, run_id, step_id, version, worker, lost)
+        return _failed(rt, run_id, step_id, task_id, StepFailed(f"WorkerLost: {lost.message}"))
 
     attempt = begin.attempt
+    # Every line logged from here on says which attempt it is.
+    logs.add(attempt=attempt)
+    tracing.annotate(attempt=attempt)
     retry_after: float | None = None
-    step = compiled.step(step_id)
+    raised: BaseException | None = None
     tool = compiled.tool_of(step_id)
     if tool is None:
         modules = ", ".join(rt.settings.tool_modules) or "none"
-        give_up(rt, compiled, run_id, step_id, version, worker, ErrorRecord(
+        missing = ErrorRecord(
             type="ToolMissing", transient=False, attempt=attempt,
             message=f"worker {worker} has no tool {step.tool!r} (it loaded the built-ins "
                     f"and CHORDAL_TOOL_MODULES: {modules}); start workers with the "
-                    "CHORDAL_TOOL_MODULES that define it"))
-        return None
+                    "CHORDAL_TOOL_MODULES that define it")
+        give_up(rt, compiled, run_id, step_id, version, worker, missing)
+        return _failed(rt, run_id, step_id, task_id,
+                       StepFailed(f"ToolMissing: {missing.message}"))
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
         with rt.leases.keep(run_id, step_id):
             output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
                                                    rt.ask(run_id, step_id)))
-    except timeouts:
+    except timeouts as exc:
         error = ErrorRecord(type="Timeout", transient=True, attempt=attempt,
                             message=f"attempt {attempt} timed out after "
                                     f"{compiled.timeout_s(step_id)} s")
+        raised = exc
     except RefError as exc:
-        error = _error(exc, PermanentError, attempt)
+        error, raised = _error(exc, PermanentError, attempt), exc
     except Exception as exc:
-        error = _error(exc, tool.classify(exc), attempt)
+        error, raised = _error(exc, tool.classify(exc), attempt), exc
         retry_after = getattr(exc, "retry_after_s", None)
     else:
         refused = output_problem(output, rt.settings.max_json_depth,
@@ -113,9 +160,22 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                                           hold=compiled.is_checkpoint(step_id))
             after_finish(rt, run_id, step_id, finish)
             return None
+    if raised is not None:
+        tracing.failed(raised, error.type)
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version, worker, error,
                              retry_after)
-    return None if delay is None else Retry(delay)
+    if delay is not None:
+        # Celery logs a retry in one line; the tool's traceback is logged here. (A step
+        # that failed for good raises the tool's error from its task: Celery logs that.)
+        log.warning("run %s: step %s attempt %d failed (%s: %s); retrying in %.1f s",
+                    run_id, step_id, attempt, error.type, error.message, delay,
+                    exc_info=raised)
+        return Retry(delay, raised)
+    if rt.store.step_state(run_id, step_id).status not in ("failed", "skipped"):
+        return None  # not recorded: a duplicate attempt failed after another one finished
+    return _failed(rt, run_id, step_id, task_id, raised if raised is not None and not
+                   isinstance(raised, timeouts) else StepFailed(f"{error.type}: "
+                                                                f"{error.message}"))
 
 
 def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
@@ -134,7 +194,9 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
     state = rt.store.step_state(run_id, step_id)
     # Errbacks can fire twice for one failure (a hard time limit is also a lost worker):
     # act once per attempt.
-    if not rt.store.claim(run_id, f"errback:{step_id}:{state.attempts}", task_id):
+    # The step task takes the claim itself when it fails for good on purpose, after its
+    # outcome is recorded and acted on (:func:`_failed`): then there is nothing to do.
+    if not rt.store.claim(run_id, _errback_claim(step_id, state.attempts), task_id):
         return
     if state.final:
         # The outcome is recorded; what follows from it may not have been published.

@@ -12,9 +12,12 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from planner import metrics
 from planner.client import Client
-from planner.service import catalogue, errors, events, page, probes, runs
+from planner.engine.dispatch import CeleryPublisher, producer_app
+from planner.service import catalogue, errors, events, exposition, page, probes, runs
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
 from planner.service.state import KEEPALIVE_S, Service
@@ -42,11 +45,20 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
                   description="Plan-and-execute LLM agents that run on Celery: submit, "
                               "follow and steer runs (docs/api.md).")
     app.state.service = svc
+    app.state.fleet = metrics.fleet_collector(
+        client.store, CeleryPublisher(producer_app(settings)),
+        {t.queue for t in client.tools.values()})
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if not auth:
+        # Without keys, a web page the user visits could reach this server through a name
+        # rebound to 127.0.0.1 (DNS rebinding): only loopback Host names are answered.
+        app.add_middleware(TrustedHostMiddleware,
+                           allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
     app.include_router(runs.router)
     app.include_router(events.router)
     app.include_router(catalogue.router)
     app.include_router(probes.router)
+    app.include_router(exposition.router)
     app.include_router(page.router)
     return app

@@ -38,6 +38,8 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -204,6 +206,8 @@ class CallbackSender:
                  resolver: Resolver = resolve) -> None:
         self.store, self.settings = store, settings
         self.lease_ms = int(lease_s * 1000)
+        # Well inside the claim's lease, so no other worker claims it while this one waits.
+        self.deadline_s = min(2 * timeout_s, lease_s / 2)
         self.resolver = resolver
         r = store.r
         self._claim = r.register_script(_CLAIM)
@@ -306,12 +310,23 @@ class CallbackSender:
         }
         target = _pinned(parts, addresses[0], port)
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        try:
+        def post() -> int:
             with self.http.stream("POST", target, content=body, headers=headers,
                                   extensions=extensions) as response:
-                status = response.status_code  # the body is never read
+                return response.status_code  # the body is never read
+
+        # httpx's timeout bounds each read, not the request: a receiver that trickles its
+        # answer could hold this worker's callbacks (and, after the lease, the next
+        # worker's) forever. The whole delivery gets one deadline.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="chordal-callback")
+        try:
+            status = pool.submit(post).result(timeout=self.deadline_s)
+        except FutureTimeout:
+            return self._failed(claim, where, f"no answer within {self.deadline_s:.0f} s")
         except httpx.HTTPError as exc:
             return self._failed(claim, where, f"{type(exc).__name__}: {exc}")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         if 200 <= status < 300:
             self.record(run_id, "run.callback_sent", {
                 "url": where, "status": status, "attempts": claim.attempt,

@@ -9,6 +9,7 @@ internals (it is logged here instead).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -34,6 +35,15 @@ _STATUS_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: 
                  429: "RateLimited", 503: "Unavailable"}
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error may quote input (a step id
+    with a lone surrogate) that cannot be encoded as UTF-8, and bad input must never
+    become a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def redact(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
@@ -44,7 +54,7 @@ def error_response(status: int, type_: str, message: str,
     error: dict[str, Any] = {"type": type_, "message": redact(message)}
     if problems is not None:
         error["problems"] = list(problems)
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    return AsciiJSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _field(loc: Sequence[str | int]) -> str:

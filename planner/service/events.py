@@ -77,8 +77,8 @@ async def stream(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
                 event = RunEvent.from_stream(event_id, fields)
                 cursor = event_id
                 yield frame(event)
-                if event.type == "run.finished":
-                    return
+                # No end at a run.finished here: a run retried after it ended has an older
+                # one. The stream ends above, once the run is over and all was sent.
     except redis.RedisError as exc:
         # The client reconnects with Last-Event-ID and misses nothing; say why here.
         log.warning("event stream of run %s ended: Redis: %s", run_id, type(exc).__name__)

@@ -63,6 +63,8 @@ class ErrorRecord(BaseModel):
     problems: list[str] | None = None
     attempts: int | None = None
     plan: Any = None
+    #: A tool's traceback, trimmed to its innermost frames (the worker logs all of it).
+    traceback: str | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from planner import metrics
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
 from planner.store import scripts
@@ -167,9 +168,12 @@ class RunStore:
                                            k.plans, k.versions, k.unhandled],
                           str(version - 1), str(version), plan.model_dump_json(),
                           json.dumps(edges), json.dumps(sorted(failed)),
-                          record.model_dump_json(), str(self.retention_s))
+                          record.model_dump_json(), str(self.retention_s),
+                          json.dumps({s.id: s.tool for s in plan.steps}))
         if reply[0] != "ok":
             return Install(reply[0])
+        if reason in REPLAN_REASONS:
+            metrics.replanned(reason)  # once: a version installs once
         return Install("ok", int(reply[1]), tuple(reply[2:]))
 
     def start_run(self, run_id: str) -> bool:
@@ -197,17 +201,32 @@ class RunStore:
         """End a run that has not ended, once; mark the steps it abandons ``cancelled``;
         re-arm retention."""
         k = RunKeys(run_id)
-        done = bool(self._run("finish_run", [k.run, k.events, k.steps, k.deps], status,
-                              "" if answer is None else json.dumps(answer),
-                              error.to_json() if error else "", "1" if partial else "0"))
-        if done:
+        reply = self._run("finish_run", [k.run, k.events, k.steps, k.deps], status,
+                          "" if answer is None else json.dumps(answer),
+                          error.to_json() if error else "", "1" if partial else "0")
+        if reply:
             pipe = self.r.pipeline(transaction=False)
             for key in k.all():
                 pipe.expire(key, self.retention_s)
             self._queue_callback(pipe, run_id)  # before the run leaves chordal:active
             pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
-        return done
+            metrics.run_finished(status, reply[0], self._makespan_ratio(run_id)
+                                 if status == "succeeded" else None)
+        return bool(reply)
+
+    def _makespan_ratio(self, run_id: str) -> float | None:
+        """A succeeded run's makespan over its critical path (for the metrics), its final
+        plan version's steps weighted by their recorded start and end."""
+        try:
+            run = self.run_state(run_id)
+            deps = self.plan(run_id, run.version).dependencies() if run.version else {}
+            spans = {sid: (st.started_at.timestamp(), st.finished_at.timestamp())
+                     for sid, st in self.step_states(run_id).items()
+                     if st.started_at and st.finished_at}
+            return metrics.makespan_ratio(deps, spans)
+        except Exception:  # a metric must not fail the run's end, which is recorded
+            return None
 
     def _queue_callback(self, pipe: redis.client.Pipeline, run_id: str) -> None:
         """An ended run with a ``callback_url``: its callback is due now (the workers'
@@ -376,10 +395,11 @@ class RunStore:
         """Count an attempt and mark the step running under a lease of ``lease_s``
         seconds, or say why not (see ``begin_step.lua``)."""
         k = RunKeys(run_id)
-        state, detail, current = self._run("begin_step",
-                                           [k.run, k.steps, k.events, k.deps, k.leases],
-                                           step_id, str(version), worker, str(max_attempts),
-                                           str(lease_s))
+        reply = self._run("begin_step", [k.run, k.steps, k.events, k.deps, k.leases],
+                          step_id, str(version), worker, str(max_attempts), str(lease_s))
+        state, detail, current = reply[:3]
+        if state == "run":
+            metrics.step_started(reply[4], reply[3])  # once per attempt
         return Begin(state, detail or "", int(current or 0))
 
     def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
@@ -394,9 +414,18 @@ class RunStore:
                           step_id, status, json.dumps(output),
                           skipped_error.to_json() if skipped_error else "", worker,
                           str(self.retention_s), "1" if hold else "0")
-        if reply[0] not in ("ok", "held"):
-            return Finish(reply[0])
-        return Finish(reply[0], int(reply[1]), tuple(reply[3:]), int(reply[2]))
+        state = reply[0]
+        if state in ("ok", "held"):
+            tool, took = reply[3], reply[4]
+        elif state in ("recorded", "detached"):
+            tool, took = reply[1], reply[2]
+        else:
+            return Finish(state)  # not recorded: a duplicate, or the run's record is gone
+        metrics.step_finished(tool, status, took)
+        if state not in ("ok", "held"):
+            # Recorded while the run is not running: nothing follows from it.
+            return Finish("inactive" if state == "recorded" else "detached")
+        return Finish(state, int(reply[1]), tuple(reply[5:]), int(reply[2]))
 
     def release_step(self, run_id: str, step_id: str, version: int) -> Finish:
         """Let a held checkpoint's dependents go (its review said go on), once."""
@@ -410,15 +439,21 @@ class RunStore:
     def fail_step(self, run_id: str, step_id: str, error: ErrorRecord, worker: str) -> bool:
         """Record a step's permanent failure, once (False if it was already final)."""
         k = RunKeys(run_id)
-        return bool(self._run("fail_step", [k.run, k.steps, k.events], step_id,
-                              error.to_json(), worker))
+        reply = self._run("fail_step", [k.run, k.steps, k.events], step_id, error.to_json(),
+                          worker)
+        if reply:
+            metrics.step_finished(reply[0], "failed", reply[1])
+        return bool(reply)
 
     def record_retry(self, run_id: str, step_id: str, error: ErrorRecord) -> bool:
         """Record a failed attempt that will be retried; False if the step is already
         final (a duplicate attempt failed after another one finished it: do not retry)."""
         k = RunKeys(run_id)
-        return bool(self._run("retry_step", [k.run, k.steps, k.events], step_id,
-                              error.to_json(), str(error.retry_in_s or 0)))
+        reply = self._run("retry_step", [k.run, k.steps, k.events], step_id, error.to_json(),
+                          str(error.retry_in_s or 0))
+        if reply:
+            metrics.step_retried(reply[0])
+        return bool(reply)
 
     def reclaim(self, run_id: str, step_id: str, attempt: int, error: ErrorRecord,
                 delay_s: float) -> bool:
@@ -429,13 +464,16 @@ class RunStore:
                               str(attempt), error.to_json(), str(delay_s)))
 
     def mark_dispatched(self, run_id: str, step_ids: Sequence[str],
-                        countdown: float = 0.0) -> None:
+                        countdown: float = 0.0, queues: Mapping[str, str] | None = None
+                        ) -> None:
         """Note that these steps' messages were published, to run after ``countdown``
         seconds (so recovery does not publish them again, and the reconciler knows when
-        to expect them)."""
+        to expect them), each to its queue in ``queues`` (the metrics count what waits in
+        each queue from it)."""
         if step_ids:
             k = RunKeys(run_id)
-            self._run("mark_dispatched", [k.run, k.steps], str(countdown), *step_ids)
+            pairs = [x for s in step_ids for x in (s, (queues or {}).get(s, ""))]
+            self._run("mark_dispatched", [k.run, k.steps], str(countdown), *pairs)
 
     # -- leases --------------------------------------------------------------------------
     def take_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
@@ -549,11 +587,40 @@ class RunStore:
                          repair.model_dump_json(exclude_none=True)):
             return False
         self.r.hincrby(REPAIRS, repair.kind, 1)
+        metrics.repaired(repair.kind)
         return True
 
     def repairs(self) -> dict[str, int]:
         """Repairs made so far, by kind (every reconciler, every run)."""
         return {k: int(v) for k, v in cast(dict[str, str], self.r.hgetall(REPAIRS)).items()}
+
+    def fleet(self) -> metrics.Fleet:
+        """For the metrics' gauges, read at scrape time: the runs not ended, the steps
+        dispatched and not started by queue (a step is pending with its message out until
+        a worker begins it, through a prefetch or a retry's countdown), and the live
+        workers' queues."""
+        active = 0
+        queued: dict[str, int] = {}
+        run_ids = [run_id for run_id, _ in self.active_runs()]
+        for start in range(0, len(run_ids), 100):
+            pipe = self.r.pipeline(transaction=False)
+            for run_id in run_ids[start:start + 100]:
+                k = RunKeys(run_id)
+                pipe.hget(k.run, "status")
+                pipe.hgetall(k.steps)
+            replies = pipe.execute()
+            for status, fields in zip(replies[::2], replies[1::2], strict=True):
+                if not status or status in TERMINAL_RUN:
+                    continue  # expired, or ended and not yet forgotten by the reconciler
+                active += 1
+                for name, value in fields.items():
+                    sid, _, what = name.rpartition(".")
+                    if what == "dispatched" and value == "1" \
+                            and fields.get(f"{sid}.status") == "pending":
+                        queue = fields.get(f"{sid}.queue") or metrics.UNKNOWN
+                        queued[queue] = queued.get(queue, 0) + 1
+        queues = frozenset(q for w in self.live_workers() for q in w.queues)
+        return metrics.Fleet(runs_active=active, steps_queued=queued, queues=queues)
 
     def live_workers(self) -> list[WorkerInfo]:
         """The workers that said they are alive in the last few seconds."""

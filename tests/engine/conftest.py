@@ -5,7 +5,9 @@ the test gives one, and the plan and message builders."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from planner.settings import Settings
 from planner.store.records import RunOptions
 from planner.store.runs import RunStore
 from planner.tools import ToolRegistry
-from planner.wire import DEFAULT_QUEUE, STEP_ERROR_TASK, STEP_TASK
+from planner.wire import DEFAULT_QUEUE, REPLAN_TASK, REVIEW_TASK, STEP_ERROR_TASK, STEP_TASK
 
 DB = 4
 GRACE = 30.0  # the default hard-limit grace
@@ -60,6 +62,24 @@ def sent(rt: Runtime) -> list[Message]:
     return rt.publisher.sent
 
 
+def no_nonce(messages: list[Message]) -> list[Message]:
+    """The messages with the per-wake-up suffix of replan and review ids cut (it is random:
+    ``<run>.<version>.replan.<step>.<8 hex>``), after checking it is there."""
+    cut = []
+    for m in messages:
+        if m.task in (REPLAN_TASK, REVIEW_TASK):
+            assert m.task_id and re.fullmatch(r".+\.[0-9a-f]{8}", m.task_id), m.task_id
+            m = replace(m, task_id=m.task_id.rsplit(".", 1)[0])
+        cut.append(m)
+    return cut
+
+
+def replan_expected(run: str, step: str, version: int) -> Message:
+    """The replan message woken by ``step``'s failure, its id without the nonce."""
+    return Message(REPLAN_TASK, (run, step, version), DEFAULT_QUEUE,
+                   f"{run}.{version}.replan.{step}", shadow=f"{REPLAN_TASK} {step}")
+
+
 def step_ids(rt: Runtime) -> list[tuple[str, int]]:
     """The step messages sent: (step, plan version)."""
     return [(m.args[1], m.args[2]) for m in sent(rt) if m.task == STEP_TASK]
@@ -81,8 +101,10 @@ def expected_step(run: str, step: str, version: int = 1, queue: str = DEFAULT_QU
                   timeout: float = 300.0) -> Message:
     return Message(STEP_TASK, (run, step, version), queue, task_id=f"{run}.{version}.{step}",
                    soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   shadow=f"{STEP_TASK} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, version), DEFAULT_QUEUE,
-                                   immutable=False))
+                                   task_id=f"{run}.{version}.{step}.error", immutable=False,
+                                   shadow=f"{STEP_ERROR_TASK} {step}"))
 
 
 def echo(sid: str, value: Any = 1, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import redis
 
 from planner.engine import join, replan, start, steps
 from planner.engine.dispatch import MemoryPublisher, Message
-from planner.engine.outcomes import MODEL_TASK_RETRIES, Retry, model_retry
+from planner.engine.outcomes import MODEL_TASK_RETRIES, Failed, Retry, model_retry
 from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, TransientError
 from planner.language.validation import validate
@@ -26,7 +26,7 @@ from planner.wire import (
     STEP_ERROR_TASK,
     STEP_TASK,
 )
-from tests.engine.conftest import GRACE, redis_url
+from tests.engine.conftest import GRACE, no_nonce, redis_url, replan_expected
 
 
 @pytest.fixture
@@ -67,8 +67,10 @@ def started(rt: Runtime, *plan_steps: dict[str, Any]) -> str:
 def expected_step(run: str, step: str, queue: str, timeout: float) -> Message:
     return Message(STEP_TASK, (run, step, 1), queue, task_id=f"{run}.1.{step}",
                    soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   shadow=f"{STEP_TASK} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, 1), DEFAULT_QUEUE,
-                                   immutable=False))
+                                   task_id=f"{run}.1.{step}.error", immutable=False,
+                                   shadow=f"{STEP_ERROR_TASK} {step}"))
 
 
 def echo(sid: str, value: Any = 1, **extra: Any) -> dict[str, Any]:
@@ -165,7 +167,9 @@ def test_transient_failure_with_attempts_left_is_retried(rt: Runtime) -> None:
 
 def test_permanent_failure_with_fail_policy_ends_the_run(rt: Runtime) -> None:
     run = started(rt, failing("a", on_failure="fail"), echo("b", depends_on=["a"]))
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    # Recorded and acted on, the tool's error comes back for the task to raise.
+    decision = steps.run_step(rt, run, "a", 1, "w1")
+    assert isinstance(decision, Failed) and isinstance(decision.error, PermanentError)
     state = rt.store.run_state(run)
     assert state.status == "failed"
     assert state.error is not None and state.error.step == "a"
@@ -181,7 +185,7 @@ def test_permanent_failure_with_fail_policy_ends_the_run(rt: Runtime) -> None:
 
 def test_skip_policy_finishes_the_step_and_dependents_read_none(rt: Runtime) -> None:
     run = started(rt, failing("a", on_failure="skip"), echo("b", {"$ref": "a"}))
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    assert isinstance(steps.run_step(rt, run, "a", 1, "w1"), Failed)
     state = rt.store.step_state(run, "a")
     assert state.status == "skipped"
     assert state.error is not None and state.error.type == "PermanentError"
@@ -200,7 +204,7 @@ def test_replan_policy_publishes_a_replan_handled_once(rt: Runtime) -> None:
     steps.run_step(rt, run, "x", 1, "w1")
     sent(rt).clear()
     steps.run_step(rt, run, "a", 1, "w1")
-    assert sent(rt) == [Message(REPLAN_TASK, (run, "a", 1), DEFAULT_QUEUE)]
+    assert no_nonce(sent(rt)) == [replan_expected(run, "a", 1)]
     assert rt.store.run_state(run).status == "running"  # replan decides, not the step
 
     replan.replan(rt, run, "a", 1)
@@ -227,7 +231,8 @@ def test_spent_attempts_apply_the_policy_as_worker_lost(rt: Runtime, policy: str
     run = started(rt, echo("a", max_retries=0, on_failure=policy), echo("b", {"$ref": "a"}))
     # The only attempt began and its worker was lost: the redelivery finds none left.
     assert rt.store.begin_step(run, "a", 1, "w0", 1, lease_s=0).state == "run"
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    decision = steps.run_step(rt, run, "a", 1, "w1")
+    assert isinstance(decision, Failed) and "WorkerLost" in str(decision.error)
     assert rt.store.outputs(run, ["a"]) == ({"a": None} if policy == "skip" else {})
     error = rt.store.step_state(run, "a").error
     assert error is not None
@@ -264,6 +269,25 @@ def test_errback_on_a_running_step_retries_once_per_attempt(rt: Runtime) -> None
     assert sent(rt)[-1].task == FINALIZE_TASK
 
 
+def test_errback_of_a_step_failed_on_purpose_does_nothing_more(rt: Runtime) -> None:
+    """A step that failed for good comes back as Failed for its task to raise, after its
+    policy is applied; the errback that the raise fires finds its claim taken."""
+    run = started(rt, failing("a"), echo("b"))
+    decision = steps.run_step(rt, run, "a", 1, "w1", task_id=f"{run}.1.a")
+    assert isinstance(decision, Failed) and isinstance(decision.error, PermanentError)
+    error = rt.store.step_state(run, "a").error
+    assert error is not None and error.traceback and "fails as asked" in error.traceback
+    assert [m.task for m in sent(rt)] == [REPLAN_TASK]
+    steps.step_failed_outside(rt, f"{run}.1.a", run, "a", 1)
+    assert [m.task for m in sent(rt)] == [REPLAN_TASK]  # no second replan
+
+
+def test_a_retry_carries_the_tools_error(rt: Runtime) -> None:
+    run = started(rt, failing("a", times=1, kind="transient"))
+    decision = steps.run_step(rt, run, "a", 1, "w1", task_id=f"{run}.1.a")
+    assert isinstance(decision, Retry) and isinstance(decision.error, TransientError)
+
+
 def test_errback_on_a_final_step_recovers(rt: Runtime) -> None:
     run = started(rt, *N_SHAPE)
     rt.store.begin_step(run, "a", 1, "w1", 4)
@@ -298,8 +322,10 @@ def test_finalize_with_unfinished_steps_does_nothing(rt: Runtime) -> None:
 
 def test_model_retry(rt: Runtime) -> None:
     settings = rt.settings
-    throttled = model_retry(settings, TransientError("429", retry_after_s=5.0), 0)
+    error = TransientError("429", retry_after_s=5.0)
+    throttled = model_retry(settings, error, 0)
     assert throttled is not None and throttled.countdown == 5.0
+    assert throttled.error is error  # what Celery and Flower show for the retry
     plain = model_retry(settings, TransientError("529"), 2)
     assert plain is not None and 0 < plain.countdown <= 0.2
     assert model_retry(settings, PermanentError("bad key"), 0) is None

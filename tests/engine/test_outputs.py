@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.engine import steps
+from planner.engine.outcomes import Failed
 from planner.tools import ToolRegistry, load_registry, tool
 from tests.engine.conftest import MakeRuntime, sent, started
 
@@ -39,8 +40,11 @@ def run_one(make_rt: MakeRuntime, tool_name: str, args: dict[str, Any], **env: s
     rt = make_rt(**env)
     rt.tools = registry()
     run = started(rt, {"id": "s", "tool": tool_name, "args": args, "on_failure": "fail"})
-    assert steps.run_step(rt, run, "s", 1, "w") is None
-    return rt, run, rt.store.report(run)
+    decision = steps.run_step(rt, run, "s", 1, "w")
+    report = rt.store.report(run)
+    # A step that fails for good comes back for its task to raise; one that succeeds not.
+    assert isinstance(decision, Failed) if report.steps["s"].status == "failed" else not decision
+    return rt, run, report
 
 
 def test_nan_is_refused_not_turned_into_null(make_rt: MakeRuntime) -> None:
@@ -80,7 +84,7 @@ def test_a_worker_without_the_tool_fails_the_step_and_says_what_to_load(
     # This worker's process loaded only the built-in tools.
     rt.tools = load_registry([])
     rt._plans.clear()
-    assert steps.run_step(rt, run, "b", 1, "worker-7") is None
+    assert isinstance(steps.run_step(rt, run, "b", 1, "worker-7"), Failed)
     report = rt.store.report(run)
     error = report.steps["b"].error
     assert report.status == "failed" and error is not None and error.type == "ToolMissing"

@@ -16,12 +16,14 @@ from planner.engine.dispatch import Message
 from planner.llm.model import ModelRequest, ModelResponse
 from planner.llm.scripted import ScriptedModel
 from planner.store.records import ErrorRecord, PlanVersion, RunOptions
-from planner.wire import DEFAULT_QUEUE, FINALIZE_TASK, LLM_QUEUE, REPLAN_TASK, SYNTHESIZE_TASK
+from planner.wire import DEFAULT_QUEUE, FINALIZE_TASK, LLM_QUEUE, SYNTHESIZE_TASK
 from tests.engine.conftest import (
     MakeRuntime,
     echo,
     expected_step,
     failing,
+    no_nonce,
+    replan_expected,
     says,
     sent,
     started,
@@ -53,12 +55,12 @@ class Watched(ScriptedModel):
         return super().complete(request)
 
 
-def replan_message(run: str, step: str, version: int) -> Message:
-    return Message(REPLAN_TASK, (run, step, version), DEFAULT_QUEUE)
+replan_message = replan_expected
 
 
 def partial_message(run: str, version: int) -> Message:
-    return Message(SYNTHESIZE_TASK, (run, version, True), LLM_QUEUE, f"{run}.{version}.partial")
+    return Message(SYNTHESIZE_TASK, (run, version, True), LLM_QUEUE, f"{run}.{version}.partial",
+                   shadow=f"{SYNTHESIZE_TASK} partial")
 
 
 def statuses(rt, run: str) -> dict[str, str]:
@@ -77,8 +79,8 @@ def test_a_failed_replan_step_is_flagged_and_wakes_one_replanner(make_rt: MakeRu
     run = started(rt, echo("x"), failing("bad", depends_on=["x"]), echo("c", depends_on=["x"]))
     steps.run_step(rt, run, "x", 1, "w")
     sent(rt).clear()
-    assert steps.run_step(rt, run, "bad", 1, "w") is None
-    assert sent(rt) == [replan_message(run, "bad", 1)]
+    assert isinstance(steps.run_step(rt, run, "bad", 1, "w"), outcomes.Failed)
+    assert no_nonce(sent(rt)) == [replan_message(run, "bad", 1)]
     assert rt.store.unhandled(run) == ["bad"]
     state = rt.store.step_state(run, "bad")
     assert (state.status, state.attempts) == ("failed", 1)  # permanent: never retried
@@ -98,7 +100,7 @@ def test_a_replan_keeps_earned_and_running_work_and_publishes_the_new_ready_step
     assert rt.store.begin_step(run, "slow", 1, "w", 4, lease_s=0).state == "run"  # still running
     assert steps.run_step(rt, run, "flaky", 1, "w") is not None  # waits for its retry
     steps.run_step(rt, run, "bad", 1, "w")
-    assert sent(rt)[-1] == replan_message(run, "bad", 1)
+    assert no_nonce(sent(rt))[-1] == replan_message(run, "bad", 1)
     sent(rt).clear()
 
     assert replan.replan(rt, run, "bad", 1) is None
@@ -165,7 +167,7 @@ def test_a_failure_noted_while_the_replanner_thinks_goes_to_the_next_replan(
 
     assert replan.replan(rt, run, "bad1", 1) is None
     assert model.during is None and rt.store.step_state(run, "bad2").status == "failed"
-    assert sent(rt) == [replan_message(run, "bad2", 1), expected_step(run, "detour", 2),
+    assert no_nonce(sent(rt)) == [replan_message(run, "bad2", 1), expected_step(run, "detour", 2),
                         replan_message(run, "bad2", 2)]
     v2 = rt.store.versions(run)[-1]
     assert (v2.version, v2.failed, v2.kept, v2.dropped) == (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -173,7 +174,10 @@ def test_async_client(stack: Stack):
                     "final": (await client.report(slow)).status,
                     "listed": {r.run_id for r in runs}}
 
-    got = asyncio.run(main())
+    # On a thread of its own: a session-scoped Playwright (tests/page) keeps an event loop
+    # running on the main thread, and an app's own loop may be anywhere.
+    with ThreadPoolExecutor(1) as pool:
+        got = pool.submit(asyncio.run, main()).result(timeout=120)
     assert got["again"] == got["run_id"]  # the same Idempotency-Key: the same run
     assert got["report"].status == "succeeded"
     assert got["seen"][-1] == "run.finished" and got["seen"] == got["streamed"]

@@ -6,7 +6,8 @@
 -- (its worker died; the lost attempt counted already).
 -- KEYS: run, steps, events, deps, leases.
 -- ARGV: maxlen, step, version, worker, max_attempts, lease seconds
--- Returns {'run', attempt, version}   run the tool (as this plan version defines it)
+-- Returns {'run', attempt, version, seconds past its due time, queue}   run the tool (as
+--          this plan version defines it); the last two are for the metrics
 --       | {'done', step status, version}   final already: recover what follows from it
 --       | {'waiting', '', version}   not ready in the current version: someone else sends it
 --       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
@@ -30,6 +31,7 @@ elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}
 end
+local queued = redis.call('HMGET', KEYS[2], step .. '.due', step .. '.queue')
 local attempts = redis.call('HINCRBY', KEYS[2], step .. '.attempts', 1)
 if attempts > max_attempts then
   -- Not an attempt: the count stays the number of attempts made.
@@ -42,4 +44,6 @@ redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
 redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
 expire_with(KEYS[5], KEYS[1])
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
-return {'run', tostring(attempts), version}
+local wait = ''
+if queued[1] then wait = string.format('%.6f', math.max(0, now_s() - tonumber(queued[1]))) end
+return {'run', tostring(attempts), version, wait, queued[2] or ''}

@@ -1,7 +1,8 @@
 -- A run that has not ended ends, once: its status, answer and error are set, and every step
 -- of its current version that is not final is marked 'cancelled' (abandoned), so a final
 -- report never shows a step running (of any plan version: a step a replan left out after
--- it started included). Returns 1 if it ended the run now, else 0.
+-- it started included). Returns {seconds since the run was created} (for the metrics) if
+-- it ended the run now, else 0.
 -- KEYS: run, events, steps, deps.  ARGV: maxlen, status, answer json, error json, partial
 local current = redis.call('HGET', KEYS[1], 'status')
 if current ~= 'running' and current ~= 'pending' and current ~= 'paused'
@@ -19,4 +20,4 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', now(), 'answer', A
            'error', ARGV[4], 'partial', ARGV[5])
 redis.call('HDEL', KEYS[1], 'ending')
 event(KEYS[2], 'run.finished', '', ARGV[2], ARGV[4])
-return 1
+return {since(redis.call('HGET', KEYS[1], 'created_at'))}

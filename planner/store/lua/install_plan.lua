@@ -5,10 +5,12 @@
 -- (a late message of theirs finds them final and does nothing); started ones keep going.
 -- KEYS: run, steps, events, deps, dependents, plans, versions, unhandled
 -- ARGV: maxlen, expected version, new version, plan json, edges json ({id: [deps]}),
---       handled failures json ([ids]), version record json, ttl
+--       handled failures json ([ids]), version record json, ttl, tools json ({id: tool}:
+--       kept per step, so a transition can tell the metrics which tool it was)
 -- Returns {'ok', remaining, ready...} | {'stale', current version} | {'inactive', status}
 local expected, version, plan, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
 local edges = cjson.decode(ARGV[5])
+local tools = cjson.decode(ARGV[9] or '{}')
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'pending' and status ~= 'running' and status ~= 'paused'
     and status ~= 'awaiting_approval' then
@@ -40,6 +42,7 @@ local remaining, ready, dependents = 0, {}, {}
 for step, ups in pairs(edges) do
   redis.call('HSETNX', KEYS[2], step .. '.status', 'pending')
   redis.call('HSETNX', KEYS[2], step .. '.attempts', '0')
+  if tools[step] then redis.call('HSET', KEYS[2], step .. '.tool', tools[step]) end
   local waiting = 0
   for _, up in ipairs(ups) do
     if not earned(up) then waiting = waiting + 1 end

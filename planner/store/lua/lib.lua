@@ -33,6 +33,13 @@ local function gone(run_key)
   return redis.call('EXISTS', run_key) == 0
 end
 
+-- Seconds since a stored "secs.micros" moment, as a string ('' if there is none): a
+-- duration for the metrics (a Lua number would come back to Python as an integer).
+local function since(stamp)
+  if not stamp then return '' end
+  return string.format('%.6f', now_s() - tonumber(stamp))
+end
+
 local function event(stream, kind, step, status, data)
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', kind, 'step', step,
              'status', status, 'ts', now(), 'data', data)

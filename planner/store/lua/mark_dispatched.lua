@@ -1,9 +1,12 @@
 -- These steps' messages were published (with a countdown): recovery does not publish them
 -- again, and the reconciler expects them to start by their due time.
--- KEYS: run, steps.  ARGV: maxlen, countdown seconds, steps...
+-- Each step's queue is kept too: the queue-depth gauge counts the steps dispatched and not
+-- started by queue, and the queue-wait histogram is labelled with it.
+-- KEYS: run, steps.  ARGV: maxlen, countdown seconds, (step, queue)...
 if gone(KEYS[1]) then return 0 end
-for i = 3, #ARGV do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i] .. '.dispatched', '1')
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i] .. '.queue', ARGV[i + 1]) end
   due(KEYS[2], ARGV[i], tonumber(ARGV[2]))
 end
 return 1

@@ -1,0 +1,52 @@
+"""Edges found in review: input that cannot be encoded, an event stream of a run retried
+after it ended, Host names under --no-auth, and a key list that must not echo secrets."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from planner.errors import ConfigError
+from planner.settings import Settings
+from tests.service.conftest import Server, wait_status
+
+PLAN = {"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"value": 1}}]}
+
+
+def test_a_step_id_with_a_lone_surrogate_is_a_422_not_a_500(api: Server) -> None:
+    body = '{"plan": {"goal": "g", "steps": [{"id": "\\ud800", "tool": "echo", ' \
+           '"args": {"value": 1}}]}}'
+    with api.http() as http:
+        answer = http.post("/v1/runs", content=body,
+                           headers={"Content-Type": "application/json"})
+        assert answer.status_code in (400, 422), answer.text
+        assert answer.json()["error"]["type"]
+
+
+def test_the_stream_of_a_run_retried_after_it_ended_goes_on_to_its_new_end(
+        api: Server) -> None:
+    with api.http() as http:
+        run_id = http.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
+        assert http.post(f"/v1/runs/{run_id}/reject").status_code == 200
+        assert http.post(f"/v1/runs/{run_id}/retry").status_code == 200
+        wait_status(api, run_id, {"succeeded"})
+        with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
+            kinds = [line.split(":", 1)[1].strip() for line in events.iter_lines()
+                     if line.startswith("event:")]
+    # The first run.finished (cancelled) did not end the stream: the retry's did.
+    assert kinds.count("run.finished") == 2 and kinds[-1] == "run.finished"
+    assert "run.retried" in kinds
+
+
+def test_without_keys_only_loopback_host_names_are_answered(open_api: Server) -> None:
+    with httpx.Client(base_url=open_api.url, timeout=10) as http:
+        assert http.get("/healthz").status_code == 200
+        rebound = http.get("/v1/runs", headers={"Host": "attacker.example"})
+        assert rebound.status_code == 400
+
+
+def test_a_malformed_key_list_does_not_echo_the_secret() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CHORDAL_API_KEYS": "ThisIsTheSecretValue123"})
+    assert "ThisIsTheSecretValue123" not in str(caught.value)
+    assert "CHORDAL_API_KEYS" in str(caught.value)
