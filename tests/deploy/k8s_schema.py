@@ -175,6 +175,26 @@ class Deployment(Strict):
     spec: DeploymentSpec
 
 
+class ServicePort(Strict):
+    name: str | None = None
+    port: int
+    targetPort: int | str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+
+
+class ServiceSpec(Strict):
+    selector: dict[str, str]
+    ports: list[ServicePort]
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = None
+
+
+class Service(Strict):
+    apiVersion: Literal["v1"]
+    kind: Literal["Service"]
+    metadata: ObjectMeta
+    spec: ServiceSpec
+
+
 # -- autoscaling/v2 behavior (inside KEDA's advanced.horizontalPodAutoscalerConfig) ------
 class ScalingPolicy(Strict):
     type: Literal["Pods", "Percent"]
@@ -318,6 +338,6 @@ class PodMonitor(Strict):
 
 
 KINDS: dict[str, type[Strict]] = {
-    "Deployment": Deployment, "ScaledObject": ScaledObject,
+    "Deployment": Deployment, "Service": Service, "ScaledObject": ScaledObject,
     "TriggerAuthentication": TriggerAuthentication, "PodMonitor": PodMonitor,
 }

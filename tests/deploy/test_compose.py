@@ -8,7 +8,8 @@ import re
 from tests.deploy.catalog import ROOT, load_yaml
 
 SECRETS = ("REDIS_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "PROMETHEUS_USER",
-           "PROMETHEUS_PASSWORD", "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD")
+           "PROMETHEUS_PASSWORD", "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD",
+           "PROMETHEUS_API_KEY", "CHORDAL_API_KEYS")
 
 
 def services() -> dict:
@@ -48,7 +49,8 @@ def test_every_listening_service_takes_credentials():
         "service_completed_successfully"
     auth = s["prometheus-auth"]
     assert auth["command"][-1] == "/web/web.yml"
-    assert set(auth["environment"]) == {"PROMETHEUS_USER", "PROMETHEUS_PASSWORD"}
+    assert set(auth["environment"]) == {"PROMETHEUS_USER", "PROMETHEUS_PASSWORD",
+                                        "PROMETHEUS_API_KEY"}
     grafana = s["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_USER"].startswith("${GRAFANA_ADMIN_USER:?")
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
