@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,6 +23,9 @@ from planner.store.keys import idempotency_key
 
 #: How long a key is remembered: past it, the same key makes a new run.
 TTL_S = 86_400
+#: How long a reservation whose request is still being handled holds the key: a server that
+#: died mid-create must not block its key for a day.
+IN_FLIGHT_S = 60
 MAX_KEY_CHARS = 255
 
 
@@ -43,13 +47,16 @@ class Idempotency:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
 
-    def reserve(self, scope: str, key: str, body: str, run_id: str) -> Reservation:
+    def reserve(self, scope: str, key: str, body: str, run_id: str,
+                exists: Callable[[str], bool] = lambda _run_id: False) -> Reservation:
+        """``exists``: whether a run was made (a reservation whose request died after
+        making its run answers with that run)."""
         # Hashed: the client's key may be long or odd, and is not ours to store verbatim.
         name = idempotency_key(scope, hashlib.sha256(key.encode("utf-8",
                                                                  "surrogateescape")).hexdigest())
         record = json.dumps({"body": body, "run_id": run_id, "done": False})
         for _ in range(3):  # the record may expire between SET NX and GET
-            if self.r.set(name, record, nx=True, ex=TTL_S):
+            if self.r.set(name, record, nx=True, ex=IN_FLIGHT_S):
                 return Reservation(name, run_id, replay=False)
             raw = cast(str | None, self.r.get(name))
             if raw is None:
@@ -58,7 +65,7 @@ class Idempotency:
             if held["body"] != body:
                 raise Conflict("Idempotency-Key: already used with another body; use a new "
                                "key for another request")
-            if not held["done"]:
+            if not held["done"] and not exists(str(held["run_id"])):
                 raise Conflict("Idempotency-Key: a request with this key is still being "
                                "handled; retry shortly")
             return Reservation(name, str(held["run_id"]), replay=True)

@@ -74,7 +74,8 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
     reservation = None
     if idempotency_key is not None:
         digest = body_hash(body.model_dump(mode="json"))
-        reservation = svc.idempotency.reserve(who.scope, idempotency_key, digest, run_id)
+        reservation = svc.idempotency.reserve(who.scope, idempotency_key, digest, run_id,
+                                              exists=svc.client.store.exists)
         if reservation.replay:
             svc.owned(reservation.run_id, who)
             response.status_code = 200
@@ -84,7 +85,12 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
         _submit(svc, body, who, run_id)
     except BaseException:
         if reservation is not None:
-            svc.idempotency.release(reservation)
+            # A run that was made (and, say, failed to publish) is the key's answer from now
+            # on: a retry must not make another. A create that made nothing frees the key.
+            if svc.client.store.exists(run_id):
+                svc.idempotency.complete(reservation, digest)
+            else:
+                svc.idempotency.release(reservation)
         raise
     if reservation is not None:
         svc.idempotency.complete(reservation, digest)

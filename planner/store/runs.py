@@ -260,6 +260,10 @@ class RunStore:
         return self.finish_run(run_id, "cancelled", error=ErrorRecord(
             type="Cancelled", message="cancelled by a user"))
 
+    def exists(self, run_id: str) -> bool:
+        """Whether the run has a record (it was created and has not expired)."""
+        return bool(self.r.exists(RunKeys(run_id).run))
+
     def run_state(self, run_id: str) -> RunState:
         fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
         if not fields:

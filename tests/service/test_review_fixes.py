@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from planner.errors import ConfigError
+from planner.errors import ConfigError, Conflict
+from planner.service.idempotency import IN_FLIGHT_S, Idempotency
 from planner.settings import Settings
 from tests.service.conftest import Server, wait_status
 
@@ -50,3 +51,18 @@ def test_a_malformed_key_list_does_not_echo_the_secret() -> None:
         Settings.from_env({"CHORDAL_API_KEYS": "ThisIsTheSecretValue123"})
     assert "ThisIsTheSecretValue123" not in str(caught.value)
     assert "CHORDAL_API_KEYS" in str(caught.value)
+
+
+def test_a_create_that_died_midway_does_not_block_its_key_for_a_day(api: Server) -> None:
+    store = api.client.store
+    keys = Idempotency(store.r)
+    made = store.create_run("g")  # its server died after making the run, before answering
+    first = keys.reserve("alice", "k-made", "body", made, exists=store.exists)
+    assert not first.replay
+    assert 0 < store.r.ttl(first.key) <= IN_FLIGHT_S  # held only while in flight
+    again = keys.reserve("alice", "k-made", "body", "other", exists=store.exists)
+    assert again.replay and again.run_id == made
+    # A reservation whose request made nothing yet: a concurrent retry is told to wait.
+    keys.reserve("alice", "k-none", "body", "never-made", exists=store.exists)
+    with pytest.raises(Conflict):
+        keys.reserve("alice", "k-none", "body", "x", exists=store.exists)
