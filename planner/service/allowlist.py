@@ -2,12 +2,18 @@
 (``hooks.example.com``, or ``*.example.com`` for any host under it). With none allowed,
 no run may have a callback: a server must not be turned into a client of any URL a caller
 names (requests into a private network, SSRF).
+
+Also the checks every outbound request shares (a run's callback, the ``http_request``
+tool): host patterns, which addresses are public, resolution, and how a URL is shown in
+messages (never its query or credentials).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from planner.errors import InvalidInput
 
@@ -47,3 +53,36 @@ def check_callback_url(url: str, allow: Sequence[str]) -> str:
         raise InvalidInput(f"callback_url: host {parts.hostname!r} is not allowed "
                            "(CHORDAL_CALLBACK_ALLOW)")
     return url
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` (an IP literal: itself), in the resolver's order."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def public(address: str) -> bool:
+    """Whether an address is on the public internet (not private, loopback, link-local,
+    reserved or multicast; an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def shown(url: str) -> str:
+    """A URL for events, logs and messages: scheme, host, port and path; never the query
+    or credentials (either may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "<not a URL>"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

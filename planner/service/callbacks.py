@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +47,7 @@ import redis
 
 from planner.errors import InvalidInput, RunNotFound
 from planner.llm.usage import summarize
-from planner.service.allowlist import check_callback_url
+from planner.service.allowlist import check_callback_url, public, resolve, shown
 from planner.settings import Settings
 from planner.store import scripts
 from planner.store.keys import CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
@@ -127,25 +125,6 @@ def verify(secret: str, body: bytes, signature: str | None, timestamp: str | Non
     return hmac.compare_digest(signature, sign(secret, timestamp, body))
 
 
-def shown(url: str) -> str:
-    """A callback URL as events and logs show it: scheme, host, port and path (a query
-    may hold a receiver's token)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<not a URL>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def named_exactly(host: str, allow: Sequence[str]) -> bool:
@@ -167,22 +146,13 @@ def refusal(url: str, allow: Sequence[str], addresses: Sequence[str]) -> str | N
         return f"callback_url: host {host!r} has no address"
     if named_exactly(host, allow):
         return None
-    private = [a for a in addresses if not _public(a)]
+    private = [a for a in addresses if not public(a)]
     if private:
         return (f"callback_url: host {host!r} resolves to a non-public address "
                 f"({private[0]}); only a host named exactly in CHORDAL_CALLBACK_ALLOW may "
                 "be reached on a private network")
     return None
 
-
-def resolve(host: str, port: int) -> list[str]:
-    """The addresses of ``host`` (an IP literal: itself), in the resolver's order."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,8 @@ permanent.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json as jsonlib
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NotRequired
@@ -43,7 +41,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from planner.errors import PermanentError, TransientError
-from planner.service.allowlist import host_allowed
+from planner.service.allowlist import host_allowed, public, resolve, shown
 from planner.settings import HttpSecret, Settings
 from planner.tools import tool
 
@@ -210,21 +208,6 @@ def _port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def resolve(host: str, port: int) -> list[str]:
-    """The addresses of ``host`` (an IP literal: itself), in the resolver's order."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def _send(client: httpx.Client, parts: SplitResult, method: str, headers: dict[str, str],
@@ -342,19 +325,6 @@ def retry_after(response: httpx.Response) -> float | None:
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
-
-def shown(url: str) -> str:
-    """A URL for messages: scheme, host, port and path; never the query or credentials
-    (either may hold a token)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<not a URL>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 __all__ = ["HttpResponse", "fetch", "http_request", "public", "resolve", "retry_after",
