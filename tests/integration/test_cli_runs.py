@@ -16,6 +16,7 @@ import redis
 from planner.cli.embedded import ensure_redis, redis_answers, start_embedded
 from planner.store.records import RunReport
 from tests.integration.conftest import ROOT, Engine, _free_port, base_env
+from tests.travel import travel_services
 
 
 def chordal(env: dict[str, str], *args: str, timeout: float = 120
@@ -158,24 +159,32 @@ def test_dev_on_a_machine_without_redis_starts_an_embedded_one():
     assert json.loads(result.stdout)["answer"]["compare"] == pytest.approx(15.0993, rel=1e-4)
 
 
-def test_dev_goal_with_the_scripted_model(redis_base: str):
-    """The README's main command, in essence: plan, run and synthesize offline."""
-    env = base_env(f"{redis_base}/11",
-                   CHORDAL_LLM="scripted:examples/scripted/weekend-getaway.json")
+def test_dev_goal_with_the_scripted_model(redis_base: str, tmp_path: Path):
+    """The README's main command, in essence: plan, run and synthesize offline, with the
+    demo's real tools (the travel agency's MCP server, the weather server over HTTP)."""
     redis.Redis.from_url(f"{redis_base}/11").flushdb()
-    result = chordal(env, "dev", "--goal", "Plan a weekend in Lisbon for two", "--json",
-                     "--concurrency=2", timeout=180)
+    with travel_services(_free_port()) as travel:
+        script = travel.script(tmp_path / "model.json")
+        env = base_env(f"{redis_base}/11", CHORDAL_LLM=f"scripted:{script}", **travel.env)
+        result = chordal(env, "dev", "--goal", "Plan a weekend in Lisbon for two", "--json",
+                         "--concurrency=2", timeout=180)
     assert result.returncode == 0, result.stderr
     report = RunReport.model_validate_json(result.stdout)
     assert report.status == "succeeded"
     assert report.answer.startswith("Your Lisbon weekend fits the budget")
+    # What the agency answered, read by $refs: 2 x 106 EUR + 2 nights x 118 EUR.
+    assert report.steps["flights"].output["price_eur"] == 212
+    assert report.steps["hotels"].output["hotels"][0]["name"] == "Casa do Largo"
     assert report.steps["total"].output == 448
     assert report.steps["packing"].output.startswith("Pack light layers")
-    # The adaptive loop: the weather service fails for good, the replanner routes around
-    # it, and the report shows both plan versions.
-    assert report.steps["weather"].status == "failed"
-    assert report.steps["weather"].attempts == 2
-    assert report.steps["weather_backup"].output["forecast"] == "sunny, 22C"
+    # The adaptive loop: the primary weather service answers 503 (retried once, after its
+    # Retry-After), the replanner routes around it to the backup, both versions reported.
+    weather = report.steps["weather"]
+    assert weather.status == "failed" and weather.attempts == 2
+    assert weather.error is not None and "503" in weather.error.message
+    assert travel.token not in result.stdout + result.stderr
+    backup = report.steps["weather_backup"].output
+    assert backup["status"] == 200 and backup["json"]["forecast"] == "sunny, 22C"
     assert report.replans == 1 and report.versions[1].failed == ["weather"]
     assert report.usage is not None and report.usage.total.calls == 4
     assert set(report.usage.by_role) == {"planner", "replanner", "executor", "synthesizer"}

@@ -23,9 +23,10 @@ import redis
 
 from planner.cli.embedded import redis_answers
 from tests.integration.conftest import ROOT, Worker, _free_port, base_env, start_worker
+from tests.travel import DEMO_SCRIPT as DEMO
+from tests.travel import travel_services
 
 REDIS_URL = os.environ.get("TEST_PAGE_REDIS_URL", "redis://127.0.0.1:6379/14")
-DEMO = ROOT / "examples" / "scripted" / "weekend-getaway.json"
 #: The synthesizer's answer to any run but the demo's.
 ANSWER = "Every lookup is in."
 #: alice's secret: the key the page is given. bob is another tenant.
@@ -115,47 +116,33 @@ class Served:
         return report
 
 
-#: Seconds the demo's lookups take here (echo in the README's demo, so instant; with a
-#: duration, the page shows them running side by side).
-LOOKUPS = {"flights": 1.2, "hotels": 0.7, "weather_backup": 0.6}
-
-
-def demo_with_slow_lookups() -> dict[str, Any]:
-    script: dict[str, Any] = json.loads(DEMO.read_text("utf-8"))
-    for response in script["responses"]:
-        for block in response["content"]:
-            for step in (block.get("input") or {}).get("steps", []):
-                if step["id"] in LOOKUPS:
-                    value = step["args"]["value"]
-                    step["tool"] = "sleep"
-                    step["args"] = {"seconds": LOOKUPS[step["id"]], "value": value}
-    return script
-
-
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not redis_answers(REDIS_URL):
         pytest.fail(f"no Redis at {REDIS_URL} (TEST_PAGE_REDIS_URL)")
     redis.Redis.from_url(REDIS_URL).flushdb()
     tmp = tmp_path_factory.mktemp("page")
-    # The README demo's recorded model, and an answer for the other runs (with a model,
-    # the synthesizer answers every run).
-    script = demo_with_slow_lookups()
-    script["responses"].append({"role": "synthesizer", "content": [
-        {"type": "text", "text": ANSWER}], "usage": {"input_tokens": 50, "output_tokens": 6}})
-    (tmp / "model.json").write_text(json.dumps(script), "utf-8")
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
-                   CHORDAL_LLM=f"scripted:{tmp / 'model.json'}",
-                   CHORDAL_API_KEYS=f"alice={KEY},bob={OTHER_KEY}")
-    worker = start_worker(env, tmp / "worker.log", "--concurrency=4")
-    server = Server(env, _free_port(), tmp / "server.log")
-    server.start()
-    try:
-        server.wait_ready(worker)
-        yield Served(server, worker)
-    finally:
-        server.stop()
-        worker.stop()
+    with travel_services(_free_port()) as travel:
+        # The README demo's recorded model and real tools (the agency's lookups take a
+        # second or so: the page shows them running side by side), and an answer for the
+        # other runs (with a model, the synthesizer answers every run).
+        script = json.loads(DEMO.read_text("utf-8"))
+        script["responses"].append({"role": "synthesizer", "content": [
+            {"type": "text", "text": ANSWER}], "usage": {"input_tokens": 50,
+                                                         "output_tokens": 6}})
+        model = travel.script(tmp / "model.json", script)
+        env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+                       CHORDAL_LLM=f"scripted:{model}",
+                       CHORDAL_API_KEYS=f"alice={KEY},bob={OTHER_KEY}", **travel.env)
+        worker = start_worker(env, tmp / "worker.log", "--concurrency=4")
+        server = Server(env, _free_port(), tmp / "server.log")
+        server.start()
+        try:
+            server.wait_ready(worker)
+            yield Served(server, worker)
+        finally:
+            server.stop()
+            worker.stop()
 
 
 def chromium_path() -> str | None:

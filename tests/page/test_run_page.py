@@ -126,7 +126,7 @@ def test_a_failed_step_shows_its_error(served: Served, tab: Tab):
 
 
 def test_a_replanned_run_shows_both_versions(served: Served, tab: Tab, browser: Any):
-    """The README's demo with its scripted model (lookups given durations): the weather
+    """The README's demo with its scripted model and real tools: the primary weather
     service fails for good, the replanner routes around it, the synthesizer answers."""
     tab.open("/")
     tab.enter_key()
@@ -150,7 +150,7 @@ def test_a_replanned_run_shows_both_versions(served: Served, tab: Tab, browser: 
     assert tab.fill_of("weather") == FAILED
     assert tab.fill_of("weather_backup") == SUCCEEDED
     problem = page.inner_text('#problem-list li[data-step="weather"]')
-    assert "fail: attempt 2 of step 'weather' fails as asked" in problem
+    assert "503" in problem and "/primary/v1/forecast" in problem
     assert "2 attempts" in problem
     # Showing v1 dims what only v2 has.
     page.click('button.version[data-version="1"]')

@@ -1,0 +1,96 @@
+"""The demo's travel agency: an MCP server (stdio) with two tools, ``flights`` and
+``hotels``, answering from ``agency.json``.
+
+Workers start it themselves, one per worker process, from ``examples/travel/mcp.json``
+(``CHORDAL_MCP_CONFIG``); its tools reach the planner as ``travel.flights`` and
+``travel.hotels``, with the input and output schemas drawn from the signatures below.
+Each answer takes a moment, as a real booking API's would (``TRAVEL_LATENCY_S`` scales
+it: ``0`` answers at once), so the run shows the lookups running side by side.
+
+    python examples/travel/agency.py        # speaks MCP on stdin/stdout
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+DATA = json.loads((Path(__file__).parent / "agency.json").read_text("utf-8"))
+SCALE = float(os.environ.get("TRAVEL_LATENCY_S", "1"))
+
+mcp = MCPServer("travel", log_level="WARNING")
+
+
+class Flight(BaseModel):
+    carrier: str
+    origin: str = Field(description="IATA code of the departure airport")
+    destination: str = Field(description="IATA code of the arrival airport")
+    depart: str = Field(description="outbound departure, local time")
+    back: str = Field(description="return departure, local time")
+    passengers: int
+    price_eur: int = Field(description="total for every passenger, both ways")
+
+
+class Hotel(BaseModel):
+    name: str
+    district: str
+    price_per_night: int = Field(description="EUR per room and night")
+    rooms_left: int
+
+
+class Hotels(BaseModel):
+    city: str
+    nights: int
+    hotels: list[Hotel] = Field(description="with free rooms, cheapest first")
+
+
+def _city(code_or_name: str, table: dict[str, object]) -> str:
+    for key in table:
+        if key.lower() == code_or_name.strip().lower():
+            return key
+    raise ToolError(f"unknown place {code_or_name!r}; this agency knows {', '.join(table)}")
+
+
+@mcp.tool()
+def flights(origin: str, destination: str, passengers: int = 1) -> Flight:
+    """The cheapest return flight for a weekend (out Friday evening, back Sunday evening)
+    between two airports given as IATA codes (LHR, CDG, LIS, OPO, BCN)."""
+    if not 1 <= passengers <= 9:
+        raise ToolError("passengers: 1 to 9 per booking")
+    routes = DATA["flights"]
+    dest = _city(destination, routes)
+    fares = routes[dest]
+    start = origin.strip().upper()
+    if start not in fares["from"]:
+        raise ToolError(f"no flights from {origin!r} to {dest}; from: "
+                        f"{', '.join(fares['from'])}")
+    time.sleep(1.0 * SCALE)
+    fare = fares["from"][start]
+    return Flight(carrier=fare["carrier"], origin=start, destination=dest,
+                  depart=fare["depart"], back=fare["back"], passengers=passengers,
+                  price_eur=fare["price_pp"] * passengers)
+
+
+@mcp.tool()
+def hotels(city: str, nights: int = 2, guests: int = 2, max_price: int | None = None
+           ) -> Hotels:
+    """Hotels with a free room for the guests in a city (Lisbon, Porto, Barcelona), cheapest
+    first; max_price caps the EUR price per night."""
+    if not 1 <= nights <= 30:
+        raise ToolError("nights: 1 to 30")
+    name = _city(city, DATA["hotels"])
+    time.sleep(0.6 * SCALE)
+    found = [Hotel(**h) for h in DATA["hotels"][name]
+             if h["sleeps"] >= guests and (max_price is None or h["price_per_night"] <= max_price)]
+    return Hotels(city=name, nights=nights,
+                  hotels=sorted(found, key=lambda h: h.price_per_night))
+
+
+if __name__ == "__main__":
+    mcp.run("stdio")

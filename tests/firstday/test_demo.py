@@ -1,0 +1,158 @@
+"""The README's main command, `./scripts/demo`, exactly as written (on a Redis of its own),
+and the demo's real tools: the travel agency (an MCP server over stdio) and the weather
+server (HTTP, behind a token) that its plan calls."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from planner.cli.embedded import EmbeddedRedis, start_embedded
+from planner.errors import PermanentError
+from planner.settings import Settings
+from planner.tools.mcp import mcp_tools
+from tests.firstday.helpers import ROOT, chordal, user_env
+from tests.integration.conftest import _free_port
+from tests.travel import Travel, demo_env, travel_services
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = start_embedded(port=_free_port())
+    yield server
+    server.stop()
+
+
+def free(port: int) -> bool:
+    """Nothing listens on the port (connections closed a moment ago may linger in
+    TIME_WAIT; a server with SO_REUSEADDR, as the weather server, binds anyway)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
+    # The weather server's default port when this machine leaves it free (the README's
+    # command word for word), else another (the script points the recorded plan at it).
+    port = 8765 if free(8765) else _free_port()
+    env = user_env(CHORDAL_REDIS_URL=redis_server.url, COLUMNS="200",
+                   **({} if port == 8765 else {"DEMO_WEATHER_PORT": str(port)}))
+    result = subprocess.run(["./scripts/demo"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the model is SCRIPTED" in result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "succeeded" in lines["run"] and "plan v2 (1 replan; replaced: weather)" in lines["run"]
+    # The agency's answers, read by $refs, and the weather server's 503, retried once.
+    assert '"price_eur": 212' in lines["flights"] and '"Casa do Largo"' in lines["hotels"]
+    assert lines["total"].split()[1:3] == ["succeeded", "1"] and "448" in lines["total"]
+    assert "failed      2" in lines["weather"] and "answered 503" in lines["weather"]
+    backup = lines["weather_backup"]
+    assert backup.split()[1] == "succeeded" and '"status": 200' in backup
+    assert "answer: Your Lisbon weekend fits the budget" in result.stdout
+    # The weather server went with the demo; its token was never shown.
+    assert free(port)
+    assert "Bearer" not in result.stdout.replace("Bearer ${weather}", "")
+
+
+def test_the_demo_says_when_its_port_is_taken(redis_server: EmbeddedRedis):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = user_env(CHORDAL_REDIS_URL=redis_server.url, DEMO_WEATHER_PORT=str(port))
+        result = subprocess.run(["./scripts/demo"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"weather: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "DEMO_WEATHER_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_weather_server_wants_its_token_and_a_known_city():
+    with travel_services(_free_port()) as travel:
+        url = f"{travel.url}/backup/v1/forecast"
+        auth = {"Authorization": f"Bearer {travel.token}"}
+        assert httpx.get(url, params={"city": "Lisbon"}).status_code == 401
+        assert httpx.get(url, params={"city": "Lisbon"},
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(url, params={"city": "lisbon", "days": 2}, headers=auth)
+        assert ok.status_code == 200 and ok.json()["forecast"] == "sunny, 22C"
+        unknown = httpx.get(url, params={"city": "Atlantis"}, headers=auth)
+        assert unknown.status_code == 404 and "Atlantis" in unknown.json()["error"]
+        assert httpx.get(url, headers=auth).status_code == 400
+        down = httpx.get(f"{travel.url}/primary/v1/forecast", params={"city": "Lisbon"},
+                         headers=auth, timeout=10)
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+
+
+def test_the_weather_server_refuses_to_start_without_a_token():
+    env = {k: v for k, v in os.environ.items() if k != "WEATHER_API_TOKEN"}
+    result = subprocess.run(["python", "examples/travel/weather.py", "--port", "0"],
+                            cwd=ROOT, env={**env, **demo_env("x")}, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2 and "set WEATHER_API_TOKEN" in result.stderr
+
+
+@pytest.fixture
+def agency(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("TRAVEL_LATENCY_S", "0")
+    env = {**demo_env("unused-token-0123456789"), "TRAVEL_LATENCY_S": "0"}
+    monkeypatch.setenv("PATH", env["PATH"])
+    tools = mcp_tools(Settings.from_env({"CHORDAL_MCP_CONFIG": env["CHORDAL_MCP_CONFIG"]}))
+    return {t.name: t for t in tools}
+
+
+def test_the_agency_is_an_mcp_server_with_typed_tools(agency: dict[str, object]):
+    assert set(agency) == {"travel.flights", "travel.hotels"}
+    flights = agency["travel.flights"]
+    assert "IATA" in flights.description  # type: ignore[attr-defined]
+    assert flights.output_schema["properties"]["price_eur"]["type"] == "integer"  # type: ignore[attr-defined]
+    assert flights.fn(origin="lhr", destination="LIS", passengers=2)["price_eur"] == 212  # type: ignore[attr-defined]
+    hotels = agency["travel.hotels"].fn(city="lisbon", guests=2)  # type: ignore[attr-defined]
+    assert [h["name"] for h in hotels["hotels"]] == ["Casa do Largo", "Hotel Baixa"]
+    with pytest.raises(PermanentError, match="unknown place 'Atlantis'"):
+        agency["travel.hotels"].fn(city="Atlantis")  # type: ignore[attr-defined]
+
+
+def test_chordal_tools_lists_the_agency():
+    result = chordal(ROOT, "tools", env=user_env(**demo_env("unused-token-0123456789")))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "travel.flights chordal 3 30s The cheapest return flight" in text
+    assert "(origin: string, destination: string, passengers: integer = 1) -> Flight" in text
+    assert "(city: string, nights: integer = 2, guests: integer = 2," in text
+
+
+def test_the_readme_sets_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_path: Path):
+    """The README's by-hand block, line by line (the weather server moved to a free port
+    only when this machine has 8765 taken), then the weather server stopped."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    [block] = [b for b in re.findall(r"```\n(.*?)```", readme, flags=re.S)
+               if "examples/travel/weather.py &" in b]
+    port = 8765 if free(8765) else _free_port()
+    if port != 8765:
+        moved = Travel(port, "", {}).script(tmp_path / "model.json")
+        block = block.replace("weather.py &", f"weather.py --port {port} &").replace(
+            "examples/scripted/weekend-getaway.json", str(moved))
+    script = f"set -e\n{block}\nkill $!\n"
+    env = user_env(CHORDAL_REDIS_URL=redis_server.url, **{"PATH": demo_env("")["PATH"]})
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ready\n")
+    assert "plan v2 (1 replan; replaced: weather)" in result.stdout
+    assert "answer: Your Lisbon weekend fits the budget" in result.stdout
+    assert free(port)
