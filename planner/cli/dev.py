@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from planner.cli.embedded import ensure_redis, require_reachable
 from planner.cli.runs import exit_for, print_report, run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
+from planner.store.records import WAITING_RUN
 from planner.wire import DEFAULT_QUEUE
 
 #: The Celery app the workers run, named as ``celery -A`` takes it (no import from here).
@@ -108,14 +110,30 @@ def dev(
             while client.missing_queues({DEFAULT_QUEUE}, timeout=0.5):
                 if worker_proc.poll() is not None or time.monotonic() > deadline:
                     raise Unavailable(f"dev: the worker did not start; see {log and log.name}")
-            report = (run_plan(client, run_path, True, as_json, timeout) if run_path else
-                      run_goal(client, str(goal), True, as_json, timeout))
+            left = partial(_left_behind, embedded=embedded is not None)
+            report = (run_plan(client, run_path, True, as_json, timeout, left=left)
+                      if run_path else
+                      run_goal(client, str(goal), True, as_json, timeout, left=left))
             assert report is not None
             if as_json or not out.is_terminal:
                 print_report(report, as_json)
+            if not report.ended and report.status not in WAITING_RUN:
+                err.print(f"dev: timed out waiting; {left(report.run_id)}", highlight=False,
+                          markup=False, soft_wrap=True)
             exit_for(report)
         except KeyboardInterrupt:
             err.print("dev: stopping", highlight=False)
+
+
+def _left_behind(run_id: str, embedded: bool) -> str:
+    """What becomes of a run `dev --run/--goal` stops waiting for: its worker stops with
+    `dev` (so the run does not go on by itself), and with an embedded Redis so does its
+    record."""
+    if embedded:
+        return (f"run {run_id} stops unfinished: `chordal dev` stops its worker and its "
+                "embedded Redis, and the run's record goes with them")
+    return (f"run {run_id} is left unfinished: `chordal dev` stops its worker; a worker "
+            f"started later (`chordal dev`) carries it on, `chordal cancel {run_id}` ends it")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

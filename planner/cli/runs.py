@@ -7,6 +7,7 @@ needed on this machine."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -75,13 +76,15 @@ def goes_on(run_id: str) -> str:
 
 
 def follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
-           deps: dict[str, list[str]] | None = None, events: bool = False) -> RunReport:
+           deps: dict[str, list[str]] | None = None, events: bool = False,
+           left: Callable[[str], str] = goes_on) -> RunReport:
     """Wait for a run: its events as JSON lines with ``events``; quietly for --json or a
-    pipe; with a live view on a terminal. Ctrl-C stops waiting, not the run, and says so."""
+    pipe; with a live view on a terminal. Ctrl-C stops waiting, not the run, and says so
+    (``left``: what becomes of the run, when that is not "it goes on")."""
     try:
         return _follow(client, run_id, as_json, timeout, deps, events)
     except KeyboardInterrupt:
-        err.print(f"\nstopped waiting; {goes_on(run_id)}", highlight=False, markup=False,
+        err.print(f"\nstopped waiting; {left(run_id)}", highlight=False, markup=False,
                   soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
@@ -130,7 +133,7 @@ def warn_unready(client: RemoteClient) -> None:
 
 def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
              timeout: float | None, events: bool = False, synthesize: bool = False,
-             **options: Any) -> RunReport | None:
+             left: Callable[[str], str] = goes_on, **options: Any) -> RunReport | None:
     """Validate, submit and optionally wait; shared by `run` and `dev --run`. ``options``
     are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans).
 
@@ -162,7 +165,7 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
-    return follow(client, run_id, as_json, timeout, deps, events)
+    return follow(client, run_id, as_json, timeout, deps, events, left)
 
 
 def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -180,8 +183,8 @@ def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
-             timeout: float | None, events: bool = False, **options: Any
-             ) -> RunReport | None:
+             timeout: float | None, events: bool = False,
+             left: Callable[[str], str] = goes_on, **options: Any) -> RunReport | None:
     """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`.
     ``options`` are :meth:`Client.submit_goal`'s."""
     run_id = client.submit_goal(goal, **options)
@@ -194,7 +197,7 @@ def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
-    return follow(client, run_id, as_json, timeout, events=events)
+    return follow(client, run_id, as_json, timeout, events=events, left=left)
 
 
 def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | None

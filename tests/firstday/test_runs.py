@@ -176,3 +176,33 @@ def test_a_recorded_run_replays_offline(model_env: dict[str, str], redis_server:
     message = drifted["error"]["message"]
     assert "no response for role 'planner' fits this request" in message
     assert f"responses[0]: its match 'Goal: {GOAL}' is not in the request" in message
+
+
+def test_dev_says_its_run_stops_with_it(redis_server: EmbeddedRedis, tmp_path: Path):
+    """`dev --run` stops its worker when it stops waiting: it never says the run goes on."""
+    plan = tmp_path / "slow.json"
+    plan.write_text(json.dumps({"goal": "g", "steps": [
+        {"id": "nap", "tool": "sleep", "args": {"seconds": 4}}]}))  # a warm shutdown waits
+    env = worker_env(redis_server.url.replace("/0", "/2"))
+    timed = chordal(tmp_path, "dev", "--run", str(plan), "--timeout", "1", env=env,
+                    timeout=120)
+    assert timed.returncode == 1, timed.stderr
+    [run_id] = re.findall(r"dev: timed out waiting; run (\S+) is left unfinished", timed.stderr)
+    assert "`chordal dev` stops its worker" in timed.stderr and " goes on" not in timed.stderr
+    assert f"`chordal cancel {run_id}` ends it" in timed.stderr
+    waiting = subprocess.Popen(argv(f"chordal dev --run {plan}"), cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = Client(Settings.from_env(env))
+    deadline = time.monotonic() + 60
+    while not [r for r in client.runs(status="running") if r.run_id != run_id]:
+        assert time.monotonic() < deadline, "the second run was never submitted"
+        time.sleep(0.1)
+    # As the message says, the worker started later carries the first run on.
+    while client.report(run_id).status != "succeeded":
+        assert time.monotonic() < deadline, client.report(run_id)
+        time.sleep(0.1)
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130, stderr
+    assert re.search(r"stopped waiting; run \S+ is left unfinished", stderr), stderr
+    assert " goes on" not in stderr
