@@ -5,14 +5,12 @@ mid-run, and calls http_request."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from planner.cli.embedded import redis_answers, redis_server_binary
+from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.wire import DEFAULT_QUEUE
@@ -21,20 +19,10 @@ from tests.mcp.conftest import HttpServer, free_port, servers_json
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_answers(url, timeout=0.2):
-        assert time.monotonic() < deadline, "redis did not start"
-        time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def redis_url() -> Iterator[str]:
+    server = start_embedded(port=free_port())
+    yield server.url
+    server.stop()
 
 
 def test_a_plan_of_mcp_tools_on_a_worker(redis_url: str, http_server: HttpServer,

@@ -4,7 +4,6 @@ suites flush), a real prefork worker serving /metrics, and the fake Messages API
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from planner.cli.embedded import redis_answers, redis_server_binary
+from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
@@ -25,20 +24,10 @@ TOOLS = "workers.tools.testing,tests.integration.probe"
 
 
 @pytest.fixture(scope="package")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_answers(url, timeout=0.2):
-        assert time.monotonic() < deadline, "redis did not start"
-        time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def redis_url() -> Iterator[str]:
+    server = start_embedded(port=_free_port())
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="package")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from planner.cli.embedded import redis_answers, redis_server_binary
+from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
@@ -79,24 +79,13 @@ class Stack:
 
 
 @pytest.fixture(scope="package")
-def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_base() -> Iterator[str]:
     """``redis://127.0.0.1:<port>`` of a Redis server of these tests' own."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--maxmemory-policy", "noeviction",
-         "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"redis://127.0.0.1:{port}"
+    server = start_embedded(port=_free_port())
     try:
-        deadline = time.monotonic() + 10
-        while not redis_answers(f"{base}/0", timeout=0.2):
-            assert time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
-        yield base
+        yield server.url.rsplit("/", 1)[0]
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="package")
