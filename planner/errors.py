@@ -15,6 +15,7 @@
     │   ├── NotFound               no such thing                             exit 2, HTTP 404
     │   │   └── RunNotFound        no run with that id (or it expired)
     │   ├── Conflict               the state forbids it (a run id taken)     exit 2, HTTP 409
+    │   │   └── InFlight           its Idempotency-Key is still in use; ``retry_after_s``
     │   └── Unavailable            a service it needs does not answer        exit 2, HTTP 503
     │       └── NoWorkerError      no worker consumes a queue a run needs
     └── ToolError                  a signal from a tool (or the engine on its behalf) about a step
@@ -137,6 +138,15 @@ class Conflict(UserError):
     """The request is well formed but the current state forbids it."""
 
     http_status = 409
+
+
+class InFlight(Conflict):
+    """A request with the same Idempotency-Key is still being handled: asking again in
+    ``retry_after_s`` gets its answer (HTTP 409 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(UserError):

@@ -66,6 +66,8 @@ TRANSIENT_STATUS = frozenset({502, 503, 504})
 #: Attempts of a request that is safe to repeat (a read, or a submit with its idempotency
 #: key) when the server cannot be reached or answers 503.
 SAFE_ATTEMPTS = 3
+#: Longest wait between tries that a server's Retry-After may ask for.
+IN_FLIGHT_WAIT_MAX_S = 5.0
 DEFAULT_TIMEOUT_S = 30.0
 #: Most runs the API lists in one page.
 PAGE_MAX = 200
@@ -177,6 +179,8 @@ def error_from(response: httpx.Response, had_key: bool = True) -> ChordalError:
         message += " (no API key was given: pass api_key, or set CHORDAL_API_KEY)"
     if cls is RateLimited or status == 429:
         return RateLimited(message or "rate limited", _retry_after(response))
+    if cls is errors.InFlight:
+        return errors.InFlight(message, _retry_after(response))
     if cls is None or cls is PlanInvalid:
         # Not one of ours (a proxy, a 500): the status and a short excerpt say what. A
         # gateway's 502 or 504 passes (a restart); anything else is the server's failure.
@@ -199,6 +203,13 @@ def _retry_after(response: httpx.Response) -> float:
 
 class _Incompatible(Unavailable):
     """The server answered with something this client cannot read: retrying cannot help."""
+
+
+def _pause(backoff: float, failure: ChordalError) -> float:
+    """The wait before another try: the backoff, or what the server asked for (an
+    Idempotency-Key in flight says when its answer should be there), within reason."""
+    asked = failure.retry_after_s if isinstance(failure, errors.InFlight) else 0.0
+    return min(max(backoff, asked), IN_FLIGHT_WAIT_MAX_S)
 
 
 class _Retryable(Exception):
@@ -311,7 +322,7 @@ class _Base:
     def _answer(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             error = error_from(response, had_key=self._key is not None)
-            if response.status_code in TRANSIENT_STATUS:
+            if response.status_code in TRANSIENT_STATUS or isinstance(error, errors.InFlight):
                 raise _Retryable(error)
             raise error
         if response.status_code == 204 or not response.content:
@@ -378,7 +389,7 @@ class RemoteClient(_Base):
                 failure = exc.error
             if attempt == SAFE_ATTEMPTS:
                 raise failure
-            time.sleep(pause)
+            time.sleep(_pause(pause, failure))
             pause = min(RECONNECT_MAX_S, pause * 2)
         raise AssertionError("unreachable")
 
@@ -641,7 +652,7 @@ class AsyncClient(_Base):
                 failure = exc.error
             if attempt == SAFE_ATTEMPTS:
                 raise failure
-            await asyncio.sleep(pause)
+            await asyncio.sleep(_pause(pause, failure))
             pause = min(RECONNECT_MAX_S, pause * 2)
         raise AssertionError("unreachable")
 

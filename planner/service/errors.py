@@ -22,7 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from planner.errors import ChordalError, PlanInvalid, RateLimited, Unauthorized, UserError
+from planner.errors import (
+    ChordalError,
+    InFlight,
+    PlanInvalid,
+    RateLimited,
+    Unauthorized,
+    UserError,
+)
 
 log = logging.getLogger("chordal.service")
 
@@ -75,7 +82,7 @@ async def _chordal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
                   redact(str(exc)))
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | InFlight):
         headers["Retry-After"] = str(max(1, int(exc.retry_after_s + 0.999)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from planner.errors import Conflict
+from planner.errors import Conflict, InFlight
 from planner.store.keys import idempotency_key
 
 #: How long a key is remembered: past it, the same key makes a new run.
@@ -66,7 +66,7 @@ class Idempotency:
                 raise Conflict("Idempotency-Key: already used with another body; use a new "
                                "key for another request")
             if not held["done"] and not exists(str(held["run_id"])):
-                raise Conflict("Idempotency-Key: a request with this key is still being "
+                raise InFlight("Idempotency-Key: a request with this key is still being "
                                "handled; retry shortly")
             return Reservation(name, str(held["run_id"]), replay=True)
         raise Conflict("Idempotency-Key: could not be reserved; retry")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -64,3 +66,26 @@ def test_server_urls():
         with pytest.raises(errors.InvalidInput, match=why) as raised:
             base_url(bad)
         assert "k:secret" not in str(raised.value)  # a URL's secret is never echoed
+
+
+def test_a_create_whose_key_is_in_flight_is_asked_again_after_retry_after():
+    """The first create's answer was lost while the server still handles it: the retry
+    (same Idempotency-Key) is told 409 InFlight + Retry-After, waits, and gets the run."""
+    seen: list[tuple[str | None, float]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("Idempotency-Key"), time.monotonic()))
+        if len(seen) == 1:
+            return answer(409, {"type": "InFlight", "message": "Idempotency-Key: still being "
+                                "handled"}, headers={"Retry-After": "1"})
+        return httpx.Response(201, json={"run_id": "r1", "status": "pending"})
+
+    from planner.remote import RemoteClient
+
+    with RemoteClient("http://chordal.test", "k", transport=httpx.MockTransport(server)) as c:
+        assert c.submit({"goal": "g", "steps": [{"id": "a", "tool": "echo"}]}) == "r1"
+    assert len(seen) == 2 and seen[0][0] == seen[1][0] is not None
+    assert seen[1][1] - seen[0][1] >= 0.9  # it waited as asked, not the 0.1 s backoff
+    in_flight = error_from(answer(409, {"type": "InFlight", "message": "m"},
+                                  headers={"Retry-After": "3"}))
+    assert isinstance(in_flight, errors.Conflict) and in_flight.retry_after_s == 3

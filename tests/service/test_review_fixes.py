@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from planner.errors import ConfigError, Conflict
-from planner.service.idempotency import IN_FLIGHT_S, Idempotency
+from planner.service.idempotency import IN_FLIGHT_S, Idempotency, body_hash
+from planner.service.schemas import CreateRun
 from planner.settings import Settings
 from tests.service.conftest import Server, wait_status
 
@@ -66,3 +67,17 @@ def test_a_create_that_died_midway_does_not_block_its_key_for_a_day(api: Server)
     keys.reserve("alice", "k-none", "body", "never-made", exists=store.exists)
     with pytest.raises(Conflict):
         keys.reserve("alice", "k-none", "body", "x", exists=store.exists)
+
+
+def test_a_key_in_flight_is_a_409_saying_when_to_ask_again(api: Server) -> None:
+    """A retry of a create still being handled (its answer was lost) is told to wait, so
+    clients (RemoteClient, AsyncClient) ask again after Retry-After and get the run."""
+    keys = Idempotency(api.client.store.r)
+    digest = body_hash(CreateRun.model_validate({"plan": PLAN}).model_dump(mode="json"))
+    keys.reserve("alice", "k-flying", digest, "not-made-yet", exists=api.client.store.exists)
+    with api.http() as http:
+        answer = http.post("/v1/runs", json={"plan": PLAN},
+                           headers={"Idempotency-Key": "k-flying"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["type"] == "InFlight"
+    assert answer.headers["Retry-After"] == "1"
