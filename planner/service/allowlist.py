@@ -65,12 +65,26 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+#: IPv6 prefixes whose last 32 bits are an IPv4 address that a gateway (NAT64) or the
+#: host itself (IPv4-compatible, deprecated) may reach on a caller's behalf.
+_EMBEDS_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+                ipaddress.ip_network("::/96"))
+
+
 def public(address: str) -> bool:
     """Whether an address is on the public internet (not private, loopback, link-local,
-    reserved or multicast; an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    reserved or multicast). An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64,
+    IPv4-compatible) is judged as that IPv4 address: through a translating network those
+    forms reach 127.0.0.1 or 10.0.0.0/8 too. Teredo tunnels are never public here."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.teredo is not None:
+            return False
+        if any(ip in net for net in _EMBEDS_IPV4):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        else:
+            ip = ip.ipv4_mapped or ip.sixtofour or ip
     return ip.is_global and not ip.is_multicast
 
 

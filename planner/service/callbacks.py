@@ -148,9 +148,13 @@ def refusal(url: str, allow: Sequence[str], addresses: Sequence[str]) -> str | N
         return None
     private = [a for a in addresses if not public(a)]
     if private:
-        return (f"callback_url: host {host!r} resolves to a non-public address "
-                f"({private[0]}); only a host named exactly in CHORDAL_CALLBACK_ALLOW may "
-                "be reached on a private network")
+        # The address goes to the operator's log, not into the run's events: a tenant
+        # must not learn what the internal network's names resolve to.
+        log.warning("callback_url host %r resolves to non-public %s; refused", host,
+                    private[0])
+        return (f"callback_url: host {host!r} resolves to a non-public address; only a "
+                "host named exactly in CHORDAL_CALLBACK_ALLOW may be reached on a private "
+                "network")
     return None
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import email.utils
 import json as jsonlib
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,8 @@ from planner.errors import PermanentError, TransientError
 from planner.service.allowlist import host_allowed, public, resolve, shown
 from planner.settings import HttpSecret, Settings
 from planner.tools import tool
+
+log = logging.getLogger("chordal.http")
 
 MAX_REDIRECTS = 5
 #: Longest a ``Retry-After`` may make a retry wait (a server may ask for days).
@@ -223,10 +226,14 @@ def _send(client: httpx.Client, parts: SplitResult, method: str, headers: dict[s
     if not named_exactly(host, allow):
         private = [a for a in addresses if not public(a)]
         if private:
+            # The address goes to the worker's log only: a plan's author (over the HTTP
+            # API, a tenant) must not learn what internal names resolve to.
+            log.warning("http_request: host %r resolves to non-public %s; refused", host,
+                        private[0])
             raise PermanentError(
-                f"http_request: host {host!r} resolves to a non-public address "
-                f"({private[0]}); only a host named exactly in CHORDAL_HTTP_ALLOW may be "
-                "reached on a private, loopback or link-local network")
+                f"http_request: host {host!r} resolves to a non-public address; only a "
+                "host named exactly in CHORDAL_HTTP_ALLOW may be reached on a private, "
+                "loopback or link-local network")
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"
