@@ -121,16 +121,17 @@ class Client:
         ``roles`` overrides models per role (its ``llm`` steps, the synthesizer);
         ``owner`` and ``callback_url`` are recorded with it (the HTTP API's tenant and
         where to POST the final report). ``synthesize``: whether the synthesizer model
-        writes the answer (default: the plan's ``synthesize``; if it says nothing, whenever
-        the workers have a model). Raises ``PlanInvalid`` (and ``InvalidInput`` for a bad
-        option)."""
+        writes the answer (default: the plan's ``synthesize``; if it says nothing, no: the
+        answer is the last steps' outputs, as for a plan file run by the CLI or over HTTP;
+        a goal's run, :meth:`submit_goal`, always has one). Raises ``PlanInvalid`` (and
+        ``InvalidInput`` for a bad option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
         self._check_roles(roles)
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
                                 approve, checkpoint_all, owner=owner,
                                 callback_url=callback_url,
-                                synthesize=(synthesize if synthesize is not None
-                                            else compiled.plan.synthesize))
+                                synthesize=bool(synthesize if synthesize is not None
+                                                else compiled.plan.synthesize))
         self.ping()
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)

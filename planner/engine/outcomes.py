@@ -145,10 +145,11 @@ def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: 
 
 
 def synthesizes(rt: Runtime, run_id: str) -> bool:
-    """Whether the synthesizer writes this run's answer: only with a model, and not when
-    the run says no (its ``synthesize`` option, from the plan's ``"synthesize"``; `chordal
-    run --plan` says no unless the plan or ``--synthesize`` asks). A worker having a model
-    is not reason enough for a plan file's run to get a written answer."""
+    """Whether the synthesizer writes this run's answer: only with a model, and only when
+    the run asks (its ``synthesize`` option: a goal's run does; a plan's run when the plan's
+    ``"synthesize"`` or the submitter says so, whichever door it came in by). A worker
+    having a model is not reason enough for a plan's run to get a written answer; runs
+    recorded before the option was always set (None) keep the old rule: with a model."""
     return rt.model is not None and rt.store.options(run_id).synthesize is not False
 
 
