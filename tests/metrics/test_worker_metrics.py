@@ -15,7 +15,7 @@ from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.metrics.conftest import Scraper, wait_for
 
 # A success, a step retried once, a step that fails for good and is skipped, and a join.
-MIXED = {"goal": "mixed", "steps": [
+MIXED = {"goal": "mixed", "synthesize": True, "steps": [
     {"id": "fine", "tool": "echo", "args": {"value": 1}},
     {"id": "flaky", "tool": "fail", "args": {"times": 1, "value": 2}},
     {"id": "broken", "tool": "fail", "args": {"times": -1, "kind": "permanent"},
@@ -24,7 +24,7 @@ MIXED = {"goal": "mixed", "steps": [
      "args": {"value": [{"$ref": "fine"}, {"$ref": "flaky"}, {"$ref": "broken"}]}},
 ]}
 # A step fails for good; the replanner routes around it.
-ROUTE = {"goal": "route around", "steps": [
+ROUTE = {"goal": "route around", "synthesize": True, "steps": [
     {"id": "a", "tool": "echo", "args": {"value": 1}},
     {"id": "bad", "tool": "fail", "args": {"times": -1, "kind": "permanent"},
      "depends_on": ["a"]},

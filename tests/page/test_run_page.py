@@ -30,7 +30,7 @@ from tests.page.conftest import (
 PENDING, RUNNING = "rgb(243, 244, 246)", "rgb(254, 243, 199)"
 SUCCEEDED, FAILED = "rgb(209, 250, 229)", "rgb(254, 226, 226)"
 
-PARALLEL = {"goal": "Two lookups side by side, then a join", "steps": [
+PARALLEL = {"goal": "Two lookups side by side, then a join", "synthesize": True, "steps": [
     {"id": "slow", "tool": "sleep", "args": {"seconds": 2.5, "value": "slow-done"},
      "description": "The slow lookup"},
     {"id": "fast", "tool": "sleep", "args": {"seconds": 0.8, "value": "fast-done"}},

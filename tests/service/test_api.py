@@ -32,7 +32,8 @@ def create(http: httpx.Client, body: dict, **kw) -> dict:
 
 def test_a_plan_runs_and_its_report_has_usage(api: Server):
     with api.http() as http:
-        made = create(http, {"plan": PLAN})
+        made = create(http, {"plan": {**PLAN, "synthesize": True}})
+        plain = create(http, {"plan": PLAN})["run_id"]
         run_id = made["run_id"]
         assert made["links"] == {"self": f"/v1/runs/{run_id}",
                                  "events": f"/v1/runs/{run_id}/events",
@@ -42,6 +43,10 @@ def test_a_plan_runs_and_its_report_has_usage(api: Server):
         assert report["steps"]["b"]["output"] == 42
         assert report["answer"] == "synthesizer answer"  # the model writes the answer
         assert report["usage"]["by_role"]["synthesizer"]["calls"] == 1
+        # A plan that does not ask for the synthesizer answers with its sink's output,
+        # although the workers have a model (as from the CLI and a Client).
+        unasked = wait_status(api, plain, {"succeeded", "failed"})
+        assert unasked["answer"] == {"b": 42} and unasked["usage"]["by_role"] == {}, unasked
         assert api.client.store.options(run_id).owner == "alice"
 
 
