@@ -166,6 +166,12 @@ class Settings(BaseSettings):
                                           "(comma-separated; `*.example.com` patterns).")
     callback_secret: str | None = Field(None, repr=False,
                                         description="HMAC-SHA256 key of callback signatures.")
+    callback_secrets: Annotated[dict[str, Annotated[str, Field(min_length=16)]], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description='HMAC-SHA256 keys per tenant (API key name), JSON {"name": "secret"}: '
+                    "a tenant's runs are signed with its own, others with "
+                    "CHORDAL_CALLBACK_SECRET. With several tenants give each one: a receiver "
+                    "that trusts a shared key trusts every tenant's reports.")
     callback_attempts: int = Field(10, ge=1, le=100, description="Deliveries of a run's "
                                                                  "callback before it is "
                                                                  "given up.")
@@ -254,7 +260,8 @@ class Settings(BaseSettings):
                              "amqp://guest:guest@127.0.0.1//")
         return value
 
-    @field_validator("prices", "http_secrets", "mcp_servers", mode="before")
+    @field_validator("prices", "http_secrets", "mcp_servers", "callback_secrets",
+                     mode="before")
     @classmethod
     def _parse_prices(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -288,6 +295,10 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    def callback_key(self, owner: str | None) -> str | None:
+        """The key a run's callbacks are signed with: its tenant's own, else the shared one."""
+        return self.callback_secrets.get(owner or "") or self.callback_secret
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

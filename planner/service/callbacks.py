@@ -243,20 +243,23 @@ class CallbackSender:
         run_id = claim.run_id
         try:
             report = self.store.report(run_id)
-            url = self.store.options(run_id).callback_url
+            options = self.store.options(run_id)
         except RunNotFound:
             self.settle(claim)  # expired before it could be delivered
             log.warning("run %s: callback dropped: the run's record expired", run_id)
             return "dropped"
+        url, owner = options.callback_url, options.owner
         if not report.ended or not url:
             self.settle(claim)  # retried since: its next ending queues it again
             return "dropped"
         report.usage = summarize(self.store.usage_fields(run_id), self.settings.prices)
         where = shown(url)
-        secret = self.settings.callback_secret
+        secret = self.settings.callback_key(owner)
         if not secret:
             return self._give_up(claim, where, "this worker has no CHORDAL_CALLBACK_SECRET "
-                                              "to sign callbacks with")
+                                              f"(nor one for {owner!r} in "
+                                              "CHORDAL_CALLBACK_SECRETS) to sign callbacks "
+                                              "with")
         try:  # the allow-list first: no lookup of a host that is refused anyway
             check_callback_url(url, self.settings.callback_allow)
         except InvalidInput as exc:

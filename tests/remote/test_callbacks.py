@@ -13,12 +13,14 @@ import time
 import uuid
 
 import httpx
+import pytest
 
+from planner.errors import ConfigError
 from planner.service.callbacks import CallbackSender, refusal, sign, verify
 from planner.settings import Settings
 from planner.store.keys import ACTIVE_RUNS, CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.records import RunEvent, RunOptions, RunReport
-from tests.remote.conftest import ALICE, ECHO_PLAN, SECRET, Receiver, Stack
+from tests.remote.conftest import ALICE, BOB, BOB_SECRET, ECHO_PLAN, SECRET, Receiver, Stack
 
 
 def hook(receiver: Receiver, name: str) -> tuple[str, str]:
@@ -115,6 +117,27 @@ def test_hosts_are_checked_at_submission_and_again_at_delivery(stack: Stack,
     assert failed.data["attempts"] == 1 and "'localhost' is not allowed" in failed.data["error"]
     # (A wildcard host that resolves to loopback is refused too: the allow-list's own
     # tests cover it; no name resolves to loopback reliably on every machine.)
+
+
+def test_each_tenant_may_have_its_own_signing_key(stack: Stack, receiver: Receiver):
+    """bob has a key of his own: his reports are signed with it, so a receiver of his
+    never accepts one of alice's runs (aimed at him under a shared allowed host), and
+    alice's receiver never accepts his."""
+    path, url = hook(receiver, "bob")
+    bobs = stack.remote(BOB).submit(ECHO_PLAN, callback_url=url)
+    alices = stack.remote().submit(ECHO_PLAN, callback_url=url)
+    hits = {RunReport.model_validate_json(h.body).run_id: h
+            for h in receiver.wait_for(path, 2)}
+    for run_id, key, other in ((bobs, BOB_SECRET, SECRET), (alices, SECRET, BOB_SECRET)):
+        hit = hits[run_id]
+        stamp, signature = hit.headers["X-Chordal-Timestamp"], hit.headers[
+            "X-Chordal-Signature"]
+        assert verify(key, hit.body, signature, stamp), run_id
+        assert not verify(other, hit.body, signature, stamp), run_id
+    assert Settings.from_env({"CHORDAL_CALLBACK_SECRET": SECRET}).callback_key("bob") == SECRET
+    with pytest.raises(ConfigError, match="CHORDAL_CALLBACK_SECRETS") as caught:
+        Settings.from_env({"CHORDAL_CALLBACK_SECRETS": '{"bob": "short-leaked"}'})
+    assert "short-leaked" not in str(caught.value)
 
 
 def test_where_a_callback_may_go():
