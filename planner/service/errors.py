@@ -55,6 +55,17 @@ def redact(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
 
+#: What names a machine inside the deployment: a URL, host:port, an IPv4 address.
+_ADDRESSES = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;)]+|\b[\w.-]+:\d{2,5}\b"
+                        r"|\b\d{1,3}(?:\.\d{1,3}){3}\b", re.IGNORECASE)
+
+
+def without_addresses(text: str) -> str:
+    """A server-side failure as told to API clients: what failed, not where (the log has
+    the addresses; a client must not learn the deployment's internal hosts)."""
+    return _ADDRESSES.sub("<internal>", text)
+
+
 def error_response(status: int, type_: str, message: str,
                    problems: Sequence[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
@@ -91,7 +102,8 @@ async def _chordal_error(request: Request, exc: Exception) -> JSONResponse:
                     for p in exc.problems]
         return error_response(exc.http_status, type(exc).__name__,
                               f"invalid plan: {len(problems)} problem(s)", problems, headers)
-    return error_response(exc.http_status, type(exc).__name__, str(exc), headers=headers)
+    message = without_addresses(str(exc)) if exc.http_status >= 500 else str(exc)
+    return error_response(exc.http_status, type(exc).__name__, message, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

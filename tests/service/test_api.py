@@ -270,6 +270,8 @@ def test_redis_down_is_503_and_says_nothing_of_the_url(tmp_path):
                 assert reply.status_code == 503, reply.text
                 assert reply.json()["error"]["type"] == "Unavailable"
                 assert "hunter2" not in reply.text
+                # Nor where the deployment's Redis is: clients learn what failed, not where.
+                assert "127.0.0.1" not in reply.text and url.split(":")[-1] not in reply.text
             ready = http.get("/readyz")
             assert ready.status_code == 503 and ready.json()["redis"] is False
             assert http.get("/healthz").status_code == 200

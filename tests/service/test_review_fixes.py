@@ -81,3 +81,25 @@ def test_a_key_in_flight_is_a_409_saying_when_to_ask_again(api: Server) -> None:
     assert answer.status_code == 409, answer.text
     assert answer.json()["error"]["type"] == "InFlight"
     assert answer.headers["Retry-After"] == "1"
+
+
+def test_a_server_side_failure_does_not_tell_clients_where_its_backends_are() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from planner.errors import NoWorkerError, Unavailable
+    from planner.service.errors import _chordal_error
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/runs", "headers": []})
+    broker = Unavailable("cannot publish to the broker at rabbit.internal:5672// ([Errno "
+                         "111] Connection refused); check CHORDAL_BROKER_URL")
+    answer = asyncio.run(_chordal_error(request, broker))
+    assert answer.status_code == 503
+    body = bytes(answer.body).decode()
+    assert "rabbit.internal" not in body and "5672" not in body
+    assert "cannot publish to the broker at <internal>" in body
+    # What is not an address stays: the client can act on it.
+    queues = asyncio.run(_chordal_error(request, NoWorkerError("no live worker consumes "
+                                                               "'llm'; start one")))
+    assert "no live worker consumes 'llm'" in bytes(queues.body).decode()
