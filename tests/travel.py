@@ -63,7 +63,7 @@ def travel_services(port: int) -> Iterator[Travel]:
         stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stderr is not None
-        if process.stdout.readline().strip() != "ready":
+        if process.stdout.readline().split() != ["ready", str(port)]:
             raise RuntimeError(f"the weather server did not start: {process.stderr.read()}")
         yield Travel(port, token, demo_env(token))
     finally:

@@ -2,10 +2,11 @@
 ``hotels``, answering from ``agency.json``.
 
 Workers start it themselves, one per worker process, from ``examples/travel/mcp.json``
-(``CHORDAL_MCP_CONFIG``); its tools reach the planner as ``travel.flights`` and
+(``CHORDAL_MCP_CONFIG``; its paths are relative to the repository's root, where workers
+run); its tools reach the planner as ``travel.flights`` and
 ``travel.hotels``, with the input and output schemas drawn from the signatures below.
-Each answer takes a moment, as a real booking API's would (``TRAVEL_LATENCY_S`` scales
-it: ``0`` answers at once), so the run shows the lookups running side by side.
+Each answer takes a moment, as a real booking API's would, so the run shows the lookups
+running side by side.
 
     python examples/travel/agency.py        # speaks MCP on stdin/stdout
 """
@@ -13,7 +14,6 @@ it: ``0`` answers at once), so the run shows the lookups running side by side.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 DATA = json.loads((Path(__file__).parent / "agency.json").read_text("utf-8"))
-SCALE = float(os.environ.get("TRAVEL_LATENCY_S", "1"))
 
 mcp = MCPServer("travel", log_level="WARNING")
 
@@ -70,7 +69,7 @@ def flights(origin: str, destination: str, passengers: int = 1) -> Flight:
     if start not in fares["from"]:
         raise ToolError(f"no flights from {origin!r} to {dest}; from: "
                         f"{', '.join(fares['from'])}")
-    time.sleep(1.0 * SCALE)
+    time.sleep(1.0)
     fare = fares["from"][start]
     return Flight(carrier=fare["carrier"], origin=start, destination=dest,
                   depart=fare["depart"], back=fare["back"], passengers=passengers,
@@ -85,7 +84,7 @@ def hotels(city: str, nights: int = 2, guests: int = 2, max_price: int | None = 
     if not 1 <= nights <= 30:
         raise ToolError("nights: 1 to 30")
     name = _city(city, DATA["hotels"])
-    time.sleep(0.6 * SCALE)
+    time.sleep(0.6)
     found = [Hotel(**h) for h in DATA["hotels"][name]
              if h["sleeps"] >= guests and (max_price is None or h["price_per_night"] <= max_price)]
     return Hotels(city=name, nights=nights,

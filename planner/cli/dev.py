@@ -18,7 +18,7 @@ from celery.bin.celery import celery as celery_cli
 
 from planner.cli.app import app, err, out, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
-from planner.cli.runs import exit_for, print_report, run_goal, run_plan
+from planner.cli.runs import EXIT_INTERRUPTED, exit_for, print_report, run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
 from planner.store.records import WAITING_RUN
@@ -71,10 +71,10 @@ def dev(
         "--goal", help="Plan this goal with the model, run it, print the report, stop.")
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 4,
-    as_json: Annotated[bool, typer.Option("--json", help="With --run: a JSON report.")
-                       ] = False,
-    timeout: Annotated[float, typer.Option(help="With --run: seconds to wait.", min=1)
-                       ] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --run or --goal: a JSON "
+                                                          "report.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --run or --goal: seconds to wait.",
+                                           min=1)] = 120.0,
 ) -> None:
     """Redis (embedded if none is configured or running) plus a worker, in the foreground.
     Ctrl-C stops them all."""
@@ -123,6 +123,8 @@ def dev(
             exit_for(report)
         except KeyboardInterrupt:
             err.print("dev: stopping", highlight=False)
+            if once:  # interrupted before the run's end: not a success
+                raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _left_behind(run_id: str, embedded: bool) -> str:

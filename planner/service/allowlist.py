@@ -65,23 +65,27 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-#: IPv6 prefixes whose last 32 bits are an IPv4 address that a gateway (NAT64) or the
-#: host itself (IPv4-compatible, deprecated) may reach on a caller's behalf.
-_EMBEDS_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
-                ipaddress.ip_network("::/96"))
+#: IPv6 prefixes whose last 32 bits are an IPv4 address that a gateway (NAT64's well-known
+#: prefix) or the host itself (IPv4-compatible, deprecated) may reach on a caller's behalf.
+_LAST_32_IS_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+#: Never public here: local-use NAT64 (the IPv4 address sits elsewhere in it, by prefix
+#: length), IPv4-translated addresses, site-local (deprecated, still routed by some).
+_NEVER_PUBLIC = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("::ffff:0:0:0/96"),
+                 ipaddress.ip_network("fec0::/10"))
 
 
 def public(address: str) -> bool:
     """Whether an address is on the public internet (not private, loopback, link-local,
     reserved or multicast). An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64,
     IPv4-compatible) is judged as that IPv4 address: through a translating network those
-    forms reach 127.0.0.1 or 10.0.0.0/8 too. Teredo tunnels are never public here."""
+    forms reach 127.0.0.1 or 10.0.0.0/8 too. Teredo, local-use NAT64, IPv4-translated and
+    site-local addresses are never public here."""
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
         address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.teredo is not None:
+        if ip.teredo is not None or any(ip in net for net in _NEVER_PUBLIC):
             return False
-        if any(ip in net for net in _EMBEDS_IPV4):
+        if any(ip in net for net in _LAST_32_IS_IPV4):
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         else:
             ip = ip.ipv4_mapped or ip.sixtofour or ip

@@ -201,6 +201,7 @@ def test_dev_says_its_run_stops_with_it(redis_server: EmbeddedRedis, tmp_path: P
     while client.report(run_id).status != "succeeded":
         assert time.monotonic() < deadline, client.report(run_id)
         time.sleep(0.1)
+    time.sleep(1)  # submitted, and now waiting for it
     waiting.send_signal(signal.SIGINT)
     _, stderr = waiting.communicate(timeout=60)
     assert waiting.returncode == 130, stderr

@@ -79,7 +79,8 @@ def test_private_addresses_need_the_host_named_exactly(web):
     # IPv6 forms that carry an IPv4 address are judged by it (a NAT64 or 6to4 network
     # would take them to loopback or the metadata service); Teredo never passes.
     for carried in ("2002:7f00:1::", "64:ff9b::a9fe:a9fe", "::7f00:1", "::1", "::",
-                    "2001:0:4136:e378:8000:63bf:80ff:fffe"):
+                    "2001:0:4136:e378:8000:63bf:80ff:fffe", "64:ff9b:1:7f00:0:100:808:808",
+                    "::ffff:0:7f00:1", "fec0::1"):
         assert not public(carried), carried
     assert public("2002:5db8:d822::") and public("64:ff9b::5db8:d822")
     assert public("2606:4700::1111")
