@@ -173,6 +173,14 @@ class Client:
         """Whether a model is configured here (workers are expected to share it)."""
         return make_model(self.settings) is not None
 
+    def check_goal(self, goal: str) -> None:
+        """``InvalidInput`` naming ``goal`` unless it is text a run can be made for."""
+        if not isinstance(goal, str) or not goal.strip():
+            raise InvalidInput("goal: is empty; say what the run is for")
+        why = text_problem(goal, self.settings.max_goal_bytes)
+        if why is not None:
+            raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
+
     def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
                     budget_tokens: int | None = None, budget_usd: float | None = None,
                     run_id: str | None = None, approve: bool = False,
@@ -184,11 +192,7 @@ class Client:
 
         ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
         ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
-        if not isinstance(goal, str) or not goal.strip():
-            raise InvalidInput("goal: is empty; say what the run is for")
-        why = text_problem(goal, self.settings.max_goal_bytes)
-        if why is not None:
-            raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
+        self.check_goal(goal)
         require_model(self.settings)  # says exactly what to set when there is none
         self._check_roles(roles)
         self.ping()

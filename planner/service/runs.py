@@ -81,7 +81,6 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
             response.status_code = 200
             return created(svc, reservation.run_id)
     try:
-        svc.take_create_slot(who)
         _submit(svc, body, who, run_id)
     except BaseException:
         if reservation is not None:
@@ -104,10 +103,15 @@ def _submit(svc: Service, body: CreateRun, who: Caller, run_id: str) -> None:
         budget_usd=body.budget_usd, on_budget=body.on_budget, max_replans=body.max_replans,
         checkpoint_all=body.checkpoint_all, roles=roles, owner=who.name,
         callback_url=body.callback_url)
+    # The rate limit counts runs made: a plan that cannot run costs its tenant nothing.
     if body.plan is not None:
-        svc.client.submit(body.plan, **options)
+        compiled = svc.client.compile(body.plan)
+        svc.take_create_slot(who)
+        svc.client.submit(compiled, **options)
     else:
         assert body.goal is not None
+        svc.client.check_goal(body.goal)
+        svc.take_create_slot(who)
         svc.client.submit_goal(body.goal, **options)
 
 

@@ -247,7 +247,13 @@ def test_no_auth_server_on_loopback_announces_itself_and_is_not_ready(open_api: 
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["missing_queues"] == ["lonely"]
-        # The rate limit: 2 runs a minute here, then 429 with Retry-After.
+        # The rate limit: 2 runs a minute here, then 429 with Retry-After. Refused
+        # creates (a plan that cannot run) do not count.
+        bad = {"goal": "g", "steps": [{"id": "a", "tool": "no-such-tool"}]}
+        for _ in range(3):
+            refused = http.post("/v1/runs", json={"plan": bad})
+            assert refused.status_code == 422 and refused.json()["error"]["type"] == \
+                "PlanInvalid", refused.text
         replies = [http.post("/v1/runs", json={"plan": PLAN}) for _ in range(3)]
         assert [r.status_code for r in replies] == [201, 201, 429]
         assert 1 <= int(replies[2].headers["Retry-After"]) <= 60
