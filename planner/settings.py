@@ -158,6 +158,9 @@ class Settings(BaseSettings):
                                                         "of CHORDAL_API_KEYS).")
     max_request_bytes: int = Field(1_048_576, ge=1_024, description="Most bytes of an HTTP "
                                                                     "request body.")
+    api_max_streams: int = Field(
+        20, ge=1, le=10_000, description="Event streams one API key may hold open at once on "
+                                         "one server (each holds a Redis connection).")
     api_rate_limit_per_min: int | None = Field(
         60, ge=1, description="Runs one API key may create per minute (shared by every API "
                               "replica, in Redis); unset for no limit.")

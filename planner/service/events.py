@@ -22,10 +22,12 @@ import anyio
 import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from planner.errors import InvalidInput
 from planner.service.auth import Caller, caller
 from planner.service.runs import ON_RUN, RunId
+from planner.service.schemas import error_responses
 from planner.service.state import Service, service
 from planner.store.keys import RunKeys
 from planner.store.records import TERMINAL_RUN, RunEvent
@@ -86,7 +88,8 @@ async def stream(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {"schema": {
-                "type": "string"}}}, "description": "Server-Sent Events"}, **ON_RUN})
+                "type": "string"}}}, "description": "Server-Sent Events"}, **ON_RUN,
+                **error_responses(429)})
 async def run_events(
         run_id: RunId,
         who: Annotated[Caller, Depends(caller)],
@@ -100,8 +103,18 @@ async def run_events(
     """The run's events as they happen (Server-Sent Events)."""
     cursor = cursor_from(last_event_id, after)
     await anyio.to_thread.run_sync(svc.owned, run_id, who)
+    slot = svc.open_stream(who)
+
+    async def counted() -> AsyncIterator[str]:
+        try:
+            async for chunk in stream(svc.aredis, run_id, cursor, svc.keepalive_s):
+                yield chunk
+        finally:
+            slot.release()
+
     return StreamingResponse(
-        stream(svc.aredis, run_id, cursor, svc.keepalive_s),
-        media_type="text/event-stream",
+        counted(), media_type="text/event-stream",
         # No caching, and no buffering by a proxy in front (nginx): events go out now.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # Also after the response, in case the stream never started (a client gone at once).
+        background=BackgroundTask(slot.release))

@@ -3,6 +3,9 @@ after it ended, Host names under --no-auth, and a key list that must not echo se
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import httpx
 import pytest
 
@@ -10,7 +13,7 @@ from planner.errors import ConfigError, Conflict
 from planner.service.idempotency import IN_FLIGHT_S, Idempotency, body_hash
 from planner.service.schemas import CreateRun
 from planner.settings import Settings
-from tests.service.conftest import Server, wait_status
+from tests.service.conftest import MAX_STREAMS, Server, wait_status
 
 PLAN = {"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"value": 1}}]}
 
@@ -103,3 +106,34 @@ def test_a_server_side_failure_does_not_tell_clients_where_its_backends_are() ->
     queues = asyncio.run(_chordal_error(request, NoWorkerError("no live worker consumes "
                                                                "'llm'; start one")))
     assert "no live worker consumes 'llm'" in bytes(queues.body).decode()
+
+
+def test_one_key_may_hold_only_so_many_event_streams(api: Server) -> None:
+    """Each open stream holds a Redis connection: past CHORDAL_API_MAX_STREAMS for one key,
+    429 with Retry-After; other keys are not affected; a closed stream frees its slot."""
+    with api.http() as http, api.http("bob") as bobs:
+        waiting = http.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
+        his = bobs.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
+        with contextlib.ExitStack() as held:
+            opened = [held.enter_context(api.http()) for _ in range(MAX_STREAMS)]
+            streams = [held.enter_context(c.stream("GET", f"/v1/runs/{waiting}/events"))
+                       for c in opened]
+            assert all(s.status_code == 200 for s in streams)
+            over = http.get(f"/v1/runs/{waiting}/events")
+            assert over.status_code == 429, over.text
+            assert over.json()["error"]["type"] == "RateLimited"
+            assert "CHORDAL_API_MAX_STREAMS" in over.json()["error"]["message"]
+            assert int(over.headers["Retry-After"]) >= 1
+            with bobs.stream("GET", f"/v1/runs/{his}/events") as other:
+                assert other.status_code == 200  # bob's own slots
+            streams[0].close()
+            opened[0].close()
+            deadline = time.monotonic() + 10
+            while True:  # the server notices the closed stream at its next keep-alive
+                with http.stream("GET", f"/v1/runs/{waiting}/events") as again:
+                    if again.status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the closed stream's slot never came back"
+                time.sleep(0.3)
+        for client, run_id in ((http, waiting), (bobs, his)):
+            assert client.post(f"/v1/runs/{run_id}/reject").status_code == 200
