@@ -56,6 +56,24 @@ def cursor_from(last_event_id: str | None, after: str | None) -> str:
     return "0-0"
 
 
+def _order(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def check_cursor(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
+                       name: str) -> None:
+    """A cursor past this run's last event is not one of its ids (another run's, or made
+    up): waiting after it would silently skip the events written before that time."""
+    if cursor == "0-0":
+        return
+    last: Any = await aredis.xrevrange(RunKeys(run_id).events, count=1)
+    last_id = str(last[0][0]) if last else "0-0"
+    if _order(cursor) > _order(last_id):
+        raise InvalidInput(f"{name}: {cursor} is after this run's last event ({last_id}); "
+                           "resume with an id this run's stream gave")
+
+
 async def stream(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
                  keepalive_s: float) -> AsyncIterator[str]:
     keys = RunKeys(run_id)
@@ -103,6 +121,8 @@ async def run_events(
     """The run's events as they happen (Server-Sent Events)."""
     cursor = cursor_from(last_event_id, after)
     await anyio.to_thread.run_sync(svc.owned, run_id, who)
+    await check_cursor(svc.aredis, run_id, cursor,
+                       "Last-Event-ID" if last_event_id is not None else "after")
     slot = svc.open_stream(who)
 
     async def counted() -> AsyncIterator[str]:
