@@ -17,7 +17,7 @@ PUBLIC = {
     "Ref", "parse_ref", "resolve", "RunReport", "StepReport", "RunEvent", "ErrorRecord",
     # the error tree
     "ChordalError", "UserError", "InvalidInput", "PlanError", "PlanLoadError", "PlanInvalid",
-    "Problem", "RefError", "ConfigError", "NotFound", "RunNotFound", "Conflict",
+    "Problem", "RefError", "ConfigError", "NotFound", "RunNotFound", "Conflict", "InFlight",
     "Unavailable", "NoWorkerError", "BadRequest", "RequestTooLarge", "Unauthorized",
     "RateLimited", "ToolError", "TransientError", "PermanentError",
     "ModelTransientError", "ModelAuthError", "BudgetExceeded", "CalculationError",

@@ -54,6 +54,13 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
     run = rt.store.run_state(run_id)
     if run.status not in ("pending", "running"):
         return None
+    if run.version == 0 and rt.store.options(run_id).from_plan:
+        # Recorded with a plan, which its creator died before storing (two writes):
+        # planning its goal would run something nobody asked for. Nothing ran.
+        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+            type="PlanLost", message="this run was created from a plan, but its creator "
+            "stopped before the plan was stored; nothing ran: submit the plan again"))
+        return None
     if run.version == 0:
         metered = rt.metered(run_id)
         if metered is None:

@@ -107,6 +107,9 @@ class RunOptions(BaseModel):
     #: Whether the synthesizer writes the answer (when the workers have a model). None,
     #: as in runs recorded before this option: whenever there is a model.
     synthesize: bool | None = None
+    #: Created with a plan (not a goal): never sent to the planner model. Set by
+    #: ``create_run``; a run that has it and no plan lost its plan to a crash.
+    from_plan: bool = False
 
 
 #: The reasons of the plan versions that count as replans (against ``max_replans``).

@@ -121,6 +121,8 @@ class RunStore:
         (a goal is planned by the model first). ``options`` are per-run overrides."""
         run_id = run_id or new_run_id()
         k = RunKeys(run_id)
+        if plan is not None:
+            options = (options or RunOptions()).model_copy(update={"from_plan": True})
         # Watched before it exists: a creator that dies between the two leaves a run the
         # reconciler finds, never one it cannot see (it drops ids with no record).
         now = float(self.r.time()[0])

@@ -133,3 +133,25 @@ def test_resume_without_anything_dropped_publishes_nothing_twice(
     sent(rt).clear()
     go_on(rt, run)  # a running run whose roots are out: nothing to send again
     assert sent(rt) == []
+
+
+def test_a_plan_run_whose_creator_died_before_its_plan_ends_saying_so(
+        make_rt: MakeRuntime) -> None:
+    """create_run records the run, then its plan: a creator that dies between leaves a run
+    at version 0. The reconciler's nudge sends it to the planner task, which must not plan
+    its goal (nobody asked for that) but end it, saying what happened."""
+    from planner.engine.start import plan_run
+    from planner.store.records import RunOptions
+
+    rt = make_rt(ScriptedModel([submit(echo("surprise"))]))
+    run = rt.store.create_run("g", options=RunOptions(from_plan=True))
+    assert plan_run(rt, run, 0) is None
+    report = rt.store.report(run)
+    assert report.status == "failed" and report.error is not None
+    assert report.error.type == "PlanLost" and "submit the plan again" in report.error.message
+    assert rt.store.run_state(run).version == 0 and not tasks(rt)
+    # A run created with its plan carries the mark; a goal's run does not.
+    with_plan = started(rt, echo("x"))
+    assert rt.store.options(with_plan).from_plan
+    goal = rt.store.create_run("a goal")
+    assert not rt.store.options(goal).from_plan

@@ -48,7 +48,7 @@ def test_a_taken_run_id_conflicts_and_leaves_the_first_run_and_its_options(store
     run = store.run_state(run_id)
     assert (run_id, run.goal, run.version, run.remaining) == ("mine", "first", 1, 4)
     assert store.plan(run_id, 1) == plan()
-    assert store.options(run_id) == opts
+    assert store.options(run_id) == opts.model_copy(update={"from_plan": True})
     assert "z" not in store.step_states(run_id)
 
 
