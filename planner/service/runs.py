@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from planner.errors import Conflict, InvalidInput, Unavailable
+from planner.language.plan import Plan
 from planner.service.allowlist import check_callback_url
 from planner.service.auth import Caller, caller
 from planner.service.idempotency import MAX_KEY_CHARS, body_hash
@@ -145,6 +146,17 @@ def get_run(run_id: RunId, who: Who, svc: Svc) -> RunReport:
     """The run report, with usage (as `chordal status --json`)."""
     svc.owned(run_id, who)
     return svc.client.report(run_id)
+
+
+@router.get("/runs/{run_id}/plans/{version}", response_model=Plan, responses=ON_RUN)
+def get_plan(run_id: RunId, who: Who, svc: Svc,
+             version: Annotated[int, Path(ge=1, le=1_000_000, description="A plan version "
+                                                                          "(1 = the first)."
+                                          )]) -> Plan:
+    """One plan version of the run, as installed (the report holds only the current one):
+    what a replan dropped, with its dependencies."""
+    svc.owned(run_id, who)
+    return svc.client.store.plan(run_id, version)
 
 
 def _status(svc: Service, run_id: str) -> RunStatusReply:

@@ -175,7 +175,10 @@ def test_a_replanned_run_shows_both_versions(served: Served, tab: Tab, browser: 
     if os.environ.get("UPDATE_SCREENSHOT"):
         SCREENSHOT.write_bytes(shot)
 
-    # A tab that never saw v1 still shows both versions' steps.
+    dropped_edge = 'path.edge[data-from="flights"][data-to="weather"]'
+    assert page.locator(dropped_edge).count() == 1
+    # A tab that never saw v1 still shows both versions' steps, and asks the API for v1's
+    # plan to draw what the replan dropped with its edges.
     ctx, fresh = new_tab(browser, served.url)
     try:
         fresh.open(f"/runs/{run_id}")
@@ -184,6 +187,9 @@ def test_a_replanned_run_shows_both_versions(served: Served, tab: Tab, browser: 
         assert fresh.attr(node, "data-status") == "failed"
         assert fresh.page.locator("button.version").count() == 2
         assert fresh.page.locator("g.node").count() == page.locator("g.node").count()
+        fresh.page.wait_for_selector(dropped_edge, state="attached", timeout=10_000)
+        assert len(fresh.requested(f"/v1/runs/{run_id}/plans/1")) == 1
+        assert not fresh.requested(f"/v1/runs/{run_id}/plans/2")  # the report has v2
     finally:
         ctx.close()
     check_key_hygiene(fresh, KEY)

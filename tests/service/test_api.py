@@ -24,6 +24,10 @@ PLAN = {"goal": "add", "steps": [
 SLOW = {"goal": "slow", "steps": [{"id": "nap", "tool": "sleep", "args": {"seconds": 3}}]}
 
 
+def report_plan(report: dict) -> list:
+    return list(report["plan"]["steps"])
+
+
 def create(http: httpx.Client, body: dict, **kw) -> dict:
     reply = http.post("/v1/runs", json=body, **kw)
     assert reply.status_code == 201, reply.text
@@ -47,6 +51,13 @@ def test_a_plan_runs_and_its_report_has_usage(api: Server):
         # although the workers have a model (as from the CLI and a Client).
         unasked = wait_status(api, plain, {"succeeded", "failed"})
         assert unasked["answer"] == {"b": 42} and unasked["usage"]["by_role"] == {}, unasked
+        # Each plan version as installed; other versions, other tenants: 404.
+        v1 = http.get(f"/v1/runs/{plain}/plans/1")
+        assert v1.status_code == 200 and v1.json()["steps"] == report_plan(unasked)
+        assert http.get(f"/v1/runs/{plain}/plans/2").status_code == 404
+        assert http.get(f"/v1/runs/{plain}/plans/0").status_code == 422
+    with api.http("bob") as other:
+        assert other.get(f"/v1/runs/{plain}/plans/1").status_code == 404
         assert api.client.store.options(run_id).owner == "alice"
 
 

@@ -396,6 +396,21 @@
       try { return JSON.parse(sessionStorage.getItem(`chordal.plans.${this.runId}`) || '{}'); } catch (e) { return {}; }
     }
 
+    /* Earlier plan versions this tab did not see (opened after a replan): asked for once
+     * each, so the steps a replan dropped keep their edges. */
+    fetchOldPlans() {
+      const r = this.report;
+      this.asked = this.asked || new Set();
+      const missing = (r.versions || []).map((v) => v.version)
+        .filter((v) => v !== r.plan_version && !this.plans[v] && !this.asked.has(v));
+      if (!missing.length) return;
+      for (const v of missing) this.asked.add(v);
+      const id = encodeURIComponent(this.runId);
+      Promise.all(missing.map((v) => api(`/v1/runs/${id}/plans/${v}`, this.abort.signal)
+        .then((plan) => this.savePlan(v, plan), () => null)))
+        .then(() => { if (!this.abort.signal.aborted && this.report) this.render(); });
+    }
+
     savePlan(version, plan) {
       if (!version || !plan || this.plans[version]) return;
       this.plans[version] = planInfo(plan);
@@ -452,6 +467,7 @@
             this.dirty = false;
             this.report = await api(`/v1/runs/${encodeURIComponent(this.runId)}`, this.abort.signal, true);
             this.render();
+            this.fetchOldPlans();
           } while (this.dirty && !this.abort.signal.aborted);
         } catch (err) {
           if (this.abort.signal.aborted) throw err;
