@@ -160,7 +160,11 @@ def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
         "current_plan": plan.model_dump(mode="json"),
         "completed_steps": [{"id": s.id, "description": s.description, "tool": s.tool,
                              "status": state(s.id).status,
-                             "output": preview(outputs.get(s.id))} for s in earned],
+                             "output": preview(outputs.get(s.id)),
+                             # a step skipped after failing says why
+                             **({"error": _dump(state(s.id).error)}
+                                if state(s.id).status == "skipped" else {})}
+                            for s in earned],
         "running_steps": [{"id": s.id, "description": s.description, "tool": s.tool}
                           for s in flying],
         "failed_steps": [{"id": f, "description": plan.step(f).description,

@@ -18,6 +18,7 @@ from planner.engine.runtime import Runtime
 from planner.errors import ChordalError
 from planner.llm.planning import preview
 from planner.llm.planning import replan as ask_replanner
+from planner.store.records import StepState
 
 log = logging.getLogger("chordal.engine")
 
@@ -37,7 +38,10 @@ def review(rt: Runtime, run_id: str, step_id: str, version: int,
         _go_on(rt, run_id, step_id, version)
         return None
     states = rt.store.step_states(run_id)
-    kept, context, forbidden = situation(rt, run_id, compiled, states, [], history)
+    # The reviewer judges the plan from everything so far, failures included (a skipped
+    # failure, or one whose replan waits behind this review).
+    failed = [sid for sid in compiled.deps if states.get(sid, StepState()).status == "failed"]
+    kept, context, forbidden = situation(rt, run_id, compiled, states, failed, history)
     context["checkpoint"] = {"id": step_id,
                              "description": compiled.step(step_id).description,
                              "output": preview(rt.store.outputs(run_id, [step_id])

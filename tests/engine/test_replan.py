@@ -281,3 +281,33 @@ def test_an_invalid_replanner_answer_goes_back_for_repair(make_rt: MakeRuntime) 
     assert model.calls == Counter(replanner=2)
     assert step_ids(rt) == [("fixed", 2)]
     assert rt.store.run_state(run).version == 2 and rt.store.run_state(run).ending is None
+
+
+def test_a_checkpoint_review_is_shown_the_failures_so_far(make_rt: MakeRuntime) -> None:
+    """What failed is part of what the reviewer judges: a failure whose replan waits behind
+    the review, and one the run went on without (skip), with its error."""
+    from planner.engine import review
+
+    model = ScriptedModel([{"role": "replanner", "content": [
+        {"type": "tool_use", "id": "t1", "name": "continue_plan", "input": {}}]}])
+    asked: list[ModelRequest] = []
+    complete = model.complete
+    model.complete = lambda request: (asked.append(request), complete(request))[1]  # type: ignore[method-assign]
+    rt = make_rt(model)
+    run = started(rt, echo("c", checkpoint=True), echo("d", {"$ref": "c"}),
+                  failing("bad"), echo("needs_bad", {"$ref": "bad"}),
+                  failing("optional", on_failure="skip"))
+    steps.run_step(rt, run, "bad", 1, "w")       # failed for good: its replan is queued
+    steps.run_step(rt, run, "optional", 1, "w")  # failed, skipped
+    steps.run_step(rt, run, "c", 1, "w")         # held: its review is asked for
+    assert review.review(rt, run, "c", 1) is None
+    [request] = asked
+    text = request.messages[0]["content"]
+    shown, _ = json.JSONDecoder().raw_decode(text.split("JSON:\n", 1)[1])
+    assert [f["id"] for f in shown["failed_steps"]] == ["bad"]
+    assert shown["failed_steps"][0]["error"]["type"] == "PermanentError"
+    assert shown["cannot_run"] == ["needs_bad"]
+    assert "bad" not in shown["not_started"]
+    [skipped] = [s for s in shown["completed_steps"] if s["id"] == "optional"]
+    assert skipped["status"] == "skipped" and "fails as asked" in skipped["error"]["message"]
+    assert "error" not in next(s for s in shown["completed_steps"] if s["id"] == "c")
