@@ -207,8 +207,10 @@ class _Incompatible(Unavailable):
 
 def _pause(backoff: float, failure: ChordalError) -> float:
     """The wait before another try: the backoff, or what the server asked for (an
-    Idempotency-Key in flight says when its answer should be there), within reason."""
-    asked = failure.retry_after_s if isinstance(failure, errors.InFlight) else 0.0
+    Idempotency-Key in flight says when its answer should be there; a key with all its
+    event streams open, when to try again), within reason."""
+    asked = failure.retry_after_s if isinstance(failure, errors.InFlight | RateLimited) \
+        else 0.0
     return min(max(backoff, asked), IN_FLIGHT_WAIT_MAX_S)
 
 
@@ -573,16 +575,23 @@ class RemoteClient(_Base):
                 if _stream_timeout(deadline) is None:
                     return  # the caller's deadline: not an error
                 continue  # no keep-alive for STREAM_IDLE_S: a dead connection
-            except (httpx.TransportError, _Retryable, Unavailable) as exc:
-                # No answer, a 503, or a status read that failed: ride it out.
+            except (httpx.TransportError, _Retryable, Unavailable, RateLimited) as exc:
+                # No answer, a 503, a status read that failed, or this key's streams all
+                # in use (429): ride it out.
                 failure = _failure(self.url, exc)
+                wait = _pause(pause, failure)
                 left = _stream_timeout(deadline)
-                if deadline is not None and (left is None or left <= pause):
-                    raise Unavailable(f"lost the Chordal server while following run "
-                                      f"{run_id!r} ({failure}); it did not come back in "
-                                      "time") from None
-                time.sleep(pause)
+                if deadline is not None and (left is None or left <= wait):
+                    raise _gone(run_id, failure) from None
+                time.sleep(wait)
                 pause = min(RECONNECT_MAX_S, pause * 2)
+
+
+def _gone(run_id: str, failure: ChordalError) -> ChordalError:
+    if isinstance(failure, RateLimited):
+        return failure  # the server answers: it says no more streams for this key
+    return Unavailable(f"lost the Chordal server while following run {run_id!r} "
+                       f"({failure}); it did not come back in time")
 
 
 def _failure(url: str, exc: Exception) -> ChordalError:
@@ -816,14 +825,13 @@ class AsyncClient(_Base):
                 if _stream_timeout(deadline) is None:
                     return
                 continue
-            except (httpx.TransportError, _Retryable, Unavailable) as exc:
+            except (httpx.TransportError, _Retryable, Unavailable, RateLimited) as exc:
                 failure = _failure(self.url, exc)
+                wait = _pause(pause, failure)
                 left = _stream_timeout(deadline)
-                if deadline is not None and (left is None or left <= pause):
-                    raise Unavailable(f"lost the Chordal server while following run "
-                                      f"{run_id!r} ({failure}); it did not come back in "
-                                      "time") from None
-                await asyncio.sleep(pause)
+                if deadline is not None and (left is None or left <= wait):
+                    raise _gone(run_id, failure) from None
+                await asyncio.sleep(wait)
                 pause = min(RECONNECT_MAX_S, pause * 2)
 
 

@@ -300,8 +300,13 @@ class Settings(BaseSettings):
         return self.broker_url or self.redis_url
 
     def callback_key(self, owner: str | None) -> str | None:
-        """The key a run's callbacks are signed with: its tenant's own, else the shared one."""
-        return self.callback_secrets.get(owner or "") or self.callback_secret
+        """The key a run's callbacks are signed with: its tenant's own. Once tenants have
+        keys of their own, one without is not signed with the shared key (it could pass
+        another tenant's check): None. Runs with no tenant (CLI, Client), and every run
+        when no tenant has a key, use CHORDAL_CALLBACK_SECRET."""
+        if owner is not None and self.callback_secrets:
+            return self.callback_secrets.get(owner)
+        return self.callback_secret
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -61,7 +61,8 @@ def review(rt: Runtime, run_id: str, step_id: str, version: int,
     if outcome.go_on or outcome.plan is None:
         _go_on(rt, run_id, step_id, version)
         return None
-    install = rt.store.install_plan(run_id, version + 1, outcome.plan, reason="checkpoint")
+    install = rt.store.install_plan(run_id, version + 1, outcome.plan, reason="checkpoint",
+                                    failed=failed)
     if install.state == "ok":
         dispatch(rt, rt.compiled(run_id, version + 1), run_id, version + 1, install.ready,
                  install.remaining == 0)

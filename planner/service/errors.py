@@ -56,8 +56,13 @@ def redact(text: str) -> str:
 
 
 #: What names a machine inside the deployment: a URL, host:port, an IPv4 address.
-_ADDRESSES = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;)]+|\b[\w.-]+:\d{2,5}\b"
-                        r"|\b\d{1,3}(?:\.\d{1,3}){3}\b", re.IGNORECASE)
+_ADDRESSES = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://[^\s,;)]+"                  # a URL
+    r"|\[[0-9a-f:.]+\](?::\d+)?"                         # [IPv6]:port
+    r"|\b[\w-]*[a-z.][\w.-]*:\d{2,5}\b"                  # host:port (not a time, 12:30)
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b"                      # IPv4
+    r"|(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:])",  # IPv6
+    re.IGNORECASE)
 
 
 def without_addresses(text: str) -> str:

@@ -22,22 +22,23 @@ import anyio
 import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from planner.errors import InvalidInput
 from planner.service.auth import Caller, caller
 from planner.service.runs import ON_RUN, RunId
 from planner.service.schemas import error_responses
-from planner.service.state import Service, service
+from planner.service.state import Service, StreamSlot, service
 from planner.store.keys import RunKeys
 from planner.store.records import TERMINAL_RUN, RunEvent
 
 log = logging.getLogger("chordal.service")
 router = APIRouter(prefix="/v1", tags=["runs"])
 
-#: A stream id (``<ms>-<seq>``, or ``<ms>`` for "after everything at that ms").
+#: A stream id (``<ms>-<seq>``; ``<ms>`` alone is ``<ms>-0``, as Redis reads it).
 STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 BATCH = 500
+#: How far ahead of Redis's clock a cursor may be (replicas' clocks differ a little).
+FUTURE_SLACK_MS = 5_000
 
 
 def frame(event: RunEvent) -> str:
@@ -56,22 +57,15 @@ def cursor_from(last_event_id: str | None, after: str | None) -> str:
     return "0-0"
 
 
-def _order(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-async def check_cursor(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
-                       name: str) -> None:
-    """A cursor past this run's last event is not one of its ids (another run's, or made
-    up): waiting after it would silently skip the events written before that time."""
-    if cursor == "0-0":
-        return
-    last: Any = await aredis.xrevrange(RunKeys(run_id).events, count=1)
-    last_id = str(last[0][0]) if last else "0-0"
-    if _order(cursor) > _order(last_id):
-        raise InvalidInput(f"{name}: {cursor} is after this run's last event ({last_id}); "
-                           "resume with an id this run's stream gave")
+async def check_cursor(aredis: redis.asyncio.Redis, cursor: str, name: str) -> None:
+    """A cursor from the future is no stream's id (made up, or another clock's): waiting
+    after it would skip, in silence, every event written until then. One past this run's
+    last event is fine: a Redis restart may have lost the stream's tail."""
+    ms = int(cursor.split("-", 1)[0])
+    seconds, micros = await aredis.time()
+    if ms > seconds * 1000 + micros // 1000 + FUTURE_SLACK_MS:
+        raise InvalidInput(f"{name}: {cursor} is not an event id of this server yet (it is "
+                           "in the future); resume with an id the stream gave")
 
 
 async def stream(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
@@ -121,20 +115,25 @@ async def run_events(
     """The run's events as they happen (Server-Sent Events)."""
     cursor = cursor_from(last_event_id, after)
     await anyio.to_thread.run_sync(svc.owned, run_id, who)
-    await check_cursor(svc.aredis, run_id, cursor,
+    await check_cursor(svc.aredis, cursor,
                        "Last-Event-ID" if last_event_id is not None else "after")
-    slot = svc.open_stream(who)
-
-    async def counted() -> AsyncIterator[str]:
-        try:
-            async for chunk in stream(svc.aredis, run_id, cursor, svc.keepalive_s):
-                yield chunk
-        finally:
-            slot.release()
-
-    return StreamingResponse(
-        counted(), media_type="text/event-stream",
+    return CountedStream(
+        svc.open_stream(who), stream(svc.aredis, run_id, cursor, svc.keepalive_s),
+        media_type="text/event-stream",
         # No caching, and no buffering by a proxy in front (nginx): events go out now.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        # Also after the response, in case the stream never started (a client gone at once).
-        background=BackgroundTask(slot.release))
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class CountedStream(StreamingResponse):
+    """An event stream that gives its slot back however the response ends (finished, the
+    client gone, even before the first byte), on the event loop, where it was taken."""
+
+    def __init__(self, slot: StreamSlot, content: AsyncIterator[str], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()

@@ -29,7 +29,8 @@ class Service:
     keepalive_s: float = KEEPALIVE_S
     has_model: bool = False
     idempotency: Idempotency = field(init=False)
-    #: Event streams open per caller scope on this server (touched on the event loop only).
+    #: Event streams open per caller scope on this server. Taken and given back on the
+    #: event loop only (CountedStream), so no lock: nothing else touches it.
     streams: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

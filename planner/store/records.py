@@ -86,7 +86,10 @@ OnBudget = Literal["stop", "pause"]
 class RunOptions(BaseModel):
     """Per-run overrides of settings, recorded with the run."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Read by every process of a deployment, old and new alike during a rolling upgrade:
+    # a field a newer release added must not make an older one fail to read the run.
+    # (Input is checked before it gets here: the API's schemas, Client's own arguments.)
+    model_config = ConfigDict(extra="ignore")
 
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     budget_tokens: int | None = Field(None, ge=1)

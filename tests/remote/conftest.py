@@ -38,7 +38,8 @@ from tests.integration.conftest import (
 
 REDIS_URL = os.environ.get("TEST_REMOTE_REDIS_URL", "redis://127.0.0.1:6379/12")
 SECRET = "whsec-test-secret-0123456789"
-#: bob's runs are signed with a key of his own (CHORDAL_CALLBACK_SECRETS); alice's with SECRET.
+#: Each tenant's runs are signed with its own key (CHORDAL_CALLBACK_SECRETS): alice's is
+#: SECRET (also the shared CHORDAL_CALLBACK_SECRET, for runs with no tenant), bob's this.
 BOB_SECRET = "whsec-bob-only-0123456789"
 ALICE, BOB = "alice-secret-0123456789", "bob-secret-0123456789ab"
 #: Workers call 127.0.0.1 (named exactly) and hosts under .localhost (a wildcard: their
@@ -199,7 +200,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     r.flushdb()
     env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
                    CHORDAL_CALLBACK_SECRET=SECRET, CHORDAL_CALLBACK_ALLOW=WORKER_ALLOW,
-                   CHORDAL_CALLBACK_SECRETS=json.dumps({"bob": BOB_SECRET}),
+                   CHORDAL_CALLBACK_SECRETS=json.dumps({"alice": SECRET, "bob": BOB_SECRET}),
                    CHORDAL_CALLBACK_BACKOFF_S="0.3", CHORDAL_CALLBACK_ATTEMPTS="3",
                    CHORDAL_RECONCILE_INTERVAL_S="1")
     settings = Settings.from_env(env)

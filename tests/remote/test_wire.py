@@ -89,3 +89,30 @@ def test_a_create_whose_key_is_in_flight_is_asked_again_after_retry_after():
     in_flight = error_from(answer(409, {"type": "InFlight", "message": "m"},
                                   headers={"Retry-After": "3"}))
     assert isinstance(in_flight, errors.Conflict) and in_flight.retry_after_s == 3
+
+
+def test_following_a_run_waits_when_the_key_has_all_its_streams_open():
+    """429 on the events stream (CHORDAL_API_MAX_STREAMS): asked again after Retry-After,
+    not raised to the caller."""
+    seen: list[float] = []
+    finished = ('{"id": "5-0", "type": "run.finished", "step": null, "status": "succeeded",'
+                ' "data": null}')
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            seen.append(time.monotonic())
+            if len(seen) == 1:
+                return answer(429, {"type": "RateLimited", "message": "event streams: 20 "
+                                    "already open"}, headers={"Retry-After": "1"})
+            sent = b"" if request.headers.get("Last-Event-ID") == "5-0" else (
+                f"id: 5-0\nevent: run.finished\ndata: {finished}\n\n".encode())
+            return httpx.Response(200, content=sent,
+                                  headers={"Content-Type": "text/event-stream"})
+        return httpx.Response(200, json={"run_id": "r1", "status": "succeeded"})
+
+    from planner.remote import RemoteClient
+
+    with RemoteClient("http://chordal.test", "k", transport=httpx.MockTransport(server)) as c:
+        events = list(c.events("r1"))
+    assert [e.type for e in events] == ["run.finished"]
+    assert len(seen) == 3 and seen[1] - seen[0] >= 0.9  # then once more, after its id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from planner.errors import Conflict, RunNotFound
@@ -351,3 +353,15 @@ def test_an_exhausted_begin_does_not_count_as_an_attempt(store):
         begin = store.begin_step(run_id, "a", 1, "w", 2)
         assert (begin.state, begin.detail) == ("exhausted", "2")
     assert store.step_state(run_id, "a").attempts == 2
+
+
+def test_options_written_by_a_newer_release_still_read(store):
+    """During a rolling upgrade an older process reads runs a newer one recorded: a field
+    it does not know is ignored, not a failure to read the run."""
+    from planner.store.keys import RunKeys
+
+    run_id = store.create_run("g", plan(), options=RunOptions(budget_tokens=10))
+    raw = json.loads(store.r.hget(RunKeys(run_id).run, "options"))
+    store.r.hset(RunKeys(run_id).run, "options", json.dumps({**raw, "from_the_future": 1}))
+    assert store.options(run_id).budget_tokens == 10
+    assert store.owner(run_id) is None

@@ -407,7 +407,7 @@
       for (const v of missing) this.asked.add(v);
       const id = encodeURIComponent(this.runId);
       Promise.all(missing.map((v) => api(`/v1/runs/${id}/plans/${v}`, this.abort.signal)
-        .then((plan) => this.savePlan(v, plan), () => null)))
+        .then((plan) => this.savePlan(v, plan), () => { this.asked.delete(v); })))
         .then(() => { if (!this.abort.signal.aborted && this.report) this.render(); });
     }
 
