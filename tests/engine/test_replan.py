@@ -311,3 +311,20 @@ def test_a_checkpoint_review_is_shown_the_failures_so_far(make_rt: MakeRuntime) 
     [skipped] = [s for s in shown["completed_steps"] if s["id"] == "optional"]
     assert skipped["status"] == "skipped" and "fails as asked" in skipped["error"]["message"]
     assert "error" not in next(s for s in shown["completed_steps"] if s["id"] == "c")
+
+
+def test_a_checkpoint_revision_records_the_failures_it_routed_around(
+        make_rt: MakeRuntime) -> None:
+    from planner.engine import review
+
+    rt = make_rt(ScriptedModel([submit(echo("d", {"$ref": "c"}), echo("fix", {"$ref": "x"}))]))
+    run = started(rt, echo("x"), echo("c", checkpoint=True), echo("d", {"$ref": "c"}),
+                  failing("bad", depends_on=["x"]))
+    steps.run_step(rt, run, "x", 1, "w")
+    steps.run_step(rt, run, "bad", 1, "w")  # its replan waits behind the review
+    steps.run_step(rt, run, "c", 1, "w")
+    assert rt.store.unhandled(run) == ["bad"]
+    assert review.review(rt, run, "c", 1) is None
+    assert rt.store.run_state(run).version == 2
+    assert rt.store.versions(run)[-1].failed == ["bad"]
+    assert rt.store.unhandled(run) == []  # no second replan of what v2 already handled
