@@ -82,6 +82,7 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
             response.status_code = 200
             return created(svc, reservation.run_id)
     try:
+        svc.take_create_slot(who, take=False)
         _submit(svc, body, who, run_id)
     except BaseException:
         if reservation is not None:

@@ -48,14 +48,15 @@ class Service:
         if not exists or not who.owns(owner):
             raise RunNotFound(f"no run {run_id!r}")
 
-    def take_create_slot(self, who: Caller) -> None:
+    def take_create_slot(self, who: Caller, take: bool = True) -> None:
         """One run creation against the caller's per-minute limit (in Redis: every replica
-        counts against the same window)."""
+        counts against the same window); ``take=False`` only checks that one is free (a
+        caller over its limit is refused before its plan is even compiled)."""
         per_minute = self.client.settings.api_rate_limit_per_min
         if per_minute is None:
             return
         limiter = RateLimiter(self.client.store.r, per_minute, api_calls_key(who.scope))
-        wait_ms = limiter.wait_ms()
+        wait_ms = limiter.wait_ms(take)
         if wait_ms > 0:
             raise RateLimited(f"rate limit: {per_minute} runs per minute per API key "
                               f"(CHORDAL_API_RATE_LIMIT_PER_MIN); retry in "

@@ -24,9 +24,11 @@ class RateLimiter:
         self.key = key
         self._acquire = scripts.register(client, "acquire_call")
 
-    def wait_ms(self) -> int:
-        """Take a slot (0) or say how many ms until one frees up."""
-        return int(self._acquire(keys=[self.key], args=[self.per_minute, uuid.uuid4().hex]))
+    def wait_ms(self, take: bool = True) -> int:
+        """Take a slot (0) or say how many ms until one frees up; with ``take=False`` only
+        look (0: one is free now)."""
+        member = uuid.uuid4().hex if take else ""
+        return int(self._acquire(keys=[self.key], args=[self.per_minute, member]))
 
     def acquire(self, max_wait_s: float = 30.0) -> None:
         """Block until a slot is free; past ``max_wait_s`` raise a transient error so the

@@ -269,6 +269,8 @@ def test_no_auth_server_on_loopback_announces_itself_and_is_not_ready(open_api: 
         assert [r.status_code for r in replies] == [201, 201, 429]
         assert 1 <= int(replies[2].headers["Retry-After"]) <= 60
         assert replies[2].json()["error"]["type"] == "RateLimited"
+        # Over the limit, a create is refused before its plan is even compiled.
+        assert http.post("/v1/runs", json={"plan": bad}).status_code == 429
         # No model on this server: a goal is refused, not a 500.
         assert http.post("/v1/runs", json={"goal": "g"}).status_code == 503
 
