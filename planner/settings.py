@@ -158,6 +158,10 @@ class Settings(BaseSettings):
                                                         "of CHORDAL_API_KEYS).")
     max_request_bytes: int = Field(1_048_576, ge=1_024, description="Most bytes of an HTTP "
                                                                     "request body.")
+    api_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API key names (comma-separated) that see every "
+                                          "run: other keys' and those made without one (CLI, "
+                                          "Client).")
     api_max_streams: int = Field(
         20, ge=1, le=10_000, description="Event streams one API key may hold open at once on "
                                          "one server (each holds a Redis connection).")
@@ -288,7 +292,7 @@ class Settings(BaseSettings):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
 
-    @field_validator("tool_modules", mode="before")
+    @field_validator("tool_modules", "api_admins", mode="before")
     @classmethod
     def _split_modules(cls, value: Any) -> Any:
         if isinstance(value, str):

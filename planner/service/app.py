@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     sees every run; ``chordal serve`` allows it only on a loopback address."""
     settings = settings or Settings.from_env()
     client = client or Client(settings)
-    keys = KeyRing(load_keys(settings), enabled=auth)
+    keys = KeyRing(load_keys(settings), enabled=auth, admins=settings.api_admins)
     svc = Service(client=client, keys=keys, keepalive_s=keepalive_s,
                   aredis=redis.asyncio.Redis.from_url(settings.redis_url,
                                                       decode_responses=True),

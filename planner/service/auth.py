@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -55,22 +56,40 @@ class Caller:
     (one local user, who sees every run)."""
 
     name: str | None
+    #: A key named in CHORDAL_API_ADMINS: sees (and acts on) every run, those of other
+    #: keys and those made without one (by the CLI or a Client); its own runs are its own.
+    admin: bool = False
 
     @property
     def scope(self) -> str:
         """Where its idempotency keys and rate limit live (key names are never empty)."""
         return self.name or ""
 
+    @property
+    def sees_all(self) -> bool:
+        return self.name is None or self.admin
+
     def owns(self, owner: str | None) -> bool:
-        return self.name is None or owner == self.name
+        return self.sees_all or owner == self.name
+
+    @property
+    def listed(self) -> str | None:
+        """Whose runs its lists show (None: every run)."""
+        return None if self.sees_all else self.name
 
 
 class KeyRing:
     """The server's keys, as digests; ``enabled`` is False only under ``--no-auth``."""
 
-    def __init__(self, keys: dict[str, str], enabled: bool = True) -> None:
+    def __init__(self, keys: dict[str, str], enabled: bool = True,
+                 admins: Iterable[str] = ()) -> None:
         self.enabled = enabled
         self._keys = [(_digest(secret), name) for secret, name in keys.items()]
+        self.admins = frozenset(admins)
+        unknown = sorted(self.admins - set(keys.values()))
+        if enabled and unknown:
+            raise ConfigError(f"CHORDAL_API_ADMINS: no API key is named {unknown[0]!r} "
+                              "(name keys in CHORDAL_API_KEYS as name=secret)")
 
     def identify(self, secret: str) -> str | None:
         presented = _digest(secret)
@@ -94,4 +113,4 @@ def caller(request: Request,
     name = ring.identify(credentials.credentials)
     if name is None:
         raise Unauthorized("Authorization: the key is not one of this server's keys")
-    return Caller(name)
+    return Caller(name, admin=name in ring.admins)

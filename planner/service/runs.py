@@ -125,9 +125,9 @@ def list_runs(who: Who, svc: Svc,
               cursor: Annotated[str | None, Query(max_length=200, description="next_cursor "
                                                   "of the page before.")] = None,
               ) -> RunList:
-    """The caller's runs, newest first, a page at a time."""
+    """The caller's runs (an admin key's: every run), newest first, a page at a time."""
     after = _parse_cursor(cursor) if cursor is not None else None
-    runs, nxt = svc.client.store.runs_page(who.name, status, limit, after)
+    runs, nxt = svc.client.store.runs_page(who.listed, status, limit, after)
     return RunList(runs=runs, next_cursor=None if nxt is None else f"{nxt[0]!r}:{nxt[1]}")
 
 

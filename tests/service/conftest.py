@@ -37,8 +37,9 @@ REDIS_URL = os.environ.get("TEST_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/15"
 TOOLS = "workers.tools.testing"
 #: Event streams one key may hold open on the ``api`` server.
 MAX_STREAMS = 3
+#: ``ops`` is an admin key (CHORDAL_API_ADMINS): it sees every run.
 KEYS = {"alice": "alice-secret-0123456789", "bob": "bob-secret-0123456789",
-        "fuzz": "fuzz-secret-0123456789"}
+        "fuzz": "fuzz-secret-0123456789", "ops": "ops-secret-0123456789"}
 #: What the fake planner plans for a goal: a step that takes a while (so a run can be
 #: cancelled while it runs), then an answer.
 GOAL_PLAN = {"goal": "ignored", "steps": [
@@ -117,7 +118,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
         REDIS_URL, CHORDAL_TOOL_MODULES=TOOLS,
         CHORDAL_API_KEYS=",".join(f"{n}={s}" for n, s in KEYS.items()),
         CHORDAL_MAX_REQUEST_BYTES="65536", CHORDAL_API_RATE_LIMIT_PER_MIN="100000",
-        CHORDAL_API_MAX_STREAMS=str(MAX_STREAMS),
+        CHORDAL_API_MAX_STREAMS=str(MAX_STREAMS), CHORDAL_API_ADMINS="ops",
         CHORDAL_CALLBACK_ALLOW="hooks.example.com,*.example.org",
         ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=fake_model.url,
         CHORDAL_LLM="anthropic", CHORDAL_LLM_MAX_RETRIES="0")

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from planner.errors import ConfigError, Conflict
+from planner.service.auth import KeyRing
 from planner.service.idempotency import IN_FLIGHT_S, Idempotency, body_hash
 from planner.service.schemas import CreateRun
 from planner.settings import Settings
@@ -143,3 +144,24 @@ def test_one_key_may_hold_only_so_many_event_streams(api: Server) -> None:
                 time.sleep(0.3)
         for client, run_id in ((http, waiting), (bobs, his)):
             assert client.post(f"/v1/runs/{run_id}/reject").status_code == 200
+
+
+def test_an_admin_key_sees_every_run_including_those_made_without_a_key(api: Server) -> None:
+    """Runs made by the CLI or a Client have no tenant: no key sees them but an admin's
+    (CHORDAL_API_ADMINS), which sees and steers every tenant's runs too."""
+    ownerless = api.client.submit(PLAN, approve=True)
+    with api.http() as alice, api.http("ops") as ops:
+        alices = alice.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
+        assert alice.get(f"/v1/runs/{ownerless}").status_code == 404
+        assert ops.get(f"/v1/runs/{ownerless}").status_code == 200
+        assert ops.get(f"/v1/runs/{alices}").status_code == 200
+        listed = {r["run_id"] for r in ops.get("/v1/runs", params={"limit": 200})
+                  .json()["runs"]}
+        assert {ownerless, alices} <= listed
+        mine = {r["run_id"] for r in alice.get("/v1/runs", params={"limit": 200})
+                .json()["runs"]}
+        assert alices in mine and ownerless not in mine
+        for run_id in (ownerless, alices):
+            assert ops.post(f"/v1/runs/{run_id}/reject").status_code == 200
+    with pytest.raises(ConfigError, match="CHORDAL_API_ADMINS: no API key is named 'root'"):
+        KeyRing({"s3cret-0123456789": "alice"}, admins=["root"])
