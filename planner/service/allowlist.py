@@ -30,6 +30,23 @@ def host_allowed(host: str, allow: Sequence[str]) -> bool:
     return False
 
 
+def named_exactly(host: str, allow: Sequence[str]) -> bool:
+    """The allow-list names ``host`` itself (not through ``*`` or ``*.`` patterns): only
+    then may it be reached on a private address."""
+    host = host.lower().rstrip(".")
+    return any(a.lower().rstrip(".") == host for a in allow if not a.startswith("*"))
+
+
+def first_private(host: str, addresses: Sequence[str], allow: Sequence[str]) -> str | None:
+    """The first of ``addresses`` (those ``host`` resolved to) that is not public, unless
+    the allow-list names ``host`` exactly; None: every address may be reached. The caller
+    logs the address and tells its user only that one was refused (a tenant must not learn
+    what the internal network's names resolve to)."""
+    if named_exactly(host, allow):
+        return None
+    return next((a for a in addresses if not public(a)), None)
+
+
 def check_callback_url(url: str, allow: Sequence[str]) -> str:
     """``url`` if a run may POST its report there; else :class:`InvalidInput` naming the
     field and saying why."""

@@ -47,7 +47,7 @@ import redis
 
 from planner.errors import InvalidInput, RunNotFound
 from planner.llm.usage import summarize
-from planner.service.allowlist import check_callback_url, public, resolve, shown
+from planner.service.allowlist import check_callback_url, first_private, resolve, shown
 from planner.settings import Settings
 from planner.store import scripts
 from planner.store.keys import CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
@@ -127,12 +127,6 @@ def verify(secret: str, body: bytes, signature: str | None, timestamp: str | Non
 
 
 
-def named_exactly(host: str, allow: Sequence[str]) -> bool:
-    """The allow-list names ``host`` itself, not through a ``*.`` pattern."""
-    host = host.lower().rstrip(".")
-    return any(a.lower().rstrip(".") == host for a in allow if not a.startswith("*."))
-
-
 def refusal(url: str, allow: Sequence[str], addresses: Sequence[str]) -> str | None:
     """Why a callback may not go to ``url`` whose host resolved to ``addresses`` (None:
     it may). The allow-list as at submission; then no private, loopback, link-local or
@@ -144,14 +138,10 @@ def refusal(url: str, allow: Sequence[str], addresses: Sequence[str]) -> str | N
     host = urlsplit(url).hostname or ""
     if not addresses:
         return f"callback_url: host {host!r} has no address"
-    if named_exactly(host, allow):
-        return None
-    private = [a for a in addresses if not public(a)]
-    if private:
-        # The address goes to the operator's log, not into the run's events: a tenant
-        # must not learn what the internal network's names resolve to.
+    private = first_private(host, addresses, allow)
+    if private is not None:
         log.warning("callback_url host %r resolves to non-public %s; refused", host,
-                    private[0])
+                    private)
         return (f"callback_url: host {host!r} resolves to a non-public address; only a "
                 "host named exactly in CHORDAL_CALLBACK_ALLOW may be reached on a private "
                 "network")

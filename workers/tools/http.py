@@ -42,7 +42,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from planner.errors import PermanentError, TransientError
-from planner.service.allowlist import host_allowed, public, resolve, shown
+from planner.service.allowlist import first_private, host_allowed, public, resolve, shown
 from planner.settings import HttpSecret, Settings
 from planner.tools import tool
 
@@ -179,13 +179,6 @@ def allowed(host: str, allow: Sequence[str]) -> bool:
     return "*" in allow or host_allowed(host, allow)
 
 
-def named_exactly(host: str, allow: Sequence[str]) -> bool:
-    """The allow-list names ``host`` itself (not through ``*`` or ``*.`` patterns): only
-    then may it be reached on a private address."""
-    host = host.lower().rstrip(".")
-    return any(a.lower().rstrip(".") == host for a in allow if not a.startswith("*"))
-
-
 def _checked_url(url: str, allow: Sequence[str]) -> SplitResult:
     try:
         parts = urlsplit(url)
@@ -223,17 +216,14 @@ def _send(client: httpx.Client, parts: SplitResult, method: str, headers: dict[s
         raise TransientError(f"http_request: cannot resolve {host!r}: {exc}") from None
     if not addresses:
         raise TransientError(f"http_request: host {host!r} has no address")
-    if not named_exactly(host, allow):
-        private = [a for a in addresses if not public(a)]
-        if private:
-            # The address goes to the worker's log only: a plan's author (over the HTTP
-            # API, a tenant) must not learn what internal names resolve to.
-            log.warning("http_request: host %r resolves to non-public %s; refused", host,
-                        private[0])
-            raise PermanentError(
-                f"http_request: host {host!r} resolves to a non-public address; only a "
-                "host named exactly in CHORDAL_HTTP_ALLOW may be reached on a private, "
-                "loopback or link-local network")
+    private = first_private(host, addresses, allow)
+    if private is not None:
+        log.warning("http_request: host %r resolves to non-public %s; refused", host,
+                    private)
+        raise PermanentError(
+            f"http_request: host {host!r} resolves to a non-public address; only a host "
+            "named exactly in CHORDAL_HTTP_ALLOW may be reached on a private, loopback or "
+            "link-local network")
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"
