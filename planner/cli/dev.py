@@ -16,12 +16,11 @@ from typing import Annotated, Any
 import typer
 from celery.bin.celery import celery as celery_cli
 
-from planner.cli.app import app, err, out, registry, settings, user_errors
+from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
-from planner.cli.runs import EXIT_INTERRUPTED, exit_for, print_report, run_goal, run_plan
+from planner.cli.runs import EXIT_INTERRUPTED, finish, run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
-from planner.store.records import WAITING_RUN
 from planner.wire import DEFAULT_QUEUE
 
 #: The Celery app the workers run, named as ``celery -A`` takes it (no import from here).
@@ -115,12 +114,7 @@ def dev(
                       if run_path else
                       run_goal(client, str(goal), True, as_json, timeout, left=left))
             assert report is not None
-            if as_json or not out.is_terminal:
-                print_report(report, as_json)
-            if not report.ended and report.status not in WAITING_RUN:
-                err.print(f"dev: timed out waiting; {left(report.run_id)}", highlight=False,
-                          markup=False, soft_wrap=True)
-            exit_for(report)
+            finish(report, as_json, left=left, who="dev: ")
         except KeyboardInterrupt:
             err.print("dev: stopping", highlight=False)
             if once:  # interrupted before the run's end: not a success

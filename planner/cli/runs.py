@@ -286,9 +286,11 @@ def run(
         finish(report, as_json, events)
 
 
-def finish(report: RunReport, as_json: bool, events: bool) -> NoReturn:
+def finish(report: RunReport, as_json: bool, events: bool = False, *,
+           left: Callable[[str], str] = goes_on, who: str = "") -> NoReturn:
     """Print what a followed run came to, and exit with its status. After --events, stdout
-    stays JSON lines: the report is one more with --json, else a line on stderr."""
+    stays JSON lines: the report is one more with --json, else a line on stderr. ``left``
+    says what becomes of a run still going (``who``: the command saying it, e.g. "dev: ")."""
     if events:
         if as_json:
             print(report.to_json(indent=None), flush=True)
@@ -298,7 +300,7 @@ def finish(report: RunReport, as_json: bool, events: bool) -> NoReturn:
         print_report(report, as_json)
     if not report.ended and report.status not in WAITING_RUN:
         # --timeout passed: the report above is of a run still going.
-        err.print(f"timed out waiting; {goes_on(report.run_id)}", highlight=False,
+        err.print(f"{who}timed out waiting; {left(report.run_id)}", highlight=False,
                   markup=False, soft_wrap=True)
     exit_for(report)
 
