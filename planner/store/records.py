@@ -303,6 +303,12 @@ class RunSummary(BaseModel):
     quiet_s: float | None = None
     waiting_for: str | None = None
 
+    @classmethod
+    def of(cls, run_id: str, run: RunState, **extra: Any) -> RunSummary:
+        return cls(run_id=run_id, status=run.status, goal=run.goal,
+                   created_at=run.created_at, finished_at=run.finished_at,
+                   plan_version=run.version, **extra)
+
 
 class RunEvent(BaseModel):
     """One entry of a run's event stream. ``id`` is the stream id (a resumable cursor)."""

@@ -288,10 +288,7 @@ class RunStore:
                     continue  # expired
                 run = RunState.from_fields(fields)
                 if status is None or run.status == status:
-                    found.append(RunSummary(run_id=run_id, status=run.status, goal=run.goal,
-                                            created_at=run.created_at,
-                                            finished_at=run.finished_at,
-                                            plan_version=run.version))
+                    found.append(RunSummary.of(run_id, run))
                 if len(found) >= limit:
                     break
         return found
@@ -332,10 +329,7 @@ class RunStore:
                     continue
                 run = RunState.from_fields(fields)
                 if status is None or run.status == status:
-                    found.append(RunSummary(run_id=run_id, status=run.status, goal=run.goal,
-                                            created_at=run.created_at,
-                                            finished_at=run.finished_at,
-                                            plan_version=run.version))
+                    found.append(RunSummary.of(run_id, run))
                 if len(found) >= limit or examined >= scan:
                     break
             if len(rows) < batch and cursor == (fresh[-1][1], fresh[-1][0]):
