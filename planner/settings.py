@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     api_max_streams: int = Field(
         20, ge=1, le=10_000, description="Event streams one API key may hold open at once on "
                                          "one server (each holds a Redis connection).")
+    api_stream_pool: int = Field(
+        200, ge=1, le=10_000, description="Event streams one server holds open at once, every "
+                                          "key's together: the size of their own Redis "
+                                          "connection pool (apart from ordinary requests'); "
+                                          "a stream over it is a 503.")
     api_rate_limit_per_min: int | None = Field(
         60, ge=1, description="Runs one API key may create per minute (shared by every API "
                               "replica, in Redis); unset for no limit.")

@@ -42,7 +42,7 @@ def serve(
         "--no-auth", help="No API keys: every request is let in (loopback addresses "
                           "only).")] = False,
     keepalive: Annotated[float, typer.Option(
-        min=0.5, help="Seconds between keep-alive comments on a quiet event "
+        min=0.1, help="Seconds between keep-alive comments on a quiet event "
                       "stream.")] = KEEPALIVE_S,
 ) -> None:
     """Serve the HTTP API: runs over HTTP, live events, the run page."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -21,6 +20,7 @@ from planner.service import catalogue, errors, events, exposition, page, probes,
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
 from planner.service.state import KEEPALIVE_S, Service
+from planner.service.streams import StreamSlots
 from planner.settings import Settings
 
 
@@ -31,15 +31,15 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     settings = settings or Settings.from_env()
     client = client or Client(settings)
     keys = KeyRing(load_keys(settings), enabled=auth, admins=settings.api_admins)
-    svc = Service(client=client, keys=keys, keepalive_s=keepalive_s,
-                  aredis=redis.asyncio.Redis.from_url(settings.redis_url,
-                                                      decode_responses=True),
+    streams = StreamSlots.connect(settings.redis_url, settings.api_max_streams,
+                                  settings.api_stream_pool, keepalive_s)
+    svc = Service(client=client, keys=keys, keepalive_s=keepalive_s, streams=streams,
                   has_model=client.has_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await svc.aredis.aclose()
+        await svc.streams.close()
 
     app = FastAPI(title="Chordal", version="1", lifespan=lifespan,
                   description="Plan-and-execute LLM agents that run on Celery: submit, "

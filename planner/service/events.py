@@ -8,7 +8,8 @@ comment every few seconds so proxies keep it open. The stream ends after ``run.f
 or at once when the run had ended and every event was sent.
 
 The reads block in Redis (``XREAD BLOCK``) through ``redis.asyncio``: a waiting stream
-holds a connection, never a thread or the event loop.
+holds a connection of the streams' own pool, never a thread or the event loop; a stream
+takes its slot before anything touches Redis (planner/service/streams.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from planner.errors import InvalidInput
 from planner.service.auth import Caller, caller
 from planner.service.runs import ON_RUN, RunId
 from planner.service.schemas import error_responses
-from planner.service.state import Service, StreamSlot, service
+from planner.service.state import Service, service
+from planner.service.streams import StreamSlot
 from planner.store.keys import RunKeys
 from planner.store.records import TERMINAL_RUN, RunEvent
 
@@ -114,11 +116,18 @@ async def run_events(
 ) -> StreamingResponse:
     """The run's events as they happen (Server-Sent Events)."""
     cursor = cursor_from(last_event_id, after)
-    await anyio.to_thread.run_sync(svc.owned, run_id, who)
-    await check_cursor(svc.aredis, cursor,
-                       "Last-Event-ID" if last_event_id is not None else "after")
+    # The slot first: a key flooding streams is refused here, before Redis or a thread.
+    slot = svc.streams.take(who.scope)
+    aredis = svc.streams.redis
+    try:
+        await anyio.to_thread.run_sync(svc.owned, run_id, who)
+        await check_cursor(aredis, cursor,
+                           "Last-Event-ID" if last_event_id is not None else "after")
+    except BaseException:
+        slot.release()
+        raise
     return CountedStream(
-        svc.open_stream(who), stream(svc.aredis, run_id, cursor, svc.keepalive_s),
+        slot, stream(aredis, run_id, cursor, svc.keepalive_s),
         media_type="text/event-stream",
         # No caching, and no buffering by a proxy in front (nginx): events go out now.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis.asyncio
 from fastapi import Request
 
 from planner.client import Client
 from planner.errors import RateLimited, RunNotFound
 from planner.service.auth import Caller, KeyRing
 from planner.service.idempotency import Idempotency
+from planner.service.streams import StreamSlots
 from planner.store.keys import api_calls_key
 from planner.store.ratelimit import RateLimiter
 
@@ -24,14 +24,12 @@ KEEPALIVE_S = 15.0
 class Service:
     client: Client
     keys: KeyRing
-    #: For event streams: a blocking XREAD here waits without holding a thread.
-    aredis: redis.asyncio.Redis
+    #: Event streams: their slots and their own async Redis (a blocking XREAD there waits
+    #: without holding a thread, or a connection of ordinary requests).
+    streams: StreamSlots
     keepalive_s: float = KEEPALIVE_S
     has_model: bool = False
     idempotency: Idempotency = field(init=False)
-    #: Event streams open per caller scope on this server. Taken and given back on the
-    #: event loop only (CountedStream), so no lock: nothing else touches it.
-    streams: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.idempotency = Idempotency(self.client.store.r)
@@ -61,36 +59,6 @@ class Service:
             raise RateLimited(f"rate limit: {per_minute} runs per minute per API key "
                               f"(CHORDAL_API_RATE_LIMIT_PER_MIN); retry in "
                               f"{wait_ms / 1000:.1f} s", retry_after_s=wait_ms / 1000)
-
-
-    def open_stream(self, who: Caller) -> StreamSlot:
-        """A slot for one more event stream of the caller's, or 429: each open stream
-        holds a Redis connection, and one key must not take them all."""
-        most = self.client.settings.api_max_streams
-        if self.streams.get(who.scope, 0) >= most:
-            raise RateLimited(f"event streams: {most} already open for this API key on this "
-                              "server (CHORDAL_API_MAX_STREAMS); close one, or retry",
-                              retry_after_s=5)
-        self.streams[who.scope] = self.streams.get(who.scope, 0) + 1
-        return StreamSlot(self, who.scope)
-
-
-@dataclass
-class StreamSlot:
-    """One open event stream, counted until :meth:`release` (safe to call twice)."""
-
-    svc: Service
-    scope: str
-    released: bool = False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            left = self.svc.streams.get(self.scope, 1) - 1
-            if left > 0:
-                self.svc.streams[self.scope] = left
-            else:
-                self.svc.streams.pop(self.scope, None)
 
 
 def service(request: Request) -> Service:

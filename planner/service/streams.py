@@ -1,0 +1,89 @@
+"""What event streams may take of one server: slots per key and per server, and their own
+Redis connections.
+
+A stream holds one Redis connection while it waits (``XREAD BLOCK``), so streams get a pool
+of their own, apart from the one ordinary requests use: a flood of streams can exhaust
+neither that pool nor its threads. Slots are counted in memory, on the event loop, before
+a stream touches Redis: a key over ``CHORDAL_API_MAX_STREAMS`` is a 429, a server holding
+``CHORDAL_API_STREAM_POOL`` streams is a 503, both at once. Each slot is one connection of
+the pool, so an admitted stream never waits for one (and if one ever leaked, the wait is
+bounded: an error, not a hang).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio
+from starlette.exceptions import HTTPException
+
+from planner.errors import RateLimited
+
+#: Seconds a blocking read may overrun its ``BLOCK`` before the socket gives up: a Redis
+#: that stalls longer is taken for down (the client reconnects with Last-Event-ID).
+READ_MARGIN_S = 5.0
+#: Seconds a stream waits for a pool connection (there is one per slot; only a leak waits).
+POOL_WAIT_S = 2.0
+
+
+@dataclass
+class StreamSlots:
+    """The server's event streams: their Redis client and who holds how many."""
+
+    redis: redis.asyncio.Redis
+    per_key: int
+    most: int
+    #: Open streams per caller scope. Taken and given back on the event loop only
+    #: (CountedStream), so no lock: nothing else touches them.
+    held: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+    @classmethod
+    def connect(cls, url: str, per_key: int, most: int, keepalive_s: float) -> StreamSlots:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, decode_responses=True, timeout=POOL_WAIT_S)
+        # Set after parsing: the URL's own options (?socket_timeout=) must not win. A read
+        # that blocks for keepalive_s needs a socket that waits longer, whatever redis-py's
+        # default (5 s in redis-py 8, under the 15 s keep-alive).
+        pool.max_connections = most
+        pool.connection_kwargs["socket_timeout"] = keepalive_s + READ_MARGIN_S
+        return cls(redis.asyncio.Redis(connection_pool=pool), per_key, most)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+    def take(self, scope: str) -> StreamSlot:
+        """A slot for one more stream of ``scope``'s, or 429 (the key's cap) / 503 (the
+        server's), before anything touches Redis."""
+        if self.held.get(scope, 0) >= self.per_key:
+            raise RateLimited(f"event streams: {self.per_key} already open for this API "
+                              "key on this server (CHORDAL_API_MAX_STREAMS); close one, or "
+                              "retry", retry_after_s=5)
+        if self.total >= self.most:
+            raise HTTPException(503, f"event streams: this server holds its most "
+                                     f"({self.most}, CHORDAL_API_STREAM_POOL); retry, or "
+                                     "reach another replica", headers={"Retry-After": "5"})
+        self.held[scope] = self.held.get(scope, 0) + 1
+        self.total += 1
+        return StreamSlot(self, scope)
+
+
+@dataclass
+class StreamSlot:
+    """One open event stream, counted until :meth:`release` (safe to call twice)."""
+
+    slots: StreamSlots
+    scope: str
+    released: bool = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.slots.total -= 1
+        left = self.slots.held.get(self.scope, 1) - 1
+        if left > 0:
+            self.slots.held[self.scope] = left
+        else:
+            self.slots.held.pop(self.scope, None)
