@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from planner import metrics
 from planner.client import Client
 from planner.engine.dispatch import CeleryPublisher, producer_app
-from planner.service import catalogue, errors, events, exposition, page, probes, runs
+from planner.service import accesslog, catalogue, errors, events, exposition, page, probes, runs
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
 from planner.service.state import KEEPALIVE_S, Service
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         client.store, CeleryPublisher(producer_app(settings)),
         {t.queue for t in client.tools.values()})
     errors.install(app)
+    accesslog.install()
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if not auth:
         # Without keys, a web page the user visits could reach this server through a name

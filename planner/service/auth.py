@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from planner.errors import ConfigError, Unauthorized
+from planner.service.accesslog import SECRET_NAME
 from planner.settings import Settings, parse_api_keys
 
 #: Declares the scheme in /openapi.json; its own 403 is replaced by our 401 below.
@@ -108,8 +109,11 @@ def caller(request: Request,
     if not ring.enabled:
         return Caller(None)
     if credentials is None:
+        in_url = [n for n in request.query_params if SECRET_NAME.search(n)]
         raise Unauthorized("Authorization: send 'Bearer <secret>' with an API key "
-                           "(CHORDAL_API_KEYS)")
+                           "(CHORDAL_API_KEYS)" + (f"; a key in the URL ({in_url[0]}) is "
+                                                   "never read (URLs end up in logs)"
+                                                   if in_url else ""))
     name = ring.identify(credentials.credentials)
     if name is None:
         raise Unauthorized("Authorization: the key is not one of this server's keys")
