@@ -8,6 +8,10 @@ wait) and per model call (GenAI semantic conventions).
 - **Linked across workers.** A published message carries the publishing span's context in
   its headers (W3C ``traceparent``); the task's span is its child, so a step's span hangs
   under the step that unlocked it, and a replan under the step that failed.
+- **Joined to a caller's trace.** A run created over HTTP with a W3C ``traceparent`` gets
+  an id that carries the caller's trace id (``<16 hex>-<32 hex trace id>``), so its spans,
+  in every process, are in the caller's trace; its run span hangs under the span of its
+  creation, whose id is also derived from the run id (:func:`creating`).
 - **Exported only when asked.** :func:`configure` installs the SDK when
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, exporting over OTLP
   HTTP with the standard ``OTEL_*`` variables, or when ``CHORDAL_TRACE_EXPORTER`` names
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -58,10 +63,52 @@ def enabled() -> bool:
                                                    trace.ProxyTracerProvider)
 
 
+#: The id of a run that joined its caller's trace: a run id, then that trace's id.
+_JOINED = re.compile(r"[0-9a-f]{16}-([0-9a-f]{32})")
+
+
 def run_ids(run_id: str) -> tuple[int, int]:
-    """The run's trace id and run span id, the same in every process."""
+    """The run's trace id and run span id, the same in every process: derived from the run
+    id, or, for a run that joined its caller's trace, the trace id its id carries."""
     digest = hashlib.sha256(f"chordal-run:{run_id}".encode()).digest()
-    return int.from_bytes(digest[:16], "big"), int.from_bytes(digest[16:24], "big")
+    joined = _JOINED.fullmatch(run_id)
+    trace_id = int(joined[1], 16) if joined else 0
+    return (trace_id or int.from_bytes(digest[:16], "big"),
+            int.from_bytes(digest[16:24], "big"))
+
+
+def _creation_span_id(run_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"chordal-create:{run_id}".encode()).digest()[:8],
+                          "big")
+
+
+def joined_run_id(run_id: str, carrier: Mapping[str, str]) -> str:
+    """``run_id``, joined to the trace ``carrier`` (a request's headers) continues, if it
+    names one: the run's spans then carry the caller's trace id."""
+    caller = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return f"{run_id}-{caller.trace_id:032x}" if caller.is_valid else run_id
+
+
+@contextmanager
+def creating(run_id: str) -> Iterator[None]:
+    """Around the creation of a run that joined a trace: a span of it (a child of the
+    current span, the request's), with the id its run span names as parent; messages
+    published inside hang under the run's span, as a Client's do."""
+    if not _JOINED.fullmatch(run_id):
+        yield
+        return
+    token = _forced_ids.set((run_ids(run_id)[0], _creation_span_id(run_id)))
+    try:
+        span = tracer().start_span("chordal.create_run", kind=SpanKind.INTERNAL,
+                                   attributes={"chordal.run_id": run_id})
+    finally:
+        _forced_ids.reset(token)
+    with trace.use_span(span, end_on_exit=True):
+        run_token = otel_context.attach(run_context(run_id))
+        try:
+            yield
+        finally:
+            otel_context.detach(run_token)
 
 
 def run_context(run_id: str) -> otel_context.Context:
@@ -126,10 +173,16 @@ def write_run_span(run_id: str, status: str, goal: str, start: datetime | None,
     if start is None:
         return
     end_ns = int((end.timestamp() if end else time.time()) * 1e9)
+    trace_id, _ = run_ids(run_id)
+    # A run that joined a trace hangs under the span of its creation; others are roots.
+    parent = (trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        trace_id, _creation_span_id(run_id), is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+        if _JOINED.fullmatch(run_id) else otel_context.Context())
     token = _forced_ids.set(run_ids(run_id))
     try:
         span = tracer().start_span(
-            "chordal.run", context=otel_context.Context(), kind=SpanKind.INTERNAL,
+            "chordal.run", context=parent, kind=SpanKind.INTERNAL,
             start_time=int(start.timestamp() * 1e9),
             attributes={"chordal.run_id": run_id, "chordal.run.status": status,
                         "chordal.goal": goal[:500]})

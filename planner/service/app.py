@@ -7,21 +7,30 @@ shape, the body cap, and what the process holds (:class:`~planner.service.state.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from planner import metrics
+from planner import metrics, tracing
 from planner.client import Client
 from planner.engine.dispatch import CeleryPublisher, producer_app
 from planner.service import accesslog, catalogue, errors, events, exposition, page, probes, runs
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
+from planner.service.spans import ServerSpans
 from planner.service.state import KEEPALIVE_S, Service
 from planner.service.streams import StreamSlots
 from planner.settings import Settings
+
+#: Newer FastAPIs trace requests themselves, and record the query string (where a key put
+#: in a URL would be) in their spans: off, for ServerSpans, the same on every version.
+NO_NATIVE_SPANS: dict[str, Any] = (
+    {"telemetry": {"tracing": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
 
 
 def create_app(settings: Settings | None = None, *, auth: bool = True,
@@ -40,8 +49,9 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await svc.streams.close()
+        tracing.flush()
 
-    app = FastAPI(title="Chordal", version="1", lifespan=lifespan,
+    app = FastAPI(title="Chordal", version="1", lifespan=lifespan, **NO_NATIVE_SPANS,
                   description="Plan-and-execute LLM agents that run on Celery: submit, "
                               "follow and steer runs (docs/api.md).")
     app.state.service = svc
@@ -56,6 +66,9 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         # rebound to 127.0.0.1 (DNS rebinding): only loopback Host names are answered.
         app.add_middleware(TrustedHostMiddleware,
                            allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+    # Outermost: every request gets its span, refused ones too.
+    tracing.configure(settings.trace_exporter, service="chordal-api")
+    app.add_middleware(ServerSpans)
     app.include_router(runs.router)
     app.include_router(events.router)
     app.include_router(catalogue.router)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from planner import tracing
 from planner.errors import Conflict, InvalidInput, Unavailable
 from planner.language.plan import Plan
 from planner.service.allowlist import check_callback_url
@@ -57,7 +58,7 @@ def created(svc: Service, run_id: str) -> RunCreated:
              responses={200: {"model": RunCreated, "description": "The run this "
                               "Idempotency-Key made before"},
                         **error_responses(400, 401, 409, 413, 422, 429, 503)})
-def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
+def create_run(body: CreateRun, request: Request, response: Response, who: Who, svc: Svc,
                idempotency_key: Annotated[str | None, Header(
                    alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_CHARS,
                    description="Retry-safe creation: the same key and body answer with "
@@ -71,7 +72,8 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
     if body.goal is not None and not svc.has_model:
         raise Unavailable("goal: this server has no model configured to plan goals "
                           "(ANTHROPIC_API_KEY or CHORDAL_LLM); submit a plan instead")
-    run_id = new_run_id()
+    # A caller's traceparent: the run joins its trace (its id carries the trace id).
+    run_id = tracing.joined_run_id(new_run_id(), request.headers)
     reservation = None
     if idempotency_key is not None:
         digest = body_hash(body.model_dump(mode="json"))
@@ -83,7 +85,8 @@ def create_run(body: CreateRun, response: Response, who: Who, svc: Svc,
             return created(svc, reservation.run_id)
     try:
         svc.take_create_slot(who, take=False)
-        _submit(svc, body, who, run_id)
+        with tracing.creating(run_id):
+            _submit(svc, body, who, run_id)
     except BaseException:
         if reservation is not None:
             # A run that was made (and, say, failed to publish) is the key's answer from now
