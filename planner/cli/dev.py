@@ -18,7 +18,8 @@ from celery.bin.celery import celery as celery_cli
 
 from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
-from planner.cli.runs import EXIT_INTERRUPTED, finish, run_goal, run_plan
+from planner.cli.follow import EXIT_INTERRUPTED, finish
+from planner.cli.runs import run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
 from planner.wire import DEFAULT_QUEUE
