@@ -56,9 +56,9 @@ def relabel(labels: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, st
         if found is None:
             continue
         replacement = rule.get("replacement", "$1")
-        target = re.sub(r"\$\{?(\d+)\}?", lambda m: found.group(int(m[1])) or "",
-                        replacement)
-        labels[rule["target_label"]] = target
+        groups = (found[0], *found.groups())
+        labels[rule["target_label"]] = re.sub(
+            r"\$\{?(\d+)\}?", lambda m, g=groups: g[int(m[1])] or "", replacement)
     return labels
 
 

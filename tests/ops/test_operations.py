@@ -150,7 +150,8 @@ def test_a_run_is_one_trace_linked_across_workers(stack: Stack, report: RunRepor
     assert call["attributes"]["gen_ai.usage.output_tokens"] == 7
     assert call["attributes"]["gen_ai.response.finish_reasons"] == ["end_turn"]
 
-    flaky = sorted(by_name["chordal.step fail flaky"], key=lambda s: s["attributes"]["chordal.attempt"])
+    flaky = sorted(by_name["chordal.step fail flaky"],
+                   key=lambda s: s["attributes"]["chordal.attempt"])
     assert [s["attributes"]["chordal.attempt"] for s in flaky] == [1, 2]
     assert [s["status"] for s in flaky] == ["ERROR", "UNSET"]
     assert "exception" in flaky[0]["events"]
