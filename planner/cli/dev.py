@@ -77,7 +77,8 @@ def dev(
                                            min=1)] = 120.0,
 ) -> None:
     """Redis (embedded if none is configured or running) plus a worker, in the foreground.
-    Ctrl-C stops them all."""
+    Ctrl-C stops them all. With --run or --goal, the exit status is `chordal run --wait`'s
+    (3: the run waits for a person)."""
     s = settings()  # fail early on a bad CHORDAL_* variable
     # SIGTERM (a process manager, `kill`) stops everything in order, like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
