@@ -200,6 +200,7 @@ def test_a_waiting_run_names_itself_in_the_commands_it_suggests(served: Served, 
     """Awaiting approval or paused at its budget: the page says how the run goes on with
     its own id, never a RUN_ID placeholder."""
     approval = served.create({"plan": PARALLEL, "approve": True})
+    assert "RUN_ID" not in httpx.get(f"{served.url}/runs/{approval}").text  # the shell
     tab.open(f"/runs/{approval}")
     tab.enter_key()
     tab.wait_run("awaiting_approval")
