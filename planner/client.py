@@ -20,7 +20,7 @@ from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import CeleryPublisher, producer_app
 from planner.engine.reconcile import alive, next_move
 from planner.engine.runtime import Runtime
-from planner.engine.start import request_plan, start_run
+from planner.engine.start import await_approval, request_plan, start_run
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
 from planner.jsonvalue import text_problem
 from planner.language.plan import Plan
@@ -136,9 +136,7 @@ class Client:
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)
         if approve:
-            self.store.set_status(run_id, "awaiting_approval", "the plan waits for "
-                                  "approval (chordal approve RUN_ID, or chordal reject "
-                                  "RUN_ID)", from_=("pending",))
+            await_approval(self.runtime, run_id)
             return run_id
         start_run(self.runtime, run_id)
         return run_id

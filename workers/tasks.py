@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import task_postrun, task_prerun
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -56,9 +56,15 @@ def runtime() -> Runtime:
     return Runtime(Settings.from_env(), CeleryPublisher(app))
 
 
-def _retry(task: Task, decision: Retry | Failed | None) -> None:
+def _retry(task: Task, decision: Retry | Failed | steps.Dropped | None) -> None:
     """Act on a decision the engine has recorded: retry with the error that caused it (the
-    retry's traceback then leads with the tool's), or fail with the step's error."""
+    retry's traceback then leads with the tool's), or fail with the step's error. A
+    delivery that ran nothing (Dropped) ends as Celery ends a revoked task: a
+    task-revoked event (Flower: REVOKED), no result, no errback, its message acked."""
+    if isinstance(decision, steps.Dropped):
+        if task.app.conf.worker_send_task_events:
+            task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        raise Ignore(decision.why)
     if isinstance(decision, Failed):
         raise decision.error
     if decision is not None:
@@ -97,7 +103,9 @@ def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
                                 timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id))
 
 
-@app.task(name=STEP_ERROR_TASK, bind=True)
+# No events: the step's own task shows the attempt; this is its bookkeeping (see
+# planner.engine.dispatch.ShadowNamedAMQP, which sends no "sent" event for it either).
+@app.task(name=STEP_ERROR_TASK, bind=True, send_events=False)
 def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int) -> None:
     steps.step_failed_outside(runtime(), task_id, run_id, step_id, version)
 

@@ -18,7 +18,8 @@ from celery.bin.celery import celery as celery_cli
 
 from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
-from planner.cli.runs import EXIT_INTERRUPTED, finish, run_goal, run_plan
+from planner.cli.follow import EXIT_INTERRUPTED, finish
+from planner.cli.runs import run_goal, run_plan
 from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
 from planner.wire import DEFAULT_QUEUE
@@ -76,7 +77,8 @@ def dev(
                                            min=1)] = 120.0,
 ) -> None:
     """Redis (embedded if none is configured or running) plus a worker, in the foreground.
-    Ctrl-C stops them all."""
+    Ctrl-C stops them all. With --run or --goal, the exit status is `chordal run --wait`'s
+    (3: the run waits for a person)."""
     s = settings()  # fail early on a bad CHORDAL_* variable
     # SIGTERM (a process manager, `kill`) stops everything in order, like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)

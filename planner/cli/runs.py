@@ -1,4 +1,5 @@
-"""Commands about runs: run, status, cancel; and following a run live (``watch``).
+"""Commands about runs: run, watch, status, runs, cancel, approve, reject, retry, resume.
+Following a run (its events, the live view, the exit status) is :mod:`planner.cli.follow`.
 
 They talk to Redis, or to a Chordal server when ``CHORDAL_API_URL`` is set (with
 ``CHORDAL_API_KEY``): the same commands, the same output, no Redis access or tool modules
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.live import Live
 
 from planner.cli.app import (
     EXIT_FAILED,
@@ -25,17 +25,21 @@ from planner.cli.app import (
     settings,
     user_errors,
 )
-from planner.cli.view import LiveReport, render
+from planner.cli.follow import (
+    AnyClient,
+    exit_for,
+    finish,
+    follow,
+    goes_on,
+    print_report,
+)
 from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
 from planner.llm import ROLES
 from planner.remote import RemoteClient
-from planner.store.records import RUN_STATUSES, WAITING_RUN, RunEvent, RunReport
+from planner.store.records import RUN_STATUSES, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
-
-#: Redis (the Client), or a Chordal server over HTTP.
-AnyClient = Client | RemoteClient
 
 
 def connect() -> AnyClient:
@@ -44,74 +48,6 @@ def connect() -> AnyClient:
     if s.api_url:
         return RemoteClient.from_settings(s)
     return Client(s, registry(s))
-
-
-def print_event(event: RunEvent) -> None:
-    """One event as a JSON line, out at once (NDJSON: a pipe reads each as it comes)."""
-    print(json.dumps(event.model_dump(mode="json"), ensure_ascii=False), flush=True)
-
-
-def print_report(report: RunReport, as_json: bool) -> None:
-    if as_json:
-        print(report.to_json())
-    else:
-        out.print(render(report))
-
-
-def exit_for(report: RunReport) -> NoReturn:
-    """0 succeeded, or waits for a person (approval, a paused budget); 1 otherwise."""
-    raise typer.Exit(EXIT_OK if report.status in ("succeeded", *WAITING_RUN)
-                     else EXIT_FAILED)
-
-
-#: Exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2).
-EXIT_INTERRUPTED = 130
-
-
-def goes_on(run_id: str) -> str:
-    """Stopping to wait does not stop the run (it is on the workers): say how to get back
-    to it or end it."""
-    return (f"run {run_id} goes on: `chordal watch {run_id}` follows it again, "
-            f"`chordal cancel {run_id}` cancels it")
-
-
-def follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
-           deps: dict[str, list[str]] | None = None, events: bool = False,
-           left: Callable[[str], str] = goes_on) -> RunReport:
-    """Wait for a run: its events as JSON lines with ``events``; quietly for --json or a
-    pipe; with a live view on a terminal. Ctrl-C stops waiting, not the run, and says so
-    (``left``: what becomes of the run, when that is not "it goes on")."""
-    try:
-        return _follow(client, run_id, as_json, timeout, deps, events)
-    except KeyboardInterrupt:
-        err.print(f"\nstopped waiting; {left(run_id)}", highlight=False, markup=False,
-                  soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _follow(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
-            deps: dict[str, list[str]] | None, events: bool) -> RunReport:
-    if events:
-        return client.wait(run_id, timeout, on_event=print_event)
-    if as_json or not out.is_terminal:
-        return client.wait(run_id, timeout)
-
-    def latest(view: LiveReport) -> LiveReport:
-        view.report = client.report(run_id)
-        steps = view.report.plan.steps if view.report.plan else []
-        # A replan changes the edges: the plan's own, once it has one.
-        view.deps = ({s.id: sorted(s.dependencies()) for s in steps} if steps else deps)
-        return view
-
-    view = latest(LiveReport(client.report(run_id), deps))
-    # Redrawn 4 times a second from the last report (running steps' times grow), and
-    # read again at each event.
-    with Live(view, console=out, refresh_per_second=4) as live:
-        report = client.wait(run_id, timeout, on_event=lambda _event: live.update(
-            latest(view)))
-        view.report = report
-        live.update(view, refresh=True)
-    return report
 
 
 def warn_missing_workers(client: Client, queues: set[str]) -> None:
@@ -161,7 +97,7 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
         run_id = client.submit(compiled, **options)
         deps = {sid: sorted(ups) for sid, ups in compiled.deps.items()}
     if options.get("approve"):
-        awaiting(client, run_id, as_json, timeout)
+        awaiting(client, run_id, as_json, timeout, wait or events)
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
@@ -193,17 +129,18 @@ def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
     else:
         warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
     if options.get("approve"):
-        awaiting(client, run_id, as_json, timeout)
+        awaiting(client, run_id, as_json, timeout, wait or events)
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
         return None
     return follow(client, run_id, as_json, timeout, events=events, left=left)
 
 
-def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | None
-             ) -> NoReturn:
+def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | None,
+             waited: bool = False) -> NoReturn:
     """`run --approve`: wait for the plan (a goal is planned first), print it and the run
-    id, and exit 0 while the run waits for `chordal approve` or `chordal reject`."""
+    id, and exit while the run waits for `chordal approve` or `chordal reject`: 0, what
+    was asked; 3 (as `chordal status`) when ``waited``: --wait asked for its end."""
     report = client.wait(run_id, timeout)
     if report.status != "awaiting_approval":
         print_report(report, as_json)
@@ -217,7 +154,7 @@ def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | Non
         err.print(f"run {run_id} awaits approval: chordal approve {run_id} "
                   f"[--plan EDITED.json], or chordal reject {run_id} [--reason TEXT]",
                   highlight=False, markup=False)
-    raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_NOT_ENDED if waited else EXIT_OK)
 
 
 @app.command()
@@ -261,8 +198,9 @@ def run(
     """Run a goal (planned by the model) or a plan file: submit, and with --wait (or
     --events) follow it. With CHORDAL_API_URL set, through that server.
 
-    Exit status: 0 succeeded (or waits for approval or a budget), 1 failed or timed out,
-    2 bad input."""
+    Exit status: 0 succeeded (without --wait: submitted; --approve: planned), 1 failed,
+    cancelled or timed out, 2 bad input, 3 waits for a person (approval, a paused
+    budget)."""
     if (goal is None) == (plan is None):
         raise InvalidInput("give a GOAL (planned by the model) or --plan PLAN.json, not "
                            + ("both" if goal else "neither"))
@@ -286,25 +224,6 @@ def run(
         finish(report, as_json, events)
 
 
-def finish(report: RunReport, as_json: bool, events: bool = False, *,
-           left: Callable[[str], str] = goes_on, who: str = "") -> NoReturn:
-    """Print what a followed run came to, and exit with its status. After --events, stdout
-    stays JSON lines: the report is one more with --json, else a line on stderr. ``left``
-    says what becomes of a run still going (``who``: the command saying it, e.g. "dev: ")."""
-    if events:
-        if as_json:
-            print(report.to_json(indent=None), flush=True)
-        else:
-            err.print(f"run {report.run_id}: {report.status}", highlight=False, markup=False)
-    elif as_json or not out.is_terminal:
-        print_report(report, as_json)
-    if not report.ended and report.status not in WAITING_RUN:
-        # --timeout passed: the report above is of a run still going.
-        err.print(f"{who}timed out waiting; {left(report.run_id)}", highlight=False,
-                  markup=False, soft_wrap=True)
-    exit_for(report)
-
-
 @app.command()
 @user_errors
 def watch(
@@ -320,8 +239,8 @@ def watch(
     """Follow any run live (from its first event) until it ends or waits for a person: a
     live table on a terminal, its events as JSON lines otherwise.
 
-    Exit status: 0 succeeded (or waits for approval or a budget), 1 failed, cancelled or
-    timed out, 2 bad input (no such run)."""
+    Exit status: 0 succeeded, 1 failed, cancelled or timed out, 2 bad input (no such
+    run), 3 waits for a person (approval, a paused budget)."""
     client = connect()
     client.ping()
     nd = events or not out.is_terminal

@@ -53,7 +53,7 @@ class Message:
     # An errback is not immutable: Celery calls it with the failed task's id first.
     immutable: bool = True
     #: What Flower and the worker's log call the task (Celery's ``shadow`` name): the task's
-    #: name and what it is about, e.g. ``chordal.step hotels``.
+    #: name and what it is about, e.g. ``chordal.step http_request hotels`` (tool, step).
     shadow: str | None = None
 
 
@@ -65,7 +65,8 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
         # One id per (run, plan version, step): the idempotency key shows in Flower.
         task_id=task_id(run_id, version, step_id), countdown=countdown,
         soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
-        ignore_result=True, shadow=f"{STEP_TASK} {step_id}",
+        # Its tool too: metrics keep the tool and drop the step id (deploy/prometheus).
+        ignore_result=True, shadow=f"{STEP_TASK} {compiled.step(step_id).tool} {step_id}",
         # A task that fails outside the tool (killed at the hard time limit, a worker error)
         # reports here, so its step is retried or its policy applied, never left running.
         errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
@@ -185,10 +186,16 @@ class ShadowNamedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
     """Celery's messaging, but a published task's "sent" event names it as its ``shadow``
     does. Celery's names it by the task alone, and a "sent" event that reaches Flower after
     the worker's "received" (a retry, or a publish from another worker) would turn the
-    task's name in Flower back from ``chordal.step hotels`` to ``chordal.step``."""
+    task's name in Flower back from ``chordal.step echo hotels`` to ``chordal.step``.
+
+    A step's errback sends none: it is bookkeeping of the step's attempt, whose own task
+    shows what happened (its worker sends no events either, ``send_events=False``), not
+    a second row in Flower for every failure."""
 
     def as_task_v2(self, task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
         message = super().as_task_v2(task_id, name, *args, **kwargs)
+        if name == STEP_ERROR_TASK:
+            return message._replace(sent_event=None)
         # Read from the headers: Celery passes the shadow name positionally.
         shadow = message.headers.get("shadow")
         if shadow and message.sent_event is not None:

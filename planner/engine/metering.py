@@ -30,7 +30,7 @@ def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptio
         if store.run_state(run_id).ending is not None:
             return False
         if store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a "
-                            "new budget (chordal resume RUN_ID --budget-usd X) or cancel",
+                            f"new budget (chordal resume {run_id} --budget-usd X) or cancel",
                             from_=("running",)):
             metrics.budget_stopped()  # counted by the call that paused it, once
         return store.run_state(run_id).status == "paused"

@@ -85,9 +85,15 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
     # this line still waits for approval; "approved" marks a run a person let go.
     if rt.store.options(run_id).approve and run.status == "pending" \
             and run.reason != "approved":
-        rt.store.set_status(run_id, "awaiting_approval", "the plan waits for approval "
-                            "(chordal approve RUN_ID, or chordal reject RUN_ID)",
-                            from_=("pending",))
+        await_approval(rt, run_id)
         return None
     start_run(rt, run_id)
     return None
+
+
+def await_approval(rt: Runtime, run_id: str) -> None:
+    """A pending run's plan waits for a person. The reason names the commands that decide,
+    with the run's own id: the CLI, the API and the run page show it as it is."""
+    rt.store.set_status(run_id, "awaiting_approval", f"the plan waits for approval "
+                        f"(chordal approve {run_id}, or chordal reject {run_id})",
+                        from_=("pending",))

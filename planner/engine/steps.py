@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from planner import logs, tracing
@@ -83,18 +84,29 @@ def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """This delivery ran nothing and succeeded at nothing: the run is not running (ended,
+    cancelled, paused), no current version holds the step, it is not ready yet (whoever
+    unlocks it publishes it again), or it ended already without succeeding. The task
+    layer ends it as revoked, so Flower never shows SUCCESS for a step that did not
+    succeed (a SUCCESS row also hides a later attempt's FAILURE)."""
+
+    why: str
+
+
 def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
              timeouts: tuple[type[BaseException], ...] = (), task_id: str | None = None
-             ) -> Retry | Failed | None:
+             ) -> Retry | Failed | Dropped | None:
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
     out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
                                 rt.settings.step_lease_s)
-    if begin.state in ("inactive", "waiting"):
-        # The run is not running, no current version holds the step, or it is not ready in
-        # the current version (whoever unlocks it publishes it again).
-        return None
+    if begin.state == "inactive":
+        return Dropped(f"step {step_id} not run ({begin.detail})")
+    if begin.state == "waiting":
+        return Dropped(f"step {step_id} is not ready")
     if begin.state == "busy":
         # It runs elsewhere under a live lease. Come back when the lease would lapse: if
         # its worker died (a pool process killed, its message handed back at once), this
@@ -105,7 +117,8 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     compiled = rt.compiled(run_id, version)
     if begin.state == "done":
         recover(rt, compiled, run_id, version, step_id, begin.detail)  # type: ignore[arg-type]
-        return None
+        return None if begin.detail == "succeeded" else Dropped(f"step {step_id} is "
+                                                                f"{begin.detail} already")
     step = compiled.step(step_id)
     tracing.annotate(tool=step.tool, plan_version=version)
     if begin.state == "exhausted":

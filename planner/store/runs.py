@@ -266,8 +266,9 @@ class RunStore:
         """Whether the run has a record (it was created and has not expired)."""
         return bool(self.r.exists(RunKeys(run_id).run))
 
-    def run_state(self, run_id: str) -> RunState:
-        fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+    def run_state(self, run_id: str, fields: dict[str, str] | None = None) -> RunState:
+        if fields is None:  # not read already (in a snapshot)
+            fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
         if not fields:
             raise RunNotFound(f"no run {run_id!r} (it may have expired after "
                               f"{self.retention_s // 86_400} days)")
@@ -384,8 +385,9 @@ class RunStore:
         """The failed steps that wait for a replan, sorted."""
         return sorted(cast(set[str], self.r.smembers(RunKeys(run_id).unhandled)))
 
-    def versions(self, run_id: str) -> list[PlanVersion]:
-        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).versions))
+    def versions(self, run_id: str, raw: dict[str, str] | None = None) -> list[PlanVersion]:
+        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).versions)) \
+            if raw is None else raw
         return sorted((PlanVersion.model_validate_json(v) for v in raw.values()),
                       key=lambda v: v.version)
 
@@ -670,8 +672,10 @@ class RunStore:
         return {sid: json.loads(v) for sid, v in zip(ids, values, strict=True)
                 if v is not None}
 
-    def step_states(self, run_id: str) -> dict[str, StepState]:
-        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).steps))
+    def step_states(self, run_id: str, raw: dict[str, str] | None = None
+                    ) -> dict[str, StepState]:
+        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).steps)) \
+            if raw is None else raw
         fields: dict[str, dict[str, str]] = {}
         for field, value in raw.items():
             sid, _, name = field.rpartition(".")
@@ -697,10 +701,16 @@ class RunStore:
 
     def report(self, run_id: str) -> RunReport:
         """The run report (without ``usage``, which needs prices: the client adds it).
-        Its steps are those of every plan version, in the order they first appeared."""
-        run = self.run_state(run_id)
+        Its steps are those of every plan version, in the order they first appeared.
+        The run, its steps and its versions are read at one instant (MULTI): a plan
+        installed meanwhile cannot make a report of "plan v1 (1 replan)"."""
+        pipe = self.r.pipeline(transaction=True)
+        for key in (RunKeys(run_id).run, RunKeys(run_id).steps, RunKeys(run_id).versions):
+            pipe.hgetall(key)
+        fields, steps_raw, versions_raw = pipe.execute()
+        run = self.run_state(run_id, fields)
         plan = self.plan(run_id, run.version) if run.version else None
-        states = self.step_states(run_id)
+        states = self.step_states(run_id, steps_raw)
         step_ids: list[str] = []
         for version in range(1, run.version + 1):
             older = self.plan(run_id, version) if version != run.version or plan is None \
@@ -714,7 +724,7 @@ class RunStore:
                 status=st.status, output=outputs.get(sid), error=st.error,
                 attempts=st.attempts, started_at=st.started_at,
                 finished_at=st.finished_at, worker=st.worker)
-        versions = self.versions(run_id)
+        versions = self.versions(run_id, versions_raw)
         return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
                          error=run.error, plan_version=run.version,
                          created_at=run.created_at, finished_at=run.finished_at,

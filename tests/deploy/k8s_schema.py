@@ -320,6 +320,7 @@ class PodMetricsEndpoint(Strict):
     interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] | None = None
     scheme: Literal["http", "https"] | None = None
     relabelings: list[RelabelConfig] = []
+    metricRelabelings: list[RelabelConfig] = []
     basicAuth: dict[str, Any] | None = None
 
 

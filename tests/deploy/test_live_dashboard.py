@@ -81,8 +81,11 @@ def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: P
     config["rule_files"] = [str(ROOT / "deploy/prometheus/alerts.yml")]
     targets = {"chordal-worker": f"127.0.0.1:{metrics_port}",
                "flower": f"127.0.0.1:{flower_port}"}
-    config["scrape_configs"] = [{"job_name": job, "static_configs": [{"targets": [target]}]}
-                                for job, target in targets.items()]
+    # The shipped jobs, relabelling included (Flower's task label), aimed at this machine.
+    config["scrape_configs"] = [{**job, "static_configs": [{"targets": [targets[
+        job["job_name"]]]}]} for job in config["scrape_configs"] if job["job_name"] in targets]
+    for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     assert PROMETHEUS
     prometheus = subprocess.Popen(
@@ -145,6 +148,13 @@ def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: P
             groups = json.load(response)["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
         assert rules and all(r["health"] in ("ok", "unknown") for r in rules), rules
+        # Flower's task series as Prometheus stored them: a step's by its tool, never by
+        # its id (the shipped metric_relabel_configs, on a real Flower's labels).
+        stored = query(base, "group by (task) (flower_task_runtime_seconds_count)")
+        tasks = {r["metric"]["task"] for r in stored["data"]["result"]}
+        assert {"chordal.step echo", "chordal.step sleep", "chordal.step calculate",
+                "chordal.finalize"} <= tasks, tasks
+        assert all(t.split(" ")[-1] not in ("a", "b", "c") for t in tasks), tasks
         # Both scrape targets up: the job names the alerts and dashboard expect.
         up = query(base, "up")["data"]["result"]
         assert {r["metric"]["job"]: r["value"][1] for r in up} == {"chordal-worker": "1",

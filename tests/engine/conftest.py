@@ -98,10 +98,10 @@ def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None
 
 
 def expected_step(run: str, step: str, version: int = 1, queue: str = DEFAULT_QUEUE,
-                  timeout: float = 300.0) -> Message:
+                  timeout: float = 300.0, tool: str = "echo") -> Message:
     return Message(STEP_TASK, (run, step, version), queue, task_id=f"{run}.{version}.{step}",
                    soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
-                   shadow=f"{STEP_TASK} {step}",
+                   shadow=f"{STEP_TASK} {tool} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, version), DEFAULT_QUEUE,
                                    task_id=f"{run}.{version}.{step}.error", immutable=False,
                                    shadow=f"{STEP_ERROR_TASK} {step}"))

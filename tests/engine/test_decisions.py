@@ -64,10 +64,11 @@ def started(rt: Runtime, *plan_steps: dict[str, Any]) -> str:
     return run
 
 
-def expected_step(run: str, step: str, queue: str, timeout: float) -> Message:
+def expected_step(run: str, step: str, queue: str, timeout: float, tool: str = "echo"
+                  ) -> Message:
     return Message(STEP_TASK, (run, step, 1), queue, task_id=f"{run}.1.{step}",
                    soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
-                   shadow=f"{STEP_TASK} {step}",
+                   shadow=f"{STEP_TASK} {tool} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, 1), DEFAULT_QUEUE,
                                    task_id=f"{run}.1.{step}.error", immutable=False,
                                    shadow=f"{STEP_ERROR_TASK} {step}"))
@@ -91,7 +92,7 @@ def test_start_publishes_the_roots_once(rt: Runtime) -> None:
                  echo("c", depends_on=["a", "m"]))
     start.start_run(rt, run)
     assert sent(rt) == [expected_step(run, "a", DEFAULT_QUEUE, 7.0),
-                        expected_step(run, "m", LLM_QUEUE, 300.0)]
+                        expected_step(run, "m", LLM_QUEUE, 300.0, "llm")]
     assert rt.store.run_state(run).status == "running"
     states = rt.store.step_states(run)
     assert states["a"].dispatched and states["m"].dispatched and not states["c"].dispatched
@@ -178,7 +179,7 @@ def test_permanent_failure_with_fail_policy_ends_the_run(rt: Runtime) -> None:
     assert rt.store.step_state(run, "a").status == "failed"
     assert rt.store.step_state(run, "a").attempts == 1  # permanent: never retried
     assert sent(rt) == []
-    assert steps.run_step(rt, run, "b", 1, "w1") is None  # the run is over
+    assert isinstance(steps.run_step(rt, run, "b", 1, "w1"), steps.Dropped)  # the run is over
     assert rt.store.step_state(run, "b").attempts == 0
     assert sent(rt) == []
 
@@ -336,7 +337,7 @@ def test_model_retry(rt: Runtime) -> None:
 def test_cancelled_run_runs_no_tool(rt: Runtime) -> None:
     run = started(rt, failing("a", times=-1, kind="transient"))
     assert rt.store.cancel(run)
-    assert steps.run_step(rt, run, "a", 1, "w1") is None
+    assert isinstance(steps.run_step(rt, run, "a", 1, "w1"), steps.Dropped)
     state = rt.store.step_state(run, "a")
     # Abandoned by its run before it began: cancelled, never attempted.
     assert (state.status, state.attempts, state.error) == ("cancelled", 0, None)

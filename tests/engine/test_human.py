@@ -51,7 +51,7 @@ def test_a_planned_run_waits_for_approval_then_starts(make_rt: MakeRuntime) -> N
     assert state.reason is not None and "chordal approve" in state.reason
     assert rt.store.report(run).reason == state.reason
     # Nothing runs while it waits: not a delivery, not a repeated start.
-    assert steps.run_step(rt, run, "a", 1, "w") is None
+    assert isinstance(steps.run_step(rt, run, "a", 1, "w"), steps.Dropped)
     start.start_run(rt, run)
     assert sent(rt) == [] and rt.store.step_state(run, "a").attempts == 0
 
@@ -113,7 +113,7 @@ def test_pause_holds_new_steps_and_resume_publishes_them(make_rt: MakeRuntime) -
     state = rt.store.run_state(run)
     assert (state.status, state.reason) == ("paused", "a person asked")
     # b's message arrives: it does not begin, and it is no longer counted as published.
-    assert steps.run_step(rt, run, "b", 1, "w") is None
+    assert isinstance(steps.run_step(rt, run, "b", 1, "w"), steps.Dropped)
     b = rt.store.step_state(run, "b")
     assert (b.status, b.attempts, b.dispatched) == ("pending", 0, False)
     # a finishes while paused: recorded, but what it unlocked waits.

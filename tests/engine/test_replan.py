@@ -127,7 +127,7 @@ def test_a_replan_keeps_earned_and_running_work_and_publishes_the_new_ready_step
     assert rt.store.r.hgetall(f"chordal:run:{{{run}}}:claims") == {"replan:1": "bad"}
 
     # other's version-1 message arrives: replaced, so its tool never runs.
-    assert steps.run_step(rt, run, "other", 1, "w") is None
+    assert isinstance(steps.run_step(rt, run, "other", 1, "w"), steps.Dropped)
     assert rt.store.step_state(run, "other").attempts == 0
     # flaky's retry (a version-1 message) runs in version 2.
     assert steps.run_step(rt, run, "flaky", 1, "w") is None
@@ -207,7 +207,7 @@ def test_past_max_replans_the_synthesizer_writes_a_partial_answer(
         "ReplanLimit", "bad", "replan", ["x"])
     assert "max_replans=0" in ending.message
     # While the partial answer is written, no new step starts, and no second one is asked.
-    assert steps.run_step(rt, run, "c", 1, "w") is None
+    assert isinstance(steps.run_step(rt, run, "c", 1, "w"), steps.Dropped)
     assert rt.store.step_state(run, "c").attempts == 0
     outcomes.end_failed(rt, run, ErrorRecord(type="Other", message="later"))
     join.finalize(rt, run, 1)

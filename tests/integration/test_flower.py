@@ -72,6 +72,6 @@ def test_flower_shows_run_and_step_ids_behind_auth(engine: Engine, flower: str):
         time.sleep(0.5)
     assert f"{run_id}.1.alpha" in ours and f"{run_id}.1.beta" in ours
     beta = ours[f"{run_id}.1.beta"]
-    assert beta["name"] == "chordal.step beta"  # Celery's shadow name: task and step
+    assert beta["name"] == "chordal.step echo beta"  # shadow name: task, tool, step
     assert run_id in beta["args"] and "beta" in beta["args"]
     assert beta["state"] == "SUCCESS"

@@ -196,6 +196,30 @@ def test_a_replanned_run_shows_both_versions(served: Served, tab: Tab, browser: 
     assert not fresh.problems
 
 
+def test_a_waiting_run_names_itself_in_the_commands_it_suggests(served: Served, tab: Tab):
+    """Awaiting approval or paused at its budget: the page says how the run goes on with
+    its own id, never a RUN_ID placeholder."""
+    approval = served.create({"plan": PARALLEL, "approve": True})
+    assert "RUN_ID" not in httpx.get(f"{served.url}/runs/{approval}").text  # the shell
+    tab.open(f"/runs/{approval}")
+    tab.enter_key()
+    tab.wait_run("awaiting_approval")
+    banner = tab.page.inner_text("#banner")
+    assert f"chordal approve {approval}, or chordal reject {approval}" in banner
+    assert f"POST /v1/runs/{approval}/approve" in banner
+    assert "RUN_ID" not in tab.page.inner_text("body")
+    paused = served.create({"goal": WEEKEND, "budget_tokens": 1, "on_budget": "pause"})
+    tab.open(f"/runs/{paused}")
+    tab.wait_run("paused")
+    banner = tab.page.inner_text("#banner")
+    assert f"chordal resume {paused} --budget-usd X" in banner
+    assert f"chordal resume {paused}` with a new budget" in banner
+    assert "RUN_ID" not in tab.page.inner_text("body")
+    for rid in (approval, paused):
+        httpx.post(f"{served.url}/v1/runs/{rid}/cancel", timeout=10,
+                   headers={"Authorization": f"Bearer {KEY}"}).raise_for_status()
+
+
 def test_a_dropped_event_stream_resumes_with_last_event_id(served: Served, tab: Tab):
     run_id = served.create({"plan": {"goal": "g", "steps": [
         {"id": "first", "tool": "sleep", "args": {"seconds": 0.2}},

@@ -6,12 +6,13 @@ replan, waiting steps and runs, the end of a run)."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from planner.store.keys import RunKeys
 from planner.store.records import ErrorRecord, PlanVersion
 from planner.store.runs import Begin, Finish, Install, RunStore
-from tests.store.conftest import BOOM, done, plan, running
+from tests.store.conftest import BOOM, _url, done, plan, running
 
 
 def statuses(store: RunStore, run_id: str) -> dict[str, str]:
@@ -232,3 +233,33 @@ def test_finish_run_cancels_the_steps_it_abandons_and_late_results_are_recorded(
     assert store.record_retry(run_id, "e", BOOM) is False
     assert statuses(store, run_id)["d"] == statuses(store, run_id)["e"] == "cancelled"
     assert store.run_state(run_id).status == "failed"
+
+
+def test_a_report_is_one_instant_while_plans_are_installed(store):
+    """A report read while the replanner installs versions never mixes two moments: its
+    plan_version is its last version's (the live view once ended on "plan v1 (1 replan)",
+    a version read before an install beside the versions read after it)."""
+    run_id = running(store)
+    installer = RunStore.from_url(_url())  # a client of its own, as a worker's
+    stop = threading.Event()
+
+    def install() -> None:
+        for version in range(2, 400):
+            if stop.is_set():
+                return
+            assert installer.install_plan(run_id, version, plan(), reason="replan").state \
+                == "ok"
+
+    thread = threading.Thread(target=install)
+    thread.start()
+    torn = []
+    try:
+        while thread.is_alive():
+            report = store.report(run_id)
+            if report.versions[-1].version != report.plan_version \
+                    or report.replans != report.plan_version - 1:
+                torn.append((report.plan_version, len(report.versions), report.replans))
+    finally:
+        stop.set()
+        thread.join()
+    assert torn == []

@@ -597,6 +597,9 @@
       if (r.status === 'awaiting_approval') {
         this.el.banner.append(h('p', { class: 'notice', text: `Nothing runs before \`chordal approve ${r.run_id}\` (or POST /v1/runs/${r.run_id}/approve).` }));
       }
+      if (r.status === 'paused') {
+        this.el.banner.append(h('p', { class: 'notice', text: `It goes on after \`chordal resume ${r.run_id}\` with a new budget (or POST /v1/runs/${r.run_id}/resume).` }));
+      }
       if (r.error) {
         this.el.banner.append(h('div', { class: 'notice bad', id: 'run-error' },
           h('strong', { text: `Run ${r.status}: ` }), `${r.error.type}: ${r.error.message}`));
