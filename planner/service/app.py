@@ -17,7 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from planner import metrics
 from planner.client import Client
 from planner.engine.dispatch import CeleryPublisher, producer_app
-from planner.service import catalogue, errors, events, exposition, page, probes, runs
+from planner.service import catalogue, docs, errors, events, exposition, page, probes, runs
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
 from planner.service.state import KEEPALIVE_S, Service
@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         yield
         await svc.aredis.aclose()
 
-    app = FastAPI(title="Chordal", version="1", lifespan=lifespan,
+    app = FastAPI(title="Chordal", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Plan-and-execute LLM agents that run on Celery: submit, "
                               "follow and steer runs (docs/api.md).")
     app.state.service = svc
@@ -61,4 +62,5 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     app.include_router(probes.router)
     app.include_router(exposition.router)
     app.include_router(page.router)
+    docs.install(app)  # /docs and /redoc, their files served here (no CDN)
     return app
