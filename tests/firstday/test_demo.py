@@ -179,7 +179,8 @@ def test_the_readme_sets_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_pa
     port = _free_port()
     moved = Travel(port, "", {}).script(tmp_path / "model.json")
     block = block.replace("weather.py &", f"weather.py --port {port} &").replace(
-        "examples/scripted/weekend-getaway.json", str(moved))
+        "examples/scripted/weekend-getaway.json", str(moved)).replace(
+        "127.0.0.1:8765", f"127.0.0.1:{port}")
     script = f"set -e\ntrap 'kill $! 2>/dev/null || true' EXIT\n{block}"
     env = user_env(CHORDAL_REDIS_URL=redis_server.url, **{"PATH": demo_env("")["PATH"]})
     process = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, text=True,
