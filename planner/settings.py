@@ -200,7 +200,8 @@ class Settings(BaseSettings):
                               "replica, in Redis); unset for no limit.")
     callback_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Hosts a run's callback_url may name "
-                                          "(comma-separated; `*.example.com` patterns).")
+                                          "(comma-separated; `*.example.com` patterns; "
+                                          "`host:port` for one port, else any port).")
     callback_secret: str | None = Field(None, repr=False,
                                         description="HMAC-SHA256 key of callback signatures.")
     callback_secrets: Annotated[dict[str, Annotated[str, Field(min_length=16)]], NoDecode] = Field(
@@ -224,7 +225,8 @@ class Settings(BaseSettings):
     http_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts http_request may call (comma-separated; `*.example.com` patterns, "
-                    "`*` for any public host); none by default. A host that resolves to a "
+                    "`*` for any public host; `host:port` or `[v6]:port` for one port, a "
+                    "host alone is every port); none by default. A host that resolves to a "
                     "private, loopback or link-local address only when named exactly.")
     http_secrets: Annotated[dict[str, HttpSecret], NoDecode] = Field(
         default_factory=dict, repr=False,
