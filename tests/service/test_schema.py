@@ -59,9 +59,9 @@ def test_the_schema_says_what_the_api_does(api: Server):
         assert {"$ref": "#/components/schemas/Plan"} in approve["anyOf"]
         assert spec["components"]["schemas"]["Plan"]["required"] == ["goal", "steps"]
         # Integers: 1.0 is the integer 1 (as JSON Schema says); 1.5 and "1" are not.
-        made = http.post("/v1/runs", json={"plan": {"goal": "g", "steps": [
-            {"id": "a", "tool": "echo", "args": {"value": 1}}]}, "budget_tokens": 1000.0,
-            "max_replans": 1.0})
+        made = http.post("/v1/runs", json={"plan": {"goal": "g", "max_replans": 2.0, "steps": [
+            {"id": "a", "tool": "echo", "args": {"value": 1}, "max_retries": 1.0}]},
+            "budget_tokens": 1000.0, "max_replans": 1.0})
         assert made.status_code == 201, made.text
         for bad in (1.5, "1000", True):
             refused = http.post("/v1/runs", json={"goal": "g", "budget_tokens": bad})
