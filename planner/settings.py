@@ -80,6 +80,29 @@ def parse_api_keys(text: str, source: str = "") -> dict[str, str]:
     return keys
 
 
+def allow_entry(entry: str) -> tuple[str, int | None]:
+    """One allow-list entry as (host pattern, port); port None: any port. ``host``,
+    ``*.example.com``, ``*``, ``host:port``, ``[v6]`` and ``[v6]:port`` (a bare IPv6
+    address, ``::1``, is a host with no port). ValueError says what is wrong."""
+    text = entry.strip().lower()
+    host, port = text, None
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")) or ":" not in inside:
+            raise ValueError(f"{entry!r}: write an IPv6 address as [address] or "
+                             "[address]:port")
+        host, port = inside, (rest[1:] if rest else None)
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host:
+        raise ValueError(f"{entry!r}: names no host")
+    if port is None:
+        return host, None
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65_535:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
 class HttpSecret(BaseModel):
     """A secret http_request may send in a header, and the hosts it may go to."""
 
@@ -89,6 +112,13 @@ class HttpSecret(BaseModel):
     # Scoped to hosts: a plan (written by a model, perhaps steered by what it read) must
     # not be able to send the secret anywhere else.
     hosts: list[str] = Field(min_length=1)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            allow_entry(entry)
+        return value
 
 
 class Settings(BaseSettings):
@@ -175,7 +205,8 @@ class Settings(BaseSettings):
                               "replica, in Redis); unset for no limit.")
     callback_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Hosts a run's callback_url may name "
-                                          "(comma-separated; `*.example.com` patterns).")
+                                          "(comma-separated; `*.example.com` patterns; "
+                                          "`host:port` for one port, else any port).")
     callback_secret: str | None = Field(None, repr=False,
                                         description="HMAC-SHA256 key of callback signatures.")
     callback_secrets: Annotated[dict[str, Annotated[str, Field(min_length=16)]], NoDecode] = Field(
@@ -199,7 +230,8 @@ class Settings(BaseSettings):
     http_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts http_request may call (comma-separated; `*.example.com` patterns, "
-                    "`*` for any public host); none by default. A host that resolves to a "
+                    "`*` for any public host; `host:port` or `[v6]:port` for one port, a "
+                    "host alone is every port); none by default. A host that resolves to a "
                     "private, loopback or link-local address only when named exactly.")
     http_secrets: Annotated[dict[str, HttpSecret], NoDecode] = Field(
         default_factory=dict, repr=False,
@@ -294,7 +326,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [h.strip().lower() for h in value.split(",") if h.strip()]
+            value = [h.strip().lower() for h in value.split(",") if h.strip()]
+        for entry in value if isinstance(value, list) else []:
+            allow_entry(str(entry))  # a bad entry stops the process at start, named
         return value
 
     @field_validator("tool_modules", "api_admins", mode="before")

@@ -41,14 +41,14 @@ class Travel:
         return path
 
 
-def demo_env(token: str) -> dict[str, str]:
-    """What ``./scripts/demo`` exports for the workers, ``python`` first on the PATH (the
-    MCP config starts the agency with ``python``)."""
+def demo_env(token: str, port: int = 8765) -> dict[str, str]:
+    """What ``./scripts/demo`` exports for the workers (the weather server on ``port``),
+    ``python`` first on the PATH (the MCP config starts the agency with ``python``)."""
     return {
         "CHORDAL_MCP_CONFIG": "examples/travel/mcp.json",
-        "CHORDAL_HTTP_ALLOW": "127.0.0.1",
+        "CHORDAL_HTTP_ALLOW": f"127.0.0.1:{port}",
         "CHORDAL_HTTP_SECRETS": json.dumps(
-            {"weather": {"value": token, "hosts": ["127.0.0.1"]}}),
+            {"weather": {"value": token, "hosts": [f"127.0.0.1:{port}"]}}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
@@ -65,7 +65,7 @@ def travel_services(port: int) -> Iterator[Travel]:
         assert process.stdout is not None and process.stderr is not None
         if process.stdout.readline().split() != ["ready", str(port)]:
             raise RuntimeError(f"the weather server did not start: {process.stderr.read()}")
-        yield Travel(port, token, demo_env(token))
+        yield Travel(port, token, demo_env(token, port))
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -64,6 +64,8 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
         problems.append(Problem(None, key, "unknown field; a plan has 'goal', 'steps' and "
                                            "optionally 'max_replans' and 'synthesize'"))
     max_replans = raw.get("max_replans")
+    if isinstance(max_replans, float) and max_replans.is_integer():
+        max_replans = int(max_replans)  # an integer, as the plan's JSON Schema says: 2.0 is 2
     if max_replans is not None and (isinstance(max_replans, bool)
                                     or not isinstance(max_replans, int)
                                     or not 0 <= max_replans <= 100):

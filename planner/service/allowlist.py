@@ -1,5 +1,6 @@
 """Which ``callback_url`` a run may have: ``CHORDAL_CALLBACK_ALLOW`` names the hosts
-(``hooks.example.com``, or ``*.example.com`` for any host under it). With none allowed,
+(``hooks.example.com``, or ``*.example.com`` for any host under it), each on any port or
+on the one it names (``hooks.example.com:8443``, ``[::1]:9000``). With none allowed,
 no run may have a callback: a server must not be turned into a client of any URL a caller
 names (requests into a private network, SSRF).
 
@@ -16,33 +17,55 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from planner.errors import InvalidInput
+from planner.settings import allow_entry
 
 
-def host_allowed(host: str, allow: Sequence[str]) -> bool:
+def _matches(host: str, pattern: str, star: bool) -> bool:
+    pattern = pattern.rstrip(".")
+    if pattern == "*":
+        return star
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def host_allowed(host: str, port: int, allow: Sequence[str], *, star: bool = False) -> bool:
+    """An entry of ``allow`` matches ``host`` on ``port`` (the URL's, or its scheme's
+    default): ``host``, ``*.domain`` (any host under it) and, with ``star``, ``*`` (any
+    host), each on any port, or only on the one it names (``host:8080``)."""
     host = host.lower().rstrip(".")
-    for pattern in allow:
-        pattern = pattern.lower().rstrip(".")
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False
+    return any(_matches(host, h, star) and p in (None, port) for h, p in map(allow_entry,
+                                                                                allow))
 
 
-def named_exactly(host: str, allow: Sequence[str]) -> bool:
-    """The allow-list names ``host`` itself (not through ``*`` or ``*.`` patterns): only
-    then may it be reached on a private address."""
+def named_exactly(host: str, port: int, allow: Sequence[str]) -> bool:
+    """The allow-list names ``host`` itself (not through ``*`` or ``*.`` patterns), on any
+    port or on ``port``: only then may it be reached on a private address."""
     host = host.lower().rstrip(".")
-    return any(a.lower().rstrip(".") == host for a in allow if not a.startswith("*"))
+    return any(h.rstrip(".") == host and p in (None, port)
+               for h, p in map(allow_entry, allow) if not h.startswith("*"))
 
 
-def first_private(host: str, addresses: Sequence[str], allow: Sequence[str]) -> str | None:
+def refused(host: str, port: int, allow: Sequence[str], setting: str, *,
+            star: bool = False) -> str:
+    """Why ``host`` on ``port`` is not allowed: the allow-list names the host on other
+    ports only, or not at all."""
+    host = host.lower().rstrip(".")
+    ports = sorted({p for h, p in map(allow_entry, allow)
+                    if p is not None and _matches(host, h, star)})
+    if ports:
+        return (f"port {port} of host {host!r} is not allowed ({setting} allows it on "
+                f"port {', '.join(map(str, ports))} only)")
+    return f"host {host!r} is not allowed ({setting})"
+
+
+def first_private(host: str, port: int, addresses: Sequence[str], allow: Sequence[str]
+                  ) -> str | None:
     """The first of ``addresses`` (those ``host`` resolved to) that is not public, unless
-    the allow-list names ``host`` exactly; None: every address may be reached. The caller
-    logs the address and tells its user only that one was refused (a tenant must not learn
-    what the internal network's names resolve to)."""
-    if named_exactly(host, allow):
+    the allow-list names ``host`` exactly (on ``port``); None: every address may be
+    reached. The caller logs the address and tells its user only that one was refused (a
+    tenant must not learn what the internal network's names resolve to)."""
+    if named_exactly(host, port, allow):
         return None
     return next((a for a in addresses if not public(a)), None)
 
@@ -52,10 +75,9 @@ def check_callback_url(url: str, allow: Sequence[str]) -> str:
     field and saying why."""
     try:
         parts = urlsplit(url)
-        port = parts.port  # a bad port raises ValueError
+        given = parts.port  # a bad port raises ValueError
     except ValueError:
         raise InvalidInput("callback_url: not a URL") from None
-    del port
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise InvalidInput("callback_url: must be an http:// or https:// URL with a host")
     if parts.username is not None or parts.password is not None:
@@ -66,9 +88,10 @@ def check_callback_url(url: str, allow: Sequence[str]) -> str:
     if not allow:
         raise InvalidInput("callback_url: this server allows no callbacks (set "
                            "CHORDAL_CALLBACK_ALLOW to the hosts it may call)")
-    if not host_allowed(parts.hostname, allow):
-        raise InvalidInput(f"callback_url: host {parts.hostname!r} is not allowed "
-                           "(CHORDAL_CALLBACK_ALLOW)")
+    port = given or (443 if parts.scheme == "https" else 80)
+    if not host_allowed(parts.hostname, port, allow):
+        raise InvalidInput("callback_url: " + refused(parts.hostname, port, allow,
+                                                      "CHORDAL_CALLBACK_ALLOW"))
     return url
 
 

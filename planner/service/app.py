@@ -18,7 +18,17 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from planner import metrics, tracing
 from planner.client import Client
 from planner.engine.dispatch import CeleryPublisher, producer_app
-from planner.service import accesslog, catalogue, errors, events, exposition, page, probes, runs
+from planner.service import (
+    accesslog,
+    catalogue,
+    docs,
+    errors,
+    events,
+    exposition,
+    page,
+    probes,
+    runs,
+)
 from planner.service.auth import KeyRing, load_keys
 from planner.service.limits import BodyLimit
 from planner.service.spans import ServerSpans
@@ -52,6 +62,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         tracing.flush()
 
     app = FastAPI(title="Chordal", version="1", lifespan=lifespan, **NO_NATIVE_SPANS,
+                  docs_url=None, redoc_url=None,
                   description="Plan-and-execute LLM agents that run on Celery: submit, "
                               "follow and steer runs (docs/api.md).")
     app.state.service = svc
@@ -75,4 +86,5 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     app.include_router(probes.router)
     app.include_router(exposition.router)
     app.include_router(page.router)
+    docs.install(app)  # /docs and /redoc, their files served here (no CDN)
     return app

@@ -135,10 +135,12 @@ def refusal(url: str, allow: Sequence[str], addresses: Sequence[str]) -> str | N
         check_callback_url(url, allow)
     except InvalidInput as exc:
         return str(exc)
-    host = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
     if not addresses:
         return f"callback_url: host {host!r} has no address"
-    private = first_private(host, addresses, allow)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    private = first_private(host, port, addresses, allow)
     if private is not None:
         log.warning("callback_url host %r resolves to non-public %s; refused", host,
                     private)

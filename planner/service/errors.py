@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
 from planner.errors import (
     ChordalError,
@@ -80,6 +81,9 @@ def error_response(status: int, type_: str, message: str,
     return AsciiJSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _field(loc: Sequence[str | int]) -> str:
     # ("body", "plan", "steps", 0) -> "plan.steps[0]"; ("query", "limit") -> "limit";
     # a missing or unreadable body as a whole -> "body".
@@ -128,10 +132,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) else "request refused"
+    headers = dict(exc.headers or {})
     if status == 404:
         message = f"no such path: {request.url.path}"
+    if status == 405:
+        # Starlette names only the first route that matched the path; a path served by
+        # several routes (GET and POST /v1/runs) allows all their methods.
+        methods = [m for m in _METHODS if any(
+            isinstance(route, BaseRoute)
+            and route.matches({**request.scope, "method": m})[0] is Match.FULL
+            for route in request.app.routes)]
+        headers["Allow"] = ", ".join(methods)
     return error_response(status, _STATUS_TYPES.get(status, "Error"), message,
-                          headers=dict(exc.headers or {}))
+                          headers=headers)
 
 
 async def _backend_down(request: Request, exc: Exception) -> JSONResponse:

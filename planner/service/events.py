@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from planner.errors import InvalidInput
 from planner.service.auth import Caller, caller
 from planner.service.runs import ON_RUN, RunId
-from planner.service.schemas import error_responses
+from planner.service.schemas import EVENT_ID, error_responses, event_stream
 from planner.service.state import Service, service
 from planner.service.streams import StreamSlot
 from planner.store.keys import RunKeys
@@ -101,17 +101,17 @@ async def stream(aredis: redis.asyncio.Redis, run_id: str, cursor: str,
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {
-                "type": "string"}}}, "description": "Server-Sent Events"}, **ON_RUN,
-                **error_responses(429)})
+            responses={**event_stream(), **ON_RUN, **error_responses(429)})
 async def run_events(
         run_id: RunId,
         who: Annotated[Caller, Depends(caller)],
         svc: Annotated[Service, Depends(service)],
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64,
+                                                    pattern=EVENT_ID,
                                                     description="Resume after this event "
                                                                 "(a reconnect).")] = None,
-        after: Annotated[str | None, Query(max_length=64, description="Resume after this "
+        after: Annotated[str | None, Query(max_length=64, pattern=EVENT_ID,
+                                           description="Resume after this "
                                                                       "event id.")] = None,
 ) -> StreamingResponse:
     """The run's events as they happen (Server-Sent Events)."""

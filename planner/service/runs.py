@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from planner import tracing
-from planner.errors import Conflict, InvalidInput, Unavailable
+from planner.errors import Conflict, InvalidInput
 from planner.language.plan import Plan
 from planner.service.allowlist import check_callback_url
 from planner.service.auth import Caller, caller
 from planner.service.idempotency import MAX_KEY_CHARS, body_hash
 from planner.service.schemas import (
+    CURSOR,
     ApproveRun,
     CreateRun,
     Links,
@@ -30,6 +31,7 @@ from planner.service.schemas import (
     RunList,
     RunStatusReply,
     error_responses,
+    run_links,
 )
 from planner.service.state import Service, service
 from planner.store.records import RunReport, RunStatus
@@ -54,9 +56,22 @@ def created(svc: Service, run_id: str) -> RunCreated:
     return RunCreated(run_id=run_id, status=status, links=links(run_id))
 
 
+#: What a client does next with a run it made (FastAPI's operationIds).
+NEXT = run_links({
+    "GetRun": "get_run_v1_runs__run_id__get",
+    "GetEvents": "run_events_v1_runs__run_id__events_get",
+    "CancelRun": "cancel_run_v1_runs__run_id__cancel_post",
+    "ApproveRun": "approve_run_v1_runs__run_id__approve_post",
+    "RejectRun": "reject_run_v1_runs__run_id__reject_post",
+    "ResumeRun": "resume_run_v1_runs__run_id__resume_post",
+    "RetryRun": "retry_run_v1_runs__run_id__retry_post",
+    "GetPlan": "get_plan_v1_runs__run_id__plans__version__get"})
+
+
 @router.post("/runs", status_code=201, response_model=RunCreated,
-             responses={200: {"model": RunCreated, "description": "The run this "
-                              "Idempotency-Key made before"},
+             responses={201: {"links": NEXT},
+                        200: {"model": RunCreated, "description": "The run this "
+                              "Idempotency-Key made before", "links": NEXT},
                         **error_responses(400, 401, 409, 413, 422, 429, 503)})
 def create_run(body: CreateRun, request: Request, response: Response, who: Who, svc: Svc,
                idempotency_key: Annotated[str | None, Header(
@@ -70,8 +85,11 @@ def create_run(body: CreateRun, request: Request, response: Response, who: Who, 
     if body.callback_url is not None:
         check_callback_url(body.callback_url, svc.client.settings.callback_allow)
     if body.goal is not None and not svc.has_model:
-        raise Unavailable("goal: this server has no model configured to plan goals "
-                          "(ANTHROPIC_API_KEY or CHORDAL_LLM); submit a plan instead")
+        # The request is fine and so is the server: it cannot plan until set up, and no
+        # retry changes that (a 503 would invite retries).
+        raise InvalidInput("goal: this server has no model to plan goals with; set "
+                           "ANTHROPIC_API_KEY (or CHORDAL_LLM=scripted:PATH) where it and "
+                           "the workers run, or submit a plan instead")
     # A caller's traceparent: the run joins its trace (its id carries the trace id).
     run_id = tracing.joined_run_id(new_run_id(), request.headers)
     reservation = None
@@ -125,8 +143,9 @@ def list_runs(who: Who, svc: Svc,
               status: Annotated[RunStatus | None, Query(description="Only runs in this "
                                                                     "status.")] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 20,
-              cursor: Annotated[str | None, Query(max_length=200, description="next_cursor "
-                                                  "of the page before.")] = None,
+              cursor: Annotated[str | None, Query(max_length=200, pattern=CURSOR,
+                                                  description="next_cursor of the page "
+                                                              "before.")] = None,
               ) -> RunList:
     """The caller's runs (an admin key's: every run), newest first, a page at a time."""
     after = _parse_cursor(cursor) if cursor is not None else None

@@ -5,6 +5,7 @@ server (HTTP, behind a token) that its plan calls."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -66,6 +67,36 @@ def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
     # The weather server went with the demo; its token was never shown.
     assert free(port)
     assert not re.search(r"Bearer (?!\$\{weather\})", result.stdout + result.stderr)
+
+
+def test_the_demo_lets_plans_reach_its_weather_port_only(redis_server: EmbeddedRedis,
+                                                        tmp_path: Path):
+    """The demo's allow-list names the weather server's port, not every port of 127.0.0.1:
+    a plan's http_request to the run store's Redis is refused, naming the setting."""
+    port, redis_port = _free_port(), int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    headers = {"Authorization": "Bearer ${weather}"}
+    plan = {"goal": "weekend probe", "steps": [
+        {"id": "weather", "tool": "http_request", "on_failure": "skip",
+         "args": {"url": f"http://127.0.0.1:{port}/backup/v1/forecast",
+                  "params": {"city": "Lisbon"}, "secret_headers": headers}},
+        {"id": "redis", "tool": "http_request", "on_failure": "skip",
+         "args": {"url": f"http://127.0.0.1:{redis_port}/", "method": "POST",
+                  "json": "FLUSHALL"}}]}
+    script = tmp_path / "model.json"
+    script.write_text(json.dumps({"responses": [
+        {"role": "planner", "content": [{"type": "tool_use", "id": "p", "name": "submit_plan",
+                                         "input": plan}]},
+        {"role": "synthesizer", "content": [{"type": "text", "text": "done"}]}]}))
+    env = user_env(CHORDAL_REDIS_URL=redis_server.url, COLUMNS="250",
+                   DEMO_WEATHER_PORT=str(port), CHORDAL_LLM=f"scripted:{script}")
+    result = subprocess.run(["./scripts/demo", "weekend probe"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    out = result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert lines["weather"].split()[1] == "succeeded", out[-3000:]
+    assert lines["redis"].split()[1] == "skipped", out[-3000:]  # failed for good
+    assert f"port {redis_port} of host '127.0.0.1' is not allowed" in out, out[-3000:]
+    assert "CHORDAL_HTTP_ALLOW" in out
 
 
 def test_the_demo_says_when_its_port_is_taken(redis_server: EmbeddedRedis):
@@ -148,7 +179,8 @@ def test_the_readme_sets_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_pa
     port = _free_port()
     moved = Travel(port, "", {}).script(tmp_path / "model.json")
     block = block.replace("weather.py &", f"weather.py --port {port} &").replace(
-        "examples/scripted/weekend-getaway.json", str(moved))
+        "examples/scripted/weekend-getaway.json", str(moved)).replace(
+        "127.0.0.1:8765", f"127.0.0.1:{port}")
     script = f"set -e\ntrap 'kill $! 2>/dev/null || true' EXIT\n{block}"
     env = user_env(CHORDAL_REDIS_URL=redis_server.url, **{"PATH": demo_env("")["PATH"]})
     process = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, text=True,

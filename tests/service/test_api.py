@@ -271,8 +271,8 @@ def test_no_auth_server_on_loopback_announces_itself_and_is_not_ready(open_api: 
         assert replies[2].json()["error"]["type"] == "RateLimited"
         # Over the limit, a create is refused before its plan is even compiled.
         assert http.post("/v1/runs", json={"plan": bad}).status_code == 429
-        # No model on this server: a goal is refused, not a 500.
-        assert http.post("/v1/runs", json={"goal": "g"}).status_code == 503
+        # No model on this server: a goal is refused (422 naming the setting), not a 500.
+        assert http.post("/v1/runs", json={"goal": "g"}).status_code == 422
 
 
 def test_redis_down_is_503_and_says_nothing_of_the_url(tmp_path):

@@ -4,7 +4,8 @@ What a request may reach is the workers' decision, never the plan's (a plan is w
 a model, which may have read something hostile):
 
 - ``CHORDAL_HTTP_ALLOW`` lists the hosts (``api.example.com``, ``*.example.com``, or ``*``
-  for any public host). None by default: every call is refused.
+  for any public host), each on any port or only on the one it names
+  (``127.0.0.1:8080``, ``[::1]:8080``). None by default: every call is refused.
 - A host is resolved once; every address it resolves to must be public (not private,
   loopback, link-local such as cloud metadata, or reserved) unless the allow-list names
   the host exactly. The request goes to the checked address (the URL's host is sent as
@@ -42,7 +43,14 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from planner.errors import PermanentError, TransientError
-from planner.service.allowlist import first_private, host_allowed, public, resolve, shown
+from planner.service.allowlist import (
+    first_private,
+    host_allowed,
+    public,
+    refused,
+    resolve,
+    shown,
+)
 from planner.settings import HttpSecret, Settings
 from planner.tools import tool
 
@@ -111,7 +119,8 @@ def fetch(settings: Settings, url: str, method: str, headers: Mapping[str, str],
                 plain = {k: v for k, v in plain.items()
                          if k.lower() not in CREDENTIAL_HEADERS}
             origin = here
-            sent = {**plain, **_fill(secret_headers, secrets, host, first=hop == 0)}
+            sent = {**plain, **_fill(secret_headers, secrets, host, _port(parts),
+                                     first=hop == 0)}
             response = _send(client, parts, method, sent, query if hop == 0 else None,
                              body, allow, deadline, resolver or resolve)
             location = response.headers.get("location")
@@ -159,13 +168,13 @@ def _secrets(secret_headers: Mapping[str, str], known: Mapping[str, HttpSecret]
 
 
 def _fill(secret_headers: Mapping[str, str], secrets: Mapping[str, HttpSecret], host: str,
-          first: bool) -> dict[str, str]:
+          port: int, first: bool) -> dict[str, str]:
     """The secret headers for a request to ``host``: each whose secrets may go there.
     The first hop must be allowed for every secret; a redirect elsewhere drops them."""
     out: dict[str, str] = {}
     for header, template in secret_headers.items():
         names = SECRET_REF.findall(template)
-        outside = [n for n in names if not host_allowed(host, secrets[n].hosts)]
+        outside = [n for n in names if not host_allowed(host, port, secrets[n].hosts)]
         if outside and first:
             raise PermanentError(f"http_request: secret {outside[0]!r} may not be sent to "
                                  f"{host!r} (its hosts in CHORDAL_HTTP_SECRETS: "
@@ -173,10 +182,6 @@ def _fill(secret_headers: Mapping[str, str], secrets: Mapping[str, HttpSecret], 
         if not outside:
             out[header] = SECRET_REF.sub(lambda m: secrets[m.group(1)].value, template)
     return out
-
-
-def allowed(host: str, allow: Sequence[str]) -> bool:
-    return "*" in allow or host_allowed(host, allow)
 
 
 def _checked_url(url: str, allow: Sequence[str]) -> SplitResult:
@@ -194,9 +199,9 @@ def _checked_url(url: str, allow: Sequence[str]) -> SplitResult:
     if any(ord(c) < 33 or ord(c) == 127 for c in url):
         raise PermanentError("http_request: url: must not contain spaces or control "
                              "characters")
-    if not allowed(parts.hostname, allow):
-        raise PermanentError(f"http_request: host {parts.hostname!r} is not allowed "
-                             "(the workers' CHORDAL_HTTP_ALLOW)")
+    if not host_allowed(parts.hostname, _port(parts), allow, star=True):
+        raise PermanentError("http_request: " + refused(
+            parts.hostname, _port(parts), allow, "the workers' CHORDAL_HTTP_ALLOW", star=True))
     return parts
 
 
@@ -216,7 +221,7 @@ def _send(client: httpx.Client, parts: SplitResult, method: str, headers: dict[s
         raise TransientError(f"http_request: cannot resolve {host!r}: {exc}") from None
     if not addresses:
         raise TransientError(f"http_request: host {host!r} has no address")
-    private = first_private(host, addresses, allow)
+    private = first_private(host, port, addresses, allow)
     if private is not None:
         log.warning("http_request: host %r resolves to non-public %s; refused", host,
                     private)
