@@ -24,13 +24,61 @@ Loc = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Ref:
-    """A parsed reference: the step it reads and the path inside that step's output."""
+    """A reference: the step it reads and the path inside that step's output.
+
+    In a plan built in Python, ``Ref("a")``, ``Ref("a", ("hotels", 0))`` or
+    ``Ref("a.hotels.0")`` stand anywhere in a step's args for ``{"$ref": ...}``: a
+    :class:`Step` holds (and serialises) them as that JSON.
+    """
 
     step: str
     path: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        head, *rest = str(self.step).split(".")
+        # Segments as the JSON form has them: list indexes are written as digits.
+        object.__setattr__(self, "step", head)
+        object.__setattr__(self, "path", (*rest, *(str(p) for p in self.path)))
+
     def __str__(self) -> str:
         return ".".join((self.step, *self.path))
+
+    def to_json(self) -> dict[str, str]:
+        """``{"$ref": "step.path"}``, the plan language's form of this reference."""
+        return {REF_KEY: str(self)}
+
+
+#: How deep a Ref is looked for (well within the interpreter's recursion limit); one
+#: deeper stays as it is, and validation says where it is not JSON.
+_MAX_DEPTH = 200
+
+
+def with_json_refs(value: Any) -> Any:
+    """``value`` with every :class:`Ref` in its tree replaced by its JSON form; the very
+    same value when it holds none (the walk is iterative and bounded: hostile input is
+    refused by validation, not here)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Ref):
+            return _json_refs(value, 0)
+        if depth < _MAX_DEPTH and isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif depth < _MAX_DEPTH and isinstance(item, list | tuple):
+            stack.extend((child, depth + 1) for child in item)
+    return value
+
+
+def _json_refs(value: Any, depth: int) -> Any:
+    if isinstance(value, Ref):
+        return value.to_json()
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {key: _json_refs(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_refs(item, depth + 1) for item in value]
+    return value
 
 
 def parse_ref(text: object) -> Ref:

@@ -14,7 +14,7 @@ from planner.errors import PlanInvalid, Problem
 from planner.jsonvalue import json_problems, text_problem
 from planner.language.graph import Shape, find_cycle, shape
 from planner.language.plan import Plan, Step
-from planner.language.refs import Ref, iter_refs, schema_allows_path
+from planner.language.refs import Ref, iter_refs, schema_allows_path, with_json_refs
 from planner.settings import Settings
 from planner.tools.tool import Tool
 
@@ -57,7 +57,9 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
     if not isinstance(data, Plan | Mapping):
         raise PlanInvalid([Problem(None, "plan", "a plan is a JSON object with 'goal' and "
                                                  f"'steps', not {_kind(data)}")])
-    raw: Mapping[str, Any] = data.model_dump() if isinstance(data, Plan) else data
+    # A plan built in Python may hold Ref objects: they are the $refs they stand for.
+    raw: Mapping[str, Any] = (data.model_dump() if isinstance(data, Plan)
+                              else with_json_refs(data))
     problems: list[Problem] = []
 
     for key in sorted(set(raw) - set(Plan.model_fields)):

@@ -16,7 +16,7 @@ from planner.settings import Settings
 from planner.tools import load_registry
 from tests.integration.conftest import TOOL_MODULES, base_env, start_worker, wait_for_queues
 
-DB = 12
+DB = 10  # databases of session-wide fixtures are taken (see tests/*/conftest.py)
 
 
 @pytest.fixture(scope="module", params=["prefork", "threads"])
