@@ -46,7 +46,7 @@ class Step(BaseModel):
 
     @field_serializer("args")
     def _dump_refs_as_json(self, args: dict[str, Any]) -> dict[str, Any]:
-        return with_json_refs(args)  # a Ref put in after the step was made
+        return dict(with_json_refs(args))  # a Ref put in after the step was made
 
     def dependencies(self) -> set[str]:
         """Every step this one waits for: ``depends_on`` plus the steps its refs read."""
