@@ -125,7 +125,10 @@ class _Loop:
 
     def _answers(self) -> bool:
         ping: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.loop.call_soon_threadsafe(ping.set_result, None)
+        try:
+            self.loop.call_soon_threadsafe(ping.set_result, None)
+        except RuntimeError:  # closed: it was left behind already
+            return False
         finished, _ = concurrent.futures.wait([ping], PING_S)
         return bool(finished)
 

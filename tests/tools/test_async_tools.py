@@ -155,3 +155,22 @@ def test_generators_are_refused_at_registration():
         @tool
         async def stream(n: int) -> int:  # type: ignore[misc]
             yield n
+
+
+def test_validation_checks_args_and_refs_by_the_awaited_types():
+    from planner.errors import PlanInvalid
+    from planner.language.validation import validate
+
+    tools = {t.name: t for t in (find, broken)}
+    plan = {"goal": "g", "steps": [
+        {"id": "h", "tool": "find", "args": {"city": 3}},
+        {"id": "n", "tool": "broken", "args": {"kind": {"$ref": "h.0.name"}}},
+        {"id": "m", "tool": "find", "args": {"city": "Porto", "limit": {"$ref": "h.0.name"}}},
+        {"id": "ok", "tool": "find", "args": {"city": "Porto", "limit": {"$ref": "n"}}},
+    ]}
+    with pytest.raises(PlanInvalid) as info:
+        validate(plan, tools)
+    found = {(p.step, p.field): p.message for p in info.value.problems}
+    assert set(found) == {("h", "args.city"), ("m", "args.limit")}
+    assert found[("m", "args.limit")].startswith(
+        "$ref h.0.name is a string (output of tool 'find'), but 'limit' expects an integer")
