@@ -131,6 +131,14 @@ def test_refs_that_may_match_pass(registry, args):
     assert check(registry, "take", args) == []
 
 
+def test_a_ref_as_the_whole_args(registry):
+    assert check(registry, "take", {"$ref": "b"}) == []  # an object: its keys at run time
+    [problem] = check(registry, "take", {"$ref": "t"})
+    assert (problem.field, problem.message) == ("args", (
+        "$ref t is a string (output of tool 'text'), but the args expect an object "
+        "(tool 'take')"))
+
+
 def test_unions_in_arguments_match_on_any_member(registry):
     # concat takes list[str] | list[list[Any]]: a string item or a list item may do.
     assert check(registry, "concat", {"items": [{"$ref": "t"}, "x"]}) == []
