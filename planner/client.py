@@ -136,7 +136,8 @@ class Client:
         run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
                                        run_id, options)
         if approve:
-            await_approval(self.runtime, run_id)
+            # Only the store: a client that waits for a person needs no model.
+            await_approval(self.store, run_id)
             return run_id
         start_run(self.runtime, run_id)
         return run_id

@@ -41,6 +41,7 @@ from planner.errors import (
     UserError,
 )
 from planner.language.plan import Plan
+from planner.language.refs import with_json_refs
 from planner.settings import Settings
 from planner.store.records import (
     TERMINAL_RUN,
@@ -126,7 +127,7 @@ def _plan_body(plan: Plan | Mapping[str, Any]) -> Any:
     if isinstance(plan, Plan):
         return plan.model_dump(mode="json", exclude_none=True)
     if isinstance(plan, Mapping):
-        return dict(plan)
+        return with_json_refs(dict(plan))  # a Ref built in Python: its {"$ref": ...}
     raise InvalidInput(f"plan: must be a Plan or a JSON object, not {type(plan).__name__}; "
                        "a CompiledPlan needs the Redis Client")
 

@@ -15,6 +15,7 @@ from planner.errors import ChordalError, Unavailable
 from planner.llm import NO_MODEL
 from planner.llm.planning import plan_goal
 from planner.store.records import ErrorRecord
+from planner.store.runs import RunStore
 
 
 def start_run(rt: Runtime, run_id: str) -> None:
@@ -85,15 +86,15 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
     # this line still waits for approval; "approved" marks a run a person let go.
     if rt.store.options(run_id).approve and run.status == "pending" \
             and run.reason != "approved":
-        await_approval(rt, run_id)
+        await_approval(rt.store, run_id)
         return None
     start_run(rt, run_id)
     return None
 
 
-def await_approval(rt: Runtime, run_id: str) -> None:
+def await_approval(store: RunStore, run_id: str) -> None:
     """A pending run's plan waits for a person. The reason names the commands that decide,
     with the run's own id: the CLI, the API and the run page show it as it is."""
-    rt.store.set_status(run_id, "awaiting_approval", f"the plan waits for approval "
-                        f"(chordal approve {run_id}, or chordal reject {run_id})",
-                        from_=("pending",))
+    store.set_status(run_id, "awaiting_approval", f"the plan waits for approval "
+                     f"(chordal approve {run_id}, or chordal reject {run_id})",
+                     from_=("pending",))

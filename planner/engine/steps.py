@@ -32,6 +32,7 @@ from planner.errors import PermanentError, RefError, ToolError, TransientError
 from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
 from planner.store.records import ErrorRecord
+from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
 
 log = logging.getLogger("chordal.engine")
@@ -100,6 +101,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
              ) -> Retry | Failed | Dropped | None:
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
     out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
+    timeouts = (*timeouts, AttemptTimeout)  # an async tool's own time limit
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
                                 rt.settings.step_lease_s)
@@ -150,7 +152,8 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
         with rt.leases.keep(run_id, step_id):
             output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
-                                                   rt.ask(run_id, step_id)))
+                                                   rt.ask(run_id, step_id),
+                                                   compiled.timeout_s(step_id)))
     except timeouts as exc:
         error = ErrorRecord(type="Timeout", transient=True, attempt=attempt,
                             message=f"attempt {attempt} timed out after "

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from planner.errors import PlanLoadError
-from planner.language.refs import STEP_ID_PATTERN, referenced_steps
+from planner.language.refs import STEP_ID_PATTERN, referenced_steps, with_json_refs
 
 OnFailure = Literal["replan", "skip", "fail"]
 
@@ -36,6 +36,17 @@ class Step(BaseModel):
     checkpoint: bool = Field(False, description="After this step succeeds, the replanner "
                                                 "reviews the plan before the steps that "
                                                 "depend on it start.")
+
+    # A plan built in Python may hold Ref objects in its args: they are held, and
+    # written, as the {"$ref": ...} they stand for.
+    @field_validator("args", mode="before")
+    @classmethod
+    def _refs_as_json(cls, args: Any) -> Any:
+        return with_json_refs(args)
+
+    @field_serializer("args")
+    def _dump_refs_as_json(self, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(with_json_refs(args))  # a Ref put in after the step was made
 
     def dependencies(self) -> set[str]:
         """Every step this one waits for: ``depends_on`` plus the steps its refs read."""

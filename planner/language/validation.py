@@ -14,7 +14,13 @@ from planner.errors import PlanInvalid, Problem
 from planner.jsonvalue import json_problems, text_problem
 from planner.language.graph import Shape, find_cycle, shape
 from planner.language.plan import Plan, Step
-from planner.language.refs import Ref, iter_refs, schema_allows_path
+from planner.language.refs import (
+    Ref,
+    iter_refs,
+    ref_type_clash,
+    schema_allows_path,
+    with_json_refs,
+)
 from planner.settings import Settings
 from planner.tools.tool import Tool
 
@@ -57,7 +63,9 @@ def validate(data: Mapping[str, Any] | Plan, tools: Mapping[str, Tool],
     if not isinstance(data, Plan | Mapping):
         raise PlanInvalid([Problem(None, "plan", "a plan is a JSON object with 'goal' and "
                                                  f"'steps', not {_kind(data)}")])
-    raw: Mapping[str, Any] = data.model_dump() if isinstance(data, Plan) else data
+    # A plan built in Python may hold Ref objects: they are the $refs they stand for.
+    raw: Mapping[str, Any] = (data.model_dump() if isinstance(data, Plan)
+                              else with_json_refs(data))
     problems: list[Problem] = []
 
     for key in sorted(set(raw) - set(Plan.model_fields)):
@@ -167,10 +175,16 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
             out.append(Problem(s.id, field, f"$ref {ref} reads the step's own output"))
         elif ref.step not in by_id:
             out.append(Problem(s.id, field, f"$ref {ref}: no step has id {ref.step!r}"))
-        elif ref.path and (target := tools.get(by_id[ref.step].tool)) is not None:
-            why = schema_allows_path(target.output_schema, ref.path)
+        elif (target := tools.get(by_id[ref.step].tool)) is not None:
+            why = schema_allows_path(target.output_schema, ref.path) if ref.path else None
             if why:
                 out.append(Problem(s.id, field, f"$ref {ref}: tool {target.name!r} {why}"))
+            elif (reader := tools.get(s.tool)) is not None and (clash := ref_type_clash(
+                    target.output_schema, ref.path, reader.input_schema, loc)):
+                wants = f"{_loc(loc)!r} expects" if loc else "the args expect"
+                out.append(Problem(s.id, field, (
+                    f"$ref {ref} is {clash[0]} (output of tool {target.name!r}), but "
+                    f"{wants} {clash[1]} (tool {reader.name!r})")))
 
     t = tools.get(s.tool)
     if t is None:

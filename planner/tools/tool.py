@@ -2,7 +2,9 @@
 
 A tool's input schema comes from its signature, its output schema from its return
 annotation (both through pydantic). A parameter annotated :class:`ToolContext` is filled
-in by the engine and is not part of the input schema.
+in by the engine and is not part of the input schema. A tool may be ``async def``: its
+coroutine is awaited on the process's event loop (:mod:`planner.tools.aio`), and its return
+annotation is the awaited type.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 
 from planner.errors import ConfigError, PermanentError, ToolError, TransientError
 from planner.jsonvalue import unfaithful
+from planner.tools import aio
 from planner.wire import DEFAULT_QUEUE
 
 #: An attempt's time limit when neither the step nor its tool says.
@@ -35,6 +38,9 @@ class ToolContext:
     # Ask the run's executor model: (prompt parts, system or None) -> text. Its usage is
     # metered to this run and step and counts against the run's budget. None: no model.
     llm: Callable[[list[Any], str | None], str] | None = field(default=None, compare=False)
+    # The attempt's time limit (the step's timeout_s); None: the tool's. An async tool is
+    # cancelled when it runs out; a sync one may pass it on (to an HTTP client, say).
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class Tool:
         if self.context_param:
             kwargs[self.context_param] = ctx
         result = self.fn(**kwargs)
+        if inspect.isawaitable(result):
+            limit = ctx.timeout_s if ctx.timeout_s is not None else self.timeout_s
+            result = aio.run(result, limit, f"tool {self.name!r}")
         bad = unfaithful(result)
         if bad is not None:
             raise PermanentError(f"{self.name}: its output is not plain JSON: {bad}")
@@ -165,6 +174,9 @@ def _make_tool(f: Callable[..., Any], *, name: str, queue: str, max_retries: int
     where = f"tool {name!r} ({f.__module__}.{f.__qualname__})"
     if max_retries < 0 or timeout_s <= 0:
         raise ConfigError(f"{where}: max_retries must be >= 0 and timeout_s > 0")
+    if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+        raise ConfigError(f"{where}: a generator cannot be a tool; return the whole output "
+                          "(a list, say)")
     hints = get_type_hints(f, include_extras=True)
     fields: dict[str, Any] = {}
     context_param = None

@@ -51,13 +51,15 @@ def test_validation_checks_args_and_refs_against_the_schemas(registry):
     plan = {"goal": "g", "steps": [
         {"id": "w", "tool": "web.forecast", "args": {"city": "Paris"}},
         {"id": "a", "tool": "files.add", "args": {"a": 1, "b": {"$ref": "w.high_c"}}},
-        {"id": "s", "tool": "files.shout", "args": {"text": {"$ref": "a.result"}}},
+        {"id": "s", "tool": "files.shout", "args": {"text": {"$ref": "w.city"}},
+         "depends_on": ["a"]},
     ]}
     assert validate(plan, registry).shape.levels == [["w"], ["a"], ["s"]]
     bad = {"goal": "g", "steps": [
         {"id": "a", "tool": "files.add", "args": {"a": "one"}},
         {"id": "w", "tool": "web.forecast", "args": {"city": "Paris", "days": 1.5}},
         {"id": "r", "tool": "files.add", "args": {"a": 1, "b": {"$ref": "w.rain"}}},
+        {"id": "s", "tool": "files.shout", "args": {"text": {"$ref": "a.result"}}},
     ]}
     with pytest.raises(PlanInvalid) as info:
         validate(bad, registry)
@@ -66,6 +68,9 @@ def test_validation_checks_args_and_refs_against_the_schemas(registry):
     assert problems[("a", "args.b")] == "missing (tool 'files.add')"
     assert "is not of type 'integer'" in problems[("w", "args.days")]
     assert "output has no key 'rain'" in problems[("r", "args.b")]
+    assert problems[("s", "args.text")] == (
+        "$ref a.result is an integer (output of tool 'files.add'), but 'text' expects a "
+        "string (tool 'files.shout')")
 
 
 def test_calls_return_structured_content_or_text(registry):

@@ -98,7 +98,7 @@ def test_a_run_created_with_a_traceparent_joins_the_callers_trace(traced: Traced
         assert wait_ended(http, run_id)["status"] == "succeeded"
 
     spans = traced.spans(trace_id, {"POST /v1/runs", "chordal.create_run", "chordal.run",
-                                    "chordal.step a", "chordal.step b"})
+                                    "chordal.step echo a", "chordal.step echo b"})
     request = one(spans, "POST /v1/runs")
     assert request["kind"] == "SERVER" and request["parent_id"] == caller
     assert request["attributes"]["http.response.status_code"] == 201
@@ -108,7 +108,7 @@ def test_a_run_created_with_a_traceparent_joins_the_callers_trace(traced: Traced
     run = one(spans, "chordal.run")
     assert run["span_id"] == run_ids(run_id)[1] and run["parent_id"] == creation["span_id"]
     assert run["attributes"]["chordal.run.status"] == "succeeded"
-    a, b = one(spans, "chordal.step a"), one(spans, "chordal.step b")
+    a, b = one(spans, "chordal.step echo a"), one(spans, "chordal.step echo b")
     assert a["parent_id"] == run["span_id"]  # published at creation: the run's child
     assert b["parent_id"] == a["span_id"]    # published by a's task
     assert a["pid"] != request["pid"]        # the worker's spans, in the caller's trace
@@ -128,5 +128,5 @@ def test_every_request_is_a_server_span_and_no_traceparent_keeps_the_runs_own_tr
     (read,) = traced.spans(trace_id, {"GET /v1/runs/{run_id}"})
     assert read["kind"] == "SERVER" and read["parent_id"] == caller
     assert read["attributes"]["url.path"] == f"/v1/runs/{run_id}"
-    assert "chordal.step a" in {s["name"] for s in traced.spans(run_ids(run_id)[0],
-                                                                {"chordal.step a"})}
+    assert "chordal.step echo a" in {s["name"] for s in traced.spans(run_ids(run_id)[0],
+                                                                {"chordal.step echo a"})}
