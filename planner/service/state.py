@@ -10,6 +10,7 @@ from fastapi import Request
 
 from planner.client import Client
 from planner.errors import RateLimited, RunNotFound
+from planner.store.lost import not_found
 from planner.service.auth import Caller, KeyRing
 from planner.service.idempotency import Idempotency
 from planner.store.keys import api_calls_key
@@ -46,7 +47,10 @@ class Service:
         else:
             exists = True
         if not exists or not who.owns(owner):
-            raise RunNotFound(f"no run {run_id!r}")
+            # What the store says of a run it has no record of, from the id and the store
+            # alone: the same for another key's run as for a missing one.
+            store = self.client.store
+            raise not_found(store.r, run_id, store.retention_s, scoped=True)
 
     def take_create_slot(self, who: Caller, take: bool = True) -> None:
         """One run creation against the caller's per-minute limit (in Redis: every replica
