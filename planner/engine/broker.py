@@ -48,9 +48,10 @@ def held_steps(channel: Any, queue: str, limit: int = MAX_SCAN) -> set[StepKey] 
     a kombu Redis ``channel``; None when this is not kombu's Redis transport, keys carry a
     global prefix, or more than ``limit`` messages would have to be read."""
     needed = ("_q_for_pri", "priority_steps", "unacked_key", "conn_or_acquire")
-    if not all(hasattr(channel, name) for name in needed) \
-            or getattr(channel, "global_keyprefix", ""):
-        return None
+    if not all(hasattr(channel, name) for name in needed):
+        return None  # another transport
+    if getattr(channel, "global_keyprefix", None):
+        return None  # kombu prefixes only some commands: not worth guessing
     lists = sorted({channel._q_for_pri(queue, p) for p in channel.priority_steps})
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)

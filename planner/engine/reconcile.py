@@ -117,12 +117,12 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                     f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
             elif st.status == "pending" and deps_left == 0:
                 late = now - (st.due or 0.0)
-                since = missing_since(sid) if st.dispatched and late >= policy.lost_s \
+                gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
                     else None
-                if since is not None and now - since >= CONFIRM_S:
+                if gone is not None and now - gone >= CONFIRM_S:
                     repairs.append(Repair(kind="message_lost", step=sid, why=(
                         f"published {late:.0f} s past its due time and never started, and "
-                        f"for {now - since:.0f} s no queue or worker held its message")))
+                        f"for {now - gone:.0f} s no queue or worker held its message")))
                 elif late < grace:
                     maybe_queued = True  # due soon, or just published
                 elif not st.dispatched:

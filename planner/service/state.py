@@ -10,10 +10,10 @@ from fastapi import Request
 
 from planner.client import Client
 from planner.errors import RateLimited, RunNotFound
-from planner.store.lost import not_found
 from planner.service.auth import Caller, KeyRing
 from planner.service.idempotency import Idempotency
 from planner.store.keys import api_calls_key
+from planner.store.lost import not_found
 from planner.store.ratelimit import RateLimiter
 
 #: Default seconds between ``: keep-alive`` comments on a quiet event stream (proxies close

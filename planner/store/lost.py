@@ -17,7 +17,6 @@ import datetime
 import json
 import time
 import uuid
-from typing import cast
 
 import redis
 
@@ -39,12 +38,9 @@ def new_run_id() -> str:
 def created_at(run_id: str) -> float | None:
     """When a run id says its run was created (epoch seconds); None for an id that is not
     time-stamped (made before they were, or chosen by its creator) or claims the future."""
-    if len(run_id) != 20:
+    if len(run_id) != 20 or run_id.strip("0123456789abcdef"):
         return None
-    try:
-        at = int(run_id[:8], 16)
-    except ValueError:
-        return None
+    at = int(run_id[:8], 16)
     return float(at) if _EPOCH <= at <= time.time() + 86_400 else None
 
 
@@ -54,7 +50,7 @@ def mark(r: redis.Redis, now: float) -> None:
 
 
 def _since(r: redis.Redis) -> float | None:
-    raw = cast(str | bytes | None, r.get(STORE_MARKER))
+    raw = r.get(STORE_MARKER)
     if raw is None:
         return None
     try:

@@ -21,7 +21,6 @@ from planner import metrics
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
 from planner.store import lost, scripts
-from planner.store.lost import new_run_id
 from planner.store.keys import (
     ACTIVE_RUNS,
     CALLBACK_ATTEMPTS,
@@ -32,6 +31,7 @@ from planner.store.keys import (
     RunKeys,
     owner_runs_key,
 )
+from planner.store.lost import new_run_id
 from planner.store.records import (
     REPLAN_REASONS,
     TERMINAL_RUN,

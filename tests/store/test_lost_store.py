@@ -104,7 +104,7 @@ def test_a_waiting_client_hears_the_store_lost_the_run(server: Forgetful, tools)
     # A new run makes the store anew: the old run is said to predate it.
     time.sleep(1.1)
     client.store.create_run("g", PLAN)
-    with pytest.raises(RunNotFound, match="started afresh at .*, after the run was made"):
+    with pytest.raises(RunNotFound, match=r"started afresh at .*, after the run was made"):
         client.report(run_id)
     with pytest.raises(RunNotFound, match="the run store lost it"):
         client.store.owner(run_id)
