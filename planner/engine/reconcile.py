@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 from redis.exceptions import LockError, RedisError
 
-from planner.engine.broker import StepKey
 from planner.engine.dispatch import plan_message
 from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_delay
 from planner.engine.runtime import Runtime
@@ -190,8 +189,9 @@ class Reconciler:
         self._last_pass: float | None = None
         self._trust_after = 0.0
         self._held_at = 0.0
-        #: Steps whose message the broker held nowhere at the last pass, and since when.
-        self._missing: dict[StepKey, float] = {}
+        #: (run, step) whose message the broker held nowhere at the last pass, and since
+        #: when.
+        self._missing: dict[tuple[str, str], float] = {}
 
     def tick(self) -> list[tuple[str, Repair]]:
         if not self._hold():
@@ -242,16 +242,18 @@ class Reconciler:
         policy = Policy(settings.dispatch_grace_s, settings.step_lease_s,
                         judge_leases=now >= self._trust_after,
                         lost_s=min(settings.lost_grace_s, settings.dispatch_grace_s))
-        held: dict[str, set[StepKey] | None] = {}
-        missing: dict[StepKey, float] = {}
+        held: dict[str, set[tuple[str, str]] | None] = {}
+        missing: dict[tuple[str, str], float] = {}
 
         def missing_in(snap: RunSnapshot, queue_of: Callable[[str], str]
                        ) -> Callable[[str], float | None]:
             def since(sid: str) -> float | None:
                 queue = queue_of(sid)
                 if queue not in held:  # one look per queue and pass, only when needed
-                    held[queue] = self.rt.publisher.held(queue)
-                key, found = (snap.run_id, sid, snap.run.version), held[queue]
+                    keys = self.rt.publisher.held(queue)
+                    # Any version's message: a replan keeps a step that was published.
+                    held[queue] = None if keys is None else {k[:2] for k in keys}
+                key, found = (snap.run_id, sid), held[queue]
                 if found is None or key in found:
                     return None
                 missing[key] = self._missing.get(key, snap.now)

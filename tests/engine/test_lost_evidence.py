@@ -70,6 +70,11 @@ def test_a_message_waiting_in_its_queue_is_never_taken_for_lost(rt: Runtime) -> 
     for _ in range(3):
         assert rec.reconcile() == []
         time.sleep(CONFIRM_S / 2)
+    # Published under an older plan version that a replan kept it in: still its message.
+    publisher(rt).holding = {(run, "a", 0)}
+    for _ in range(2):
+        assert rec.reconcile() == []
+        time.sleep(CONFIRM_S + 0.1)
     assert sent(rt) == []
 
 
