@@ -19,7 +19,7 @@ from celery.canvas import Signature
 from kombu.exceptions import ChannelError
 
 from planner import tracing
-from planner.engine.broker import StepKey, held_steps
+from planner.engine.broker import StepKey, held_steps, queued_runs
 from planner.engine.compiled import CompiledPlan
 from planner.settings import Settings
 from planner.wire import (
@@ -126,6 +126,11 @@ class Publisher(Protocol):
         if the broker cannot say."""
         ...
 
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        """The runs whose next move (a join, a plan, a replan, a review, an answer) waits
+        in ``queues``, or None if the broker cannot say."""
+        ...
+
 
 @dataclass
 class MemoryPublisher:
@@ -136,6 +141,8 @@ class MemoryPublisher:
     depths: dict[str, int | None] = field(default_factory=dict)
     #: What :meth:`held` answers for any queue (None: cannot say).
     holding: set[StepKey] | None = None
+    #: What :meth:`queued_runs` answers.
+    queued: set[str] | None = None
 
     def publish(self, messages: Sequence[Message]) -> None:
         self.sent.extend(messages)
@@ -145,6 +152,9 @@ class MemoryPublisher:
 
     def held(self, queue: str) -> set[StepKey] | None:
         return self.holding
+
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        return self.queued
 
     def tasks(self, name: str | None = None) -> list[Message]:
         return [m for m in self.sent if name is None or m.task == name]
@@ -188,6 +198,13 @@ class CeleryPublisher:
         try:
             with self.app.connection_for_read() as conn:
                 return held_steps(conn.default_channel, queue)
+        except Exception:
+            return None
+
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        try:
+            with self.app.connection_for_read() as conn:
+                return queued_runs(conn.default_channel, queues)
         except Exception:
             return None
 

@@ -32,6 +32,7 @@ What it repairs, in a run that is running (or pending: not yet started):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -90,11 +91,12 @@ def alive(snap: RunSnapshot, lease_s: float) -> set[str]:
 def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
              waiting_in: Callable[[str], int | None],
              missing_since: Callable[[str], float | None] = lambda _sid: None,
-             ) -> list[Repair]:
+             next_queued: Callable[[], bool] = lambda: False) -> list[Repair]:
     """What is wrong with one run, if anything. ``queue_of``: a step's queue;
     ``waiting_in``: messages waiting in a queue (None: the broker cannot say);
     ``missing_since``: since when the broker has held no message for a step, in no queue
-    and reserved by no worker (None: it holds one, or cannot say)."""
+    and reserved by no worker (None: it holds one, or cannot say); ``next_queued``:
+    whether a message making the run's next move waits in a queue."""
     run, now, grace = snap.run, snap.now, policy.grace_s
     if run.status not in ("running", "pending"):
         return []  # ended, or waiting for a person
@@ -139,8 +141,8 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
     if repairs or maybe_queued or live:
         return repairs
     quiet = now - (snap.last_event_at or now)
-    if quiet < grace:
-        return []
+    if quiet < grace or next_queued():
+        return []  # busy, or its next move waits behind others: not stalled
     why = f"no event for {quiet:.0f} s, nothing at work; {next_move(snap)}"
     # Making the next move again is harmless (every move is idempotent), so a quiet run
     # is nudged even when its message may wait in a busy queue; it is given up only when
@@ -243,6 +245,12 @@ class Reconciler:
                         judge_leases=now >= self._trust_after,
                         lost_s=min(settings.lost_grace_s, settings.dispatch_grace_s))
         held: dict[str, set[tuple[str, str]] | None] = {}
+        queued: list[set[str] | None] = []  # one look per pass, only when needed
+
+        def next_queued(run_id: str) -> bool:
+            if not queued:
+                queued.append(self.rt.publisher.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]))
+            return queued[0] is not None and run_id in queued[0]
         missing: dict[tuple[str, str], float] = {}
 
         def missing_in(snap: RunSnapshot, queue_of: Callable[[str], str]
@@ -276,7 +284,8 @@ class Reconciler:
                     continue
                 queue_of = self._queues(snap)
                 for repair in diagnose(snap, policy, queue_of, waiting_in,
-                                       missing_in(snap, queue_of)):
+                                       missing_in(snap, queue_of),
+                                       functools.partial(next_queued, run_id)):
                     if self.repair(snap, repair):
                         made.append((run_id, repair))
             except Exception as exc:  # one run's trouble must not stop the others' repairs

@@ -15,12 +15,18 @@ import pytest
 import redis
 
 from planner.engine.broker import held_steps, step_of
-from planner.engine.dispatch import CeleryPublisher, MemoryPublisher, producer_app, step_message
+from planner.engine.dispatch import (
+    CeleryPublisher,
+    MemoryPublisher,
+    finalize_message,
+    producer_app,
+    step_message,
+)
 from planner.engine.reconcile import CONFIRM_S, Reconciler
 from planner.engine.runtime import Runtime
 from planner.settings import Settings
 from planner.store.keys import RunKeys
-from planner.wire import DEFAULT_QUEUE
+from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 from tests.engine.conftest import MakeRuntime, echo, redis_url, sent, started
 
 #: The defaults but for the lost grace: the dispatch grace stays a minute long.
@@ -133,3 +139,27 @@ def test_the_broker_reader_finds_queued_and_reserved_step_messages(rt: Runtime) 
     assert pub.held("other") == {(run, "b", 1)}  # reserved counts whatever the queue
     with app.connection_for_read() as conn:
         assert held_steps(conn.default_channel, DEFAULT_QUEUE, limit=1) is None  # too many
+
+
+def test_a_quiet_run_whose_next_move_waits_in_a_queue_is_not_stalled(
+        make_rt: MakeRuntime) -> None:
+    rt = make_rt(CHORDAL_DISPATCH_GRACE_S="1")
+    run = started(rt, echo("a"))
+    rt.store.begin_step(run, "a", 1, "w1", 4, lease_s=3)
+    rt.store.finish_step(run, "a", output=1, worker="w1")  # its join is published...
+    rt.store.r.hdel(RunKeys(run).leases, "a")
+    time.sleep(1.1)  # ...and waits behind others for longer than the grace
+    publisher(rt).queued = {run}
+    rec = Reconciler(rt, lock_s=10, settle_s=0)
+    assert rec.reconcile() == []
+    publisher(rt).queued = set()  # gone from the queue and nothing happened: stalled
+    assert kinds(rec.reconcile()) == [("stalled_run", None)]
+
+
+def test_the_broker_reader_finds_queued_run_level_messages(rt: Runtime) -> None:
+    url = redis_url()
+    pub = CeleryPublisher(producer_app(Settings.from_env({"CHORDAL_REDIS_URL": url})))
+    run, other = started(rt, echo("a")), started(rt, echo("a"))
+    pub.publish([finalize_message(run, 1), step_message(rt.compiled(other, 1), other, 1, "a")])
+    assert pub.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]) == {run}  # a step is not a move
+    assert pub.queued_runs([LLM_QUEUE]) == set()
