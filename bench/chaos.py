@@ -70,7 +70,8 @@ def table(data: dict[str, Any]) -> str:
         rows.append("| 200 steps queued behind one worker process (0.1 s each), one message "
                     f"removed | {found['repairs']} repair (the lost message), re-sent while "
                     f"{found['steps_started_after_repair']} steps still waited; no waiting "
-                    "message taken for lost |")
+                    "message taken for lost, no run whose join waited behind them taken for "
+                    "stalled |")
     rows.append(f"| {drain['runs']} concurrent runs x {drain['steps_per_run']} steps on "
                 f"{drain['workers']} workers | all succeeded; drained in {drain['drain_s']} s "
                 f"({drain['steps_per_s']} steps/s); Redis {drain['redis_keys_bytes_per_run']:,}"
