@@ -61,6 +61,17 @@ def table(data: dict[str, Any]) -> str:
         rows.append(f"| a dependent's message removed while its upstream ran | the run "
                     f"succeeded {data['lost_in_flight']['ended_after_loss_s']} s after the "
                     "loss |")
+    if "lost_at_defaults" in data:
+        rows.append("| as above, at the default settings (lease 30 s, reconciler every 5 s, "
+                    "grace 60 s, lost grace 10 s) | the run succeeded "
+                    f"{data['lost_at_defaults']['ended_after_loss_s']} s after the loss |")
+    if "lost_behind_backlog" in data:
+        found = data["lost_behind_backlog"]
+        rows.append("| 200 steps queued behind one worker process (0.1 s each), one message "
+                    f"removed | {found['repairs']} repair (the lost message), re-sent while "
+                    f"{found['steps_started_after_repair']} steps still waited; no waiting "
+                    "message taken for lost, no run whose join waited behind them taken for "
+                    "stalled |")
     rows.append(f"| {drain['runs']} concurrent runs x {drain['steps_per_run']} steps on "
                 f"{drain['workers']} workers | all succeeded; drained in {drain['drain_s']} s "
                 f"({drain['steps_per_s']} steps/s); Redis {drain['redis_keys_bytes_per_run']:,}"

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         60.0, ge=1, description="Seconds past its due time a ready step may wait (with its "
                                 "queue empty) before its message counts as lost, and a run "
                                 "may stay quiet before it counts as stalled.")
+    lost_grace_s: float = Field(
+        10.0, ge=1, description="Seconds past its due time a ready step may go unstarted while "
+                                "the broker holds no message for it (in no queue, reserved by "
+                                "no worker: Redis broker only) before its message counts as "
+                                "lost; never longer than CHORDAL_DISPATCH_GRACE_S.")
     metrics_port: int | None = Field(
         None, ge=1, le=65_535,
         description="Port of a worker's Prometheus /metrics (its main process merges its "

@@ -19,6 +19,7 @@ from celery.canvas import Signature
 from kombu.exceptions import ChannelError
 
 from planner import tracing
+from planner.engine.broker import StepKey, held_steps, queued_runs
 from planner.engine.compiled import CompiledPlan
 from planner.settings import Settings
 from planner.wire import (
@@ -121,6 +122,16 @@ class Publisher(Protocol):
         None if the broker cannot say."""
         ...
 
+    def held(self, queue: str) -> set[StepKey] | None:
+        """The steps whose messages wait in ``queue`` or are reserved by a worker, or None
+        if the broker cannot say."""
+        ...
+
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        """The runs whose next move (a join, a plan, a replan, a review, an answer) waits
+        in ``queues``, or None if the broker cannot say."""
+        ...
+
 
 @dataclass
 class MemoryPublisher:
@@ -129,12 +140,22 @@ class MemoryPublisher:
     sent: list[Message] = field(default_factory=list)
     #: What :meth:`waiting` answers per queue (0 for any other).
     depths: dict[str, int | None] = field(default_factory=dict)
+    #: What :meth:`held` answers for any queue (None: cannot say).
+    holding: set[StepKey] | None = None
+    #: What :meth:`queued_runs` answers.
+    queued: set[str] | None = None
 
     def publish(self, messages: Sequence[Message]) -> None:
         self.sent.extend(messages)
 
     def waiting(self, queue: str) -> int | None:
         return self.depths.get(queue, 0)
+
+    def held(self, queue: str) -> set[StepKey] | None:
+        return self.holding
+
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        return self.queued
 
     def tasks(self, name: str | None = None) -> list[Message]:
         return [m for m in self.sent if name is None or m.task == name]
@@ -171,6 +192,20 @@ class CeleryPublisher:
                 return int(declared.message_count)
         except ChannelError:
             return 0  # never declared: nothing waits in it
+        except Exception:
+            return None
+
+    def held(self, queue: str) -> set[StepKey] | None:
+        try:
+            with self.app.connection_for_read() as conn:
+                return held_steps(conn.default_channel, queue)
+        except Exception:
+            return None
+
+    def queued_runs(self, queues: list[str]) -> set[str] | None:
+        try:
+            with self.app.connection_for_read() as conn:
+                return queued_runs(conn.default_channel, queues)
         except Exception:
             return None
 

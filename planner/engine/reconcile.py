@@ -17,8 +17,10 @@ What it repairs, in a run that is running (or pending: not yet started):
 
 - ``lease_expired``: a running step whose lease lapsed. The lost attempt counts; the step
   is retried after its backoff, or its ``on_failure`` policy applies if none is left.
-- ``message_lost``: a ready step published long ago (past its due time and the grace)
-  that never started while its queue is empty: published again.
+- ``message_lost``: a ready step published that never started, and whose message the
+  broker holds nowhere (no queue, no worker) on two looks past its due time and the lost
+  grace; or, when the broker cannot say, past the grace with its queue empty: published
+  again. A message still in a queue is waiting, never lost.
 - ``never_dispatched``: a ready step never published (its publisher died): published.
 - ``stalled_run``: nothing alive, nothing queued, nothing due, no event for the grace:
   the run's next move is made again (plan, start, the join, a review, a replan whose
@@ -30,6 +32,7 @@ What it repairs, in a run that is running (or pending: not yet started):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -48,6 +51,9 @@ log = logging.getLogger("chordal.reconciler")
 
 #: Stalled-run repairs in a row that changed nothing before a run is given up.
 MAX_NUDGES = 3
+#: Seconds a message must stay missing between two looks before it counts as lost: a
+#: worker takes a message out of its queue a moment before it notes it reserved.
+CONFIRM_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class Policy:
     #: False for a while after Redis (or this reconciler) was away: the renewers need a
     #: beat to catch up, so no lease is judged lapsed yet.
     judge_leases: bool = True
+    #: Past due by this much, a dispatched step whose message the broker holds nowhere
+    #: counts as lost (without waiting for the grace or an empty queue).
+    lost_s: float = float("inf")
 
 
 def lease_until(snap: RunSnapshot, step_id: str, lease_s: float) -> float:
@@ -80,9 +89,14 @@ def alive(snap: RunSnapshot, lease_s: float) -> set[str]:
 
 
 def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
-             waiting_in: Callable[[str], int | None]) -> list[Repair]:
+             waiting_in: Callable[[str], int | None],
+             missing_since: Callable[[str], float | None] = lambda _sid: None,
+             next_queued: Callable[[], bool] = lambda: False) -> list[Repair]:
     """What is wrong with one run, if anything. ``queue_of``: a step's queue;
-    ``waiting_in``: messages waiting in a queue (None: the broker cannot say)."""
+    ``waiting_in``: messages waiting in a queue (None: the broker cannot say);
+    ``missing_since``: since when the broker has held no message for a step, in no queue
+    and reserved by no worker (None: it holds one, or cannot say); ``next_queued``:
+    whether a message making the run's next move waits in a queue."""
     run, now, grace = snap.run, snap.now, policy.grace_s
     if run.status not in ("running", "pending"):
         return []  # ended, or waiting for a person
@@ -104,7 +118,13 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                     f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
             elif st.status == "pending" and deps_left == 0:
                 late = now - (st.due or 0.0)
-                if late < grace:
+                gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
+                    else None
+                if gone is not None and now - gone >= CONFIRM_S:
+                    repairs.append(Repair(kind="message_lost", step=sid, why=(
+                        f"published {late:.0f} s past its due time and never started, and "
+                        f"for {now - gone:.0f} s no queue or worker held its message")))
+                elif late < grace:
                     maybe_queued = True  # due soon, or just published
                 elif not st.dispatched:
                     repairs.append(Repair(kind="never_dispatched", step=sid, why=(
@@ -121,8 +141,8 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
     if repairs or maybe_queued or live:
         return repairs
     quiet = now - (snap.last_event_at or now)
-    if quiet < grace:
-        return []
+    if quiet < grace or next_queued():
+        return []  # busy, or its next move waits behind others: not stalled
     why = f"no event for {quiet:.0f} s, nothing at work; {next_move(snap)}"
     # Making the next move again is harmless (every move is idempotent), so a quiet run
     # is nudged even when its message may wait in a busy queue; it is given up only when
@@ -171,6 +191,9 @@ class Reconciler:
         self._last_pass: float | None = None
         self._trust_after = 0.0
         self._held_at = 0.0
+        #: (run, step) whose message the broker held nowhere at the last pass, and since
+        #: when.
+        self._missing: dict[tuple[str, str], float] = {}
 
     def tick(self) -> list[tuple[str, Repair]]:
         if not self._hold():
@@ -217,8 +240,34 @@ class Reconciler:
         now = store.now()
         if self._last_pass is None or now - self._last_pass > self.lock_s:
             self._trust_after = now + self.settle_s
+            self._missing = {}
         policy = Policy(settings.dispatch_grace_s, settings.step_lease_s,
-                        judge_leases=now >= self._trust_after)
+                        judge_leases=now >= self._trust_after,
+                        lost_s=min(settings.lost_grace_s, settings.dispatch_grace_s))
+        held: dict[str, set[tuple[str, str]] | None] = {}
+        queued: list[set[str] | None] = []  # one look per pass, only when needed
+
+        def next_queued(run_id: str) -> bool:
+            if not queued:
+                queued.append(self.rt.publisher.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]))
+            return queued[0] is not None and run_id in queued[0]
+        missing: dict[tuple[str, str], float] = {}
+
+        def missing_in(snap: RunSnapshot, queue_of: Callable[[str], str]
+                       ) -> Callable[[str], float | None]:
+            def since(sid: str) -> float | None:
+                queue = queue_of(sid)
+                if queue not in held:  # one look per queue and pass, only when needed
+                    keys = self.rt.publisher.held(queue)
+                    # Any version's message: a replan keeps a step that was published.
+                    held[queue] = None if keys is None else {k[:2] for k in keys}
+                key, found = (snap.run_id, sid), held[queue]
+                if found is None or key in found:
+                    return None
+                missing[key] = self._missing.get(key, snap.now)
+                return missing[key]
+            return since
+
         made: list[tuple[str, Repair]] = []
         for run_id, created in store.active_runs():
             if self.holding and time.monotonic() - self._held_at > self.lock_s / 3 \
@@ -233,12 +282,15 @@ class Reconciler:
                 if snap.run.ended:
                     store.forget_active(run_id)
                     continue
-                for repair in diagnose(snap, policy, self._queues(snap), waiting_in):
+                queue_of = self._queues(snap)
+                for repair in diagnose(snap, policy, queue_of, waiting_in,
+                                       missing_in(snap, queue_of),
+                                       functools.partial(next_queued, run_id)):
                     if self.repair(snap, repair):
                         made.append((run_id, repair))
             except Exception as exc:  # one run's trouble must not stop the others' repairs
                 log.warning("reconciler: run %s: %s", run_id, exc)
-        self._last_pass = now
+        self._last_pass, self._missing = now, missing
         return made
 
     def _queues(self, snap: RunSnapshot) -> Callable[[str], str]:

@@ -34,8 +34,8 @@ from planner.service.schemas import (
     run_links,
 )
 from planner.service.state import Service, service
+from planner.store.lost import new_run_id
 from planner.store.records import RunReport, RunStatus
-from planner.store.runs import new_run_id
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 

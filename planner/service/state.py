@@ -13,6 +13,7 @@ from planner.service.auth import Caller, KeyRing
 from planner.service.idempotency import Idempotency
 from planner.service.streams import StreamSlots
 from planner.store.keys import api_calls_key
+from planner.store.lost import not_found
 from planner.store.ratelimit import RateLimiter
 
 #: Default seconds between ``: keep-alive`` comments on a quiet event stream (proxies close
@@ -44,7 +45,10 @@ class Service:
         else:
             exists = True
         if not exists or not who.owns(owner):
-            raise RunNotFound(f"no run {run_id!r}")
+            # What the store says of a run it has no record of, from the id and the store
+            # alone: the same for another key's run as for a missing one.
+            store = self.client.store
+            raise not_found(store.r, run_id, store.retention_s, scoped=True)
 
     def take_create_slot(self, who: Caller, take: bool = True) -> None:
         """One run creation against the caller's per-minute limit (in Redis: every replica

@@ -1,5 +1,6 @@
 """The run store: every run's state in Redis, changed only by atomic scripts."""
 
+from planner.store.lost import new_run_id
 from planner.store.records import (
     FINAL_STEP,
     TERMINAL_RUN,
@@ -13,7 +14,7 @@ from planner.store.records import (
     StepState,
     StepStatus,
 )
-from planner.store.runs import Begin, Finish, RunStore, new_run_id
+from planner.store.runs import Begin, Finish, RunStore
 
 __all__ = [
     "FINAL_STEP",

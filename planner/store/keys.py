@@ -18,6 +18,8 @@ MODEL_CALLS = f"{PREFIX}:llm:calls"
 ACTIVE_RUNS = f"{PREFIX}:active"
 #: The lock that makes one worker's reconciler the active one.
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
+#: When this store was first used (no expiry): gone, the store lost its data.
+STORE_MARKER = f"{PREFIX}:store"
 #: Hash: repair kind -> how many the reconcilers made.
 REPAIRS = f"{PREFIX}:repairs"
 #: Sorted set of the runs whose callback is due, by when (epoch ms, Redis clock; 0: now).

@@ -10,7 +10,6 @@ one slot. Readers return the typed records of :mod:`planner.store.records`.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,7 @@ import redis
 from planner import metrics
 from planner.errors import Conflict, RunNotFound
 from planner.language.plan import Plan
-from planner.store import scripts
+from planner.store import lost, scripts
 from planner.store.keys import (
     ACTIVE_RUNS,
     CALLBACK_ATTEMPTS,
@@ -32,6 +31,7 @@ from planner.store.keys import (
     RunKeys,
     owner_runs_key,
 )
+from planner.store.lost import new_run_id
 from planner.store.records import (
     REPLAN_REASONS,
     TERMINAL_RUN,
@@ -92,10 +92,6 @@ class Install:
     ready: tuple[str, ...] = ()
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
 class RunStore:
     """Runs in Redis. Safe to share between threads (redis-py pools connections)."""
 
@@ -127,6 +123,7 @@ class RunStore:
         # reconciler finds, never one it cannot see (it drops ids with no record).
         now = float(self.r.time()[0])
         self.r.zadd(ACTIVE_RUNS, {run_id: now}, nx=True)
+        lost.mark(self.r, now)
         stamp = self._run("create_run", [k.run, k.events], run_id, goal,
                           (options or RunOptions()).model_dump_json(), str(self.retention_s))
         if not stamp:
@@ -270,8 +267,7 @@ class RunStore:
         if fields is None:  # not read already (in a snapshot)
             fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
         if not fields:
-            raise RunNotFound(f"no run {run_id!r} (it may have expired after "
-                              f"{self.retention_s // 86_400} days)")
+            raise lost.not_found(self.r, run_id, self.retention_s)
         return RunState.from_fields(fields)
 
     def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
@@ -344,8 +340,7 @@ class RunStore:
         pipe.hget(RunKeys(run_id).run, "options")
         exists, raw = pipe.execute()
         if not exists:
-            raise RunNotFound(f"no run {run_id!r} (it may have expired after "
-                              f"{self.retention_s // 86_400} days)")
+            raise lost.not_found(self.r, run_id, self.retention_s)
         return RunOptions.model_validate_json(raw).owner if raw else None
 
     def plan(self, run_id: str, version: int) -> Plan:
