@@ -64,7 +64,7 @@ def enabled() -> bool:
 
 
 #: The id of a run that joined its caller's trace: a run id, then that trace's id.
-_JOINED = re.compile(r"[0-9a-f]{16}-([0-9a-f]{32})")
+_JOINED = re.compile(r"[0-9a-f]{16,20}-([0-9a-f]{32})")
 
 
 def run_ids(run_id: str) -> tuple[int, int]:

@@ -38,9 +38,10 @@ def new_run_id() -> str:
 def created_at(run_id: str) -> float | None:
     """When a run id says its run was created (epoch seconds); None for an id that is not
     time-stamped (made before they were, or chosen by its creator) or claims the future."""
-    if len(run_id) != 20 or run_id.strip("0123456789abcdef"):
+    stamped = run_id.split("-", 1)[0]  # a run that joined a caller's trace: id-traceid
+    if len(stamped) != 20 or stamped.strip("0123456789abcdef"):
         return None
-    at = int(run_id[:8], 16)
+    at = int(stamped[:8], 16)
     return float(at) if _EPOCH <= at <= time.time() + 86_400 else None
 
 

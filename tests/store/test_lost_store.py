@@ -70,6 +70,8 @@ def test_run_ids_carry_their_creation_time() -> None:
     assert created_at("0123456789abcdef") is None  # an id from before they carried it
     assert created_at("no-such-run") is None
     assert created_at("ffffffff" + "0" * 12) is None  # claims the future
+    # A run that joined a caller's trace (the HTTP API's id-traceid) keeps its time.
+    assert created_at(f"{run_id}-{'ab' * 16}") == at
 
 
 def test_a_waiting_client_hears_the_store_lost_the_run(server: Forgetful, tools) -> None:
