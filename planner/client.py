@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
+from planner import tracing
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import CeleryPublisher, producer_app
@@ -29,6 +30,7 @@ from planner.llm import ROLES, make_model, require_model
 from planner.llm.roles import role_config
 from planner.llm.usage import summarize
 from planner.settings import Settings
+from planner.store.lost import new_run_id
 from planner.store.records import (
     TERMINAL_RUN,
     WAITING_RUN,
@@ -133,13 +135,16 @@ class Client:
                                 synthesize=bool(synthesize if synthesize is not None
                                                 else compiled.plan.synthesize))
         self.ping()
-        run_id = self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
-                                       run_id, options)
-        if approve:
-            # Only the store: a client that waits for a person needs no model.
-            await_approval(self.store, run_id)
-            return run_id
-        start_run(self.runtime, run_id)
+        # Inside a span, the run joins its trace (tracing.joined_run_id: every door's way).
+        run_id = run_id or tracing.joined_run_id(new_run_id())
+        with tracing.creating(run_id):
+            self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps, run_id,
+                                  options)
+            if approve:
+                # Only the store: a client that waits for a person needs no model.
+                await_approval(self.store, run_id)
+                return run_id
+            start_run(self.runtime, run_id)
         return run_id
 
     @staticmethod
@@ -199,8 +204,10 @@ class Client:
         options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
                                 approve, checkpoint_all, owner=owner,
                                 callback_url=callback_url, synthesize=True)
-        run_id = self.store.create_run(goal, run_id=run_id, options=options)
-        request_plan(self.runtime, run_id)
+        run_id = run_id or tracing.joined_run_id(new_run_id())
+        with tracing.creating(run_id):
+            self.store.create_run(goal, run_id=run_id, options=options)
+            request_plan(self.runtime, run_id)
         return run_id
 
     def report(self, run_id: str) -> RunReport:

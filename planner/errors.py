@@ -150,9 +150,14 @@ class InFlight(Conflict):
 
 
 class Unavailable(UserError):
-    """A service Chordal needs (Redis, the broker, a worker) does not answer."""
+    """A service Chordal needs (Redis, the broker, a worker) does not answer; when known,
+    ``retry_after_s`` says when to try again."""
 
     http_status = 503
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NoWorkerError(Unavailable):

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 from pydantic import ValidationError
 
-from planner import errors
+from planner import errors, tracing
 from planner.errors import (
     ChordalError,
     ConfigError,
@@ -351,7 +351,8 @@ class RemoteClient(_Base):
         super().__init__(url, api_key, timeout)
         self._http = httpx.Client(base_url=self.url, headers=_headers(self._key),
                                   timeout=timeout, transport=transport,
-                                  follow_redirects=False)
+                                  follow_redirects=False,
+                                  event_hooks={"request": [tracing.inject]})
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> RemoteClient:
@@ -625,7 +626,8 @@ class AsyncClient(_Base):
         super().__init__(url, api_key, timeout)
         self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(self._key),
                                        timeout=timeout, transport=transport,
-                                       follow_redirects=False)
+                                       follow_redirects=False,
+                                       event_hooks={"request": [tracing.ainject]})
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:

@@ -8,8 +8,9 @@ wait) and per model call (GenAI semantic conventions).
 - **Linked across workers.** A published message carries the publishing span's context in
   its headers (W3C ``traceparent``); the task's span is its child, so a step's span hangs
   under the step that unlocked it, and a replan under the step that failed.
-- **Joined to a caller's trace.** A run created over HTTP with a W3C ``traceparent`` gets
-  an id that carries the caller's trace id (``<16 hex>-<32 hex trace id>``), so its spans,
+- **Joined to a caller's trace.** A run created inside a span (a Client's caller's, or an
+  HTTP request's, child of its W3C ``traceparent``), in a process that records spans, gets
+  an id that carries the caller's trace id (``<20 hex>-<32 hex trace id>``), so its spans,
   in every process, are in the caller's trace; its run span hangs under the span of its
   creation, whose id is also derived from the run id (:func:`creating`).
 - **Exported only when asked.** :func:`configure` installs the SDK when
@@ -25,7 +26,7 @@ import importlib
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -82,11 +83,32 @@ def _creation_span_id(run_id: str) -> int:
                           "big")
 
 
-def joined_run_id(run_id: str, carrier: Mapping[str, str]) -> str:
-    """``run_id``, joined to the trace ``carrier`` (a request's headers) continues, if it
-    names one: the run's spans then carry the caller's trace id."""
-    caller = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+def joined_run_id(run_id: str, carrier: Mapping[str, str] | None = None) -> str:
+    """``run_id``, joined to the current trace (or the one ``carrier``, W3C headers,
+    continues) when there is one and this process records spans: the run's spans then
+    carry that trace id. Every door makes run ids here (the API under its request's span,
+    a Client under its caller's). With tracing off, a ``traceparent`` changes nothing: a
+    run id never says more than it must."""
+    if not enabled():
+        return run_id
+    context = propagate.extract(carrier) if carrier is not None else None
+    caller = trace.get_current_span(context).get_span_context()
     return f"{run_id}-{caller.trace_id:032x}" if caller.is_valid else run_id
+
+
+class _Request(Protocol):
+    headers: MutableMapping[str, str]
+
+
+def inject(request: _Request) -> None:
+    """The current span's context into an outgoing request's headers (``traceparent``;
+    an httpx request hook): the server's spans, and a run it makes, join this trace.
+    Nothing without a span."""
+    propagate.inject(request.headers)
+
+
+async def ainject(request: _Request) -> None:
+    inject(request)
 
 
 @contextmanager

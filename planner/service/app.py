@@ -70,7 +70,6 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         client.store, CeleryPublisher(producer_app(settings)),
         {t.queue for t in client.tools.values()})
     errors.install(app)
-    accesslog.install()
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if not auth:
         # Without keys, a web page the user visits could reach this server through a name
@@ -87,4 +86,6 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     app.include_router(exposition.router)
     app.include_router(page.router)
     docs.install(app)  # /docs and /redoc, their files served here (no CDN)
+    # Once the routes are in: their query parameters are the only ones logged with values.
+    app.state.query_names = accesslog.install(app)
     return app

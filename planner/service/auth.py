@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from planner.errors import ConfigError, Unauthorized
-from planner.service.accesslog import SECRET_NAME
+from planner.service.accesslog import redacts
 from planner.settings import Settings, parse_api_keys
 
 #: Declares the scheme in /openapi.json; its own 403 is replaced by our 401 below.
@@ -101,19 +101,21 @@ class KeyRing:
         return found
 
 
-def caller(request: Request,
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-           ) -> Caller:
-    """The dependency of every /v1 operation: 401 without a known key."""
+async def caller(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                 ) -> Caller:
+    """The dependency of every /v1 operation: 401 without a known key. ``async`` (it does
+    no I/O): on the event loop, not a thread, so a stream's slot is checked before any."""
     ring: KeyRing = request.app.state.service.keys
     if not ring.enabled:
         return Caller(None)
     if credentials is None:
-        in_url = [n for n in request.query_params if SECRET_NAME.search(n)]
+        # Anything in the URL but the API's own parameters may be a key: never read, and
+        # never quoted back (its name may be the secret itself, ?api_key%3D...).
+        in_url = redacts(request.url.query, getattr(request.app.state, "query_names", ()))
         raise Unauthorized("Authorization: send 'Bearer <secret>' with an API key "
-                           "(CHORDAL_API_KEYS)" + (f"; a key in the URL ({in_url[0]}) is "
-                                                   "never read (URLs end up in logs)"
-                                                   if in_url else ""))
+                           "(CHORDAL_API_KEYS)" + ("; a credential in the URL is never read "
+                                                   "(URLs end up in logs)" if in_url else ""))
     name = ring.identify(credentials.credentials)
     if name is None:
         raise Unauthorized("Authorization: the key is not one of this server's keys")

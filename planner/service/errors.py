@@ -29,6 +29,7 @@ from planner.errors import (
     PlanInvalid,
     RateLimited,
     Unauthorized,
+    Unavailable,
     UserError,
 )
 
@@ -102,8 +103,9 @@ async def _chordal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
                   redact(str(exc)))
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited | InFlight):
-        headers["Retry-After"] = str(max(1, int(exc.retry_after_s + 0.999)))
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    if isinstance(exc, RateLimited | InFlight | Unavailable) and retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after_s + 0.999)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, PlanInvalid):

@@ -90,7 +90,8 @@ def create_run(body: CreateRun, request: Request, response: Response, who: Who, 
         raise InvalidInput("goal: this server has no model to plan goals with; set "
                            "ANTHROPIC_API_KEY (or CHORDAL_LLM=scripted:PATH) where it and "
                            "the workers run, or submit a plan instead")
-    # A caller's traceparent: the run joins its trace (its id carries the trace id).
+    # The caller's trace is its traceparent's (not the request's own span, a root without
+    # one: such a run keeps its own trace and an ordinary id, as the CLI's).
     run_id = tracing.joined_run_id(new_run_id(), request.headers)
     reservation = None
     if idempotency_key is not None:
@@ -103,8 +104,7 @@ def create_run(body: CreateRun, request: Request, response: Response, who: Who, 
             return created(svc, reservation.run_id)
     try:
         svc.take_create_slot(who, take=False)
-        with tracing.creating(run_id):
-            _submit(svc, body, who, run_id)
+        _submit(svc, body, who, run_id)
     except BaseException:
         if reservation is not None:
             # A run that was made (and, say, failed to publish) is the key's answer from now

@@ -65,6 +65,7 @@ class Service:
                               f"{wait_ms / 1000:.1f} s", retry_after_s=wait_ms / 1000)
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
+    # async: no thread for what does no I/O (see auth.caller).
     svc: Service = request.app.state.service
     return svc

@@ -13,17 +13,21 @@ bounded: an error, not a hang).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio
-from starlette.exceptions import HTTPException
+from redis.asyncio.connection import parse_url
 
-from planner.errors import RateLimited
+from planner.errors import RateLimited, Unavailable
 
 #: Seconds a blocking read may overrun its ``BLOCK`` before the socket gives up: a Redis
 #: that stalls longer is taken for down (the client reconnects with Last-Event-ID).
 READ_MARGIN_S = 5.0
 #: Seconds a stream waits for a pool connection (there is one per slot; only a leak waits).
 POOL_WAIT_S = 2.0
+#: Seconds to connect, unless the URL says (?socket_connect_timeout=): without it redis-py
+#: would connect with the socket timeout, the keep-alive wait and more.
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -40,13 +44,15 @@ class StreamSlots:
 
     @classmethod
     def connect(cls, url: str, per_key: int, most: int, keepalive_s: float) -> StreamSlots:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, decode_responses=True, timeout=POOL_WAIT_S)
-        # Set after parsing: the URL's own options (?socket_timeout=) must not win. A read
-        # that blocks for keepalive_s needs a socket that waits longer, whatever redis-py's
-        # default (5 s in redis-py 8, under the 15 s keep-alive).
-        pool.max_connections = most
-        pool.connection_kwargs["socket_timeout"] = keepalive_s + READ_MARGIN_S
+        options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S,
+                                   **parse_url(url)}
+        # Over the URL's own options (?socket_timeout=): a read that blocks for
+        # keepalive_s needs a socket that waits longer, whatever redis-py's default (5 s
+        # in redis-py 8, under the 15 s keep-alive). All at construction: redis-py 5.0.0's
+        # pool sized itself there (50), whatever max_connections said afterwards.
+        options.update(max_connections=most, timeout=POOL_WAIT_S, decode_responses=True,
+                       socket_timeout=keepalive_s + READ_MARGIN_S)
+        pool = redis.asyncio.BlockingConnectionPool(**options)
         return cls(redis.asyncio.Redis(connection_pool=pool), per_key, most)
 
     async def close(self) -> None:
@@ -61,9 +67,9 @@ class StreamSlots:
                               "key on this server (CHORDAL_API_MAX_STREAMS); close one, or "
                               "retry", retry_after_s=5)
         if self.total >= self.most:
-            raise HTTPException(503, f"event streams: this server holds its most "
-                                     f"({self.most}, CHORDAL_API_STREAM_POOL); retry, or "
-                                     "reach another replica", headers={"Retry-After": "5"})
+            raise Unavailable(f"event streams: this server holds its most ({self.most}, "
+                              "CHORDAL_API_STREAM_POOL); retry, or reach another replica",
+                              retry_after_s=5)
         self.held[scope] = self.held.get(scope, 0) + 1
         self.total += 1
         return StreamSlot(self, scope)

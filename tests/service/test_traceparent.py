@@ -5,18 +5,22 @@ steps) carry the caller's trace id, linked parent to child."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from planner import tracing
+from planner.remote import AsyncClient, RemoteClient
 from planner.tracing import run_ids
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
 from tests.service.conftest import Server, start_server
@@ -130,3 +134,55 @@ def test_every_request_is_a_server_span_and_no_traceparent_keeps_the_runs_own_tr
     assert read["attributes"]["url.path"] == f"/v1/runs/{run_id}"
     assert "chordal.step echo a" in {s["name"] for s in traced.spans(run_ids(run_id)[0],
                                                                 {"chordal.step echo a"})}
+
+
+def test_every_door_joins_the_current_trace(traced: Traced):
+    """Inside a span of the caller's: the HTTP clients send its context, the in-process
+    Client uses it; all three runs carry its trace id, in the one format."""
+    assert tracing.configure("tests.ops.spans:memory")  # this process records spans
+
+    async def by_async_client() -> str:
+        async with AsyncClient(traced.server.url, api_key=SECRET) as client:
+            return await client.submit(PLAN)
+
+    with tracing.tracer().start_as_current_span("caller") as span:
+        trace_id = span.get_span_context().trace_id
+        with RemoteClient(traced.server.url, api_key=SECRET) as remote:
+            remote_id = remote.submit(PLAN)
+        async_id = asyncio.run(by_async_client())
+        local_id = traced.server.client.submit(PLAN, owner="alice")
+    ids = {remote_id, async_id, local_id}
+    for run_id in ids:
+        assert run_id.endswith(f"-{trace_id:032x}"), run_id
+        assert run_ids(run_id)[0] == trace_id
+    with traced.http() as http:
+        for run_id in ids:
+            assert wait_ended(http, run_id)["status"] == "succeeded"
+    # Their spans, the worker's included, are in the caller's trace.
+    deadline = time.monotonic() + 30
+    while True:
+        runs = {s["attributes"]["chordal.run_id"] for s in traced.spans(trace_id, set())
+                if s["name"] == "chordal.run"}
+        if runs == ids or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert runs == ids
+
+
+def test_without_tracing_a_traceparent_changes_nothing(tmp_path: Path):
+    """A server that records no spans does not put a caller's trace id in run ids (anyone
+    who knows the run id would know the trace's)."""
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+                   CHORDAL_API_KEYS=f"alice={SECRET}")
+    server = start_server(env, tmp_path / "serve.log")
+    try:
+        trace_id, caller = secrets.randbits(128), secrets.randbits(64)
+        with httpx.Client(base_url=server.url, timeout=30, headers={
+                "Authorization": f"Bearer {SECRET}",
+                "traceparent": f"00-{trace_id:032x}-{caller:016x}-01"}) as http:
+            created = http.post("/v1/runs", json={"plan": PLAN, "approve": True})
+        assert created.status_code == 201, created.text
+        run_id = created.json()["run_id"]
+        assert len(run_id) == 20 and f"{trace_id:032x}" not in run_id
+    finally:
+        server.stop()
