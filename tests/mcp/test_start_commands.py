@@ -99,3 +99,23 @@ def test_each_documented_worker_command_runs_mcp_and_plain_steps(
     finally:
         for w in workers:
             w.stop()
+
+
+@pytest.mark.parametrize("how", ["chordal worker --queues", "celery -A workers.app worker"])
+def test_a_config_mistake_stops_the_worker_at_start(how: str, redis_url: str,
+                                                    tmp_path: Path):
+    """Not a worker that takes every task and fails it, leaving its runs running."""
+    command, _ = COMMANDS[how]
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"files": {
+        **stdio_server(), "env": {"TOKEN": "${MCP_TEST_UNSET_TOKEN}"}}}}))
+    env = base_env(redis_url, CHORDAL_MCP_CONFIG=str(config))
+    env.pop("MCP_TEST_UNSET_TOKEN", None)
+    worker = start_worker(env, tmp_path / "worker.log", command=tuple(command))
+    try:
+        assert worker.process.wait(timeout=60) != 0
+    finally:
+        worker.stop()
+    log = (tmp_path / "worker.log").read_text()
+    assert "server 'files': env.TOKEN: environment variable MCP_TEST_UNSET_TOKEN is " \
+           "not set" in log, log[-3000:]
