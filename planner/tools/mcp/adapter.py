@@ -160,7 +160,9 @@ class McpCatalog:
                 self.down[name] = result
                 continue
             self.down.pop(name, None)
-            found = [make_tool(server, spec) for spec in result]
+            # Filtered here, not when listed: the cache holds what the server has.
+            found = [make_tool(server, spec) for spec in result
+                     if spec.name not in server.hidden_tools]
             self.tools.extend(found)
             for t in found if self.on_found is not None else ():
                 assert self.on_found is not None

@@ -91,8 +91,6 @@ async def _list_tools(server: McpServer) -> list[ToolSpec]:
         for _ in range(100):  # a server whose pages never end cannot hang discovery
             page = await client.list_tools(cursor=cursor)
             for t in page.tools:
-                if t.name in server.hidden_tools:
-                    continue
                 schema = dict(t.input_schema)
                 try:
                     validator_for(schema, default=Draft202012Validator).check_schema(schema)
