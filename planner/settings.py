@@ -254,9 +254,10 @@ class Settings(BaseSettings):
         description='MCP servers whose tools to load (JSON, the mcpServers shape): {"name": '
                     '{"command": ..., "args": [...], "env": {...}}} or {"name": {"url": '
                     '"http://..."}}.')
-    mcp_config: str | None = Field(None, description="A JSON file of MCP servers (the same "
-                                                     "shape, or a whole {\"mcpServers\": "
-                                                     "...} file).")
+    mcp_config: str | None = Field(None, description="A JSON file of MCP servers: an MCP "
+                                                     "client's own (Claude Desktop, Cline, "
+                                                     "VS Code...; docs/mcp.md); its relative "
+                                                     "paths are from its folder.")
 
     # -- the model ---------------------------------------------------------------------
     llm: str | None = Field(None, description="'anthropic' (the default when ANTHROPIC_API_KEY "

@@ -4,6 +4,7 @@ and each says why."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -11,8 +12,12 @@ from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
 from planner import logs, tracing
 from planner.engine.dispatch import AMQP_CLASS
+from planner.errors import ConfigError
 from planner.settings import Settings
+from planner.tools.registry import load_tools
 from planner.wire import celery_conf
+
+log = logging.getLogger("chordal.worker")
 
 
 def make_app(settings: Settings) -> Celery:
@@ -70,8 +75,23 @@ def observe(settings: Settings) -> None:
         tracing.configure(settings.trace_exporter)
 
     worker_init.connect(start_tracing, weak=False)
+    worker_init.connect(lambda **_: check_tools(settings), weak=False)
     # A pool process about to exit exports what it buffered, or its last spans are lost.
     worker_process_shutdown.connect(lambda **_: tracing.flush(), weak=False)
+
+
+def check_tools(settings: Settings) -> None:
+    """Load the tools once in the worker's main process, however it was started (`chordal
+    worker`, `celery -A workers.app worker`): a mistake in CHORDAL_TOOL_MODULES or the MCP
+    config stops the worker here, instead of failing every task it takes (with the runs
+    left waiting); and the pool processes, forked after, inherit what the MCP servers
+    listed. A server that does not answer is no mistake: its steps fail until it does."""
+    try:
+        load_tools(settings)
+    except ConfigError as exc:
+        log.critical("worker not started: %s", exc)
+        # Not an Exception: Celery logs and ignores those that a signal's receiver raises.
+        raise SystemExit(2) from None
 
 
 _settings = Settings.from_env()

@@ -16,10 +16,11 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
 
 from planner.errors import ConfigError
 from planner.settings import Settings
-from planner.tools.mcp import mcp_tools
+from planner.tools.mcp import McpCatalog
 from planner.tools.tool import Tool
 
 BUILTIN_MODULES = ("workers.tools.builtin",)
@@ -49,13 +50,27 @@ def warn_undocumented(t: Tool) -> None:
                 getattr(t.fn, "__qualname__", t.name))
 
 
+class ToolSource(Protocol):
+    """Tools found by name when asked, not listed: those of an MCP server that did not
+    answer when the registry was built."""
+
+    @property
+    def queues(self) -> set[str]: ...
+
+    def find(self, name: str) -> Tool | None: ...
+
+
 class ToolRegistry(Mapping[str, Tool]):
     """Tools by name, collected from modules (every :class:`Tool` at a module's top level)."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._sources: list[ToolSource] = []
         for t in tools:
             self.add(t)
+
+    def add_source(self, source: ToolSource) -> None:
+        self._sources.append(source)
 
     def add(self, t: Tool) -> None:
         known = self._tools.get(t.name)
@@ -84,10 +99,18 @@ class ToolRegistry(Mapping[str, Tool]):
 
     @property
     def queues(self) -> set[str]:
-        return {t.queue for t in self._tools.values()}
+        return {t.queue for t in self._tools.values()}.union(
+            *(s.queues for s in self._sources))
 
     def __getitem__(self, name: str) -> Tool:
-        return self._tools[name]
+        found = self._tools.get(name)
+        for source in self._sources if found is None else ():
+            found = source.find(name)
+            if found is not None:
+                break
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._tools))
@@ -99,10 +122,14 @@ class ToolRegistry(Mapping[str, Tool]):
 def load_tools(settings: Settings) -> ToolRegistry:
     """The tools a process uses: the built-ins, those of ``CHORDAL_TOOL_MODULES``, and
     those of the MCP servers of ``CHORDAL_MCP_SERVERS`` / ``CHORDAL_MCP_CONFIG`` (named
-    ``server.tool``; see :mod:`planner.tools.mcp`)."""
+    ``server.tool``; see :mod:`planner.tools.mcp`). A server that does not answer is
+    no error here: its steps fail, with its error, until it does."""
     registry = load_registry(settings.tool_modules)
-    for t in mcp_tools(settings):
+    catalog = McpCatalog.load(settings)
+    for t in catalog.tools:
         registry.add(t)
+    catalog.on_found = registry.add
+    registry.add_source(catalog)
     return registry
 
 

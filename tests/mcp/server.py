@@ -84,6 +84,8 @@ async def health(request: Request) -> JSONResponse:
 
 
 if __name__ == "__main__":
+    if os.environ.get("MCP_TEST_STDERR"):
+        print(os.environ["MCP_TEST_STDERR"], file=sys.stderr, flush=True)
     if sys.argv[1] == "http":
         mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[3]))
     else:

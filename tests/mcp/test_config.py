@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.errors import ConfigError
+from planner.errors import ConfigError, PlanInvalid
+from planner.language.validation import validate
 from planner.settings import Settings
 from planner.tools.mcp import configured_servers, parse_servers, schema_errors
 from planner.tools.registry import load_tools
@@ -69,10 +70,16 @@ def test_a_config_file_and_the_variable_together(tmp_path: Path):
 def test_no_servers_no_sdk_and_an_unreachable_one_is_named():
     assert "http_request" in load_tools(Settings.from_env({}))
     s = Settings.from_env({"CHORDAL_MCP_SERVERS": json.dumps(
-        {"gone": {"command": "/nonexistent/mcp-server"}})})
-    with pytest.raises(ConfigError, match=r"CHORDAL_MCP_SERVERS: server 'gone' .*cannot "
-                                          r"list its tools"):
-        load_tools(s)
+        {"gone": {"command": "/nonexistent/mcp-server", "queue": "mcp"}})})
+    # A server that cannot be listed does not stop the others' tools from loading...
+    registry = load_tools(s)
+    assert "http_request" in registry and "mcp" in registry.queues
+    # ...and a step naming one of its tools is refused, naming the server and why.
+    plan = {"goal": "g", "steps": [{"id": "a", "tool": "gone.read", "args": {}}]}
+    with pytest.raises(PlanInvalid, match=r"MCP server 'gone' did not list its tools, so "
+                                          r"'gone.read' cannot be checked: "
+                                          r"FileNotFoundError"):
+        validate(plan, registry)
 
 
 def test_schema_errors_read_like_pydantics():

@@ -36,9 +36,10 @@ def test_a_plan_of_mcp_tools_on_a_worker(redis_url: str, http_server: HttpServer
         wait_for_queues(client, {DEFAULT_QUEUE}, worker)
         marker = tmp_path / "crashed"
         plan = {"goal": "MCP tools on a worker", "steps": [
-            # One level: a stdio server's tool and an HTTP server's, side by side.
-            {"id": "a", "tool": "files.nap", "args": {"seconds": 1, "value": "a"}},
-            {"id": "b", "tool": "web.nap", "args": {"seconds": 1, "value": "b"}},
+            # One level: a stdio server's tool and an HTTP server's, side by side (long
+            # enough to cover the stdio server's start in a pool process on a busy host).
+            {"id": "a", "tool": "files.nap", "args": {"seconds": 4, "value": "a"}},
+            {"id": "b", "tool": "web.nap", "args": {"seconds": 4, "value": "b"}},
             # Kills its stdio server on the first attempt; the retry starts another.
             {"id": "c", "tool": "files.crash_once", "args": {"marker": str(marker)},
              "depends_on": ["a"]},

@@ -137,3 +137,18 @@ def test_chordal_tools_and_validate_see_them(http_server: HttpServer, tmp_path: 
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert out.returncode == 2
     assert "step 'a', args.b: missing (tool 'files.add')" in out.stderr
+
+
+def test_a_stdio_servers_stderr_goes_to_the_log_whatever_sys_stderr_is(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    from celery.utils.log import LoggingProxy, get_logger
+
+    # What Celery puts in sys.stderr in a worker: no file descriptor for a child process.
+    monkeypatch.setattr(sys, "stderr", LoggingProxy(get_logger("celery.redirected")))
+    caplog.set_level("INFO", logger="chordal.mcp.server")
+    registry = load_tools(Settings.from_env({"CHORDAL_MCP_SERVERS": json.dumps({"noisy": {
+        "command": sys.executable, "args": [str(Path(__file__).with_name("server.py")),
+                                            "stdio", "noisy"],
+        "env": {"MCP_TEST_STDERR": "hello from stderr"}}})}))
+    assert registry["noisy.add"].invoke({"a": 1, "b": 2}, CTX) == {"result": 3}
+    assert "MCP server 'noisy': hello from stderr" in caplog.text
