@@ -5,7 +5,6 @@ would (one delivery, one errback, one join) and checks the messages and the stor
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 import pytest

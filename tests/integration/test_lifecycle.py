@@ -25,7 +25,7 @@ from planner.tools import load_registry
 from tests.integration.conftest import ROOT, Worker, base_env, start_worker, wait_for_queues
 from tests.integration.probe import tracked_log
 
-DB = 12
+DB = 2
 FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
         "CHORDAL_DISPATCH_GRACE_S": "2"}
 

@@ -99,9 +99,7 @@ local function fenced(steps, events, leases, step, attempt, outcome, err)
   if s[2] == attempt and (s[1] == 'running' or s[1] == 'cancelled') then return nil end
   local n = tonumber(attempt)
   local was = attempt_status(steps, step, n)
-  if was == 'succeeded' or was == 'failed' or was == 'revoked' or was == 'superseded' then
-    return 'duplicate'
-  end
+  if was == outcome or was == 'superseded' then return 'duplicate' end
   note_attempt(steps, step, n, {status = 'superseded', finished_at = now(),
                                 outcome = outcome, error = error_text(err)})
   -- No attempt runs now: the lease left was this attempt's (a retry must not wait on it).
