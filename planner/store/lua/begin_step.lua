@@ -37,6 +37,8 @@ elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}
 elseif lease > now_s() then
+  -- Its message comes back when the lease would lapse: the reconciler expects it then.
+  due(KEYS[2], step, lease - now_s() + 1)
   return {'busy', tostring(lease - now_s()), version}
 end
 local queued = redis.call('HMGET', KEYS[2], step .. '.due', step .. '.queue', step .. '.base')
