@@ -114,7 +114,7 @@ def _step_revoked(sender: Task | None = None, request: Any = None, terminated: b
         return
     try:
         steps.step_revoked(runtime(), run_id, step_id, request.hostname or "unknown",
-                           bool(terminated))
+                           bool(terminated), request.id)
     except Exception:
         log.exception("run %s: could not end revoked step %s", run_id, step_id)
 

@@ -90,7 +90,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
-                                rt.settings.step_lease_s)
+                                rt.settings.step_lease_s, task_id)
     if begin.state in ("inactive", "waiting"):
         # The run is not running, no current version holds the step, or it is not ready in
         # the current version (whoever unlocks it publishes it again).
@@ -229,12 +229,13 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
 
 
 def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
-                 terminated: bool) -> None:
-    """Celery revoked a step's task (Flower's Terminate, ``celery control revoke``): a
-    person stopped it. The step fails for good with a ``Revoked`` error, whichever attempt
-    it was at, and its ``on_failure`` policy applies at once. Re-sending it would not do:
-    a worker discards every message whose task id was revoked (re-drives get new ids,
-    :func:`~planner.engine.dispatch.step_message`)."""
+                 terminated: bool, task_id: str | None = None) -> None:
+    """Celery revoked a step's task ``task_id`` (Flower's Terminate, ``celery control
+    revoke``): a person stopped it. The step fails for good with a ``Revoked`` error and
+    its ``on_failure`` policy applies at once; re-sending it would not do: a worker
+    discards every message whose task id was revoked (re-drives get new ids,
+    :func:`~planner.engine.dispatch.step_message`). Unless the step runs now under
+    another task: the revoked one was a superseded attempt, or a stale copy."""
     try:
         run = rt.store.run_state(run_id)
     except RunNotFound:
@@ -247,6 +248,12 @@ def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
         return
     state = rt.store.step_state(run_id, step_id)
     if state.final:
+        return
+    current = state.history[-1] if state.history else None
+    if state.status == "running" and task_id and current is not None and current.task \
+            and current.task != task_id:
+        log.warning("run %s: step %s: task %s was revoked, but attempt %d runs under task "
+                    "%s: left alone", run_id, step_id, task_id, current.attempt, current.task)
         return
     how = ("terminated while it ran" if terminated
            else "revoked: the worker discarded its message")

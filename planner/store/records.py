@@ -150,6 +150,8 @@ class Attempt(BaseModel):
     finished_at: datetime | None = None
     error: ErrorRecord | None = None
     outcome: str | None = None
+    #: The Celery task that ran it (its id in Flower).
+    task: str | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -163,7 +165,8 @@ class Attempt(BaseModel):
         rows = json.loads(text) if text else []
         return [cls(**{**row, "started_at": moment(row.get("started_at")),
                        "finished_at": moment(row.get("finished_at")),
-                       "error": ErrorRecord.parse(row.get("error"))})
+                       "error": ErrorRecord.parse(row.get("error")),
+                       "task": row.get("task") or None})
                 for row in (rows if isinstance(rows, list) else [])]
 
 

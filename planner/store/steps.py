@@ -74,12 +74,15 @@ class StepTransitions:
         raise NotImplementedError
 
     def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
-                   max_attempts: int, lease_s: float = DEFAULT_LEASE_S) -> Begin:
+                   max_attempts: int, lease_s: float = DEFAULT_LEASE_S,
+                   task_id: str | None = None) -> Begin:
         """Count an attempt and mark the step running under a lease of ``lease_s``
-        seconds, or say why not (see ``begin_step.lua``)."""
+        seconds, or say why not (see ``begin_step.lua``). ``task_id``: the Celery task
+        that runs the attempt (kept on its record)."""
         k = RunKeys(run_id)
         reply = self._run("begin_step", [k.run, k.steps, k.events, k.deps, k.leases],
-                          step_id, str(version), worker, str(max_attempts), str(lease_s))
+                          step_id, str(version), worker, str(max_attempts), str(lease_s),
+                          task_id or "")
         state, detail, current = reply[:3]
         if state == "run":
             metrics.step_started(reply[4], reply[3])  # once per attempt

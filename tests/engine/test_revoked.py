@@ -50,3 +50,16 @@ def test_a_revoked_step_retried_runs_under_a_new_task_id(make_rt: MakeRuntime) -
     assert (a.status, a.attempts) == ("succeeded", 2)
     assert [h.status for h in a.history] == ["revoked", "succeeded"]
     assert sent(rt)[-1].task == FINALIZE_TASK
+
+
+def test_a_revoke_of_a_task_the_step_no_longer_runs_under_is_left_alone(
+        make_rt: MakeRuntime) -> None:
+    rt = make_rt()
+    run = started(rt, echo("a", on_failure="fail"))
+    rt.store.begin_step(run, "a", 1, "w1", 3, task_id=f"{run}.1.a.0123abcd")
+    assert rt.store.step_state(run, "a").history[0].task == f"{run}.1.a.0123abcd"
+    steps.step_revoked(rt, run, "a", "w0", terminated=False, task_id=f"{run}.1.a")
+    assert rt.store.step_state(run, "a").status == "running"
+    assert rt.store.run_state(run).status == "running"
+    steps.step_revoked(rt, run, "a", "w1", terminated=True, task_id=f"{run}.1.a.0123abcd")
+    assert rt.store.run_state(run).status == "failed"

@@ -107,7 +107,7 @@ def test_a_step_terminated_from_celery_ends_its_run_by_its_failure_policy_and_re
     step = report.steps["s"]
     assert step.status == "failed" and step.error is not None
     assert step.error.type == "Revoked" and "terminated" in step.error.message
-    assert [a.status for a in step.history] == ["revoked"]
+    assert [(a.status, a.task) for a in step.history] == [("revoked", f"{run_id}.1.s")]
     # replan: with no model, the replanner ends the run with what it earned.
     assert report.error is not None and report.error.policy == policy
     assert report.error.cause is not None and report.error.cause.type == "Revoked"
@@ -117,7 +117,9 @@ def test_a_step_terminated_from_celery_ends_its_run_by_its_failure_policy_and_re
     again = client.wait(run_id, timeout=30)
     assert again.status == "succeeded", again
     assert again.steps["s"].output == {"attempt": 2}
-    assert [a.status for a in again.steps["s"].history] == ["revoked", "succeeded"]
+    first, second = again.steps["s"].history
+    assert (first.status, second.status) == ("revoked", "succeeded")
+    assert second.task and second.task.startswith(f"{run_id}.1.s.")  # a new id
 
 
 # -- item 6: a rejected run never runs ------------------------------------------------------

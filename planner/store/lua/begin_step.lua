@@ -10,7 +10,7 @@
 -- Attempts keep counting across retries of the run; `max_attempts` bounds those made
 -- since the last one (the step's `base`: the attempts made before it).
 -- KEYS: run, steps, events, deps, leases.
--- ARGV: maxlen, step, version, worker, max_attempts, lease seconds
+-- ARGV: maxlen, step, version, worker, max_attempts, lease seconds, task id ('' if unknown)
 -- Returns {'run', attempt, version, seconds past its due time, queue, attempts since the
 --          run's last retry}   run the tool (as this plan version defines it); the 4th and
 --          5th are for the metrics
@@ -55,7 +55,7 @@ end
 redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
            step .. '.attempt_started_at', now())
 note_attempt(KEYS[2], step, attempts, {status = 'running', worker = worker,
-                                       started_at = now()})
+                                       started_at = now(), task = ARGV[7] or ''})
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
 redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
 expire_with(KEYS[5], KEYS[1])
