@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, task_revoked
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -108,6 +108,23 @@ def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
 @app.task(name=STEP_ERROR_TASK, bind=True, send_events=False)
 def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int) -> None:
     steps.step_failed_outside(runtime(), task_id, run_id, step_id, version)
+
+
+@task_revoked.connect
+def _step_revoked(sender: Task | None = None, request: Any = None, terminated: bool = False,
+                  **_: Any) -> None:
+    """A step's task was revoked (Flower's Terminate): its step ends now, in the worker's
+    main process, instead of being re-sent under an id every worker discards."""
+    if sender is None or sender.name != STEP_TASK or request is None:
+        return
+    run_id, step_id = (*(request.args or ()), None, None)[:2]
+    if not isinstance(run_id, str) or not isinstance(step_id, str):
+        return
+    try:
+        steps.step_revoked(runtime(), run_id, step_id, request.hostname or "unknown",
+                           bool(terminated), request.id)
+    except Exception:
+        log.exception("run %s: could not end revoked step %s", run_id, step_id)
 
 
 @app.task(name=FINALIZE_TASK)

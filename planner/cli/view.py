@@ -123,6 +123,11 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
         table.add_row(*cells)
 
     parts: list[Any] = [goal, title, table]
+    # A step whose attempts were taken for lost, revoked or superseded: its whole history.
+    for sid, st in report.steps.items():
+        if any(a.status in ("lost", "revoked", "superseded") for a in st.history):
+            parts.append(Text(f"{sid}: attempts " + ", ".join(
+                f"#{a.attempt} {a.status}" for a in st.history), style="dim"))
     if report.answer is not None:
         parts.append(_answer(report))
     usage = report.usage.total if report.usage else None

@@ -59,12 +59,16 @@ class Message:
 
 
 def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
-                 countdown: float | None = None) -> Message:
+                 countdown: float | None = None, redrive: bool = False) -> Message:
+    """A step's message. Its first is ``<run>.<version>.<step>``; a re-drive (a retry
+    after a lost attempt, a message re-sent, a retried run) gets an id of its own,
+    ``<run>.<version>.<step>.<8 hex>``: a worker discards every message whose id was
+    revoked, so a re-drive under the revoked id would never run."""
     timeout = compiled.timeout_s(step_id)
+    what = f"{step_id}.{uuid.uuid4().hex[:8]}" if redrive else step_id
     return Message(
         STEP_TASK, (run_id, step_id, version), compiled.queue_of(step_id),
-        # One id per (run, plan version, step): the idempotency key shows in Flower.
-        task_id=task_id(run_id, version, step_id), countdown=countdown,
+        task_id=task_id(run_id, version, what), countdown=countdown,
         soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
         # Its tool too: metrics keep the tool and drop the step id (deploy/prometheus).
         ignore_result=True, shadow=f"{STEP_TASK} {compiled.step(step_id).tool} {step_id}",

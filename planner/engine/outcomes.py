@@ -77,10 +77,12 @@ def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | 
 
 
 def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
-             ready: Sequence[str], finalize: bool) -> None:
+             ready: Sequence[str], finalize: bool, redrive: bool = False) -> None:
     """Publish the steps that became ready (and the join when nothing remains), then note
-    them dispatched so recovery does not publish them again."""
-    messages: list[Message] = [step_message(compiled, run_id, version, s) for s in ready]
+    them dispatched so recovery does not publish them again. ``redrive``: they were
+    published before (each message gets a new task id)."""
+    messages: list[Message] = [step_message(compiled, run_id, version, s, redrive=redrive)
+                               for s in ready]
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
@@ -100,32 +102,38 @@ def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None
 
 def retry_or_give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,
                      version: int, worker: str, error: ErrorRecord,
-                     retry_after: float | None = None) -> float | None:
+                     retry_after: float | None = None, *, attempt: int | None = None,
+                     tries: int | None = None) -> float | None:
     """A failed attempt: if it is transient and attempts are left, record the retry and
     return its delay (the caller schedules it); otherwise apply the step's policy. None
-    when nothing is to be scheduled."""
-    attempt = error.attempt or 1
-    if error.transient and attempt < compiled.max_attempts(step_id):
-        delay = retry_delay(rt.settings, attempt, retry_after)
+    when nothing is to be scheduled. ``attempt``: the attempt that reports it (None: the
+    engine decides); ``tries``: the attempts made since the run's last retry (default:
+    the error's attempt)."""
+    tries = tries or error.attempt or 1
+    if error.transient and tries < compiled.max_attempts(step_id):
+        delay = retry_delay(rt.settings, tries, retry_after)
         recorded = rt.store.record_retry(
-            run_id, step_id, error.model_copy(update={"retry_in_s": round(delay, 3)}))
-        # Not recorded: a duplicate attempt failed after another one finished the step.
+            run_id, step_id, error.model_copy(update={"retry_in_s": round(delay, 3)}),
+            attempt)
+        # Not recorded: a duplicate attempt failed after another one finished the step,
+        # or a superseded one.
         return delay if recorded else None
-    give_up(rt, compiled, run_id, step_id, version, worker, error)
+    give_up(rt, compiled, run_id, step_id, version, worker, error, attempt)
     return None
 
 
 def give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
-            worker: str, error: ErrorRecord) -> None:
-    """A step failed for good: apply its ``on_failure`` policy."""
+            worker: str, error: ErrorRecord, attempt: int | None = None) -> None:
+    """A step failed for good: apply its ``on_failure`` policy. ``attempt``: the attempt
+    that failed (None: the engine decides)."""
     policy = compiled.step(step_id).on_failure
     if policy == "skip":
         finish = rt.store.finish_step(run_id, step_id, output=None, worker=worker,
-                                      skipped_error=error)
+                                      skipped_error=error, attempt=attempt)
         after_finish(rt, run_id, step_id, finish)
         return
-    if not rt.store.fail_step(run_id, step_id, error, worker):
-        return  # a duplicate delivery already recorded the outcome
+    if not rt.store.fail_step(run_id, step_id, error, worker, attempt):
+        return  # a duplicate delivery already recorded the outcome, or it was superseded
     apply_failure(rt, run_id, step_id, version, policy, error)
 
 
@@ -201,7 +209,7 @@ def go_on(rt: Runtime, run_id: str) -> None:
         return
     compiled = rt.compiled(run_id, run.version)
     dispatch(rt, compiled, run_id, run.version, rt.store.ready_unstarted(run_id),
-             run.remaining == 0)
+             run.remaining == 0, redrive=True)
     held = [sid for sid, st in rt.store.step_states(run_id).items()
             if st.held == run.version]
     rt.publish([review_message(run_id, sid, run.version) for sid in held])
@@ -212,5 +220,6 @@ def go_on(rt: Runtime, run_id: str) -> None:
 
 def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,
            countdown: float) -> None:
-    """Publish one step again after ``countdown`` seconds (its errback's retry)."""
-    rt.publish([step_message(compiled, run_id, version, step_id, countdown)])
+    """Publish one step again after ``countdown`` seconds (its errback's retry, or the
+    reconciler's after a lost attempt), under a new task id."""
+    rt.publish([step_message(compiled, run_id, version, step_id, countdown, redrive=True)])

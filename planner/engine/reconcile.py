@@ -309,7 +309,8 @@ class Reconciler:
         log.warning("run %s: %s%s: %s", run_id, repair.kind,
                     f" (step {repair.step})" if repair.step else "", repair.why)
         if repair.kind in ("message_lost", "never_dispatched") and repair.step:
-            dispatch(rt, rt.compiled(run_id, version), run_id, version, [repair.step], False)
+            dispatch(rt, rt.compiled(run_id, version), run_id, version, [repair.step], False,
+                     redrive=True)
         elif repair.kind == "stalled_run":
             self._nudge(snap)
         elif repair.kind == "unrecoverable":
@@ -323,8 +324,10 @@ class Reconciler:
         step_id = repair.step or ""
         st = snap.steps[step_id]
         compiled = rt.compiled(run_id, version)
-        retry = st.attempts < compiled.max_attempts(step_id)
-        delay = retry_delay(rt.settings, st.attempts, None) if retry else 0.0
+        # Attempts keep counting across retries of the run; max_retries bounds the tries
+        # since the last one.
+        retry = st.tries < compiled.max_attempts(step_id)
+        delay = retry_delay(rt.settings, st.tries, None) if retry else 0.0
         error = ErrorRecord(
             type="WorkerLost", transient=True, attempt=st.attempts,
             retry_in_s=round(delay, 3) if retry else None,

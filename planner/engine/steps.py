@@ -28,10 +28,10 @@ from planner.engine.outcomes import (
     retry_or_give_up,
 )
 from planner.engine.runtime import Runtime
-from planner.errors import PermanentError, RefError, ToolError, TransientError
+from planner.errors import PermanentError, RefError, RunNotFound, ToolError, TransientError
 from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
-from planner.store.records import ErrorRecord
+from planner.store.records import REVOKED, ErrorRecord
 from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
 
@@ -104,7 +104,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     timeouts = (*timeouts, AttemptTimeout)  # an async tool's own time limit
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
-                                rt.settings.step_lease_s)
+                                rt.settings.step_lease_s, task_id)
     if begin.state == "inactive":
         return Dropped(f"step {step_id} not run ({begin.detail})")
     if begin.state == "waiting":
@@ -173,13 +173,19 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
             output = None
         if refused is None:
             finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
-                                          hold=compiled.is_checkpoint(step_id))
+                                          hold=compiled.is_checkpoint(step_id),
+                                          attempt=attempt)
+            if finish.state == "superseded":
+                log.warning("run %s: step %s attempt %d finished after another attempt "
+                            "took over, or after the step was retried or ended: its result "
+                            "is recorded as superseded, not as the step's", run_id, step_id,
+                            attempt)
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:
         tracing.failed(raised, error.type)
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version, worker, error,
-                             retry_after)
+                             retry_after, attempt=attempt, tries=begin.tries)
     if delay is not None:
         # Celery logs a retry in one line; the tool's traceback is logged here. (A step
         # that failed for good raises the tool's error from its task: Celery logs that.)
@@ -187,8 +193,11 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                     run_id, step_id, attempt, error.type, error.message, delay,
                     exc_info=raised)
         return Retry(delay, raised)
-    if rt.store.step_state(run_id, step_id).status not in ("failed", "skipped"):
-        return None  # not recorded: a duplicate attempt failed after another one finished
+    state = rt.store.step_state(run_id, step_id)
+    if state.status not in ("failed", "skipped") or state.superseded(attempt):
+        # Not recorded: a duplicate attempt failed after another one finished, or this
+        # attempt was superseded.
+        return None
     return _failed(rt, run_id, step_id, task_id, raised if raised is not None and not
                    isinstance(raised, timeouts) else StepFailed(f"{error.type}: "
                                                                 f"{error.message}"))
@@ -224,11 +233,49 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
             resend(rt, compiled, run_id, version, step_id, retry_delay(rt.settings, 1, None))
         return
     attempt = state.attempts or 1
+    tries = state.tries or 1
     error = ErrorRecord(
         type="TaskFailed", transient=True, attempt=attempt,
         message=f"attempt {attempt} ended without a result: the task {task_id} failed "
                 "outside the tool (hard time limit, or a worker error; see the worker's log)")
     delay = retry_or_give_up(rt, compiled, run_id, step_id, version,
-                             state.worker or "unknown", error)
+                             state.worker or "unknown", error, tries=tries)
     if delay is not None:
         resend(rt, compiled, run_id, version, step_id, delay)
+
+
+def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
+                 terminated: bool, task_id: str | None = None) -> None:
+    """Celery revoked a step's task ``task_id`` (Flower's Terminate, ``celery control
+    revoke``): a person stopped it. The step fails for good with a ``Revoked`` error and
+    its ``on_failure`` policy applies at once; re-sending it would not do: a worker
+    discards every message whose task id was revoked (re-drives get new ids,
+    :func:`~planner.engine.dispatch.step_message`). Unless the step runs now under
+    another task: the revoked one was a superseded attempt, or a stale copy."""
+    try:
+        run = rt.store.run_state(run_id)
+    except RunNotFound:
+        return
+    if run.ended or not run.version:
+        return
+    version = run.version
+    compiled = rt.compiled(run_id, version)
+    if step_id not in compiled.deps:
+        return
+    state = rt.store.step_state(run_id, step_id)
+    if state.final:
+        return
+    current = state.history[-1] if state.history else None
+    if state.status == "running" and task_id and current is not None and current.task \
+            and current.task != task_id:
+        log.warning("run %s: step %s: task %s was revoked, but attempt %d runs under task "
+                    "%s: left alone", run_id, step_id, task_id, current.attempt, current.task)
+        return
+    how = ("terminated while it ran" if terminated
+           else "revoked: the worker discarded its message")
+    error = ErrorRecord(
+        type=REVOKED, transient=False, attempt=state.attempts or None,
+        message=f"its task was {how} (Flower's Terminate, or celery control revoke); a "
+                "revoked step is not run again by itself: `chordal retry` re-drives it")
+    log.warning("run %s: step %s: %s", run_id, step_id, error.message)
+    give_up(rt, compiled, run_id, step_id, version, worker, error)

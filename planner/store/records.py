@@ -18,6 +18,15 @@ RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succee
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "replaced",
                      "cancelled"]
 
+#: How one attempt of a step ended (its record in the step's ``history``): ``lost`` (its
+#: worker stopped renewing its lease: taken for dead), ``revoked`` (Celery revoked its task),
+#: ``cancelled`` (its run ended while it ran), ``superseded`` (it reported an outcome after
+#: another attempt took over, or after the step was retried or ended: recorded there only).
+AttemptStatus = Literal["running", "succeeded", "failed", "lost", "revoked", "cancelled",
+                        "superseded"]
+#: The error type of a step whose Celery task was revoked (Flower's Terminate).
+REVOKED = "Revoked"
+
 RUN_STATUSES: tuple[str, ...] = ("pending", "awaiting_approval", "running", "paused",
                                   "succeeded", "failed", "cancelled")
 
@@ -130,6 +139,37 @@ class PlanVersion(BaseModel):
     dropped: list[str] = Field(default_factory=list)
 
 
+class Attempt(BaseModel):
+    """One attempt of a step (times from the Redis clock). ``outcome``: what a superseded
+    attempt reported (``succeeded``, ``failed``…), which changed nothing."""
+
+    attempt: int
+    status: AttemptStatus = "running"
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorRecord | None = None
+    outcome: str | None = None
+    #: The Celery task that ran it (its id in Flower).
+    task: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def parse(cls, text: str | None) -> list[Attempt]:
+        """The ``history`` field as stored (a JSON list; cjson writes an empty one as
+        ``{}``)."""
+        rows = json.loads(text) if text else []
+        return [cls(**{**row, "started_at": moment(row.get("started_at")),
+                       "finished_at": moment(row.get("finished_at")),
+                       "error": ErrorRecord.parse(row.get("error")),
+                       "task": row.get("task") or None})
+                for row in (rows if isinstance(rows, list) else [])]
+
+
 class StepState(BaseModel):
     """A step as the run store holds it (times from the Redis clock)."""
 
@@ -146,10 +186,23 @@ class StepState(BaseModel):
     #: When it is expected to start (epoch seconds, Redis clock): ready, or published
     #: with a countdown. The reconciler looks for pending steps well past it.
     due: float | None = None
+    #: Attempts made before the run's last ``retry`` (``max_retries`` counts from there).
+    base: int = 0
+    #: Every attempt, oldest first.
+    history: list[Attempt] = Field(default_factory=list)
 
     @property
     def final(self) -> bool:
         return is_final(self.status)
+
+    @property
+    def tries(self) -> int:
+        """Attempts made since the run's last retry (what ``max_retries`` bounds)."""
+        return self.attempts - self.base
+
+    def superseded(self, attempt: int) -> bool:
+        """Whether ``attempt`` reported an outcome after it stopped being the current one."""
+        return any(a.attempt == attempt and a.status == "superseded" for a in self.history)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> StepState:
@@ -161,7 +214,9 @@ class StepState(BaseModel):
                    error=ErrorRecord.parse(fields.get("error")),
                    dispatched=fields.get("dispatched") == "1",
                    held=int(fields["held"]) if fields.get("held") else None,
-                   due=float(fields["due"]) if fields.get("due") else None)
+                   due=float(fields["due"]) if fields.get("due") else None,
+                   base=int(fields.get("base") or 0),
+                   history=Attempt.parse(fields.get("history")))
 
 
 class RunState(BaseModel):
@@ -258,6 +313,8 @@ class StepReport(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    #: Every attempt, oldest first, across retries of the run (``attempts`` counts them).
+    history: list[Attempt] = Field(default_factory=list)
 
 
 class RunReport(BaseModel):

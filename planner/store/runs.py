@@ -50,36 +50,13 @@ from planner.store.records import (
     StepState,
     WorkerInfo,
 )
+from planner.store.steps import DEFAULT_LEASE_S, Begin, Finish, StepTransitions
+
+__all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "Finish", "Install", "RunStore",
+           "new_run_id"]
 
 #: Most entries kept in a run's events stream (trimmed approximately).
 EVENTS_MAXLEN = 100_000
-#: Seconds a step's lease lasts unless renewed (CHORDAL_STEP_LEASE_S sets the engine's).
-DEFAULT_LEASE_S = 30.0
-
-
-@dataclass(frozen=True)
-class Begin:
-    """What ``begin_step`` decided: run the tool, or why not. ``version`` is the plan
-    version that holds the step now (the message may carry an older one)."""
-
-    state: Literal["run", "done", "waiting", "inactive", "exhausted", "busy"]
-    detail: str
-    version: int = 0
-
-    @property
-    def attempt(self) -> int:
-        return int(self.detail)
-
-
-@dataclass(frozen=True)
-class Finish:
-    """What ``finish_step`` decided: ``duplicate`` (already finished: do nothing),
-    ``inactive`` (the run is over), or ``ok`` with the dependents now ready."""
-
-    state: Literal["ok", "held", "duplicate", "inactive", "detached"]
-    remaining: int = -1
-    ready: tuple[str, ...] = ()
-    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,8 +69,9 @@ class Install:
     ready: tuple[str, ...] = ()
 
 
-class RunStore:
-    """Runs in Redis. Safe to share between threads (redis-py pools connections)."""
+class RunStore(StepTransitions):
+    """Runs in Redis (the step transitions are :class:`StepTransitions`'). Safe to share
+    between threads (redis-py pools connections)."""
 
     def __init__(self, client: redis.Redis, retention_s: int = 7 * 86_400) -> None:
         self.r = client
@@ -246,6 +224,10 @@ class RunStore:
         self.watch(run_id)
         reply = self._run("retry_run", [k.run, k.events, k.steps, k.deps, k.unhandled,
                                         k.claims], json.dumps(list(step_ids)))
+        if reply[0] == "never_approved":
+            how = "rejected" if reply[1] == "Rejected" else "cancelled before it was approved"
+            raise Conflict(f"run {run_id!r} was {how}: its plan never ran and never may; "
+                           "submit the plan again to run it")
         if reply[0] == "not_ended":
             raise Conflict(f"run {run_id!r} is {reply[1]}: only a failed or cancelled run "
                            "can be retried")
@@ -385,92 +367,6 @@ class RunStore:
             if raw is None else raw
         return sorted((PlanVersion.model_validate_json(v) for v in raw.values()),
                       key=lambda v: v.version)
-
-    # -- steps ---------------------------------------------------------------------------
-    def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
-                   max_attempts: int, lease_s: float = DEFAULT_LEASE_S) -> Begin:
-        """Count an attempt and mark the step running under a lease of ``lease_s``
-        seconds, or say why not (see ``begin_step.lua``)."""
-        k = RunKeys(run_id)
-        reply = self._run("begin_step", [k.run, k.steps, k.events, k.deps, k.leases],
-                          step_id, str(version), worker, str(max_attempts), str(lease_s))
-        state, detail, current = reply[:3]
-        if state == "run":
-            metrics.step_started(reply[4], reply[3])  # once per attempt
-        return Begin(state, detail or "", int(current or 0))
-
-    def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
-                    skipped_error: ErrorRecord | None = None, hold: bool = False) -> Finish:
-        """Record a success (or, with ``skipped_error``, a skip) and count down the
-        dependents the current plan version gives it; with ``hold`` (a checkpoint), hold
-        them until :meth:`release` of the review."""
-        k = RunKeys(run_id)
-        status = "skipped" if skipped_error is not None else "succeeded"
-        reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps,
-                                          k.dependents],
-                          step_id, status, json.dumps(output),
-                          skipped_error.to_json() if skipped_error else "", worker,
-                          str(self.retention_s), "1" if hold else "0")
-        state = reply[0]
-        if state in ("ok", "held"):
-            tool, took = reply[3], reply[4]
-        elif state in ("recorded", "detached"):
-            tool, took = reply[1], reply[2]
-        else:
-            return Finish(state)  # not recorded: a duplicate, or the run's record is gone
-        metrics.step_finished(tool, status, took)
-        if state not in ("ok", "held"):
-            # Recorded while the run is not running: nothing follows from it.
-            return Finish("inactive" if state == "recorded" else "detached")
-        return Finish(state, int(reply[1]), tuple(reply[5:]), int(reply[2]))
-
-    def release_step(self, run_id: str, step_id: str, version: int) -> Finish:
-        """Let a held checkpoint's dependents go (its review said go on), once."""
-        k = RunKeys(run_id)
-        reply = self._run("release_step", [k.run, k.steps, k.events, k.deps, k.dependents],
-                          step_id, str(version))
-        if reply[0] != "ok":
-            return Finish("duplicate")
-        return Finish("ok", int(reply[1]), tuple(reply[3:]), int(reply[2]))
-
-    def fail_step(self, run_id: str, step_id: str, error: ErrorRecord, worker: str) -> bool:
-        """Record a step's permanent failure, once (False if it was already final)."""
-        k = RunKeys(run_id)
-        reply = self._run("fail_step", [k.run, k.steps, k.events], step_id, error.to_json(),
-                          worker)
-        if reply:
-            metrics.step_finished(reply[0], "failed", reply[1])
-        return bool(reply)
-
-    def record_retry(self, run_id: str, step_id: str, error: ErrorRecord) -> bool:
-        """Record a failed attempt that will be retried; False if the step is already
-        final (a duplicate attempt failed after another one finished it: do not retry)."""
-        k = RunKeys(run_id)
-        reply = self._run("retry_step", [k.run, k.steps, k.events], step_id, error.to_json(),
-                          str(error.retry_in_s or 0))
-        if reply:
-            metrics.step_retried(reply[0])
-        return bool(reply)
-
-    def reclaim(self, run_id: str, step_id: str, attempt: int, error: ErrorRecord,
-                delay_s: float) -> bool:
-        """A running step whose lease expired goes back to pending with ``error``, if it
-        is still attempt ``attempt`` with no live lease (see ``reclaim_step.lua``)."""
-        k = RunKeys(run_id)
-        return bool(self._run("reclaim_step", [k.run, k.steps, k.events, k.leases], step_id,
-                              str(attempt), error.to_json(), str(delay_s)))
-
-    def mark_dispatched(self, run_id: str, step_ids: Sequence[str],
-                        countdown: float = 0.0, queues: Mapping[str, str] | None = None
-                        ) -> None:
-        """Note that these steps' messages were published, to run after ``countdown``
-        seconds (so recovery does not publish them again, and the reconciler knows when
-        to expect them), each to its queue in ``queues`` (the metrics count what waits in
-        each queue from it)."""
-        if step_ids:
-            k = RunKeys(run_id)
-            pairs = [x for s in step_ids for x in (s, (queues or {}).get(s, ""))]
-            self._run("mark_dispatched", [k.run, k.steps], str(countdown), *pairs)
 
     # -- leases --------------------------------------------------------------------------
     def take_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
@@ -718,7 +614,7 @@ class RunStore:
             steps[sid] = StepReport(
                 status=st.status, output=outputs.get(sid), error=st.error,
                 attempts=st.attempts, started_at=st.started_at,
-                finished_at=st.finished_at, worker=st.worker)
+                finished_at=st.finished_at, worker=st.worker, history=st.history)
         versions = self.versions(run_id, versions_raw)
         return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
                          error=run.error, plan_version=run.version,

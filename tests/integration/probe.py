@@ -55,3 +55,32 @@ def stubborn(seconds: float) -> str:
         with contextlib.suppress(SoftTimeLimitExceeded):
             time.sleep(0.05)
     return "finished"
+
+
+TRACKED_KEY = "chordal:test:tracked"
+
+
+def tracked_log(run_id: str, step_id: str) -> list[dict[str, Any]]:
+    """What :func:`tracked` noted for one step: each attempt's start (with how many copies
+    of the step ran at that moment, itself included) and end, in order."""
+    r = redis.Redis.from_url(os.environ["TEST_PROBE_REDIS_URL"])
+    return [json.loads(x) for x in r.lrange(f"{TRACKED_KEY}:{run_id}:{step_id}", 0, -1)]
+
+
+@tool(timeout_s=600)
+def tracked(ctx: ToolContext, seconds: float, later_s: float | None = None) -> dict[str, Any]:
+    """Sleep ``seconds`` (``later_s`` on attempts after the first, when given), noting in
+    the probe Redis when each attempt starts and ends and how many copies of this step run
+    at once; return the attempt's number."""
+    url = os.environ["TEST_PROBE_REDIS_URL"]
+    r = _clients.setdefault(url, redis.Redis.from_url(url))
+    key = f"{TRACKED_KEY}:{ctx.run_id}:{ctx.step_id}"
+    running = r.incr(f"{key}:running")
+    r.rpush(key, json.dumps({"attempt": ctx.attempt, "event": "start", "running": running,
+                             "pid": os.getpid()}))
+    try:
+        time.sleep(seconds if later_s is None or ctx.attempt == 1 else later_s)
+    finally:
+        r.decr(f"{key}:running")
+        r.rpush(key, json.dumps({"attempt": ctx.attempt, "event": "end"}))
+    return {"attempt": ctx.attempt}

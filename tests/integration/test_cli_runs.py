@@ -38,7 +38,8 @@ def test_run_wait_json_reports_and_exits_0(engine: Engine):
     data = json.loads(result.stdout)
     # The JSON report keeps its field names, and reads back as the typed report.
     assert set(data["steps"]["compare"]) == {"status", "output", "error", "attempts",
-                                             "started_at", "finished_at", "worker"}
+                                             "started_at", "finished_at", "worker",
+                                             "history"}
     report = RunReport.model_validate(data)
     assert report.status == "succeeded"
     status = chordal(engine.env, "status", report.run_id, "--json")
@@ -280,6 +281,8 @@ def test_status_exit_codes_and_the_runs_listing(engine: Engine, tmp_path: Path):
     again = chordal(engine.env, "retry", failed_id)
     assert again.returncode == 0 and "running again (x)" in again.stdout, again.stderr
     report = engine.client.wait(failed_id, 30)
-    assert report.status == "failed" and report.steps["x"].attempts == 1  # counted afresh
+    # Attempts keep counting across retries: the report shows both.
+    assert report.status == "failed" and report.steps["x"].attempts == 2
+    assert [a.status for a in report.steps["x"].history] == ["failed", "failed"]
     assert "run.retried" in [e.type for e in engine.events(failed_id)]
     assert chordal(engine.env, "retry", quick.run_id).returncode == 2  # succeeded: no

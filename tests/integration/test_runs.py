@@ -62,7 +62,10 @@ def test_report_fields(engine: Engine):
     assert set(data) >= {"run_id", "status", "answer", "steps"}
     b = data["steps"]["b"]
     assert set(b) == {"status", "output", "error", "attempts", "started_at", "finished_at",
-                      "worker"}
+                      "worker", "history"}
+    [attempt] = b["history"]
+    assert attempt["attempt"] == 1 and attempt["status"] == "succeeded"
+    assert attempt["started_at"] and attempt["worker"] == b["worker"]
     assert b["started_at"].endswith("Z") and len(b["started_at"]) == len(
         "2026-01-01T00:00:00.000000Z")
     assert b["worker"].startswith("chordal-")  # chordal worker's default node name

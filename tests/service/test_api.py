@@ -93,10 +93,15 @@ def test_approve_reject_and_retry(api: Server):
         assert reply.json() == {"run_id": second, "status": "cancelled"}
         assert http.post(f"/v1/runs/{second}/approve").status_code == 409
 
+        # A rejected run never runs: retry is a conflict, and nothing was published.
         retried = http.post(f"/v1/runs/{second}/retry")
-        assert retried.status_code == 200, retried.text
-        assert sorted(retried.json()["steps"]) == ["a", "b"]
-        assert wait_status(api, second, {"succeeded"})["status"] == "succeeded"
+        assert retried.status_code == 409, retried.text
+        error = retried.json()["error"]
+        assert error["type"] == "Conflict" and "rejected" in error["message"]
+        time.sleep(1)
+        report = http.get(f"/v1/runs/{second}").json()
+        assert report["status"] == "cancelled"
+        assert all(s["attempts"] == 0 for s in report["steps"].values())
 
         paused = http.post(f"/v1/runs/{second}/resume", json={"budget_usd": 2.0})
         assert paused.status_code == 409, paused.text  # it is not paused

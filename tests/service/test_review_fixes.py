@@ -33,14 +33,18 @@ def test_a_step_id_with_a_lone_surrogate_is_a_422_not_a_500(api: Server) -> None
 def test_the_stream_of_a_run_retried_after_it_ended_goes_on_to_its_new_end(
         api: Server) -> None:
     with api.http() as http:
-        run_id = http.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
-        assert http.post(f"/v1/runs/{run_id}/reject").status_code == 200
+        # Its step fails for good on attempt 1 and succeeds on attempt 2 (the retry's).
+        fails_once = {"goal": "g", "steps": [
+            {"id": "f", "tool": "fail", "on_failure": "fail",
+             "args": {"times": 1, "kind": "permanent", "value": 1}}]}
+        run_id = http.post("/v1/runs", json={"plan": fails_once}).json()["run_id"]
+        wait_status(api, run_id, {"failed"})
         assert http.post(f"/v1/runs/{run_id}/retry").status_code == 200
         wait_status(api, run_id, {"succeeded"})
         with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
             kinds = [line.split(":", 1)[1].strip() for line in events.iter_lines()
                      if line.startswith("event:")]
-    # The first run.finished (cancelled) did not end the stream: the retry's did.
+    # The first run.finished (failed) did not end the stream: the retry's did.
     assert kinds.count("run.finished") == 2 and kinds[-1] == "run.finished"
     assert "run.retried" in kinds
 

@@ -201,6 +201,7 @@ def test_finish_run_once_and_rearms_retention(store):
     assert store.claim(run_id, "replan:1", "a") and not store.claim(run_id, "replan:1", "b")
     store.record_usage(run_id, "planner", "m", None, {"input_tokens": 3})
     store.record_exchange(run_id, {"role": "planner", "turn": 0, "prompt": "p", "content": []})
+    store.take_leases(run_id, ["@join"], 30)  # b's lease went with its outcome
     keys = [k for k in RunKeys(run_id).all() if store.r.exists(k)]
     assert len(keys) == len(RunKeys(run_id).all())
     for key in keys:

@@ -18,6 +18,9 @@
     'failed', 'cancelled'];
   const STEP_STATUSES = ['pending', 'running', 'succeeded', 'failed', 'skipped', 'replaced',
     'cancelled'];
+  // How an attempt ended (a step's history): see docs/engine.md, "Attempts and fencing".
+  const ATTEMPT_STATUSES = ['running', 'succeeded', 'failed', 'lost', 'revoked', 'cancelled',
+    'superseded'];
   const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
   const app = document.getElementById('app');
 
@@ -876,6 +879,11 @@
       const vs = this.versionsOf(id);
       if ((r.versions || []).length > 1) kv('plan versions', vs.map((v) => `v${v}`).join(', ') + (this.members[r.plan_version] && !this.members[r.plan_version].has(id) ? ' (dropped since)' : ''));
       kv('attempts', String(st.attempts));
+      const tries = (st.history || []).filter((a) => ATTEMPT_STATUSES.includes(a.status));
+      if (tries.length > 1 || tries.some((a) => a.status !== 'succeeded')) {
+        kv('history', h('span', {}, ...tries.map((a) => h('span', { title: a.error ? `${a.error.type}: ${a.error.message}` : (a.outcome ? `reported ${a.outcome}, after another attempt took over` : '') },
+          `#${a.attempt} `, badge(a.status), ' '))));
+      }
       kv('worker', st.worker);
       kv('started', when(st.started_at));
       kv('finished', when(st.finished_at));

@@ -3,11 +3,17 @@
 -- version that holds it now, which this returns.
 -- A running step holds a lease (KEYS[5], renewed by its worker): a second message for it
 -- is refused while the lease is live ('busy'), and takes the step over once it expired
--- (its worker died; the lost attempt counted already).
+-- (its worker died; the lost attempt counted already, and is now taken for lost: a late
+-- result of it is superseded). A step that is not running but still holds a live lease
+-- waits for it too: an attempt of the run before a `retry` still runs (its run was
+-- cancelled), and the tool must not run twice at once.
+-- Attempts keep counting across retries of the run; `max_attempts` bounds those made
+-- since the last one (the step's `base`: the attempts made before it).
 -- KEYS: run, steps, events, deps, leases.
--- ARGV: maxlen, step, version, worker, max_attempts, lease seconds
--- Returns {'run', attempt, version, seconds past its due time, queue}   run the tool (as
---          this plan version defines it); the last two are for the metrics
+-- ARGV: maxlen, step, version, worker, max_attempts, lease seconds, task id ('' if unknown)
+-- Returns {'run', attempt, version, seconds past its due time, queue, attempts since the
+--          run's last retry}   run the tool (as this plan version defines it); the 4th and
+--          5th are for the metrics
 --       | {'done', step status, version}   final already: recover what follows from it
 --       | {'waiting', '', version}   not ready in the current version: someone else sends it
 --       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
@@ -24,26 +30,37 @@ local waiting = redis.call('HGET', KEYS[4], step)
 if not waiting then return {'inactive', 'not in plan version ' .. version, ''} end
 local status = redis.call('HGET', KEYS[2], step .. '.status')
 if is_final(status) then return {'done', status, version} end
+local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
 if status == 'running' then
-  local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
   if lease > now_s() then return {'busy', tostring(lease - now_s()), version} end
 elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}
+elseif lease > now_s() then
+  -- Its message comes back when the lease would lapse: the reconciler expects it then.
+  due(KEYS[2], step, lease - now_s() + 1)
+  return {'busy', tostring(lease - now_s()), version}
 end
-local queued = redis.call('HMGET', KEYS[2], step .. '.due', step .. '.queue')
+local queued = redis.call('HMGET', KEYS[2], step .. '.due', step .. '.queue', step .. '.base')
+local base = tonumber(queued[3] or '0')
 local attempts = redis.call('HINCRBY', KEYS[2], step .. '.attempts', 1)
-if attempts > max_attempts then
+if attempts - base > max_attempts then
   -- Not an attempt: the count stays the number of attempts made.
   redis.call('HINCRBY', KEYS[2], step .. '.attempts', -1)
   return {'exhausted', tostring(attempts - 1), version}
 end
+if status == 'running' and attempt_status(KEYS[2], step, attempts - 1) == 'running' then
+  note_attempt(KEYS[2], step, attempts - 1, {status = 'lost', finished_at = now()})
+end
 redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
            step .. '.attempt_started_at', now())
+note_attempt(KEYS[2], step, attempts, {status = 'running', worker = worker,
+                                       started_at = now(), task = ARGV[7] or ''})
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
 redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
 expire_with(KEYS[5], KEYS[1])
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
 local wait = ''
 if queued[1] then wait = string.format('%.6f', math.max(0, now_s() - tonumber(queued[1]))) end
-return {'run', tostring(attempts), version, wait, queued[2] or ''}
+return {'run', tostring(attempts), version, wait, queued[2] or '',
+        tostring(attempts - base)}

@@ -1,10 +1,14 @@
 -- A step succeeded (or was skipped): record it once, store its output, and, if the current
 -- plan version holds it, count down its dependents in that version's edges and the run's
--- remaining steps. A duplicate finish changes nothing.
--- KEYS: run, steps, events, outputs, deps, dependents.
+-- remaining steps. A duplicate finish changes nothing, and neither does one from an
+-- attempt that is not the current one (`fenced` in lib.lua: recorded as superseded).
+-- KEYS: run, steps, events, outputs, deps, dependents, leases.
 -- ARGV: maxlen, step, status (succeeded|skipped), output json, error json ('' for none),
---       worker, ttl, hold ('1': a checkpoint: its dependents wait for the review)
--- Returns {'duplicate'} | {'inactive'} (not recorded: the run's record is gone)
+--       worker, ttl, hold ('1': a checkpoint: its dependents wait for the review),
+--       attempt ('' if the engine decides, not an attempt), the attempt's outcome
+--       (succeeded|failed|revoked: a skip is a failed attempt)
+-- Returns {'duplicate'} | {'superseded'} | {'inactive'} (not recorded: the run's record is
+--         gone)
 --       | {'recorded', tool, seconds} (recorded, but the run is not running: nothing follows)
 --       | {'detached', tool, seconds} (recorded; no version holds it)
 --       | {'held', remaining, version, tool, seconds} (a checkpoint with dependents: review it)
@@ -13,11 +17,14 @@
 local step, status, output, err, worker, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
                                                tonumber(ARGV[7])
 if gone(KEYS[1]) then return {'inactive'} end
+local fence = fenced(KEYS[2], KEYS[3], KEYS[7], step, ARGV[9], ARGV[10], err)
+if fence then return {fence} end
 local before = redis.call('HMGET', KEYS[2], step .. '.status', step .. '.tool',
-                          step .. '.attempt_started_at')
+                          step .. '.attempt_started_at', step .. '.attempts')
 if is_final(before[1]) then return {'duplicate'} end
 local tool, took = before[2] or '', ''
 if before[1] == 'running' then took = since(before[3]) end
+settle(KEYS[2], KEYS[7], step, before[1], before[4], ARGV[10], err)
 redis.call('HSET', KEYS[2], step .. '.status', status, step .. '.finished_at', now(),
            step .. '.worker', worker)
 if err ~= '' then redis.call('HSET', KEYS[2], step .. '.error', err) end

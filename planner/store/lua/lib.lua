@@ -50,3 +50,71 @@ local function expire_with(key, run_key)
   local ttl = redis.call('TTL', run_key)
   if ttl > 0 and redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
 end
+
+-- A step's attempts, one record each, oldest first (the report's history): a JSON list
+-- in the step's `history` field. The record of attempt n is changed by `fields` (made if
+-- it is new). The list is written only with a record in it (cjson makes {} of none).
+local function note_attempt(steps, step, n, fields)
+  local raw = redis.call('HGET', steps, step .. '.history')
+  local list = raw and cjson.decode(raw) or {}
+  local rec
+  for _, r in ipairs(list) do
+    if tonumber(r.attempt) == n then rec = r end
+  end
+  if not rec then
+    rec = {attempt = n}
+    table.insert(list, rec)
+  end
+  for k, v in pairs(fields) do rec[k] = v end
+  redis.call('HSET', steps, step .. '.history', cjson.encode(list))
+end
+
+local function attempt_status(steps, step, n)
+  local raw = redis.call('HGET', steps, step .. '.history')
+  if not raw then return nil end
+  for _, r in ipairs(cjson.decode(raw)) do
+    if tonumber(r.attempt) == n then return r.status end
+  end
+  return nil
+end
+
+-- An error as a record keeps it: its JSON text (decoding it would turn its empty lists
+-- into objects when the record is written back).
+local function error_text(err)
+  if err == nil or err == '' then return nil end
+  return err
+end
+
+-- Fencing by attempt number. An outcome reported by attempt `attempt` (a string; '' when
+-- the engine decides itself: the reconciler, an errback, a revoke) changes the step only
+-- if that attempt is the current one: the last begun, and running (or cancelled with its
+-- run: a late result of a cancelled run is still recorded). Any other attempt was
+-- superseded (a later one began, it was taken for lost, the step was retried or ended):
+-- its outcome is written on its own record and as a `step.superseded` event, and changes
+-- nothing else. Returns nil (go on), 'superseded', or 'duplicate' (this attempt's outcome
+-- is recorded already: the same report came twice).
+local function fenced(steps, events, leases, step, attempt, outcome, err)
+  if attempt == nil or attempt == '' then return nil end
+  local s = redis.call('HMGET', steps, step .. '.status', step .. '.attempts')
+  if s[2] == attempt and (s[1] == 'running' or s[1] == 'cancelled') then return nil end
+  local n = tonumber(attempt)
+  local was = attempt_status(steps, step, n)
+  if was == outcome or was == 'superseded' then return 'duplicate' end
+  note_attempt(steps, step, n, {status = 'superseded', finished_at = now(),
+                                outcome = outcome, error = error_text(err)})
+  -- No attempt runs now: the lease left was this attempt's (a retry must not wait on it).
+  if s[1] ~= 'running' then redis.call('HDEL', leases, step) end
+  event(events, 'step.superseded', step, s[1] or 'pending',
+        cjson.encode({attempt = n, current = tonumber(s[2] or '0'), outcome = outcome}))
+  return 'superseded'
+end
+
+-- The current attempt's outcome is recorded: its record says how it ended, and its lease
+-- goes (a retry of the step must not wait for it).
+local function settle(steps, leases, step, status, attempts, label, err)
+  redis.call('HDEL', leases, step)
+  if (status == 'running' or status == 'cancelled') and tonumber(attempts or '0') > 0 then
+    note_attempt(steps, step, tonumber(attempts), {status = label, finished_at = now(),
+                                                   error = error_text(err)})
+  end
+end

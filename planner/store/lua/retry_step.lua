@@ -1,11 +1,15 @@
 -- An attempt failed and the step will be retried: back to pending, with the error.
--- Returns {tool} (for the metrics), or 0 if the step is already final (a duplicate attempt: do not retry) or its
--- run abandoned it.
--- KEYS: run, steps, events.  ARGV: maxlen, step, error json, delay before the retry (s)
+-- Returns {tool} (for the metrics), or 0 if the step is already final (a duplicate attempt:
+-- do not retry), its run abandoned it, or the attempt is not the current one (`fenced`).
+-- KEYS: run, steps, events, leases.
+-- ARGV: maxlen, step, error json, delay before the retry (s), attempt ('' if the engine
+--       decides)
 local step = ARGV[2]
 if gone(KEYS[1]) then return 0 end
-local status = redis.call('HGET', KEYS[2], step .. '.status')
-if is_final(status) or status == 'cancelled' then return 0 end
+if fenced(KEYS[2], KEYS[3], KEYS[4], step, ARGV[5], 'failed', ARGV[3]) then return 0 end
+local before = redis.call('HMGET', KEYS[2], step .. '.status', step .. '.attempts')
+if is_final(before[1]) or before[1] == 'cancelled' then return 0 end
+settle(KEYS[2], KEYS[4], step, before[1], before[2], 'failed', ARGV[3])
 redis.call('HSET', KEYS[2], step .. '.status', 'pending', step .. '.error', ARGV[3])
 due(KEYS[2], step, tonumber(ARGV[4]))
 event(KEYS[3], 'step.retrying', step, 'pending', ARGV[3])
