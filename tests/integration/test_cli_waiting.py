@@ -131,7 +131,7 @@ def on_a_terminal(engine: Engine, *args: str, timeout: float = 120) -> tuple[int
 def test_the_live_views_last_frame_is_the_final_state(model_engine: Engine, fake):
     code, drawn = on_a_terminal(model_engine, "run", "two thoughts", "--wait", *PAUSED)
     assert code == 3, drawn
-    run_id = re.findall(r"run ([0-9a-f]{16})  ", drawn)[-1]
+    run_id = re.findall(r"run ([0-9a-f]{20})  ", drawn)[-1]
     last = drawn[drawn.rindex(f"run {run_id}  "):]
     report = model_engine.client.report(run_id)
     assert report.status == "paused"
