@@ -83,11 +83,14 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     published before (each message gets a new task id)."""
     messages: list[Message] = [step_message(compiled, run_id, version, s, redrive=redrive)
                                for s in ready]
+    # Each step's task id is the one it lives under now (a revoke of an older one is stale).
+    task_ids = {m.args[1]: m.task_id or "" for m in messages}
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
     rt.store.mark_dispatched(run_id, list(ready),
-                             queues={s: compiled.queue_of(s) for s in ready})
+                             queues={s: compiled.queue_of(s) for s in ready},
+                             task_ids=task_ids)
 
 
 def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None:
@@ -222,4 +225,8 @@ def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_
            countdown: float) -> None:
     """Publish one step again after ``countdown`` seconds (its errback's retry, or the
     reconciler's after a lost attempt), under a new task id."""
-    rt.publish([step_message(compiled, run_id, version, step_id, countdown, redrive=True)])
+    message = step_message(compiled, run_id, version, step_id, countdown, redrive=True)
+    rt.publish([message])
+    if message.task_id:
+        # Its new id is the one the step lives under: a revoke of an older one is stale.
+        rt.store.note_task(run_id, step_id, message.task_id)

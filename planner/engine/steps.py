@@ -31,7 +31,7 @@ from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, RefError, RunNotFound, ToolError, TransientError
 from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
-from planner.store.records import REVOKED, ErrorRecord
+from planner.store.records import REVOKED, ErrorRecord, StepState
 from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
 
@@ -180,6 +180,9 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                             "took over, or after the step was retried or ended: its result "
                             "is recorded as superseded, not as the step's", run_id, step_id,
                             attempt)
+                return Dropped(f"step {step_id}: attempt {attempt} was superseded")
+            if finish.state == "inactive":
+                return Dropped(f"step {step_id}: its run's record is gone")
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:
@@ -195,12 +198,43 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         return Retry(delay, raised)
     state = rt.store.step_state(run_id, step_id)
     if state.status not in ("failed", "skipped") or state.superseded(attempt):
-        # Not recorded: a duplicate attempt failed after another one finished, or this
-        # attempt was superseded.
-        return None
+        # Not recorded as the step's: a duplicate attempt failed after another one
+        # finished, this attempt was superseded, or its run was cancelled. It did not
+        # succeed: never SUCCESS in Flower.
+        return Dropped(f"step {step_id}: the failure of attempt {attempt} is not the "
+                       "step's outcome")
     return _failed(rt, run_id, step_id, task_id, raised if raised is not None and not
                    isinstance(raised, timeouts) else StepFailed(f"{error.type}: "
                                                                 f"{error.message}"))
+
+
+#: How an attempt whose task can never be the step's again ended: taken for lost (its
+#: re-drive gets a new task id), superseded, or revoked.
+_GONE = ("lost", "superseded", "revoked")
+
+
+def is_current_task(state: StepState, task_id: str | None) -> bool:
+    """Whether the step lives under the task ``task_id``: the one its last message was
+    published under, or its last attempt began under (the store keeps it; Celery's own
+    retry keeps the id). Any other task is stale: a superseded or lost attempt's, or a
+    message a re-drive replaced. Unknown on either side (a record from before task ids
+    were kept): taken for current."""
+    if not task_id:
+        return True
+    if any(a.task == task_id and a.status in _GONE for a in state.history):
+        return False
+    return not state.task or state.task == task_id
+
+
+def _stale(rt: Runtime, run_id: str, step_id: str, task_id: str, error: ErrorRecord,
+           what: str) -> None:
+    """A stale task ended: note it on its own attempt, and leave the step alone."""
+    noted = rt.store.note_stale(run_id, step_id, task_id, error)
+    log.warning("run %s: step %s: task %s %s, but the step lives under task %s now: %s",
+                run_id, step_id, task_id, what,
+                rt.store.step_state(run_id, step_id).task,
+                f"attempt {noted} noted so, the step left alone" if noted
+                else "left alone")
 
 
 def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
@@ -217,6 +251,13 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
     if step_id not in compiled.deps:
         return
     state = rt.store.step_state(run_id, step_id)
+    if not is_current_task(state, task_id):
+        # A superseded attempt's task (or a replaced message's) failed: the step runs, or
+        # will, under another; that one's errback (its own claim) speaks for it.
+        _stale(rt, run_id, step_id, task_id, ErrorRecord(
+            type="TaskFailed", transient=True, message=f"the task {task_id} failed "
+            "outside the tool after the step moved on to another task"), "failed")
+        return
     # Errbacks can fire twice for one failure (a hard time limit is also a lost worker):
     # act once per attempt.
     # The step task takes the claim itself when it fails for good on purpose, after its
@@ -265,14 +306,13 @@ def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
     state = rt.store.step_state(run_id, step_id)
     if state.final:
         return
-    current = state.history[-1] if state.history else None
-    if state.status == "running" and task_id and current is not None and current.task \
-            and current.task != task_id:
-        log.warning("run %s: step %s: task %s was revoked, but attempt %d runs under task "
-                    "%s: left alone", run_id, step_id, task_id, current.attempt, current.task)
-        return
     how = ("terminated while it ran" if terminated
            else "revoked: the worker discarded its message")
+    if task_id and not is_current_task(state, task_id):
+        _stale(rt, run_id, step_id, task_id, ErrorRecord(
+            type=REVOKED, transient=False, message=f"its task was {how}, after the step "
+            "moved on to another task"), "was revoked")
+        return
     error = ErrorRecord(
         type=REVOKED, transient=False, attempt=state.attempts or None,
         message=f"its task was {how} (Flower's Terminate, or celery control revoke); a "

@@ -188,6 +188,8 @@ class StepState(BaseModel):
     due: float | None = None
     #: Attempts made before the run's last ``retry`` (``max_retries`` counts from there).
     base: int = 0
+    #: The task id it lives under: its last message's, or its last attempt's.
+    task: str | None = None
     #: Every attempt, oldest first.
     history: list[Attempt] = Field(default_factory=list)
 
@@ -215,7 +217,7 @@ class StepState(BaseModel):
                    dispatched=fields.get("dispatched") == "1",
                    held=int(fields["held"]) if fields.get("held") else None,
                    due=float(fields["due"]) if fields.get("due") else None,
-                   base=int(fields.get("base") or 0),
+                   base=int(fields.get("base") or 0), task=fields.get("task") or None,
                    history=Attempt.parse(fields.get("history")))
 
 

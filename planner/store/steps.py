@@ -161,13 +161,31 @@ class StepTransitions:
                               str(attempt), error.to_json(), str(delay_s)))
 
     def mark_dispatched(self, run_id: str, step_ids: Sequence[str],
-                        countdown: float = 0.0, queues: Mapping[str, str] | None = None
-                        ) -> None:
+                        countdown: float = 0.0, queues: Mapping[str, str] | None = None,
+                        task_ids: Mapping[str, str] | None = None) -> None:
         """Note that these steps' messages were published, to run after ``countdown``
         seconds (so recovery does not publish them again, and the reconciler knows when
         to expect them), each to its queue in ``queues`` (the metrics count what waits in
-        each queue from it)."""
+        each queue from it), under its task id in ``task_ids`` (the step's live task)."""
         if step_ids:
             k = RunKeys(run_id)
-            pairs = [x for s in step_ids for x in (s, (queues or {}).get(s, ""))]
+            pairs = [x for s in step_ids
+                     for x in (s, (queues or {}).get(s, ""), (task_ids or {}).get(s, ""))]
             self._run("mark_dispatched", [k.run, k.steps], str(countdown), *pairs)
+
+    def note_task(self, run_id: str, step_id: str, task_id: str) -> None:
+        """A step's message was published again under ``task_id``: its live task now."""
+        k = RunKeys(run_id)
+        self._run("live_task", [k.run, k.steps], step_id, task_id)
+
+    def note_stale(self, run_id: str, step_id: str, task_id: str, error: ErrorRecord
+                   ) -> int:
+        """A task the step no longer runs under was revoked, or failed outside its tool:
+        the attempt that ran under it is recorded ``revoked`` (a person stopped it) or
+        ``superseded`` (it failed after the step moved on), with ``error``; nothing else
+        changes. The attempt noted, or 0."""
+        k = RunKeys(run_id)
+        outcome = _outcome(error)
+        return int(self._run("note_stale", [k.run, k.steps, k.leases], step_id, task_id,
+                             "revoked" if outcome == "revoked" else "superseded", outcome,
+                             error.to_json()))

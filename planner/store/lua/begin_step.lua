@@ -56,6 +56,7 @@ redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', wor
            step .. '.attempt_started_at', now())
 note_attempt(KEYS[2], step, attempts, {status = 'running', worker = worker,
                                        started_at = now(), task = ARGV[7] or ''})
+live_task(KEYS[2], step, ARGV[7])
 redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
 redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
 expire_with(KEYS[5], KEYS[1])

@@ -102,19 +102,30 @@ local function fenced(steps, events, leases, step, attempt, outcome, err)
   if was == outcome or was == 'superseded' then return 'duplicate' end
   note_attempt(steps, step, n, {status = 'superseded', finished_at = now(),
                                 outcome = outcome, error = error_text(err)})
-  -- No attempt runs now: the lease left was this attempt's (a retry must not wait on it).
-  if s[1] ~= 'running' then redis.call('HDEL', leases, step) end
+  -- The step's lease is the last begun attempt's: if that is this one and the step no
+  -- longer runs it, the lease left was its own (a retry must not wait on it). A lease of a
+  -- later attempt is never this one's to drop: that attempt may still run.
+  if s[1] ~= 'running' and tonumber(s[2] or '0') == n then redis.call('HDEL', leases, step) end
   event(events, 'step.superseded', step, s[1] or 'pending',
         cjson.encode({attempt = n, current = tonumber(s[2] or '0'), outcome = outcome}))
   return 'superseded'
 end
 
 -- The current attempt's outcome is recorded: its record says how it ended, and its lease
--- goes (a retry of the step must not wait for it).
+-- goes (a retry of the step must not wait for it). A step that is not running nor
+-- cancelled has no current attempt: a lease it holds is that of an attempt of a cancelled
+-- run that still runs (after a `retry`), and stays until that attempt ends.
 local function settle(steps, leases, step, status, attempts, label, err)
-  redis.call('HDEL', leases, step)
   if (status == 'running' or status == 'cancelled') and tonumber(attempts or '0') > 0 then
+    redis.call('HDEL', leases, step)
     note_attempt(steps, step, tonumber(attempts), {status = label, finished_at = now(),
                                                    error = error_text(err)})
   end
+end
+
+-- The task id a step lives under now: that of the message last published for it, or of
+-- the attempt last begun. A revoke or an errback of any other task concerns a message
+-- or an attempt the step no longer runs under (planner.engine.steps.is_current_task).
+local function live_task(steps, step, task)
+  if task and task ~= '' then redis.call('HSET', steps, step .. '.task', task) end
 end
