@@ -20,6 +20,9 @@ LLM_QUEUE = "llm"
 # -- task names ---------------------------------------------------------------------------
 STEP_TASK = "chordal.step"              # (run_id, step_id, version): run one step
 STEP_ERROR_TASK = "chordal.step_error"  # errback of a step task that failed outside the tool
+# (run_id, step_id, worker, terminated, task_id, revoked_at): a step's task was revoked,
+# and the worker could not record it at once (the run store was away)
+STEP_REVOKED_TASK = "chordal.step_revoked"
 FINALIZE_TASK = "chordal.finalize"      # (run_id, version): the join
 SYNTHESIZE_TASK = "chordal.synthesize"  # (run_id, version): the synthesizer writes the answer
 PLAN_TASK = "chordal.plan"              # (run_id,): the planner plans a goal, then it starts
@@ -27,7 +30,7 @@ REPLAN_TASK = "chordal.replan"          # (run_id, step_id, version): a step fai
 REVIEW_TASK = "chordal.review"          # (run_id, step_id, version): a checkpoint succeeded
 
 TASKS = (STEP_TASK, STEP_ERROR_TASK, FINALIZE_TASK, SYNTHESIZE_TASK, PLAN_TASK, REPLAN_TASK,
-         REVIEW_TASK)
+         REVIEW_TASK, STEP_REVOKED_TASK)
 
 
 def task_id(run_id: str, version: int, what: str) -> str:

@@ -41,6 +41,7 @@ from planner.wire import (
     REPLAN_TASK,
     REVIEW_TASK,
     STEP_ERROR_TASK,
+    STEP_REVOKED_TASK,
     STEP_TASK,
     SYNTHESIZE_TASK,
     TASKS,
@@ -121,10 +122,25 @@ def _step_revoked(sender: Task | None = None, request: Any = None, terminated: b
     if not isinstance(run_id, str) or not isinstance(step_id, str):
         return
     try:
-        steps.step_revoked(runtime(), run_id, step_id, request.hostname or "unknown",
-                           bool(terminated), request.id)
+        steps.record_revoke(runtime(), run_id, step_id, request.hostname or "unknown",
+                            bool(terminated), request.id)
     except Exception:
-        log.exception("run %s: could not end revoked step %s", run_id, step_id)
+        # Neither the run store nor the broker took it: only the log has it now.
+        log.exception("run %s: could not end revoked step %s, nor hand its revoke to a "
+                      "task: it may be re-driven", run_id, step_id)
+
+
+# No events, as the errback: bookkeeping of the step's revoked task, which Flower shows.
+@app.task(name=STEP_REVOKED_TASK, bind=True, send_events=False, max_retries=40)
+def step_revoked(self: Task, run_id: str, step_id: str, worker: str, terminated: bool,
+                 task_id: str, revoked_at: float) -> None:
+    """A revoke its worker could not record at once (``steps.record_revoke``): record it,
+    retried (up to ~15 minutes) until the run store answers."""
+    try:
+        steps.step_revoked(runtime(), run_id, step_id, worker, terminated, task_id,
+                           revoked_at)
+    except Exception as exc:
+        raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc
 
 
 @app.task(name=FINALIZE_TASK)
@@ -168,9 +184,9 @@ def _subject(name: str, args: tuple[Any, ...]) -> tuple[str | None, str | None, 
     if name == STEP_ERROR_TASK:
         args = args[1:]  # Celery puts the failed task's id first
     run_id = args[0] if args and isinstance(args[0], str) else None
-    step_id = (args[1] if name in (STEP_TASK, STEP_ERROR_TASK, REVIEW_TASK, REPLAN_TASK)
-               and len(args) > 1 else None)
-    version = args[2] if step_id is not None and len(args) > 2 else (
+    step_id = (args[1] if name in (STEP_TASK, STEP_ERROR_TASK, REVIEW_TASK, REPLAN_TASK,
+                                   STEP_REVOKED_TASK) and len(args) > 1 else None)
+    version = args[2] if step_id is not None and name != STEP_REVOKED_TASK and len(args) > 2 else (
         args[1] if name in (FINALIZE_TASK, SYNTHESIZE_TASK) and len(args) > 1 else None)
     return run_id, step_id, version
 

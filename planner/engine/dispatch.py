@@ -30,6 +30,7 @@ from planner.wire import (
     REPLAN_TASK,
     REVIEW_TASK,
     STEP_ERROR_TASK,
+    STEP_REVOKED_TASK,
     STEP_TASK,
     SYNTHESIZE_TASK,
     celery_conf,
@@ -77,6 +78,15 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
         errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
                         task_id=task_id(run_id, version, f"{step_id}.error"),
                         immutable=False, shadow=f"{STEP_ERROR_TASK} {step_id}"))
+
+
+def revoked_message(run_id: str, step_id: str, worker: str, terminated: bool,
+                    revoked: str, at: float) -> Message:
+    """The bookkeeping of a step task ``revoked`` at ``at`` (epoch seconds) that its
+    worker could not record: one per revoked task (its id is the revoked one's, plus
+    ``.revoked``), unseen in Flower like a step's errback."""
+    return Message(STEP_REVOKED_TASK, (run_id, step_id, worker, terminated, revoked, at),
+                   DEFAULT_QUEUE, f"{revoked}.revoked", shadow=f"{STEP_REVOKED_TASK} {step_id}")
 
 
 def finalize_message(run_id: str, version: int) -> Message:
@@ -233,7 +243,7 @@ class ShadowNamedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
 
     def as_task_v2(self, task_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
         message = super().as_task_v2(task_id, name, *args, **kwargs)
-        if name == STEP_ERROR_TASK:
+        if name in (STEP_ERROR_TASK, STEP_REVOKED_TASK):
             return message._replace(sent_event=None)
         # Read from the headers: Celery passes the shadow name positionally.
         shadow = message.headers.get("shadow")

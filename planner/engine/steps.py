@@ -11,11 +11,13 @@ Celery shows FAILURE), once its outcome is recorded and acted on.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from planner import logs, tracing
+from planner.engine.dispatch import revoked_message
 from planner.engine.outcomes import (
     Failed,
     Retry,
@@ -181,8 +183,6 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                             "is recorded as superseded, not as the step's", run_id, step_id,
                             attempt)
                 return Dropped(f"step {step_id}: attempt {attempt} was superseded")
-            if finish.state == "inactive":
-                return Dropped(f"step {step_id}: its run's record is gone")
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:
@@ -285,14 +285,54 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
         resend(rt, compiled, run_id, version, step_id, delay)
 
 
+#: A revoke the worker cannot record at once is tried again this many times, this many
+#: seconds apart (the worker's main process waits meanwhile: keep it short), then handed
+#: to a bookkeeping task (:func:`record_revoke`).
+REVOKE_TRIES = 3
+REVOKE_PAUSE_S = 0.2
+
+
+def record_revoke(rt: Runtime, run_id: str, step_id: str, worker: str, terminated: bool,
+                  task_id: str | None) -> None:
+    """Record that Celery revoked a step's task, in the worker that heard it. Celery acks
+    the message before it says so, so a revoke not recorded is lost (and the reconciler
+    would re-drive a step a person stopped): if the run store fails, try again a few
+    times, then publish the bookkeeping task ``chordal.step_revoked`` (retried until the
+    store answers), which records it as of now."""
+    at = time.time()
+    for attempt in range(1, REVOKE_TRIES + 1):
+        try:
+            step_revoked(rt, run_id, step_id, worker, terminated, task_id)
+            return
+        except Exception as exc:
+            log.warning("run %s: could not record the revoke of step %s (try %d of %d): "
+                        "%s", run_id, step_id, attempt, REVOKE_TRIES, exc)
+            if attempt < REVOKE_TRIES:
+                time.sleep(REVOKE_PAUSE_S * attempt)
+    rt.publish([revoked_message(run_id, step_id, worker, terminated,
+                                task_id or f"{run_id}.{step_id}", at)])
+
+
+def _revoked_while_current(state: StepState, task_id: str, at: float) -> bool:
+    """A revoke recorded late (:func:`record_revoke`) applies to the attempt it stopped
+    even if, meanwhile, the reconciler took that attempt for lost (its worker stopped
+    renewing its lease, since its task was terminated): unless another attempt began
+    since, or it was taken for lost before the revoke."""
+    last = state.history[-1] if state.history else None
+    return (last is not None and last.task == task_id and last.status == "lost"
+            and last.finished_at is not None and last.finished_at.timestamp() >= at)
+
+
 def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
-                 terminated: bool, task_id: str | None = None) -> None:
+                 terminated: bool, task_id: str | None = None,
+                 revoked_at: float | None = None) -> None:
     """Celery revoked a step's task ``task_id`` (Flower's Terminate, ``celery control
     revoke``): a person stopped it. The step fails for good with a ``Revoked`` error and
     its ``on_failure`` policy applies at once; re-sending it would not do: a worker
     discards every message whose task id was revoked (re-drives get new ids,
-    :func:`~planner.engine.dispatch.step_message`). Unless the step runs now under
-    another task: the revoked one was a superseded attempt, or a stale copy."""
+    :func:`~planner.engine.dispatch.step_message`). Unless the step lives under another
+    task now (:func:`is_current_task`): the revoked one was a superseded attempt's, or a
+    stale copy. ``revoked_at``: when it was revoked, if it is recorded late."""
     try:
         run = rt.store.run_state(run_id)
     except RunNotFound:
@@ -308,7 +348,8 @@ def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
         return
     how = ("terminated while it ran" if terminated
            else "revoked: the worker discarded its message")
-    if task_id and not is_current_task(state, task_id):
+    if task_id and not is_current_task(state, task_id) and not (
+            revoked_at is not None and _revoked_while_current(state, task_id, revoked_at)):
         _stale(rt, run_id, step_id, task_id, ErrorRecord(
             type=REVOKED, transient=False, message=f"its task was {how}, after the step "
             "moved on to another task"), "was revoked")

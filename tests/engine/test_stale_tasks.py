@@ -1,18 +1,23 @@
 """A task the step no longer runs under (a superseded attempt's, a message replaced by a
 re-drive) is not current: its revoke or its errback is noted on its own attempt and
-leaves the step alone; a delivery that recorded nothing ends REVOKED in Flower."""
+leaves the step alone; a delivery that recorded nothing ends REVOKED in Flower; a revoke
+the run store could not take at once is not lost."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
 from planner.engine import steps
+from planner.engine.dispatch import MemoryPublisher
+from planner.engine.runtime import Runtime
 from planner.errors import PermanentError
 from planner.store.records import ErrorRecord
-from planner.tools import load_registry, tool
-from planner.wire import STEP_TASK
+from planner.store.runs import RunStore
+from planner.tools import ToolRegistry, load_registry, tool
+from planner.wire import STEP_REVOKED_TASK, STEP_TASK
 from tests.engine.conftest import MakeRuntime, echo, sent, started
 
 LOST = ErrorRecord(type="WorkerLost", message="lost", transient=True, attempt=1)
@@ -108,3 +113,30 @@ def test_a_superseded_attempt_ends_revoked_not_successful(make_rt: MakeRuntime,
     assert isinstance(decision, steps.Dropped), decision
     a = rt.store.step_state(run, "a")
     assert (a.status, [h.status for h in a.history]) == ("running", ["superseded", "running"])
+
+
+def test_a_revoke_the_store_cannot_take_is_handed_to_a_task_and_still_ends_the_step(
+        make_rt: MakeRuntime, tools: ToolRegistry) -> None:
+    rt = make_rt()
+    run = started(rt, echo("a", on_failure="fail"))
+    assert rt.store.begin_step(run, "a", 1, "w1", 5, task_id="A").attempt == 1
+    # The worker that hears the revoke cannot reach the run store (nothing listens there).
+    away = Runtime(rt.settings, MemoryPublisher(), tools=tools,
+                   store=RunStore.from_url("redis://127.0.0.1:9/0"))
+    steps.record_revoke(away, run, "a", "w1", True, "A")
+    [message] = sent(away)
+    assert (message.task, message.task_id, message.args[:5]) == (
+        STEP_REVOKED_TASK, "A.revoked", (run, "a", "w1", True, "A"))
+    assert rt.store.step_state(run, "a").status == "running"   # nothing recorded yet
+    # Meanwhile the reconciler takes the terminated attempt for lost and re-drives it...
+    time.sleep(0.01)
+    _lapse(rt, run, "a")
+    assert rt.store.reclaim(run, "a", 1, LOST, 0)
+    steps.resend(rt, rt.compiled(run, 1), run, 1, "a", 0)
+    # ...and the bookkeeping task still ends the step a person stopped.
+    steps.step_revoked(rt, *message.args)
+    a = rt.store.step_state(run, "a")
+    assert a.status == "failed" and a.error is not None and a.error.type == "Revoked"
+    assert rt.store.run_state(run).status == "failed"
+    assert isinstance(steps.run_step(rt, run, "a", 1, "w2", task_id=sent(rt)[-1].task_id),
+                      steps.Dropped)
