@@ -86,7 +86,7 @@ def revoked_message(run_id: str, step_id: str, worker: str, terminated: bool,
     worker could not record: one per revoked task (its id is the revoked one's, plus
     ``.revoked``), unseen in Flower like a step's errback."""
     return Message(STEP_REVOKED_TASK, (run_id, step_id, worker, terminated, revoked, at),
-                   DEFAULT_QUEUE, f"{revoked}.revoked", shadow=f"{STEP_REVOKED_TASK} {step_id}")
+                   DEFAULT_QUEUE, f"{revoked}.revoked")
 
 
 def finalize_message(run_id: str, version: int) -> Message:

@@ -17,6 +17,7 @@ from planner.errors import PermanentError
 from planner.store.records import ErrorRecord
 from planner.store.runs import RunStore
 from planner.tools import ToolRegistry, load_registry, tool
+from planner.tools.aio import AttemptTimeout
 from planner.wire import STEP_REVOKED_TASK, STEP_TASK
 from tests.engine.conftest import MakeRuntime, echo, sent, started
 
@@ -113,6 +114,25 @@ def test_a_superseded_attempt_ends_revoked_not_successful(make_rt: MakeRuntime,
     assert isinstance(decision, steps.Dropped), decision
     a = rt.store.step_state(run, "a")
     assert (a.status, [h.status for h in a.history]) == ("running", ["superseded", "running"])
+
+
+def test_a_cancelled_runs_attempt_that_times_out_is_failed_and_revoked_in_flower(
+        make_rt: MakeRuntime) -> None:
+    rt = make_rt()
+    rt.tools = load_registry(["workers.tools.testing"])
+    rt.tools.add(overtaken)
+    run = started(rt, {"id": "a", "tool": "overtaken", "args": {"fails": False},
+                       "on_failure": "fail"})
+    _hook.append(lambda: rt.store.cancel(run))
+    _hook.append(lambda: (_ for _ in ()).throw(AttemptTimeout()))
+    try:
+        decision = steps.run_step(rt, run, "a", 1, "w1", task_id="A")
+    finally:
+        _hook.clear()
+    assert isinstance(decision, steps.Dropped), decision
+    a = rt.store.step_state(run, "a")
+    assert (a.status, [h.status for h in a.history]) == ("cancelled", ["failed"])
+    assert rt.store.r.hget(f"chordal:run:{{{run}}}:leases", "a") is None
 
 
 def test_a_revoke_the_store_cannot_take_is_handed_to_a_task_and_still_ends_the_step(
