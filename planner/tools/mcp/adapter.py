@@ -50,6 +50,10 @@ class McpTool(Tool):
     def input_schema(self) -> dict[str, Any]:
         return self.schema
 
+    @property
+    def lax_args(self) -> bool:
+        return False  # jsonschema checks JSON types as they are
+
     def check_args(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         return schema_errors(self.schema, args)
 
