@@ -129,7 +129,7 @@ class UnavailableTool(McpTool):
                             f"{self.remote_name!r}"}]
         return [{"loc": (), "type": "mcp_unavailable",
                  "msg": f"MCP server {self.server.name!r} did not list its tools, so "
-                        f"{self.name!r} cannot be checked: {describe(why)}"}]
+                        f"{self.name!r} cannot be checked: {describe(why, self.server)}"}]
 
     def invoke(self, args: Mapping[str, Any], ctx: ToolContext) -> Any:
         assert self.catalog is not None and self.server is not None
@@ -167,7 +167,7 @@ class McpCatalog:
                     stderr = last_stderr(name)
                     log.warning("%s: cannot list its tools: %s%s; its steps fail with this "
                                 "error (transient ones are retried) until it answers",
-                                server.where(), describe(result),
+                                server.where(), describe(result, server),
                                 f" (its stderr: {stderr})" if stderr else "")
                 self.down[name] = result
                 continue

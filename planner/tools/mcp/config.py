@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,7 +76,7 @@ class McpServer:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a secret: shown_url
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     queue: str = DEFAULT_QUEUE
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -90,8 +91,33 @@ class McpServer:
                            self.url, dict(self.headers), self.sse], sort_keys=True)
 
     def where(self) -> str:
-        how = f"stdio: {self.command}" if self.command else f"url: {self.url}"
+        how = f"stdio: {self.command}" if self.command else f"url: {self.shown_url}"
         return f"{self.source}: server {self.name!r} ({how})"
+
+    @property
+    def shown_url(self) -> str | None:
+        """The URL as logs and messages show it: without its userinfo, query and fragment,
+        where a ``${VAR}`` secret (a token, a key) goes."""
+        if self.url is None:
+            return None
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "",
+                           ""))
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error's, say: an HTTP client's names the URL) with the URL shown
+        as :attr:`shown_url` and the secrets it may hold masked: the URL's userinfo and
+        query, and the headers' values."""
+        if self.url is None:
+            return text
+        text = text.replace(self.url, self.shown_url or "")
+        parts = urlsplit(self.url)
+        secrets = [parts.query, parts.fragment, parts.netloc.rpartition("@")[0],
+                   *(v for _, v in parse_qsl(parts.query)), *self.headers.values()]
+        # Longest first, so that a value inside another is not left half masked.
+        for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
 
 def server_entries(data: Any, source: str) -> Mapping[str, Any]:

@@ -94,11 +94,36 @@ async def session(server: McpServer) -> AsyncIterator[Client]:
         yield client
 
 
+class _Scrubbed(logging.Filter):
+    """Masks the secrets of the servers' URLs and headers in the HTTP client's and the
+    SDK's own log lines (httpx logs each request's full URL at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers: dict[str, McpServer] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = text
+        for server in list(self.servers.values()):
+            clean = server.scrub(clean)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_scrubbed = _Scrubbed()
+# A filter on a logger sees only its own records, not its children's: named one by one.
+for _name in ("httpx2", "mcp.client.streamable_http", "mcp.client.sse"):
+    logging.getLogger(_name).addFilter(_scrubbed)
+
+
 @asynccontextmanager
 async def _http(server: McpServer) -> AsyncIterator[Client]:
     from mcp import Client
 
     assert server.url is not None
+    _scrubbed.servers[server.key()] = server
     headers = dict(server.headers)
     if server.sse:
         from mcp.client.sse import sse_client
@@ -150,7 +175,8 @@ class _Connection:
                 ready.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            log.info("%s: connection ended: %s", self.server.where(), describe(exc))
+            log.info("%s: connection ended: %s", self.server.where(),
+                     describe(exc, self.server))
         finally:
             self.dead = True
             if not ready.done():
