@@ -164,6 +164,22 @@ def _from(base: Path | None, path: str) -> str:
     return str(base / p) if base is not None and not p.is_absolute() else str(p)
 
 
+#: Script files an interpreter is given by name (``"args": ["agency.py"]``).
+SCRIPT_SUFFIXES = frozenset({".py", ".pyz", ".js", ".mjs", ".cjs", ".ts", ".mts", ".sh",
+                             ".rb", ".pl", ".php", ".lua", ".jar", ".dll", ".exe"})
+
+
+def _a_path(arg: str, before: str | None) -> bool:
+    """Whether ``arg`` is written as a path: ``./x``, ``../x``, ``dir/x`` or a script's
+    file name. A bare word is a name (``-m myserver``: a module, even beside a folder
+    ``myserver/``), and what follows ``-m`` is a module whatever it looks like."""
+    if before == "-m" or arg.startswith("-") or Path(arg).is_absolute():
+        return False
+    separators = [os.sep, *([os.altsep] if os.altsep else [])]
+    return (arg.startswith(("./", "../")) or any(sep in arg for sep in separators)
+            or Path(arg).suffix.lower() in SCRIPT_SUFFIXES)
+
+
 def _server(name: str, raw: Any, source: str, base: Path | None) -> McpServer | None:
     where = f"{source}: server {name!r}"
     if not isinstance(name, str) or not SERVER_NAME.match(name):
@@ -212,10 +228,10 @@ def _server(name: str, raw: Any, source: str, base: Path | None) -> McpServer | 
         command = _from(base, command)
     args = [expand(a, f"{where}: args[{i}]") for i, a in enumerate(cfg.args)]
     if base is not None:
-        # An argument that names a file or folder beside the config file is that one;
-        # anything else (a flag, a package name, a URL) is left as it is.
-        args = [_from(base, a) if not a.startswith("-") and not Path(a).is_absolute()
-                and (base / a).exists() else a for a in args]
+        # An argument written as a path to a file or folder beside the config file is that
+        # one; anything else (a flag, a module or package name, a URL) is left as it is.
+        args = [_from(base, a) if _a_path(a, args[i - 1] if i else None)
+                and (base / a).exists() else a for i, a in enumerate(args)]
     cwd = _from(base, expand(cfg.cwd, f"{where}: cwd")) if cfg.cwd is not None else None
     return replace(common, command=command, args=tuple(args), env=env, cwd=cwd)
 
