@@ -63,7 +63,12 @@ class McpTool(Tool):
             shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
                               for e in errors)
             raise PermanentError(f"{self.name}: bad arguments: {shown}")
-        return self.fn(**dict(args))
+        if self.server is None:
+            return self.fn(**dict(args))
+        # The step's timeout_s bounds the call as it bounds any tool's attempt.
+        limit = self.server.timeout_s if ctx.timeout_s is None else min(
+            ctx.timeout_s, self.server.timeout_s)
+        return hub().call(self.server, self.remote_name, dict(args), self.structured, limit)
 
 
 def schema_errors(schema: Mapping[str, Any], args: Any) -> list[dict[str, Any]]:

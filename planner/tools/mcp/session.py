@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import collections
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from planner.errors import TransientError
 from planner.tools.mcp.config import McpServer
 from planner.tools.mcp.results import broken, describe, output, tool_error
 
@@ -205,26 +207,39 @@ class Hub:
         self.thread.start()
 
     def call(self, server: McpServer, tool: str, args: dict[str, Any],
-             structured: bool) -> Any:
-        future = asyncio.run_coroutine_threadsafe(self._call(server, tool, args),
+             structured: bool, timeout_s: float | None = None) -> Any:
+        """Call ``tool`` and wait at most ``timeout_s`` (the server's when None) for the
+        whole of it, a session opened for it included."""
+        limit = server.timeout_s if timeout_s is None else timeout_s
+        future = asyncio.run_coroutine_threadsafe(self._call(server, tool, args, limit),
                                                   self.loop)
         try:
-            result = future.result()
+            # The loop enforces the limit; this one only backs it (a loop held up).
+            result = future.result(limit + 5.0)
         except BaseException as exc:
             # A soft time limit lands here, in the calling thread: stop the call too.
             future.cancel()
+            if isinstance(exc, TimeoutError | concurrent.futures.TimeoutError):
+                raise TransientError(f"{server.name}.{tool}: MCP server {server.name!r} did "
+                                     f"not answer in {limit:g} s") from None
             if isinstance(exc, Exception):
                 raise tool_error(server, tool, exc) from None
             raise
         return output(server, tool, result, structured)
 
-    async def _call(self, server: McpServer, tool: str, args: dict[str, Any]) -> Any:
+    async def _call(self, server: McpServer, tool: str, args: dict[str, Any],
+                    timeout_s: float) -> Any:
+        async with asyncio.timeout(timeout_s):
+            return await self._call_now(server, tool, args, timeout_s)
+
+    async def _call_now(self, server: McpServer, tool: str, args: dict[str, Any],
+                        timeout_s: float) -> Any:
         conn = self.connections.get(server.name)
         if conn is None or conn.dead:
             conn = self.connections[server.name] = _Connection(server)
         client = await conn.client()
         try:
-            return await client.call_tool(tool, args, read_timeout_seconds=server.timeout_s)
+            return await client.call_tool(tool, args, read_timeout_seconds=timeout_s)
         except BaseException as exc:
             if broken(exc):
                 conn.close()
