@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -172,10 +173,8 @@ class _Loop:
             if _current is self:
                 _current = None
         self.left = True
-        try:
+        with contextlib.suppress(RuntimeError):  # closed already
             self.loop.call_soon_threadsafe(self.loop.stop)
-        except RuntimeError:  # closed already
-            pass
 
 
 def _coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:

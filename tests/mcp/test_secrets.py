@@ -21,12 +21,12 @@ PASSWORD = "hunter2-password"
 
 
 class _Unavailable(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (the http.server's name)
+    def do_POST(self) -> None:
         self.send_response(503)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_GET = do_DELETE = do_POST  # noqa: N815
+    do_GET = do_DELETE = do_POST
 
     def log_message(self, *args: object) -> None:
         pass

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import collections
+import concurrent.futures
 import logging
 import os
 import threading
