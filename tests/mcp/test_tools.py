@@ -95,8 +95,7 @@ def test_errors_map_to_permanent_and_transient(registry):
 def test_the_steps_timeout_bounds_an_mcp_call(registry):
     web = registry["web.nap"]  # the server's timeout_s: the default, minutes
     start = time.monotonic()
-    with pytest.raises(TransientError, match=r"web.nap: MCP server 'web' did not answer "
-                                             r"in 1 s"):
+    with pytest.raises(TransientError, match=r"web\.nap: MCP server 'web'"):
         web.invoke({"seconds": 8, "value": "late"}, ToolContext("run", "step", 1,
                                                                 timeout_s=1))
     assert time.monotonic() - start < 6

@@ -208,14 +208,14 @@ class Hub:
 
     def call(self, server: McpServer, tool: str, args: dict[str, Any],
              structured: bool, timeout_s: float | None = None) -> Any:
-        """Call ``tool`` and wait at most ``timeout_s`` (the server's when None) for the
-        whole of it, a session opened for it included."""
+        """Call ``tool`` and wait for its answer at most ``timeout_s`` (the server's when
+        None); opening a session for it, if needed, has its own CONNECT_TIMEOUT_S."""
         limit = server.timeout_s if timeout_s is None else timeout_s
         future = asyncio.run_coroutine_threadsafe(self._call(server, tool, args, limit),
                                                   self.loop)
         try:
-            # The loop enforces the limit; this one only backs it (a loop held up).
-            result = future.result(limit + 5.0)
+            # The loop enforces the limits; this one only backs them (a loop held up).
+            result = future.result(CONNECT_TIMEOUT_S + limit + 5.0)
         except BaseException as exc:
             # A soft time limit lands here, in the calling thread: stop the call too.
             future.cancel()
@@ -229,17 +229,15 @@ class Hub:
 
     async def _call(self, server: McpServer, tool: str, args: dict[str, Any],
                     timeout_s: float) -> Any:
-        async with asyncio.timeout(timeout_s):
-            return await self._call_now(server, tool, args, timeout_s)
-
-    async def _call_now(self, server: McpServer, tool: str, args: dict[str, Any],
-                        timeout_s: float) -> Any:
         conn = self.connections.get(server.name)
         if conn is None or conn.dead:
             conn = self.connections[server.name] = _Connection(server)
         client = await conn.client()
         try:
-            return await client.call_tool(tool, args, read_timeout_seconds=timeout_s)
+            # The SDK's own read timeout ends the call (cleanly: its session stays
+            # usable); the outer one only backs it.
+            async with asyncio.timeout(timeout_s + 2.0):
+                return await client.call_tool(tool, args, read_timeout_seconds=timeout_s)
         except BaseException as exc:
             if broken(exc):
                 conn.close()
