@@ -49,7 +49,7 @@ def test_the_quoted_refusal_is_what_validation_says():
     plan = Plan(goal="g", steps=[
         Step(id="hotels", tool="find_hotels", args={"city": "Porto"}),
         Step(id="cost", tool="calculate", args={"expression": "2 * p",
-                                                "variables": {"p": Ref("hotels.0.name")}})])
+                                                "variables": {"p": Ref("hotels.0")}})])
     quoted = re.search(r"```\n(step 'cost'.*?)```", DOC, flags=re.S)
     assert quoted is not None
     with pytest.raises(PlanInvalid) as info:

@@ -216,19 +216,24 @@ _ORDER = list(_ARTICLE)
 
 
 def ref_type_clash(output_schema: Mapping[str, Any], path: tuple[str, ...],
-                   input_schema: Mapping[str, Any], loc: Loc) -> tuple[str, str] | None:
+                   input_schema: Mapping[str, Any], loc: Loc, *, lax: bool = False
+                   ) -> tuple[str, str] | None:
     """If the value a ``$ref`` reads (at ``path`` in an output of ``output_schema``) can
     never be what the argument at ``loc`` of ``input_schema`` accepts, say what each is
     (``("a string", "an integer")``); None when they may match, or either is unknown.
 
     Only JSON types count, and generously: an integer is a number and a number may be an
-    integer (``2.0``); unions, ``Optional`` and ``Any`` match if any member does.
+    integer (``2.0``); unions, ``Optional`` and ``Any`` match if any member does. ``lax``:
+    the reader converts as pydantic's lax mode does (a Python tool), so a string may become
+    a number or a boolean and a boolean a number (and back); without it, the reader checks
+    JSON types strictly (an MCP tool's JSON Schema). Only what the reader would refuse at
+    run time is refused here.
     """
     produced = _kinds_at(output_schema, path)
     accepted = _kinds_at(input_schema, tuple(str(p) for p in loc))
     if produced is None or accepted is None or not produced or not accepted:
         return None
-    if _numeric(produced) & _numeric(accepted):
+    if _numeric(_lax(produced) if lax else produced) & _numeric(accepted):
         return None
     return describe_kinds(produced), describe_kinds(accepted)
 
@@ -236,6 +241,18 @@ def ref_type_clash(output_schema: Mapping[str, Any], path: tuple[str, ...],
 def describe_kinds(kinds: frozenset[str]) -> str:
     return " or ".join(_ARTICLE.get(k, k) for k in sorted(
         kinds, key=lambda k: _ORDER.index(k) if k in _ORDER else len(_ORDER)))
+
+
+#: What pydantic's lax mode turns a value of each JSON type into (python mode, the one
+#: Tool.invoke validates with): "42" -> 42, "true" -> True, True -> 1, 1 -> True.
+_LAX = {"string": {"string", "integer", "number", "boolean"},
+        "integer": {"integer", "number", "boolean"},
+        "number": {"integer", "number", "boolean"},
+        "boolean": {"boolean", "integer", "number"}}
+
+
+def _lax(kinds: frozenset[str]) -> frozenset[str]:
+    return frozenset(k for kind in kinds for k in _LAX.get(kind, {kind}))
 
 
 def _numeric(kinds: frozenset[str]) -> frozenset[str]:

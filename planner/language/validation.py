@@ -180,7 +180,8 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
             if why:
                 out.append(Problem(s.id, field, f"$ref {ref}: tool {target.name!r} {why}"))
             elif (reader := tools.get(s.tool)) is not None and (clash := ref_type_clash(
-                    target.output_schema, ref.path, reader.input_schema, loc)):
+                    target.output_schema, ref.path, reader.input_schema, loc,
+                    lax=reader.lax_args)):
                 wants = f"{_loc(loc)!r} expects" if loc else "the args expect"
                 out.append(Problem(s.id, field, (
                     f"$ref {ref} is {clash[0]} (output of tool {target.name!r}), but "

@@ -22,13 +22,17 @@ the next one. The calling thread only waits, for two reasons:
 A coroutine runs in a copy of the caller's context (contextvars), so its log lines name
 the run, step and attempt, and its spans are the step's children. A coroutine that blocks
 the loop (sync I/O inside ``async def``) and outlives its cancellation leaves the loop
-stuck: the process then starts a new loop for the calls that follow.
+stuck: the process then starts a new loop for the calls that follow, and the other calls
+that were waiting on the old one fail with a :class:`TransientError` (retried). A tool's
+``invoke`` called from inside the loop's thread (an async tool calling another tool) is an
+error at once: waiting there would block the very loop it waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -68,6 +72,10 @@ class _Loop:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
+        self.left = False
+        #: The callers' futures not settled yet: settled (transient) if the loop is left.
+        self.waiting: set[concurrent.futures.Future[Any]] = set()
+        self.waiting_lock = threading.Lock()
         self.thread = threading.Thread(target=self._serve, name="chordal-aio", daemon=True)
         self.thread.start()
 
@@ -83,8 +91,20 @@ class _Loop:
             if pending:
                 self.loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE_S))
             self.loop.close()
+            # Calls whose coroutine never started, or did not unwind in time: theirs is
+            # not their fault, so they are retried (on the new loop).
+            with self.waiting_lock:
+                unsettled = list(self.waiting)
+            for done in unsettled:
+                _fail(done, _abandoned("its call"))
 
     def run(self, awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+        if threading.current_thread() is self.thread:
+            _coroutine(awaitable).close()  # never awaited: no "was never awaited" warning
+            raise PermanentError(
+                f"{what} was called from inside the event loop's own thread (by an async "
+                "tool, say), where waiting for it would block the loop it needs; await "
+                "the tool's function instead of calling invoke()")
         context = contextvars.copy_context()
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
         started: list[asyncio.Task[T]] = []
@@ -92,9 +112,17 @@ class _Loop:
         def start() -> None:
             task = self.loop.create_task(_coroutine(awaitable), context=context)
             started.append(task)
-            task.add_done_callback(lambda t: _settle(done, t, what))
+            task.add_done_callback(lambda t: _settle(done, t, what, self))
 
-        self.loop.call_soon_threadsafe(start)
+        with self.waiting_lock:
+            self.waiting.add(done)
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:  # closed: left behind between _loop() and here
+            with self.waiting_lock:
+                self.waiting.discard(done)
+            _coroutine(awaitable).close()
+            raise _abandoned(what) from None
         try:
             finished, _ = concurrent.futures.wait([done], timeout_s)
         except BaseException:
@@ -102,6 +130,9 @@ class _Loop:
             # must not go on running on the loop after the attempt ended.
             self._cancel(started, done, what)
             raise
+        finally:
+            with self.waiting_lock:
+                self.waiting.discard(done)
         if not finished:
             self._cancel(started, done, what)
             raise AttemptTimeout(f"{what} timed out after {timeout_s:g} s; its coroutine "
@@ -111,7 +142,10 @@ class _Loop:
     def _cancel(self, started: list[asyncio.Task[T]],
                 done: concurrent.futures.Future[T], what: str) -> None:
         # ``start`` was queued first, so the task exists when this runs.
-        self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
+        try:
+            self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
+        except RuntimeError:  # closed: left behind, its tasks cancelled when it stopped
+            return
         finished, _ = concurrent.futures.wait([done], CANCEL_GRACE_S)
         if finished:
             return
@@ -138,7 +172,9 @@ class _Loop:
         with _lock:
             if _current is self:
                 _current = None
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.left = True
+        with contextlib.suppress(RuntimeError):  # closed already
+            self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def _coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
@@ -151,10 +187,27 @@ def _coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
     return wrapped()
 
 
-def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T], what: str) -> None:
+def _abandoned(what: str) -> TransientError:
+    return TransientError(f"{what}: the process's event loop was blocked by another "
+                          "coroutine and left behind; try again (on a new loop)")
+
+
+def _fail(done: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    if not done.done():
+        done.set_exception(exc)
+
+
+def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T], what: str,
+            owner: _Loop) -> None:
+    if done.done():
+        return
     if task.cancelled():
-        # Cancelled by the caller (who has stopped reading), or by the coroutine itself.
-        done.set_exception(PermanentError(f"{what}: its coroutine was cancelled"))
+        if owner.left:
+            # Cancelled because another call blocked the loop: not this call's fault.
+            done.set_exception(_abandoned(what))
+        else:
+            # Cancelled by the caller (who has stopped reading), or by the coroutine itself.
+            done.set_exception(PermanentError(f"{what}: its coroutine was cancelled"))
     elif (exc := task.exception()) is not None:
         done.set_exception(exc)
     else:

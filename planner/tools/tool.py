@@ -87,6 +87,12 @@ class Tool:
             return self._output_adapter.dump_python(result, mode="json")
         return result
 
+    @property
+    def lax_args(self) -> bool:
+        """Whether its args are converted as pydantic's lax mode does ("42" -> 42): what a
+        ``$ref`` may carry into them is judged by it (validation)."""
+        return not self.input_model.model_config.get("strict", False)
+
     def check_args(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Problems of ``args`` against the input schema, as pydantic's error dicts
         (``loc``, ``type``, ``msg``); none: the args fit. Validation reports these."""

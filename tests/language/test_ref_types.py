@@ -86,31 +86,73 @@ def check(registry: dict[str, Tool], tool_name: str, args: dict[str, Any]) -> li
     return []
 
 
-def test_a_string_into_an_integer_is_refused_naming_both_types(registry):
-    [problem] = check(registry, "count", {"n": {"$ref": "t"}})
+def test_a_list_into_an_integer_is_refused_naming_both_types(registry):
+    [problem] = check(registry, "count", {"n": {"$ref": "h"}})
     assert (problem.step, problem.field) == ("z", "args.n")
-    assert problem.message == ("$ref t is a string (output of tool 'text'), but 'n' "
+    assert problem.message == ("$ref h is a list (output of tool 'hotels'), but 'n' "
                                "expects an integer (tool 'count')")
 
 
 @pytest.mark.parametrize(("args", "field", "produced", "expected"), [
     # a path into an object output (a list of models, then a property)
-    ({"n": {"$ref": "h.0.name"}}, "args.n", "a string", "an integer or null"),
     ({"n": {"$ref": "h.0.tags"}}, "args.n", "a list", "an integer or null"),
+    ({"n": {"$ref": "h.0"}}, "args.n", "an object", "an integer or null"),
     ({"hotel": {"$ref": "h"}}, "args.hotel", "a list", "an object or null"),
     # into a list's items, and a dict's values
-    ({"ints": [1, {"$ref": "t"}]}, "args.ints[1]", "a string", "an integer"),
-    ({"scores": {"a": {"$ref": "h.0.tags.0"}}}, "args.scores.a", "a string", "an integer"),
+    ({"ints": [1, {"$ref": "h"}]}, "args.ints[1]", "a list", "an integer"),
+    ({"scores": {"a": {"$ref": "h.0.tags"}}}, "args.scores.a", "a list", "an integer"),
     # Optional output: null could match, the rest never does
     ({"x": {"$ref": "b"}}, "args.x", "an object or null", "a number"),
+    # pydantic's lax mode never makes a number a string, nor a string a list
     ({"mode": {"$ref": "c"}}, "args.mode", "an integer", "a string"),
-    ({"flag": {"$ref": "t"}}, "args.flag", "a string", "a boolean"),
+    ({"ints": {"$ref": "t"}}, "args.ints", "a string", "a list or null"),
+    ({"flag": {"$ref": "h"}}, "args.flag", "a list", "a boolean"),
 ])
 def test_refs_that_can_never_match_are_refused(registry, args, field, produced, expected):
     [problem] = check(registry, "take", args)
     assert problem.field == field
     assert f"is {produced} (output of tool" in problem.message
     assert f"expects {expected} (tool 'take')" in problem.message
+
+
+@pytest.mark.parametrize(("args", "at_run_time"), [
+    # a string into an integer ("42" -> 42), a number, a boolean
+    ({"n": {"$ref": "t"}}, {"n": "42"}),
+    ({"x": {"$ref": "h.0.name"}}, {"x": "2.5"}),
+    ({"flag": {"$ref": "t"}}, {"flag": "true"}),
+    # a boolean into an integer (True -> 1), an integer into a boolean (1 -> True)
+    ({"n": {"$ref": "m"}}, {"n": True}),
+    ({"flag": {"$ref": "c"}}, {"flag": 1}),
+    ({"ints": [1, {"$ref": "t"}]}, {"ints": [1, "7"]}),
+    ({"scores": {"a": {"$ref": "h.0.tags.0"}}}, {"scores": {"a": "3"}}),
+])
+def test_what_a_python_tool_converts_at_run_time_passes(registry, args, at_run_time):
+    """The reader's own check (the one it makes at run time) takes such a value, so a plan
+    that runs today is not refused."""
+    assert registry["take"].check_args(at_run_time) == []
+    assert check(registry, "take", args) == []
+
+
+def test_calculate_takes_a_string_variable_as_it_does_at_run_time(registry):
+    plan_args = {"expression": "x + 1", "variables": {"x": {"$ref": "t"}}}
+    assert check(registry, "calculate", plan_args) == []
+    assert registry["calculate"].check_args({"expression": "x + 1",
+                                             "variables": {"x": "42"}}) == []
+
+
+def test_an_mcp_tool_keeps_json_schema_types_strict(registry):
+    from planner.tools.mcp.adapter import McpTool
+
+    class Args(BaseModel):
+        pass
+
+    mcp = McpTool(name="srv.count", fn=lambda **a: 0, description="", input_model=Args,
+                  output_schema={}, schema={"type": "object",
+                                            "properties": {"n": {"type": "integer"}}})
+    assert mcp.check_args({"n": "42"}) != []  # jsonschema refuses it at run time too
+    [problem] = check({**registry, mcp.name: mcp}, "srv.count", {"n": {"$ref": "t"}})
+    assert problem.message == ("$ref t is a string (output of tool 'text'), but 'n' "
+                               "expects an integer (tool 'srv.count')")
 
 
 @pytest.mark.parametrize("args", [

@@ -131,3 +131,25 @@ def test_paths_are_relative_to_the_config_files_folder(tmp_path: Path,
         (folder / "mcp.json").read_text())["mcpServers"].items() if k != "pkg"}}))
     registry = load_tools(Settings.from_env({"CHORDAL_MCP_CONFIG": str(file_only)}))
     assert {"rel.add", "sh.add"} <= set(registry)
+
+
+def test_module_and_package_names_are_not_made_paths(tmp_path: Path):
+    (tmp_path / "myserver").mkdir()  # a package beside the config: `-m` names it
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "agency.py").write_text("")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "run.js").write_text("")
+    (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": {
+        "mod": {"command": "python", "args": ["-m", "myserver", "tools"]},
+        "dashed": {"command": "python", "args": ["-m", "./agency.py"]},
+        "script": {"command": "python", "args": ["agency.py", "--root", "./tools"]},
+        "node": {"command": "node", "args": ["lib/run.js", "missing.js"]},
+    }}))
+    servers = configured_servers(Settings.from_env(
+        {"CHORDAL_MCP_CONFIG": str(tmp_path / "mcp.json")}))
+    real = tmp_path.resolve()
+    assert servers["mod"].args == ("-m", "myserver", "tools")
+    assert servers["dashed"].args == ("-m", "./agency.py")
+    assert servers["script"].args == (str(real / "agency.py"), "--root",
+                                      str(real / "tools"))
+    assert servers["node"].args == (str(real / "lib" / "run.js"), "missing.js")

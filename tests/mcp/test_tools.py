@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,16 @@ def test_errors_map_to_permanent_and_transient(registry):
     with pytest.raises(TransientError, match=r"slow.nap"):
         slow.invoke({"seconds": 3, "value": "late"}, CTX)
     assert slow.invoke({"seconds": 0, "value": "ok"}, CTX)["value"] == "ok"
+
+
+def test_the_steps_timeout_bounds_an_mcp_call(registry):
+    web = registry["web.nap"]  # the server's timeout_s: the default, minutes
+    start = time.monotonic()
+    with pytest.raises(TransientError, match=r"web\.nap: MCP server 'web'"):
+        web.invoke({"seconds": 8, "value": "late"}, ToolContext("run", "step", 1,
+                                                                timeout_s=1))
+    assert time.monotonic() - start < 6
+    assert web.invoke({"seconds": 0, "value": "ok"}, CTX)["value"] == "ok"
 
 
 def test_a_stdio_server_that_dies_is_restarted_by_the_next_call(registry, tmp_path):

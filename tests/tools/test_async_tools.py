@@ -165,7 +165,7 @@ def test_validation_checks_args_and_refs_by_the_awaited_types():
     plan = {"goal": "g", "steps": [
         {"id": "h", "tool": "find", "args": {"city": 3}},
         {"id": "n", "tool": "broken", "args": {"kind": {"$ref": "h.0.name"}}},
-        {"id": "m", "tool": "find", "args": {"city": "Porto", "limit": {"$ref": "h.0.name"}}},
+        {"id": "m", "tool": "find", "args": {"city": "Porto", "limit": {"$ref": "h.0"}}},
         {"id": "ok", "tool": "find", "args": {"city": "Porto", "limit": {"$ref": "n"}}},
     ]}
     with pytest.raises(PlanInvalid) as info:
@@ -173,4 +173,4 @@ def test_validation_checks_args_and_refs_by_the_awaited_types():
     found = {(p.step, p.field): p.message for p in info.value.problems}
     assert set(found) == {("h", "args.city"), ("m", "args.limit")}
     assert found[("m", "args.limit")].startswith(
-        "$ref h.0.name is a string (output of tool 'find'), but 'limit' expects an integer")
+        "$ref h.0 is an object (output of tool 'find'), but 'limit' expects an integer")

@@ -50,6 +50,10 @@ class McpTool(Tool):
     def input_schema(self) -> dict[str, Any]:
         return self.schema
 
+    @property
+    def lax_args(self) -> bool:
+        return False  # jsonschema checks JSON types as they are
+
     def check_args(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         return schema_errors(self.schema, args)
 
@@ -59,7 +63,12 @@ class McpTool(Tool):
             shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
                               for e in errors)
             raise PermanentError(f"{self.name}: bad arguments: {shown}")
-        return self.fn(**dict(args))
+        if self.server is None:
+            return self.fn(**dict(args))
+        # The step's timeout_s bounds the call as it bounds any tool's attempt.
+        limit = self.server.timeout_s if ctx.timeout_s is None else min(
+            ctx.timeout_s, self.server.timeout_s)
+        return hub().call(self.server, self.remote_name, dict(args), self.structured, limit)
 
 
 def schema_errors(schema: Mapping[str, Any], args: Any) -> list[dict[str, Any]]:
@@ -113,12 +122,19 @@ class UnavailableTool(McpTool):
 
     def check_args(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         assert self.catalog is not None and self.server is not None
+        # Asked again here too: a process that only validates (API, CLI) never invokes.
+        self.catalog.ask_again(self.server)
         why = self.catalog.down.get(self.server.name)
         if why is None:
-            return []
+            real = self.catalog.listed(self.name)
+            if real is not None:
+                return real.check_args(args)
+            return [{"loc": (), "type": "mcp_no_tool",
+                     "msg": f"MCP server {self.server.name!r} has no tool "
+                            f"{self.remote_name!r}"}]
         return [{"loc": (), "type": "mcp_unavailable",
                  "msg": f"MCP server {self.server.name!r} did not list its tools, so "
-                        f"{self.name!r} cannot be checked: {describe(why)}"}]
+                        f"{self.name!r} cannot be checked: {describe(why, self.server)}"}]
 
     def invoke(self, args: Mapping[str, Any], ctx: ToolContext) -> Any:
         assert self.catalog is not None and self.server is not None
@@ -138,6 +154,7 @@ class McpCatalog:
         self.on_found: Callable[[Tool], None] | None = None
         self._lock = threading.Lock()
         self._asked: dict[str, float] = {}
+        self._asking: set[str] = set()
 
     @classmethod
     def load(cls, settings: Settings) -> McpCatalog:
@@ -155,7 +172,7 @@ class McpCatalog:
                     stderr = last_stderr(name)
                     log.warning("%s: cannot list its tools: %s%s; its steps fail with this "
                                 "error (transient ones are retried) until it answers",
-                                server.where(), describe(result),
+                                server.where(), describe(result, server),
                                 f" (its stderr: {stderr})" if stderr else "")
                 self.down[name] = result
                 continue
@@ -174,32 +191,55 @@ class McpCatalog:
         return {self.servers[name].queue for name in self.down}
 
     def find(self, name: str) -> Tool | None:
-        """A stand-in for ``name`` if it is a tool of a server that did not answer."""
+        """A stand-in for ``name`` if it is a tool of a server that did not answer (asked
+        again first, as :meth:`ask_again` allows: once it answers, its tool)."""
         server_name, dot, remote = name.partition(".")
         if not dot or server_name not in self.down:
             return None
         server = self.servers[server_name]
+        self.ask_again(server)
+        if server_name not in self.down:
+            return self.listed(name)
         return UnavailableTool(
             name=name, fn=_unavailable, description=f"a tool of MCP server {server_name!r}, "
             "which did not answer", input_model=_AnyArgs, output_schema={},
             queue=server.queue, max_retries=server.max_retries, timeout_s=server.timeout_s,
             server=server, remote_name=remote, catalog=self)
 
+    def listed(self, name: str) -> McpTool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def ask_again(self, server: McpServer) -> None:
+        """List a down server's tools again: at most every ``RETRY_DOWN_S``, and by one
+        thread at a time, without the lock held. Listing a down server may take
+        CONNECT_TIMEOUT_S: the other threads go on at once with what is known (a step's
+        attempt fails transiently and is retried) rather than queue up behind it."""
+        with self._lock:
+            if server.name not in self.down or server.name in self._asking or \
+                    time.monotonic() - self._asked.get(server.name, 0.0) < RETRY_DOWN_S:
+                return
+            self._asking.add(server.name)
+        listed: Mapping[str, Any] = {}
+        try:
+            listed = discover([server], down_ttl_s=0.0)
+        finally:
+            with self._lock:
+                if listed:
+                    self._take(listed)
+                # Stamped after the answer: the rate counts from when it came.
+                self._asked[server.name] = time.monotonic()
+                self._asking.discard(server.name)
+
     def answered(self, server: McpServer, remote: str) -> McpTool:
         """The tool, once its server lists it (asked again if it did not answer lately);
         the server's error (transient: the step is retried) while it does not."""
-        with self._lock:
-            now = time.monotonic()
-            if server.name in self.down and now - self._asked.get(server.name, 0.0) \
-                    >= RETRY_DOWN_S:
-                self._asked[server.name] = now
-                self._take(discover([server], down_ttl_s=0.0))
-            why = self.down.get(server.name)
+        self.ask_again(server)
+        why = self.down.get(server.name)
         if why is not None:
             raise tool_error(server, remote, why)
-        for t in self.tools:
-            if t.server == server and t.remote_name == remote:
-                return t
+        real = self.listed(f"{server.name}.{remote}")
+        if real is not None:
+            return real
         raise PermanentError(f"{server.name}.{remote}: MCP server {server.name!r} has no "
                              f"tool {remote!r}")
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,7 +76,7 @@ class McpServer:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a secret: shown_url
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     queue: str = DEFAULT_QUEUE
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -90,8 +91,33 @@ class McpServer:
                            self.url, dict(self.headers), self.sse], sort_keys=True)
 
     def where(self) -> str:
-        how = f"stdio: {self.command}" if self.command else f"url: {self.url}"
+        how = f"stdio: {self.command}" if self.command else f"url: {self.shown_url}"
         return f"{self.source}: server {self.name!r} ({how})"
+
+    @property
+    def shown_url(self) -> str | None:
+        """The URL as logs and messages show it: without its userinfo, query and fragment,
+        where a ``${VAR}`` secret (a token, a key) goes."""
+        if self.url is None:
+            return None
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "",
+                           ""))
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error's, say: an HTTP client's names the URL) with the URL shown
+        as :attr:`shown_url` and the secrets it may hold masked: the URL's userinfo and
+        query, and the headers' values."""
+        if self.url is None:
+            return text
+        text = text.replace(self.url, self.shown_url or "")
+        parts = urlsplit(self.url)
+        secrets = [parts.query, parts.fragment, parts.netloc.rpartition("@")[0],
+                   *(v for _, v in parse_qsl(parts.query)), *self.headers.values()]
+        # Longest first, so that a value inside another is not left half masked.
+        for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
 
 def server_entries(data: Any, source: str) -> Mapping[str, Any]:
@@ -136,6 +162,22 @@ def _from(base: Path | None, path: str) -> str:
     """A relative path as seen from the config file's folder (no file: unchanged)."""
     p = Path(path).expanduser()
     return str(base / p) if base is not None and not p.is_absolute() else str(p)
+
+
+#: Script files an interpreter is given by name (``"args": ["agency.py"]``).
+SCRIPT_SUFFIXES = frozenset({".py", ".pyz", ".js", ".mjs", ".cjs", ".ts", ".mts", ".sh",
+                             ".rb", ".pl", ".php", ".lua", ".jar", ".dll", ".exe"})
+
+
+def _a_path(arg: str, before: str | None) -> bool:
+    """Whether ``arg`` is written as a path: ``./x``, ``../x``, ``dir/x`` or a script's
+    file name. A bare word is a name (``-m myserver``: a module, even beside a folder
+    ``myserver/``), and what follows ``-m`` is a module whatever it looks like."""
+    if before == "-m" or arg.startswith("-") or Path(arg).is_absolute():
+        return False
+    separators = [os.sep, *([os.altsep] if os.altsep else [])]
+    return (arg.startswith(("./", "../")) or any(sep in arg for sep in separators)
+            or Path(arg).suffix.lower() in SCRIPT_SUFFIXES)
 
 
 def _server(name: str, raw: Any, source: str, base: Path | None) -> McpServer | None:
@@ -186,10 +228,10 @@ def _server(name: str, raw: Any, source: str, base: Path | None) -> McpServer | 
         command = _from(base, command)
     args = [expand(a, f"{where}: args[{i}]") for i, a in enumerate(cfg.args)]
     if base is not None:
-        # An argument that names a file or folder beside the config file is that one;
-        # anything else (a flag, a package name, a URL) is left as it is.
-        args = [_from(base, a) if not a.startswith("-") and not Path(a).is_absolute()
-                and (base / a).exists() else a for a in args]
+        # An argument written as a path to a file or folder beside the config file is that
+        # one; anything else (a flag, a module or package name, a URL) is left as it is.
+        args = [_from(base, a) if _a_path(a, args[i - 1] if i else None)
+                and (base / a).exists() else a for i, a in enumerate(args)]
     cwd = _from(base, expand(cfg.cwd, f"{where}: cwd")) if cfg.cwd is not None else None
     return replace(common, command=command, args=tuple(args), env=env, cwd=cwd)
 

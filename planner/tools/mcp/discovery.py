@@ -39,32 +39,51 @@ class ToolSpec:
 Listed = list[ToolSpec] | Exception
 
 _discovered: dict[str, tuple[float, Listed]] = {}
+#: Servers being listed now, by key: a second caller waits for that answer instead of
+#: starting its own (a down server's listing may take CONNECT_TIMEOUT_S).
+_listing: dict[str, concurrent.futures.Future[Listed]] = {}
 _discovery_lock = threading.Lock()
 
 
 def discover(servers: list[McpServer], down_ttl_s: float = DOWN_TTL_S
              ) -> dict[str, Listed]:
     """Each server's tools, or why it could not be listed; from this process's cache when
-    fresh, else asked (all servers at once)."""
+    fresh, else asked (all servers at once, one listing per server at a time)."""
     now = time.monotonic()
     out: dict[str, Listed] = {}
-    with _discovery_lock:
-        stale = []
+    stale: list[McpServer] = []
+    waiting: dict[str, concurrent.futures.Future[Listed]] = {}
+    with _discovery_lock:  # held for the cache only, never while a server is asked
         for s in servers:
             hit = _discovered.get(s.key())
             if hit is not None and now - hit[0] < (
                     down_ttl_s if isinstance(hit[1], Exception) else DISCOVERY_TTL_S):
                 out[s.name] = hit[1]
+            elif s.key() in _listing:
+                waiting[s.name] = _listing[s.key()]
             else:
+                _listing[s.key()] = concurrent.futures.Future()
                 stale.append(s)
-        if stale:
+    if stale:
+        listed: dict[str, Listed] = {}
+        try:
             # In a thread of its own: the caller may be inside a running event loop (an
             # ASGI app building a client), where a second loop cannot start.
             with concurrent.futures.ThreadPoolExecutor(1, "chordal-mcp-discovery") as pool:
                 listed = pool.submit(asyncio.run, _list_all(stale)).result()
-            for s in stale:
-                _discovered[s.key()] = (time.monotonic(), listed[s.name])
-                out[s.name] = listed[s.name]
+        finally:
+            with _discovery_lock:
+                for s in stale:
+                    result = listed.get(s.name)
+                    if result is None:  # interrupted: those waiting learn it, none cached
+                        result = RuntimeError("listing its tools was interrupted")
+                    else:
+                        _discovered[s.key()] = (time.monotonic(), result)
+                    _listing.pop(s.key()).set_result(result)
+        out.update((s.name, listed[s.name]) for s in stale)
+    for name, future in waiting.items():
+        # Bounded by the other caller's own listing (CONNECT_TIMEOUT_S per server).
+        out[name] = future.result()
     return out
 
 

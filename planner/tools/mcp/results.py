@@ -48,9 +48,12 @@ def leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, server: McpServer) -> str:
+    """The error in one line, without the secrets of ``server``'s URL and headers (an
+    HTTP client's error names the URL; this lands in logs and in a step's error)."""
     leaf = leaves(exc)[0]
-    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+    return server.scrub(f"{type(leaf).__name__}: {leaf}" if str(leaf)
+                        else type(leaf).__name__)
 
 
 def broken(exc: BaseException) -> bool:
@@ -79,10 +82,11 @@ def tool_error(server: McpServer, tool: str, exc: BaseException) -> Exception:
         return leaf
     if isinstance(leaf, MCPError):
         if leaf.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT, INTERNAL_ERROR):
-            return TransientError(f"{name}: MCP server {server.name!r}: {leaf.message} "
-                                  f"(code {leaf.code})")
-        return PermanentError(f"{name}: MCP server {server.name!r} refused the call: "
-                              f"{leaf.message} (code {leaf.code})")
+            return TransientError(server.scrub(
+                f"{name}: MCP server {server.name!r}: {leaf.message} (code {leaf.code})"))
+        return PermanentError(server.scrub(
+            f"{name}: MCP server {server.name!r} refused the call: {leaf.message} "
+            f"(code {leaf.code})"))
     if isinstance(leaf, httpx2.HTTPStatusError) and 400 <= leaf.response.status_code < 500 \
             and leaf.response.status_code not in (408, 429):
         return PermanentError(f"{name}: MCP server {server.name!r} answered "
@@ -94,4 +98,4 @@ def tool_error(server: McpServer, tool: str, exc: BaseException) -> Exception:
                               f"result: {leaf.error_count()} error(s)")
     # The server died, could not be reached, or did not answer in time: try again (the
     # next call opens a new session).
-    return TransientError(f"{name}: MCP server {server.name!r}: {describe(exc)}")
+    return TransientError(f"{name}: MCP server {server.name!r}: {describe(exc, server)}")

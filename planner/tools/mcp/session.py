@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from planner.errors import TransientError
 from planner.tools.mcp.config import McpServer
 from planner.tools.mcp.results import broken, describe, output, tool_error
 
@@ -94,11 +96,36 @@ async def session(server: McpServer) -> AsyncIterator[Client]:
         yield client
 
 
+class _Scrubbed(logging.Filter):
+    """Masks the secrets of the servers' URLs and headers in the HTTP client's and the
+    SDK's own log lines (httpx logs each request's full URL at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers: dict[str, McpServer] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = text
+        for server in list(self.servers.values()):
+            clean = server.scrub(clean)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_scrubbed = _Scrubbed()
+# A filter on a logger sees only its own records, not its children's: named one by one.
+for _name in ("httpx2", "mcp.client.streamable_http", "mcp.client.sse"):
+    logging.getLogger(_name).addFilter(_scrubbed)
+
+
 @asynccontextmanager
 async def _http(server: McpServer) -> AsyncIterator[Client]:
     from mcp import Client
 
     assert server.url is not None
+    _scrubbed.servers[server.key()] = server
     headers = dict(server.headers)
     if server.sse:
         from mcp.client.sse import sse_client
@@ -150,7 +177,8 @@ class _Connection:
                 ready.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            log.info("%s: connection ended: %s", self.server.where(), describe(exc))
+            log.info("%s: connection ended: %s", self.server.where(),
+                     describe(exc, self.server))
         finally:
             self.dead = True
             if not ready.done():
@@ -179,26 +207,37 @@ class Hub:
         self.thread.start()
 
     def call(self, server: McpServer, tool: str, args: dict[str, Any],
-             structured: bool) -> Any:
-        future = asyncio.run_coroutine_threadsafe(self._call(server, tool, args),
+             structured: bool, timeout_s: float | None = None) -> Any:
+        """Call ``tool`` and wait for its answer at most ``timeout_s`` (the server's when
+        None); opening a session for it, if needed, has its own CONNECT_TIMEOUT_S."""
+        limit = server.timeout_s if timeout_s is None else timeout_s
+        future = asyncio.run_coroutine_threadsafe(self._call(server, tool, args, limit),
                                                   self.loop)
         try:
-            result = future.result()
+            # The loop enforces the limits; this one only backs them (a loop held up).
+            result = future.result(CONNECT_TIMEOUT_S + limit + 5.0)
         except BaseException as exc:
             # A soft time limit lands here, in the calling thread: stop the call too.
             future.cancel()
+            if isinstance(exc, TimeoutError | concurrent.futures.TimeoutError):
+                raise TransientError(f"{server.name}.{tool}: MCP server {server.name!r} did "
+                                     f"not answer in {limit:g} s") from None
             if isinstance(exc, Exception):
                 raise tool_error(server, tool, exc) from None
             raise
         return output(server, tool, result, structured)
 
-    async def _call(self, server: McpServer, tool: str, args: dict[str, Any]) -> Any:
+    async def _call(self, server: McpServer, tool: str, args: dict[str, Any],
+                    timeout_s: float) -> Any:
         conn = self.connections.get(server.name)
         if conn is None or conn.dead:
             conn = self.connections[server.name] = _Connection(server)
         client = await conn.client()
         try:
-            return await client.call_tool(tool, args, read_timeout_seconds=server.timeout_s)
+            # The SDK's own read timeout ends the call (cleanly: its session stays
+            # usable); the outer one only backs it.
+            async with asyncio.timeout(timeout_s + 2.0):
+                return await client.call_tool(tool, args, read_timeout_seconds=timeout_s)
         except BaseException as exc:
             if broken(exc):
                 conn.close()
