@@ -83,7 +83,9 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
     doing = phase(report)
     if doing:
         title.append(f"  {doing}", style="bold yellow")
-    title.append(f"  {_seconds(span)}", style="dim")
+    # One space before the time (it belongs to the status): a 20-hex run id, the status and
+    # "plan v2 (1 replan; replaced: weather)" still fit 80 columns.
+    title.append(f" {_seconds(span)}", style="dim")
     if report.plan_version:
         title.append(f"  plan v{report.plan_version}")
     if report.replans:

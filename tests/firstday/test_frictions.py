@@ -155,7 +155,7 @@ def test_the_live_view_reads_at_80_columns():
     lines = console.export_text().splitlines()
     assert max(map(len, lines)) <= 80
     assert lines[0].startswith("Compare the monthly cost")  # the goal on top
-    assert "running  10.0s  plan v2 (1 replan; replaced: old)" in lines[1]
+    assert "running 10.0s  plan v2 (1 replan; replaced: old)" in lines[1]
     rows = {line.split()[0]: line for line in lines[3:7]}
     assert set(rows) == {"lisbon", "berlin", "weather", "compare"}  # one line each
     assert "5.00s" in rows["compare"]  # a running step's elapsed time
