@@ -151,7 +151,9 @@ def chromium_path() -> str | None:
     return found if found and Path(found).exists() else None
 
 
-@pytest.fixture(scope="session")
+# Package, not session: Playwright's sync API keeps an asyncio loop running on this thread
+# while it is open, and later packages' tests call asyncio.run (or Playwright) themselves.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
