@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner import logs, tracing
+from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import revoked_message
 from planner.engine.outcomes import (
     Failed,
@@ -33,7 +34,7 @@ from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, RefError, RunNotFound, ToolError, TransientError
 from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
-from planner.store.records import REVOKED, ErrorRecord, StepState
+from planner.store.records import REVOKED, ErrorRecord, RunState, StepState
 from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
 
@@ -237,20 +238,33 @@ def _stale(rt: Runtime, run_id: str, step_id: str, task_id: str, error: ErrorRec
                 else "left alone")
 
 
+def _live(rt: Runtime, run_id: str, step_id: str
+          ) -> tuple[RunState, CompiledPlan, StepState] | None:
+    """The run, the version that holds the step now and the step's state, for a decision
+    made outside a delivery (an errback, a revoke); None when there is nothing to decide:
+    the run is gone or ended, has no plan yet, or no current version holds the step."""
+    try:
+        run = rt.store.run_state(run_id)
+    except RunNotFound:
+        return None
+    if run.ended or not run.version:
+        return None
+    compiled = rt.compiled(run_id, run.version)
+    if step_id not in compiled.deps:
+        return None
+    return run, compiled, rt.store.step_state(run_id, step_id)
+
+
 def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
                         version: int) -> None:
     """The errback of a step task that failed outside the tool: killed at the hard time
     limit, or an error in Chordal itself. The attempt counts; the step is retried or
     given up."""
-    run = rt.store.run_state(run_id)
-    if run.ended or not run.version:
+    live = _live(rt, run_id, step_id)
+    if live is None:
         return
-    # Act in the version that holds the step now; a step no version holds is done with.
+    run, compiled, state = live
     version = run.version
-    compiled = rt.compiled(run_id, version)
-    if step_id not in compiled.deps:
-        return
-    state = rt.store.step_state(run_id, step_id)
     if not is_current_task(state, task_id):
         # A superseded attempt's task (or a replaced message's) failed: the step runs, or
         # will, under another; that one's errback (its own claim) speaks for it.
@@ -333,17 +347,11 @@ def step_revoked(rt: Runtime, run_id: str, step_id: str, worker: str,
     :func:`~planner.engine.dispatch.step_message`). Unless the step lives under another
     task now (:func:`is_current_task`): the revoked one was a superseded attempt's, or a
     stale copy. ``revoked_at``: when it was revoked, if it is recorded late."""
-    try:
-        run = rt.store.run_state(run_id)
-    except RunNotFound:
+    live = _live(rt, run_id, step_id)
+    if live is None:
         return
-    if run.ended or not run.version:
-        return
+    run, compiled, state = live
     version = run.version
-    compiled = rt.compiled(run_id, version)
-    if step_id not in compiled.deps:
-        return
-    state = rt.store.step_state(run_id, step_id)
     if state.final:
         return
     how = ("terminated while it ran" if terminated
