@@ -7,50 +7,32 @@ The Redis is a redis-server of the test's own, with no persistence, restarted on
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from planner.cli.embedded import redis_answers, redis_server_binary
 from planner.client import Client
 from planner.errors import RunNotFound
 from planner.language.plan import Plan
 from planner.settings import Settings
 from planner.store.lost import created_at, new_run_id
 from planner.store.records import RunReport
-from tests.store.test_redis_restart import free_port
+from tests.store.test_redis_restart import Server
 
 PLAN = Plan.model_validate({"goal": "g", "steps": [
     {"id": "a", "tool": "echo", "args": {"value": 1}}]})
 
 
-class Forgetful:
+class Forgetful(Server):
     """A redis-server that keeps nothing on disk: a restart comes back empty."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.workdir = free_port(), workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--appendonly", "no", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not redis_answers(self.url, timeout=0.2):
-            assert time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
+    PERSISTENCE = ("--appendonly", "no")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            self.process.kill()  # no shutdown save either
             self.process.wait(timeout=10)
 
 

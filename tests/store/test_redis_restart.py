@@ -28,6 +28,11 @@ def free_port() -> int:
 
 
 class Server:
+    """A redis-server of a test's own that keeps every write on disk (AOF, fsync always)."""
+
+    #: How it keeps its data (a subclass may keep none).
+    PERSISTENCE: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "always")
+
     def __init__(self, workdir: Path) -> None:
         self.port, self.workdir = free_port(), workdir
         self.process: subprocess.Popen[bytes] | None = None
@@ -39,8 +44,8 @@ class Server:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.workdir), *self.PERSISTENCE, "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not redis_answers(self.url, timeout=0.2):
             assert time.monotonic() < deadline, "redis did not start"
