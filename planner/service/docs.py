@@ -23,6 +23,11 @@ ASSETS = "/docs/assets"
 ASSET_DIR = Path(str(files("fastapi_offline") / "static"))
 
 
+def _root(request: Request) -> str:
+    """The prefix a proxy mounts the API under (ASGI root_path): the pages' URLs carry it."""
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
 def install(app: FastAPI) -> None:
     """Add the two pages and their assets to ``app`` (made with ``docs_url=None`` and
     ``redoc_url=None``, so FastAPI's CDN-loading pages are not there)."""
@@ -31,7 +36,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
-        root = str(request.scope.get("root_path") or "").rstrip("/")
+        root = _root(request)
         return get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
             oauth2_redirect_url=f"{root}{oauth2_redirect}",
@@ -47,7 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
-        root = str(request.scope.get("root_path") or "").rstrip("/")
+        root = _root(request)
         return get_redoc_html(
             openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
             redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
