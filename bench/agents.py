@@ -83,7 +83,7 @@ def ideal(plan: dict[str, Any]) -> float:
 
 def react(model: AnthropicModel, plan: dict[str, Any]) -> tuple[float, int]:
     """One call to choose each step, the step itself, in order; then one call to answer."""
-    tools = load_registry(["workers.tools.testing"])
+    tools = load_registry(["planner.tools.testing"])
     cfg = RoleConfig("claude-haiku-5-5", 256)
     calls = 0
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def start_model_fleet(fake_url: str, redis_url: str
     Claude through the real SDK, served by the fake Messages API at ``fake_url``."""
     redis.Redis.from_url(redis_url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
-    env.update({"CHORDAL_REDIS_URL": redis_url, "CHORDAL_TOOL_MODULES": "workers.tools.testing",
+    env.update({"CHORDAL_REDIS_URL": redis_url, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
                 "CHORDAL_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY,
                 "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT)})
     os.environ["ANTHROPIC_API_KEY"] = API_KEY

@@ -150,7 +150,7 @@ def stop_the_world(client: Client, model: AnthropicModel) -> tuple[float, float,
 
 def loop(model: AnthropicModel, settings: Settings) -> tuple[float, float, int]:
     """The sequential loop, in-process, with the same tools and the same fake server."""
-    tools = load_registry(["workers.tools.testing"])
+    tools = load_registry(["planner.tools.testing"])
     cfg = role_config(settings, "executor")
 
     made: list[str] = []

@@ -136,7 +136,7 @@ def main() -> None:
     url = f"{REDIS_BASE}/{DB}"
     redis.Redis.from_url(url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")}
-    env.update({"CHORDAL_REDIS_URL": url, "CHORDAL_TOOL_MODULES": "workers.tools.testing",
+    env.update({"CHORDAL_REDIS_URL": url, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
                 "CHORDAL_MAX_STEPS": "1000", "PYTHONPATH": str(ROOT)})
     settings = Settings.from_env(env)
     client = Client(settings, load_registry(settings.tool_modules))

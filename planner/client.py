@@ -28,7 +28,6 @@ from planner.language.plan import Plan
 from planner.language.validation import Limits, validate
 from planner.llm import ROLES, make_model, require_model
 from planner.llm.roles import role_config
-from planner.llm.usage import summarize
 from planner.settings import Settings
 from planner.store.lost import new_run_id
 from planner.store.records import (
@@ -43,6 +42,7 @@ from planner.store.records import (
 )
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_tools
+from planner.usage import summarize
 
 if TYPE_CHECKING:
     from planner.remote import RemoteClient

@@ -224,3 +224,8 @@ __all__ = [
     "Unavailable",
     "UserError",
 ]
+
+
+#: What a role that needs a model says when none is configured.
+NO_MODEL = ("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
+            "CHORDAL_LLM=scripted:PATH to use a scripted model")

@@ -111,7 +111,7 @@ MODEL_LATENCY = Histogram("chordal_model_latency_seconds", "Model call latency."
                           buckets=_MODEL_BUCKETS)
 BUDGET_STOPS = Counter("chordal_budget_stops", "Runs stopped or paused at their budget.")
 
-#: Token counters of a model call (planner.llm.usage's names) -> the ``kind`` label.
+#: Token counters of a model call (planner.usage's names) -> the ``kind`` label.
 TOKEN_KINDS: Mapping[str, str] = {"input_tokens": "input", "output_tokens": "output",
                                   "cache_read_input_tokens": "cache_read",
                                   "cache_creation_input_tokens": "cache_write"}

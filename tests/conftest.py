@@ -9,4 +9,4 @@ from planner.tools import ToolRegistry, load_registry
 
 @pytest.fixture(scope="session")
 def tools() -> ToolRegistry:
-    return load_registry(["workers.tools.testing"])
+    return load_registry(["planner.tools.testing"])

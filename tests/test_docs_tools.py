@@ -29,7 +29,7 @@ def test_the_async_tool_example_registers_with_the_awaited_type():
 
 def test_the_python_plan_example_is_valid_with_its_refs_as_json():
     plan: Plan = run("Ref(")["plan"]
-    tools = load_registry(["workers.tools.testing"])
+    tools = load_registry(["planner.tools.testing"])
     valid = validate(plan, tools)
     assert valid.shape.critical_path == ["hotels", "cost", "summary"]
     dumped = plan.model_dump(mode="json")["steps"]
@@ -44,7 +44,7 @@ def test_the_quoted_refusal_is_what_validation_says():
                  if "def find_hotels" in b]
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
-    tools = dict(load_registry(["workers.tools.testing"]))
+    tools = dict(load_registry(["planner.tools.testing"]))
     tools["find_hotels"] = namespace["find_hotels"]
     plan = Plan(goal="g", steps=[
         Step(id="hotels", tool="find_hotels", args={"city": "Porto"}),

@@ -9,7 +9,7 @@
 - With ``CHORDAL_METRICS_PORT`` set, it serves Prometheus's ``/metrics`` on that port: the
   values every pool process recorded (multiprocess mode, merged here) and the fleet's
   gauges (runs not ended, queue depth), read at scrape time in this process only.
-- It delivers the callbacks of runs that ended (:mod:`planner.service.callbacks`), on a
+- It delivers the callbacks of runs that ended (:mod:`planner.callbacks`), on a
   thread of its own so that a slow receiver never delays the liveness record: every worker
   claims due callbacks one at a time (an atomic claim with a lease), so each goes out once
   per attempt however many workers there are.
@@ -29,10 +29,10 @@ from typing import Any
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from planner import metrics
+from planner.callbacks import CallbackSender
 from planner.engine.dispatch import CeleryPublisher
 from planner.engine.reconcile import Reconciler
 from planner.engine.runtime import Runtime
-from planner.service.callbacks import CallbackSender
 from planner.settings import Settings
 from planner.store.keys import worker_key
 from workers.app import app

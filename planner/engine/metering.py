@@ -7,11 +7,11 @@ from planner import metrics, tracing
 from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
 from planner.llm.scripted import exchange
-from planner.llm.usage import Budget, cost_usd, summarize
 from planner.settings import Settings
 from planner.store.ratelimit import RateLimiter
 from planner.store.records import ErrorRecord, RunOptions
 from planner.store.runs import RunStore
+from planner.usage import Budget, cost_usd, summarize
 
 
 def run_budget(settings: Settings, options: RunOptions) -> Budget:

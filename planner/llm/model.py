@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-NO_MODEL = ("no model configured: set ANTHROPIC_API_KEY to use Claude, or "
-            "CHORDAL_LLM=scripted:PATH to use a scripted model")
+from planner.errors import NO_MODEL as NO_MODEL  # defined with the errors: tools use it too
 
 Role = Literal["planner", "replanner", "executor", "synthesizer"]
 ROLES: tuple[Role, ...] = ("planner", "replanner", "executor", "synthesizer")

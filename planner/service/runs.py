@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from planner import tracing
 from planner.errors import Conflict, InvalidInput
 from planner.language.plan import Plan
-from planner.service.allowlist import check_callback_url
+from planner.net import check_callback_url
 from planner.service.auth import Caller, caller
 from planner.service.idempotency import MAX_KEY_CHARS, body_hash
 from planner.service.schemas import (

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from planner.language.plan import Plan
-from planner.llm.usage import UsageSummary
+from planner.usage import UsageSummary
 
 RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succeeded",
                     "failed", "cancelled"]

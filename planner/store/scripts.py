@@ -17,7 +17,8 @@ from redis.commands.core import Script
 RUN_SCRIPTS = ("begin_step", "finish_step", "fail_step", "retry_step", "start_run",
                "finish_run", "install_plan", "flag_failure", "set_status",
                "release_step", "retry_run", "create_run", "mark_dispatched",
-               "reclaim_step", "renew_leases", "record_repair", "note_stale", "live_task")
+               "reclaim_step", "renew_leases", "record_repair", "note_stale", "live_task",
+               "callback_event")
 
 
 @cache

@@ -1,7 +1,7 @@
 """The tool registry: tools by name, loaded from modules.
 
 Tools are plugins, found by module name as Celery finds task modules: the built-ins
-(``workers.tools.builtin``, where the workers keep their implementations) and the modules
+(``planner.tools.builtin``: calculate, llm, http_request) and the modules
 named in ``CHORDAL_TOOL_MODULES``. Validation needs only the registry, never a worker.
 
 Those modules are imported with the working directory on the import path, as ``celery -A``
@@ -23,7 +23,7 @@ from planner.settings import Settings
 from planner.tools.mcp import McpCatalog
 from planner.tools.tool import Tool
 
-BUILTIN_MODULES = ("workers.tools.builtin",)
+BUILTIN_MODULES = ("planner.tools.builtin",)
 
 log = logging.getLogger("chordal.tools")
 #: Tools already warned about in this process (registries are built more than once).

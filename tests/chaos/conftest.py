@@ -51,7 +51,7 @@ LONG = os.environ.get("CHAOS_LONG") == "1"
 SEED = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
 CHAOS_DB = 3
 DEFAULT_URL = f"redis://127.0.0.1:6379/{CHAOS_DB}"
-TOOL_MODULES = "workers.tools.testing"
+TOOL_MODULES = "planner.tools.testing"
 
 LEASE_S, RECONCILE_S, GRACE_S = 2.0, 0.5, 2.0
 KNOBS = {

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")}
-ENV["CHORDAL_TOOL_MODULES"] = "workers.tools.testing"
+ENV["CHORDAL_TOOL_MODULES"] = "planner.tools.testing"
 
 
 def chordal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,7 @@ def big(n: int) -> str:
 
 
 def registry() -> ToolRegistry:
-    reg = load_registry(["workers.tools.testing"])
+    reg = load_registry(["planner.tools.testing"])
     for t in (nan_out, raw_bytes, big):
         reg.add(t)
     return reg

@@ -96,7 +96,7 @@ def test_errback_of_a_superseded_task_leaves_the_current_attempt(make_rt: MakeRu
 def test_a_superseded_attempt_ends_revoked_not_successful(make_rt: MakeRuntime,
                                                           fails: bool) -> None:
     rt = make_rt()
-    rt.tools = load_registry(["workers.tools.testing"])
+    rt.tools = load_registry(["planner.tools.testing"])
     rt.tools.add(overtaken)
     run = started(rt, {"id": "a", "tool": "overtaken", "args": {"fails": fails},
                        "on_failure": "fail"})
@@ -119,7 +119,7 @@ def test_a_superseded_attempt_ends_revoked_not_successful(make_rt: MakeRuntime,
 def test_a_cancelled_runs_attempt_that_times_out_is_failed_and_revoked_in_flower(
         make_rt: MakeRuntime) -> None:
     rt = make_rt()
-    rt.tools = load_registry(["workers.tools.testing"])
+    rt.tools = load_registry(["planner.tools.testing"])
     rt.tools.add(overtaken)
     run = started(rt, {"id": "a", "tool": "overtaken", "args": {"fails": False},
                        "on_failure": "fail"})

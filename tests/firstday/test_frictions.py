@@ -74,7 +74,7 @@ def test_settings_come_from_a_dotenv_file_and_the_environment_wins(tmp_path: Pat
     (tmp_path / ".env").write_text("# mine\nCHORDAL_TOOL_MODULES=mytools\n")
     listed = chordal(tmp_path, "tools", "--json")
     assert "greet" in {t["name"] for t in json.loads(listed.stdout)}
-    env = user_env(CHORDAL_TOOL_MODULES="workers.tools.testing")
+    env = user_env(CHORDAL_TOOL_MODULES="planner.tools.testing")
     names = {t["name"] for t in json.loads(chordal(tmp_path, "tools", "--json",
                                                    env=env).stdout)}
     assert "echo" in names and "greet" not in names

@@ -49,7 +49,7 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
-    return user_env(CHORDAL_REDIS_URL=redis_url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    return user_env(CHORDAL_REDIS_URL=redis_url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                     CHORDAL_RETRY_BACKOFF_S="0.05", CHORDAL_RETRY_BACKOFF_MAX_S="0.1",
                     **extra)
 

@@ -30,7 +30,7 @@ from planner.tools import load_registry
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL_MODULES = "workers.tools.testing,tests.integration.probe"
+TOOL_MODULES = "planner.tools.testing,tests.integration.probe"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from planner.llm.usage import cost_usd
 from planner.store.records import RunReport
+from planner.usage import cost_usd
 from tests.fake_anthropic import FakeAnthropic, overloaded, rate_limited, text, tool_use
 from tests.integration.conftest import ROOT, Engine
 

@@ -62,7 +62,7 @@ def take(n: int | None = None, x: float = 0.0, anything: Any = None,
 
 @pytest.fixture(scope="module")
 def registry() -> dict[str, Tool]:
-    tools = dict(load_registry(["workers.tools.testing"]))
+    tools = dict(load_registry(["planner.tools.testing"]))
     tools.update({t.name: t for t in (hotels, best, count, text, maybe, take)})
     return tools
 

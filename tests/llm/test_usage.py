@@ -9,12 +9,12 @@ from planner.engine.metering import MeteredModel
 from planner.errors import BudgetExceeded, TransientError
 from planner.language.plan import Plan
 from planner.llm.model import ModelRequest, ModelResponse, RoleConfig, Usage
-from planner.llm.usage import Budget, UsageTotals, cost_usd, price_for, summarize
 from planner.settings import DEFAULT_PRICES, Settings
 from planner.store import RunStore
 from planner.store.keys import MODEL_CALLS as KEY
 from planner.store.ratelimit import RateLimiter
 from planner.store.records import RunOptions
+from planner.usage import Budget, UsageTotals, cost_usd, price_for, summarize
 
 URL = "redis://127.0.0.1:6379/5"
 

@@ -27,7 +27,7 @@ def redis_url() -> Iterator[str]:
 
 def test_a_plan_of_mcp_tools_on_a_worker(redis_url: str, http_server: HttpServer,
                                          tmp_path: Path):
-    env = base_env(redis_url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(redis_url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_MCP_SERVERS=servers_json(http_server),
                    CHORDAL_HTTP_ALLOW="127.0.0.1")
     worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2")

@@ -29,7 +29,7 @@ def redis_url() -> Iterator[str]:
 def test_a_server_down_at_worker_start(redis_url: str, tmp_path: Path):
     back = HttpServer(free_port(), tmp_path / "back.log")
     gone = HttpServer(free_port(), tmp_path / "gone.log")
-    env = base_env(redis_url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(redis_url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_RETRY_BACKOFF_S="0.5", CHORDAL_RETRY_BACKOFF_MAX_S="1",
                    CHORDAL_MCP_SERVERS=json.dumps({
                        "back": {"url": back.url, "max_retries": 60},

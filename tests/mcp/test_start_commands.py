@@ -75,7 +75,7 @@ def test_each_documented_worker_command_runs_mcp_and_plain_steps(
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"files": {**stdio_server(), "queue": queue,
                                                            "max_retries": 0}}}))
-    env = base_env(redis_url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(redis_url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_MCP_CONFIG=str(config))
     workers: list[Worker] = []
     try:

@@ -20,7 +20,7 @@ from planner.tools import load_registry
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text
 from tests.integration.conftest import _free_port, base_env, start_worker, wait_for_queues
 
-TOOLS = "workers.tools.testing,tests.integration.probe"
+TOOLS = "planner.tools.testing,tests.integration.probe"
 
 
 @pytest.fixture(scope="package")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from planner.client import Client
-from planner.llm.usage import cost_usd
 from planner.settings import DEFAULT_PRICES, FAST_MODEL, STRONG_MODEL
+from planner.usage import cost_usd
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.metrics.conftest import Scraper, wait_for
 

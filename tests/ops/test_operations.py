@@ -60,7 +60,7 @@ def test_flower_shows_what_happened_to_each_step(stack: Stack, report: RunReport
     assert (broken["name"], broken["state"]) == ("chordal.step fail broken", "FAILURE")
     assert broken["exception"].startswith("PermanentError(")
     assert "fails as asked" in broken["exception"]
-    assert "workers/tools/testing.py" in broken["traceback"]  # the tool's own traceback
+    assert "planner/tools/testing.py" in broken["traceback"]  # the tool's own traceback
     assert "celery.exceptions.Retry" not in broken["traceback"]
     status, failed = get(f"{stack.flower}/api/tasks?state=FAILURE")
     assert status == 200 and f"{run}.1.broken" in failed
@@ -73,7 +73,7 @@ def test_flower_shows_what_happened_to_each_step(stack: Stack, report: RunReport
     assert flaky["state"] in ("SUCCESS", "RETRY")
     # What its retry recorded: the tool's error and traceback, not Celery's Retry.
     assert flaky["exception"].startswith("TransientError(")
-    assert "workers/tools/testing.py" in flaky["traceback"]
+    assert "planner/tools/testing.py" in flaky["traceback"]
     _, metrics = get(f"{stack.flower}/metrics", None)
     # Flower counted its RETRY (its metrics name the task, not the shadow name).
     assert re.search(r'flower_events_total\{task="chordal.step( fail flaky)?",'
@@ -94,7 +94,7 @@ def test_flower_shows_what_happened_to_each_step(stack: Stack, report: RunReport
     # The step's error record keeps the traceback, trimmed.
     error = report.steps["broken"].error
     assert error is not None and error.traceback
-    assert "workers/tools/testing.py" in error.traceback and len(error.traceback) <= 4_100
+    assert "planner/tools/testing.py" in error.traceback and len(error.traceback) <= 4_100
 
 
 def test_workers_on_one_host_get_distinct_node_names(stack: Stack):
@@ -177,9 +177,9 @@ def test_json_log_lines_name_the_run_step_and_attempt(stack: Stack, report: RunR
     during = [x for x in flaky if x not in received]
     assert during and all(x.get("attempt") in (1, 2) for x in during), during
     retried = [x for x in during if x.get("attempt") == 1 and "traceback" in x]
-    assert retried and "workers/tools/testing.py" in retried[0]["traceback"]
+    assert retried and "planner/tools/testing.py" in retried[0]["traceback"]
     assert any("succeeded" in x["message"] and x["attempt"] == 2 for x in during)
     failed = [x for x in lines if x.get("step_id") == "broken" and x["level"] == "ERROR"]
-    assert failed and "workers/tools/testing.py" in failed[0]["traceback"]
+    assert failed and "planner/tools/testing.py" in failed[0]["traceback"]
     for x in lines:
         assert {"time", "level", "logger", "message", "run_id"} <= set(x)

@@ -131,7 +131,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             {"type": "text", "text": ANSWER}], "usage": {"input_tokens": 50,
                                                          "output_tokens": 6}})
         model = travel.script(tmp / "model.json", script)
-        env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+        env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                        CHORDAL_LLM=f"scripted:{model}",
                        CHORDAL_API_KEYS=f"alice={KEY},bob={OTHER_KEY}", **travel.env)
         worker = start_worker(env, tmp / "worker.log", "--concurrency=4")

@@ -198,7 +198,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("remote")
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_CALLBACK_SECRET=SECRET, CHORDAL_CALLBACK_ALLOW=WORKER_ALLOW,
                    CHORDAL_CALLBACK_SECRETS=json.dumps({"alice": SECRET, "bob": BOB_SECRET}),
                    CHORDAL_CALLBACK_BACKOFF_S="0.3", CHORDAL_CALLBACK_ATTEMPTS="3",

@@ -15,8 +15,8 @@ import uuid
 import httpx
 import pytest
 
+from planner.callbacks import CallbackSender, refusal, sign, verify
 from planner.errors import ConfigError
-from planner.service.callbacks import CallbackSender, refusal, sign, verify
 from planner.settings import Settings
 from planner.store.keys import ACTIVE_RUNS, CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.records import RunEvent, RunOptions, RunReport

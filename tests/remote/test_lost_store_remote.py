@@ -29,7 +29,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Forgetful, Server]]:
     store = Forgetful(tmp_path / "redis")
     (tmp_path / "redis").mkdir()
     store.start()
-    env = base_env(store.url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(store.url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=f"alice={ALICE}")
     server = start_server(env, tmp_path / "server.log")
     try:

@@ -34,7 +34,7 @@ from tests.integration.conftest import (
 )
 
 REDIS_URL = os.environ.get("TEST_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/15")
-TOOLS = "workers.tools.testing"
+TOOLS = "planner.tools.testing"
 #: Event streams one key may hold open on the ``api`` server.
 MAX_STREAMS = 3
 #: ``ops`` is an admin key (CHORDAL_API_ADMINS): it sees every run.

@@ -23,7 +23,7 @@ SECRET = "alice-secret-0123456789"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=f"alice={SECRET}")
     srv = start_server(env, tmp_path_factory.mktemp("access") / "serve.log")
     try:

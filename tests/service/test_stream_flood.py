@@ -45,7 +45,7 @@ def auth(who: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     redis.Redis.from_url(REDIS_URL).flushdb()
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=",".join(f"{n}={s}" for n, s in KEYS.items()),
                    CHORDAL_API_MAX_STREAMS=str(MAX_STREAMS),
                    CHORDAL_API_STREAM_POOL=str(POOL),
@@ -256,7 +256,7 @@ def test_a_quiet_stream_outlives_the_socket_timeout(tmp_path: Path):
     25 waits each twice the socket timeout: at the default 15 s keep-alive and a 5 s socket
     timeout, that is over six minutes of a quiet stream, and nothing in it depends on time."""
     url = REDIS_URL + "?socket_timeout=0.1"
-    env = base_env(url, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(url, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=f"alice={KEYS['alice']}")
     srv = start_server(env, tmp_path / "serve.log", "--keepalive", "0.2")
     try:

@@ -57,7 +57,7 @@ class Traced:
 def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     redis.Redis.from_url(SPANS_URL).delete("test:spans")
     tmp = tmp_path_factory.mktemp("traced")
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=f"alice={SECRET}",
                    CHORDAL_API_RATE_LIMIT_PER_MIN="100000",
                    CHORDAL_TRACE_EXPORTER="tests.ops.spans:to_redis",
@@ -172,7 +172,7 @@ def test_every_door_joins_the_current_trace(traced: Traced):
 def test_without_tracing_a_traceparent_changes_nothing(tmp_path: Path):
     """A server that records no spans does not put a caller's trace id in run ids (anyone
     who knows the run id would know the trace's)."""
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="workers.tools.testing",
+    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_API_KEYS=f"alice={SECRET}")
     server = start_server(env, tmp_path / "serve.log")
     try:

@@ -1,7 +1,7 @@
 import pytest
 
 from planner.errors import CalculationError, PermanentError
-from workers.tools.calculator import calculate_expression
+from planner.tools.builtin.calculator import calculate_expression
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_registration_errors_are_clear():
 
 
 def test_registry_from_modules_and_duplicates():
-    reg = load_registry(["workers.tools.testing"])
+    reg = load_registry(["planner.tools.testing"])
     assert set(reg) == {"calculate", "llm", "http_request", "echo", "sleep", "fail",
                         "concat"}
     # testing tools only when named

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from planner.callbacks import refusal
 from planner.errors import ConfigError, PermanentError
-from planner.service.allowlist import check_callback_url, host_allowed, named_exactly
-from planner.service.callbacks import refusal
+from planner.net import check_callback_url, host_allowed, named_exactly
 from planner.settings import Settings
 from tests.integration.conftest import ROOT
 from tests.tools_http.test_http_request import get, settings

@@ -12,7 +12,7 @@ import pytest
 from planner.errors import ConfigError, PermanentError, TransientError
 from planner.settings import Settings
 from planner.tools import ToolContext, load_registry
-from workers.tools.http import fetch, http_request, public, shown
+from planner.tools.builtin.http import fetch, http_request, public, shown
 
 SECRET = "s3cr3t-value-never-shown"
 

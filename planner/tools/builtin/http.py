@@ -43,7 +43,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from planner.errors import PermanentError, TransientError
-from planner.service.allowlist import (
+from planner.net import (
     first_private,
     host_allowed,
     public,

@@ -46,12 +46,12 @@ import httpx
 import redis
 
 from planner.errors import InvalidInput, RunNotFound
-from planner.llm.usage import summarize
-from planner.service.allowlist import check_callback_url, first_private, resolve, shown
+from planner.net import check_callback_url, first_private, resolve, shown
 from planner.settings import Settings
 from planner.store import scripts
 from planner.store.keys import CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.runs import EVENTS_MAXLEN, RunStore
+from planner.usage import summarize
 
 log = logging.getLogger("chordal.callbacks")
 
@@ -67,43 +67,6 @@ POST_TIMEOUT_S = 10.0
 #: Seconds a claim lasts: past it, another worker delivers (above a POST and a lookup).
 LEASE_S = 60.0
 USER_AGENT = "chordal-callbacks/0.1"
-
-# Claim the most overdue callback: its due time moves a lease ahead (the claim's token)
-# and its attempts go up by one, before anything is sent.
-_CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
-if #due == 0 then return false end
-local lease = string.format('%.0f', now + tonumber(ARGV[1]))
-redis.call('ZADD', KEYS[1], 'XX', lease, due[1])
-local attempt = redis.call('HINCRBY', KEYS[2], due[1], 1)
-return {due[1], lease, attempt}
-"""
-# Settle a claim, if it is still ours (its due time is our lease): done (ARGV[3] empty),
-# or due again in ARGV[3] ms. A run that ended again meanwhile was queued afresh: its new
-# entry is not ours to touch.
-_SETTLE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-else
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + tonumber(ARGV[3])),
-             ARGV[1])
-end
-return 1
-"""
-# An event in the run's stream (after run.finished), unless its record expired.
-# KEYS: run, events.  ARGV: maxlen, type, data json
-_EVENT = """
-if gone(KEYS[1]) then return 0 end
-event(KEYS[2], ARGV[2], '', redis.call('HGET', KEYS[1], 'status'), ARGV[3])
-return 1
-"""
 
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -176,9 +139,9 @@ class CallbackSender:
         self.deadline_s = min(2 * timeout_s, lease_s / 2)
         self.resolver = resolver
         r = store.r
-        self._claim = r.register_script(_CLAIM)
-        self._settle = r.register_script(_SETTLE)
-        self._event = r.register_script(scripts.source("lib") + "\n" + _EVENT)
+        self._claim = scripts.register(r, "claim_callback")
+        self._settle = scripts.register(r, "settle_callback")
+        self._event = scripts.register(r, "callback_event")
         # No proxy from the environment (it would make its own lookup), no redirects (one
         # could lead anywhere), no cookies kept between receivers.
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),

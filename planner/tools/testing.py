@@ -1,5 +1,5 @@
 """Tools for tests, examples and benchmarks. Loaded only when named in CHORDAL_TOOL_MODULES
-(``CHORDAL_TOOL_MODULES=workers.tools.testing``)."""
+(``CHORDAL_TOOL_MODULES=planner.tools.testing``)."""
 
 from __future__ import annotations
 

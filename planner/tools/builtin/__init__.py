@@ -1,15 +1,14 @@
-"""Tools every Chordal worker has (``http_request`` is in ``workers.tools.http``)."""
+"""Tools every Chordal worker has (``http_request`` is in ``planner.tools.builtin.http``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from planner.errors import PermanentError
-from planner.llm.model import NO_MODEL
+from planner.errors import NO_MODEL, PermanentError
 from planner.tools import ToolContext, tool
+from planner.tools.builtin.calculator import calculate_expression
+from planner.tools.builtin.http import http_request as http_request  # registered with the built-ins
 from planner.wire import LLM_QUEUE
-from workers.tools.calculator import calculate_expression
-from workers.tools.http import http_request as http_request  # registered with the built-ins
 
 
 @tool(max_retries=0, timeout_s=5)
