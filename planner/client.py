@@ -12,13 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 from pydantic import ValidationError
 
 from planner import tracing
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
-from planner.engine.dispatch import CeleryPublisher, producer_app
 from planner.engine.reconcile import alive, next_move
 from planner.engine.runtime import Runtime
 from planner.engine.start import await_approval, request_plan, start_run
@@ -45,6 +43,8 @@ from planner.tools.registry import ToolRegistry, load_tools
 from planner.usage import summarize
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from planner.remote import RemoteClient
 
 EventHandler = Callable[[RunEvent], None]
@@ -88,12 +88,17 @@ class Client:
     def app(self) -> Celery:
         """A Celery app to publish with (and to ask workers which queues they consume)."""
         if self._app is None:
+            # Celery loads on the first publish, not for a client that only reads runs.
+            from planner.engine.publisher import producer_app
+
             self._app = producer_app(self.settings)
         return self._app
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
+            from planner.engine.publisher import CeleryPublisher
+
             self._runtime = Runtime(self.settings, CeleryPublisher(self.app), self.tools,
                                     self.store, model=None)
         return self._runtime

@@ -1,1 +1,1 @@
-"""Chordal workers: the Celery app and the step task (the tools they run are in ``planner.tools``)."""
+"""Chordal workers: the Celery app and the step task (the tools they run: ``planner.tools``)."""

@@ -11,7 +11,7 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
 from planner import logs, tracing
-from planner.engine.dispatch import AMQP_CLASS
+from planner.engine.publisher import AMQP_CLASS
 from planner.errors import ConfigError
 from planner.settings import Settings
 from planner.tools.registry import load_tools

@@ -30,7 +30,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from planner import metrics
 from planner.callbacks import CallbackSender
-from planner.engine.dispatch import CeleryPublisher
+from planner.engine.publisher import CeleryPublisher
 from planner.engine.reconcile import Reconciler
 from planner.engine.runtime import Runtime
 from planner.settings import Settings

@@ -30,8 +30,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from planner import logs, tracing
 from planner.engine import join, replan, review, start, steps
-from planner.engine.dispatch import CeleryPublisher
 from planner.engine.outcomes import Failed, Retry
+from planner.engine.publisher import CeleryPublisher
 from planner.engine.runtime import Runtime
 from planner.settings import Settings
 from planner.store.records import ErrorRecord
@@ -105,7 +105,7 @@ def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
 
 
 # No events: the step's own task shows the attempt; this is its bookkeeping (see
-# planner.engine.dispatch.ShadowNamedAMQP, which sends no "sent" event for it either).
+# planner.engine.publisher.ShadowNamedAMQP, which sends no "sent" event for it either).
 @app.task(name=STEP_ERROR_TASK, bind=True, send_events=False)
 def step_error(self: Task, task_id: str, run_id: str, step_id: str, version: int) -> None:
     steps.step_failed_outside(runtime(), task_id, run_id, step_id, version)

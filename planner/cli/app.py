@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
-import kombu.exceptions
 import redis
 import typer
 from rich.console import Console
@@ -39,6 +38,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_ENDED = 0, 1, 2, 3
 
 
+def lost_connection(exc: BaseException) -> bool:
+    """Redis or the broker went away. Kombu's error is matched only if kombu was loaded:
+    an error cannot be kombu's otherwise, and the CLI does not load it to ask."""
+    kombu_errors = sys.modules.get("kombu.exceptions")
+    return isinstance(exc, redis.RedisError) or (
+        kombu_errors is not None and isinstance(exc, kombu_errors.OperationalError))
+
+
 def user_errors(fn: F) -> F:
     """Turn a :class:`ChordalError` into one readable line (or the list of plan problems)."""
 
@@ -49,15 +56,17 @@ def user_errors(fn: F) -> F:
         except ChordalError as exc:
             err.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-            # Redis or the broker went away mid-command: one line, not a traceback.
-            err.print(f"[red]error:[/] lost the connection to Redis or the broker: {exc}",
-                      markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_FAILED) from None
         except httpx.HTTPError as exc:
             # The server (CHORDAL_API_URL) went away mid-answer.
             err.print(f"[red]error:[/] lost the connection to the Chordal server: "
                       f"{type(exc).__name__}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise
+            # Redis or the broker went away mid-command: one line, not a traceback.
+            err.print(f"[red]error:[/] lost the connection to Redis or the broker: {exc}",
+                      markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from celery.bin.celery import celery as celery_cli
 
 from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
@@ -59,6 +58,8 @@ def worker(
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     # As `celery -A workers.app worker ...`: Celery imports the app by name.
+    from celery.bin.celery import celery as celery_cli  # only the worker command needs it
+
     celery_cli.main(args=argv, prog_name="chordal worker")
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from kombu.connection import Connection
 
 from planner.client import redis_hint
 from planner.errors import ConfigError, Unavailable
@@ -129,6 +128,8 @@ def require_reachable(settings: Settings, timeout: float = 2.0) -> None:
     broker = settings.broker_url
     if broker and broker != settings.redis_url:
         try:
+            from kombu.connection import Connection  # loaded only to check a broker
+
             with Connection(broker, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
                 conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
         except Exception as exc:  # kombu raises the transport's own errors

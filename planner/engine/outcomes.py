@@ -11,8 +11,6 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from celery.utils.time import get_exponential_backoff_interval
-
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import (
     Message,
@@ -58,8 +56,7 @@ class Failed:
 def backoff_s(settings: Settings, attempt: int) -> float:
     """Exponential backoff with jitter: base * 2**(attempt-1), capped, times 0.5-1.0.
     (Celery's full jitter may wait 0 s; a retry storm on a throttled service should not.)"""
-    ceiling = get_exponential_backoff_interval(
-        settings.retry_backoff_s, attempt - 1, settings.retry_backoff_max_s)
+    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
     return float(ceiling * (0.5 + random.random() / 2))  # noqa: S311 (jitter, not crypto)
 
 

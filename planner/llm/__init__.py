@@ -4,9 +4,9 @@ it plays (planner, replanner, executor, synthesizer)."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import ConfigError
-from planner.llm.claude import AnthropicModel
 from planner.llm.model import (
     NO_MODEL,
     ROLES,
@@ -29,6 +29,8 @@ def make_model(settings: Settings) -> Model | None:
             return None
         spec = "anthropic"
     if spec == "anthropic":
+        from planner.llm.claude import AnthropicModel  # the SDK loads only when it is used
+
         return AnthropicModel(settings.llm_timeout_s, settings.llm_max_retries)
     if spec.startswith("scripted:") and spec.removeprefix("scripted:"):
         return ScriptedModel.from_file(spec.removeprefix("scripted:"))
@@ -40,6 +42,20 @@ def require_model(settings: Settings) -> Model:
     if model is None:
         raise ConfigError(NO_MODEL)
     return model
+
+
+if TYPE_CHECKING:
+    from planner.llm.claude import AnthropicModel
+
+
+def __getattr__(name: str) -> Any:
+    # The anthropic SDK takes over a second to import: only a process that talks to
+    # Claude pays for it (PEP 562).
+    if name == "AnthropicModel":
+        from planner.llm.claude import AnthropicModel
+
+        return AnthropicModel
+    raise AttributeError(f"module 'planner.llm' has no attribute {name!r}")
 
 
 __all__ = [

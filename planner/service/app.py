@@ -17,7 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from planner import metrics, tracing
 from planner.client import Client
-from planner.engine.dispatch import CeleryPublisher, producer_app
+from planner.engine.publisher import CeleryPublisher, producer_app
 from planner.service import (
     accesslog,
     catalogue,

@@ -15,13 +15,8 @@ import pytest
 import redis
 
 from planner.engine.broker import held_steps, step_of
-from planner.engine.dispatch import (
-    CeleryPublisher,
-    MemoryPublisher,
-    finalize_message,
-    producer_app,
-    step_message,
-)
+from planner.engine.dispatch import MemoryPublisher, finalize_message, step_message
+from planner.engine.publisher import CeleryPublisher, producer_app
 from planner.engine.reconcile import CONFIRM_S, Reconciler
 from planner.engine.runtime import Runtime
 from planner.settings import Settings

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from planner.engine.dispatch import producer_app
+from planner.engine.publisher import producer_app
 from tests.integration.conftest import Engine, _make_engine
 from tests.integration.helpers import plan, step
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import redis
 
-from planner.engine.dispatch import CeleryPublisher, revoked_message
+from planner.engine.dispatch import revoked_message
+from planner.engine.publisher import CeleryPublisher
 from tests.integration.conftest import Worker, base_env
 from tests.integration.test_lifecycle import DB, FAST, one_step, started, wait_until
 from tests.integration.test_lifecycle import workers as workers  # the fixture
