@@ -14,8 +14,6 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import httpx
-import redis
 import typer
 from rich.console import Console
 
@@ -38,12 +36,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_ENDED = 0, 1, 2, 3
 
 
+def raised_by(exc: BaseException, module: str, name: str) -> bool:
+    """Whether ``exc`` is ``module.name``, asked without importing ``module``: an error
+    cannot be a library's unless the library was loaded, and the CLI starts faster for not
+    loading redis, httpx or kombu just to be able to ask."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
+
+
 def lost_connection(exc: BaseException) -> bool:
-    """Redis or the broker went away. Kombu's error is matched only if kombu was loaded:
-    an error cannot be kombu's otherwise, and the CLI does not load it to ask."""
-    kombu_errors = sys.modules.get("kombu.exceptions")
-    return isinstance(exc, redis.RedisError) or (
-        kombu_errors is not None and isinstance(exc, kombu_errors.OperationalError))
+    """Redis or the broker went away."""
+    return (raised_by(exc, "redis.exceptions", "RedisError")
+            or raised_by(exc, "kombu.exceptions", "OperationalError"))
 
 
 def user_errors(fn: F) -> F:
@@ -56,12 +60,13 @@ def user_errors(fn: F) -> F:
         except ChordalError as exc:
             err.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except httpx.HTTPError as exc:
-            # The server (CHORDAL_API_URL) went away mid-answer.
-            err.print(f"[red]error:[/] lost the connection to the Chordal server: "
-                      f"{type(exc).__name__}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_FAILED) from None
         except Exception as exc:
+            if raised_by(exc, "httpx", "HTTPError"):
+                # The server (CHORDAL_API_URL) went away mid-answer.
+                err.print(f"[red]error:[/] lost the connection to the Chordal server: "
+                          f"{type(exc).__name__}", markup=True, highlight=False,
+                          soft_wrap=True)
+                raise typer.Exit(EXIT_FAILED) from None
             if not lost_connection(exc):
                 raise
             # Redis or the broker went away mid-command: one line, not a traceback.

@@ -19,7 +19,6 @@ from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
 from planner.cli.follow import EXIT_INTERRUPTED, finish
 from planner.cli.runs import run_goal, run_plan
-from planner.client import Client
 from planner.errors import InvalidInput, Unavailable
 from planner.wire import DEFAULT_QUEUE
 
@@ -107,6 +106,8 @@ def dev(
                 err.print("dev: worker started; Ctrl-C stops everything", highlight=False)
                 worker_proc.wait()
                 return
+            from planner.client import Client
+
             client = Client(s, registry(s))
             deadline = time.monotonic() + 60
             while client.missing_queues({DEFAULT_QUEUE}, timeout=0.5):

@@ -19,9 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
-from planner.client import redis_hint
 from planner.errors import ConfigError, Unavailable
 from planner.settings import Settings
 
@@ -29,6 +26,8 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6379
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    import redis  # here, not at the top: `chordal --help` loads no Redis client
+
     try:
         return bool(redis.Redis.from_url(url, socket_timeout=timeout,
                                          socket_connect_timeout=timeout).ping())
@@ -120,6 +119,10 @@ def require_reachable(settings: Settings, timeout: float = 2.0) -> None:
     """Fail with one line when Redis (or a separate broker) does not answer. A worker
     would otherwise retry the connection forever, in silence (Celery rides out outages by
     design: ``broker_connection_max_retries=None``), which at start is a wrong URL."""
+    import redis
+
+    from planner.client import redis_hint
+
     try:
         redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
                              socket_connect_timeout=timeout).ping()

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import typer
 from rich.live import Live
 
 from planner.cli.app import EXIT_FAILED, EXIT_NOT_ENDED, EXIT_OK, err, out
 from planner.cli.view import LiveReport, render
-from planner.client import Client
-from planner.remote import RemoteClient
 from planner.store.records import WAITING_RUN, RunEvent, RunReport
 
-#: Redis (the Client), or a Chordal server over HTTP.
-AnyClient = Client | RemoteClient
+if TYPE_CHECKING:  # the clients load when a command connects, not for `--help`
+    from planner.client import Client
+    from planner.remote import RemoteClient
+
+    #: Redis (the Client), or a Chordal server over HTTP.
+    AnyClient: TypeAlias = Client | RemoteClient
 
 #: Exit status after Ctrl-C, as a shell reports a process SIGINT ended (128 + 2).
 EXIT_INTERRUPTED = 130

@@ -16,8 +16,6 @@ from planner.cli.runs import parse_models
 from planner.errors import PlanInvalid
 from planner.language.plan import load_plan_data, plan_json_schema
 from planner.language.validation import Limits, ValidPlan, validate
-from planner.llm import require_model
-from planner.llm.planning import plan_goal
 from planner.settings import Settings
 from planner.tools.registry import ToolRegistry
 
@@ -124,6 +122,9 @@ def plan_cmd(
     s = settings()
     tools = registry(s)
     overrides = parse_models([f"planner={model}"]) if model else None
+    from planner.llm import require_model
+    from planner.llm.planning import plan_goal
+
     outcome = plan_goal(require_model(s), s, tools, goal, overrides)
     if outcome.plan is None:
         raise PlanInvalid(outcome.problems)

@@ -11,10 +11,8 @@ from typing import Annotated
 import typer
 
 from planner.cli.app import app, err, user_errors
-from planner.cli.runs import connect
-from planner.client import Client
+from planner.cli.runs import connect, over_http
 from planner.errors import InvalidInput
-from planner.llm.scripted import cassette
 
 
 @app.command()
@@ -28,7 +26,7 @@ def record(
     response) as a scripted-model file: CHORDAL_LLM=scripted:FILE replays the run offline
     and deterministically."""
     client = connect()
-    if not isinstance(client, Client):
+    if over_http(client):
         raise InvalidInput("chordal record reads the run store itself: it needs Redis "
                            "access, not CHORDAL_API_URL (unset it where Redis is reachable)")
     client.ping()
@@ -37,6 +35,8 @@ def record(
         raise InvalidInput(f"run {run_id} made no model call (or ran before the workers "
                            "kept them): nothing to record")
     report = client.store.report(run_id)
+    from planner.llm.scripted import cassette
+
     data = cassette(exchanges, f"run {run_id} ({report.goal})")
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if output is None:

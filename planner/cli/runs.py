@@ -8,11 +8,13 @@ needed on this machine."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typing_extensions import TypeIs
 
 from planner.cli.app import (
     EXIT_FAILED,
@@ -26,28 +28,41 @@ from planner.cli.app import (
     user_errors,
 )
 from planner.cli.follow import (
-    AnyClient,
     exit_for,
     finish,
     follow,
     goes_on,
     print_report,
 )
-from planner.client import Client
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
-from planner.llm import ROLES
-from planner.remote import RemoteClient
+from planner.llm.model import ROLES
 from planner.store.records import RUN_STATUSES, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
+
+if TYPE_CHECKING:
+    from planner.cli.follow import AnyClient
+    from planner.client import Client
+    from planner.remote import RemoteClient
 
 
 def connect() -> AnyClient:
     """The server at CHORDAL_API_URL when it is set, else Redis (CHORDAL_REDIS_URL)."""
+    # Imported here: `chordal --help`, `validate` and `schema` need neither client.
     s = settings()
     if s.api_url:
+        from planner.remote import RemoteClient
+
         return RemoteClient.from_settings(s)
+    from planner.client import Client
+
     return Client(s, registry(s))
+
+
+def over_http(client: AnyClient) -> TypeIs[RemoteClient]:
+    """Whether ``client`` talks to a Chordal server (it was loaded if so: no import)."""
+    remote = sys.modules.get("planner.remote")
+    return remote is not None and isinstance(client, remote.RemoteClient)
 
 
 def warn_missing_workers(client: Client, queues: set[str]) -> None:
@@ -81,7 +96,7 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
         # Written into the plan, so a server (CHORDAL_API_URL) decides the same way.
         data["synthesize"] = synthesize
     deps = None
-    if isinstance(client, RemoteClient):
+    if over_http(client):
         # The server validates the plan with its own tool modules.
         run_id = client.submit(data, **options)
         warn_unready(client)
@@ -124,7 +139,7 @@ def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
     """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`.
     ``options`` are :meth:`Client.submit_goal`'s."""
     run_id = client.submit_goal(goal, **options)
-    if isinstance(client, RemoteClient):
+    if over_http(client):
         warn_unready(client)
     else:
         warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
@@ -285,7 +300,7 @@ def runs_cmd(
     client.ping()
     if not stuck:
         found = client.runs(status=status_, limit=limit)
-    elif isinstance(client, Client):
+    elif not over_http(client):
         found = client.stuck(limit)
     else:
         raise InvalidInput("--stuck reads the run store itself: it needs Redis access, not "
