@@ -33,10 +33,9 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
-import httpx
 from pydantic import Field
 
 # pydantic reads a TypedDict from typing_extensions only, on Python 3.11
@@ -53,6 +52,10 @@ from planner.net import (
 )
 from planner.settings import HttpSecret, Settings
 from planner.tools import tool
+
+if TYPE_CHECKING:  # loaded by the first call: a registry that lists the tool (a client
+    # validating plans, `chordal validate`) does not pay for the HTTP client
+    import httpx
 
 log = logging.getLogger("chordal.http")
 
@@ -98,6 +101,8 @@ def fetch(settings: Settings, url: str, method: str, headers: Mapping[str, str],
           params: Mapping[str, Any], body: Any, secret_headers: Mapping[str, str],
           resolver: Resolver | None = None) -> HttpResponse:
     """One call, as :func:`http_request` documents it (``resolver``: for tests)."""
+    import httpx
+
     allow = settings.http_allow
     if not allow:
         raise PermanentError("http_request: no host is allowed; the workers' "
@@ -214,6 +219,8 @@ def _port(parts: SplitResult) -> int:
 def _send(client: httpx.Client, parts: SplitResult, method: str, headers: dict[str, str],
           params: Mapping[str, str] | None, body: Any, allow: Sequence[str],
           deadline: float, resolver: Resolver) -> httpx.Response:
+    import httpx
+
     host, port = parts.hostname or "", _port(parts)
     try:
         addresses = resolver(host, port)
@@ -270,6 +277,8 @@ def _remaining(deadline: float) -> float:
 
 def _outcome(response: httpx.Response, method: str, where: str, max_bytes: int,
              deadline: float) -> HttpResponse:
+    import httpx
+
     status = response.status_code
     try:
         data = _read(response, max_bytes, deadline) if method != "HEAD" else b""
