@@ -1,5 +1,6 @@
 """A step's transitions in the run store: an attempt begins, and ends (succeeded, skipped,
-failed for good, to be retried, taken for lost), each one Lua script (``planner/store/lua``).
+failed for good, to be retried, taken for lost), each one Lua script (``planner/store/lua``);
+and the leases that say a step (or ``@replan``...) is still held by a live worker.
 
 Fencing by attempt number: every attempt a worker begins gets the next number, and an
 outcome it reports carries it. Only the current attempt (the last begun, still running)
@@ -8,7 +9,7 @@ for lost, the step was retried or its run ended) is recorded on that attempt's r
 ``superseded``, with a ``step.superseded`` event, and changes nothing else. The engine's
 own decisions (the reconciler, an errback, a revoke) carry no attempt number.
 
-:class:`StepTransitions` is mixed into :class:`~planner.store.runs.RunStore`.
+:class:`StepTransitions` is one of :class:`~planner.store.runs.RunStore`'s parts.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from planner import metrics
+from planner.store.base import StoreBase
 from planner.store.keys import RunKeys
 from planner.store.records import REVOKED, ErrorRecord
 
@@ -64,14 +66,8 @@ def _outcome(error: ErrorRecord) -> str:
     return "revoked" if error.type == REVOKED else "failed"
 
 
-class StepTransitions:
-    """The step transitions of the run store (mixed into ``RunStore``, which runs the
-    scripts and keeps the retention)."""
-
-    retention_s: int
-
-    def _run(self, name: str, keys: list[str], *args: Any) -> Any:
-        raise NotImplementedError
+class StepTransitions(StoreBase):
+    """A step's attempts, its outcomes, its dispatch, and the leases held on a run."""
 
     def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
                    max_attempts: int, lease_s: float = DEFAULT_LEASE_S,
@@ -189,3 +185,35 @@ class StepTransitions:
         return int(self._run("note_stale", [k.run, k.steps, k.leases], step_id, task_id,
                              "revoked" if outcome == "revoked" else "superseded", outcome,
                              error.to_json()))
+
+    # -- leases --------------------------------------------------------------------------
+    def take_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
+        """Hold ``names`` (``@replan``…) for ``lease_s`` seconds from now."""
+        k = RunKeys(run_id)
+        return int(self._run("renew_leases", [k.run, k.leases], "take", str(lease_s), *names))
+
+    def renew_leases(self, run_id: str, names: Sequence[str], lease_s: float) -> int:
+        """Extend the leases of ``names`` that still exist; how many did."""
+        k = RunKeys(run_id)
+        return int(self._run("renew_leases", [k.run, k.leases], "renew", str(lease_s),
+                             *names))
+
+    def drop_lease(self, run_id: str, name: str) -> None:
+        self.r.hdel(RunKeys(run_id).leases, name)
+
+    def ready_unstarted(self, run_id: str, step_ids: Sequence[str] | None = None
+                        ) -> list[str]:
+        """Of ``step_ids`` (default: every step of the current version), those whose
+        dependencies are all finished, that never started and whose message was never
+        published (recovery after a worker died between finishing a step and publishing
+        what it unlocked; a paused run going on)."""
+        k = RunKeys(run_id)
+        if step_ids is None:
+            step_ids = sorted(cast(list[str], self.r.hkeys(k.deps)))
+        if not step_ids:
+            return []
+        counts = cast(list[str | None], self.r.hmget(k.deps, list(step_ids)))
+        fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
+        values = cast(list[str | None], self.r.hmget(k.steps, fields))
+        return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
+                if n == "0" and values[2 * i] == "pending" and values[2 * i + 1] != "1"]

@@ -1,0 +1,211 @@
+"""Read views of the run store: the run list (paged per owner), a run's report, the
+reconciler's snapshot, outputs, plan versions and the events stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from planner.store import lost
+from planner.store.base import StoreBase
+from planner.store.keys import RUN_INDEX, RunKeys, owner_runs_key
+from planner.store.records import (
+    REPLAN_REASONS,
+    WAITING_RUN,
+    PlanVersion,
+    RunEvent,
+    RunOptions,
+    RunReport,
+    RunSnapshot,
+    RunState,
+    RunSummary,
+    StepReport,
+    StepState,
+)
+
+
+class RunViews(StoreBase):
+    """What readers see: lists, reports, snapshots, events."""
+
+    # -- the run list -------------------------------------------------------------------
+    def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
+        """Runs newest first (those still retained), optionally only in ``status``."""
+        found: list[RunSummary] = []
+        start = 0
+        while len(found) < limit:
+            ids = cast(list[str], self.r.zrevrange(RUN_INDEX, start, start + 199))
+            if not ids:
+                break
+            start += len(ids)
+            for run_id in ids:
+                fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+                if not fields:
+                    continue  # expired
+                run = RunState.from_fields(fields)
+                if status is None or run.status == status:
+                    found.append(RunSummary.of(run_id, run))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def runs_page(self, owner: str | None, status: str | None = None, limit: int = 20,
+                  after: tuple[float, str] | None = None, scan: int = 1_000,
+                  ) -> tuple[list[RunSummary], tuple[float, str] | None]:
+        """One page of runs newest first: ``owner``'s (every run's when None), optionally
+        only in ``status``, after the cursor ``after`` (creation time and run id of the
+        last run seen). Returns the page and the cursor of the next one (None at the end).
+        At most ``scan`` index entries are read, so a rare status returns short pages
+        rather than one long request. The cursor is a position, not an offset: runs created
+        meanwhile neither shift nor repeat a page."""
+        key = owner_runs_key(owner) if owner is not None else RUN_INDEX
+        found: list[RunSummary] = []
+        cursor = after
+        examined = 0
+        batch = min(200, max(limit, 20))
+        while len(found) < limit and examined < scan:
+            top = "+inf" if cursor is None else repr(cursor[0])
+            rows = cast(list[tuple[str, float]], self.r.zrevrangebyscore(
+                key, top, "-inf", start=0, num=batch, withscores=True))
+            # Same-time runs come in reverse id order; skip those up to the cursor's.
+            fresh = [(m, sc) for m, sc in rows if cursor is None or sc < cursor[0]
+                     or (sc == cursor[0] and m < cursor[1])]
+            if not fresh:
+                if len(rows) < batch:
+                    return found, None  # the end of the index
+                batch *= 2  # a page of runs with one creation time: read further
+                continue
+            for run_id, score in fresh:
+                examined += 1
+                cursor = (score, run_id)
+                fields = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).run))
+                if not fields:
+                    if owner is not None:
+                        self.r.zrem(key, run_id)  # expired: forget it
+                    continue
+                run = RunState.from_fields(fields)
+                if status is None or run.status == status:
+                    found.append(RunSummary.of(run_id, run))
+                if len(found) >= limit or examined >= scan:
+                    break
+            if len(rows) < batch and cursor == (fresh[-1][1], fresh[-1][0]):
+                return found, None
+        return found, cursor
+
+    def owner(self, run_id: str) -> str | None:
+        """Who created the run (``RunOptions.owner``); :class:`RunNotFound` if none."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(RunKeys(run_id).run)
+        pipe.hget(RunKeys(run_id).run, "options")
+        exists, raw = pipe.execute()
+        if not exists:
+            raise lost.not_found(self.r, run_id, self.retention_s)
+        return RunOptions.model_validate_json(raw).owner if raw else None
+
+    # -- one run ------------------------------------------------------------------------
+    def report(self, run_id: str) -> RunReport:
+        """The run report (without ``usage``, which needs prices: the client adds it).
+        Its steps are those of every plan version, in the order they first appeared.
+        The run, its steps and its versions are read at one instant (MULTI): a plan
+        installed meanwhile cannot make a report of "plan v1 (1 replan)"."""
+        pipe = self.r.pipeline(transaction=True)
+        for key in (RunKeys(run_id).run, RunKeys(run_id).steps, RunKeys(run_id).versions):
+            pipe.hgetall(key)
+        fields, steps_raw, versions_raw = pipe.execute()
+        run = self.run_state(run_id, fields)
+        plan = self.plan(run_id, run.version) if run.version else None
+        states = self.step_states(run_id, steps_raw)
+        step_ids: list[str] = []
+        for version in range(1, run.version + 1):
+            older = self.plan(run_id, version) if version != run.version or plan is None \
+                else plan
+            step_ids.extend(s.id for s in older.steps if s.id not in step_ids)
+        outputs = self.outputs(run_id, step_ids)
+        steps: dict[str, StepReport] = {}
+        for sid in step_ids:
+            st = states.get(sid, StepState())
+            steps[sid] = StepReport(
+                status=st.status, output=outputs.get(sid), error=st.error,
+                attempts=st.attempts, started_at=st.started_at,
+                finished_at=st.finished_at, worker=st.worker, history=st.history)
+        versions = self.versions(run_id, versions_raw)
+        return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
+                         error=run.error, plan_version=run.version,
+                         created_at=run.created_at, finished_at=run.finished_at,
+                         steps=steps, plan=plan, partial=run.partial,
+                         reason=run.reason if run.status in WAITING_RUN else None,
+                         versions=versions,
+                         replans=sum(1 for v in versions if v.reason in REPLAN_REASONS))
+
+    def versions(self, run_id: str, raw: dict[str, str] | None = None) -> list[PlanVersion]:
+        raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).versions)) \
+            if raw is None else raw
+        return sorted((PlanVersion.model_validate_json(v) for v in raw.values()),
+                      key=lambda v: v.version)
+
+    def outputs(self, run_id: str, step_ids: Iterable[str]) -> dict[str, Any]:
+        ids = sorted(set(step_ids))
+        if not ids:
+            return {}
+        values = cast(list[str | None], self.r.hmget(RunKeys(run_id).outputs, ids))
+        return {sid: json.loads(v) for sid, v in zip(ids, values, strict=True)
+                if v is not None}
+
+    def step_state(self, run_id: str, step_id: str) -> StepState:
+        return self.step_states(run_id).get(step_id, StepState())
+
+    def completed(self, run_id: str) -> list[str]:
+        """The steps that succeeded, sorted."""
+        return sorted(s for s, st in self.step_states(run_id).items()
+                      if st.status == "succeeded")
+
+    def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:
+        """``(started, finished)`` epoch seconds per step, for tests and benchmarks."""
+        def epoch(moment: datetime | None) -> float | None:
+            return moment.timestamp() if moment else None
+
+        return {sid: (epoch(st.started_at), epoch(st.finished_at))
+                for sid, st in self.step_states(run_id).items()}
+
+    def snapshot(self, run_id: str) -> RunSnapshot | None:
+        """One run as the reconciler sees it, read in one round trip; None if it has no
+        record (expired, or not created yet)."""
+        k = RunKeys(run_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.time()
+        pipe.hgetall(k.run)
+        pipe.hgetall(k.steps)
+        pipe.hgetall(k.deps)
+        pipe.hgetall(k.leases)
+        pipe.hgetall(k.claims)
+        pipe.smembers(k.unhandled)
+        pipe.xrevrange(k.events, count=1)
+        clock, run, steps, deps, leases, claims, unhandled, last = pipe.execute()
+        if not run:
+            return None
+        fields: dict[str, dict[str, str]] = {}
+        for field, value in steps.items():
+            sid, _, name = field.rpartition(".")
+            fields.setdefault(sid, {})[name] = value
+        last_id, last_at = None, None
+        if last:
+            last_id = last[0][0]
+            last_at = float(last[0][1].get("ts") or 0) or None
+        return RunSnapshot(
+            run_id=run_id, now=clock[0] + clock[1] / 1e6, run=RunState.from_fields(run),
+            steps={sid: StepState.from_fields(f) for sid, f in fields.items()},
+            waiting={sid: int(n) for sid, n in deps.items()},
+            leases={name: float(t) for name, t in leases.items()},
+            claims=claims, unhandled=sorted(unhandled), last_event=last_id,
+            last_event_at=last_at, nudges=int(run.get("nudges") or 0),
+            nudged_at=run.get("nudged_at") or None)
+
+    def events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+               count: int = 1_000) -> list[RunEvent]:
+        """Events after the stream id ``after``, waiting up to ``block_ms`` for one."""
+        reply: Any = self.r.xread({RunKeys(run_id).events: after}, count=count,
+                                  block=block_ms)
+        if not reply:
+            return []
+        return [RunEvent.from_stream(i, f) for i, f in reply[0][1]]
