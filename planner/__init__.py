@@ -11,6 +11,7 @@ top to bottom (each imports only those below it; see docs/architecture.md):
     llm            the model and its roles
     language       the plan language: plans, $refs, graphs, validation
     tools          the tool contract (@tool, ToolContext, the registry)
+    options        a run's options (RunOptions), the input of every door that makes one
     jsonvalue, wire, settings, errors
 """
 
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "resolve": "planner.language.refs",
     "RunEvent": "planner.store.records",
     "RunNotFound": "planner.errors",
+    "RunOptions": "planner.options",
     "RunReport": "planner.store.records",
     "Settings": "planner.settings",
     "Step": "planner.language.plan",
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from planner.language.plan import Plan, Step, load_plan_data, plan_json_schema
     from planner.language.refs import Ref, parse_ref, resolve
     from planner.language.validation import Limits, ValidPlan, validate
+    from planner.options import RunOptions
     from planner.remote import AsyncClient, RemoteClient
     from planner.settings import Settings
     from planner.store.records import ErrorRecord, RunEvent, RunReport, StepReport
@@ -154,6 +157,7 @@ __all__ = [
     "RequestTooLarge",
     "RunEvent",
     "RunNotFound",
+    "RunOptions",
     "RunReport",
     "Settings",
     "Step",

@@ -26,14 +26,13 @@ from planner.language.plan import Plan
 from planner.language.validation import Limits, validate
 from planner.llm import ROLES, make_model, require_model
 from planner.llm.roles import role_config
+from planner.options import RunOptions, invalid
 from planner.settings import Settings
 from planner.store.lost import new_run_id
 from planner.store.records import (
     TERMINAL_RUN,
     WAITING_RUN,
-    OnBudget,
     RunEvent,
-    RunOptions,
     RunReport,
     RunSummary,
     WorkerInfo,
@@ -115,61 +114,48 @@ class Client:
         return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools,
                             self.settings.hard_limit_grace_s)
 
-    def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan, *,
-               run_id: str | None = None, approve: bool = False,
-               budget_tokens: int | None = None, budget_usd: float | None = None,
-               on_budget: OnBudget = "stop", max_replans: int | None = None,
-               checkpoint_all: bool = False,
-               roles: Mapping[str, Mapping[str, Any]] | None = None,
-               owner: str | None = None, callback_url: str | None = None,
-               synthesize: bool | None = None) -> str:
+    def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan,
+               options: RunOptions | None = None, *, run_id: str | None = None) -> str:
         """Validate (unless already compiled), record and start a run; return its id.
-        With ``approve`` it waits in ``awaiting_approval`` until :meth:`approve`.
-        ``roles`` overrides models per role (its ``llm`` steps, the synthesizer);
-        ``owner`` and ``callback_url`` are recorded with it (the HTTP API's tenant and
-        where to POST the final report). ``synthesize``: whether the synthesizer model
-        writes the answer (default: the plan's ``synthesize``; if it says nothing, no: the
-        answer is the last steps' outputs, as for a plan file run by the CLI or over HTTP;
-        a goal's run, :meth:`submit_goal`, always has one). Raises ``PlanInvalid`` (and
-        ``InvalidInput`` for a bad option)."""
+        ``options`` (:class:`RunOptions`): with ``approve`` it waits in
+        ``awaiting_approval`` until :meth:`approve`; ``roles`` overrides models per role
+        (its ``llm`` steps, the synthesizer); ``owner`` and ``callback_url`` are recorded
+        with it (the HTTP API's tenant and where to POST the final report);
+        ``synthesize``: whether the synthesizer model writes the answer (default: the
+        plan's ``synthesize``; if it says nothing, no: the answer is the last steps'
+        outputs, as for a plan file run by the CLI or over HTTP; a goal's run,
+        :meth:`submit_goal`, always has one). Raises ``PlanInvalid`` (and ``InvalidInput``
+        for a bad option)."""
         compiled = plan if isinstance(plan, CompiledPlan) else self.compile(plan)
-        self._check_roles(roles)
-        options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve, checkpoint_all, owner=owner,
-                                callback_url=callback_url,
-                                synthesize=bool(synthesize if synthesize is not None
-                                                else compiled.plan.synthesize))
+        options = self._checked(options)
+        if options.synthesize is None:
+            options = options.model_copy(update={"synthesize": bool(compiled.plan.synthesize)})
         self.ping()
         # Inside a span, the run joins its trace (tracing.joined_run_id: every door's way).
         run_id = run_id or tracing.joined_run_id(new_run_id())
         with tracing.creating(run_id):
             self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps, run_id,
                                   options)
-            if approve:
+            if options.approve:
                 # Only the store: a client that waits for a person needs no model.
                 await_approval(self.store, run_id)
                 return run_id
             start_run(self.runtime, run_id)
         return run_id
 
-    @staticmethod
-    def _options(roles: Mapping[str, Mapping[str, Any]] | None, budget_tokens: int | None,
-                 budget_usd: float | None, on_budget: str, max_replans: int | None,
-                 approve: bool, checkpoint_all: bool = False, *, owner: str | None = None,
-                 callback_url: str | None = None, synthesize: bool | None = None
-                 ) -> RunOptions:
+    def _checked(self, options: RunOptions | None) -> RunOptions:
+        """``options`` (none: the defaults), its roles checked against this deployment's
+        and its values revalidated (a model's fields may have been assigned since)."""
+        if options is None:
+            return RunOptions()
+        if not isinstance(options, RunOptions):
+            raise InvalidInput(f"options: must be a RunOptions, not {type(options).__name__}")
         try:
-            return RunOptions.model_validate({
-                "synthesize": synthesize,
-                "roles": {r: dict(o) for r, o in (roles or {}).items()},
-                "budget_tokens": budget_tokens, "budget_usd": budget_usd,
-                "on_budget": on_budget, "max_replans": max_replans, "approve": approve,
-                "checkpoint_all": checkpoint_all, "owner": owner,
-                "callback_url": callback_url})
+            options = RunOptions.model_validate(options.model_dump())
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "options"
-            raise InvalidInput(f"{field}: {first['msg']}") from None
+            raise invalid(exc) from None
+        self._check_roles(options.roles)
+        return options
 
     def _check_roles(self, roles: Mapping[str, Mapping[str, Any]] | None) -> None:
         for role, over in (roles or {}).items():
@@ -190,25 +176,19 @@ class Client:
         if why is not None:
             raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
 
-    def submit_goal(self, goal: str, *, roles: Mapping[str, Mapping[str, Any]] | None = None,
-                    budget_tokens: int | None = None, budget_usd: float | None = None,
-                    run_id: str | None = None, approve: bool = False,
-                    on_budget: OnBudget = "stop", max_replans: int | None = None,
-                    checkpoint_all: bool = False, owner: str | None = None,
-                    callback_url: str | None = None) -> str:
+    def submit_goal(self, goal: str, options: RunOptions | None = None, *,
+                    run_id: str | None = None) -> str:
         """Start a run from a goal: the planner model plans it on a worker, then it runs
-        (with ``approve``, it waits in ``awaiting_approval`` once planned).
+        (with ``options.approve``, it waits in ``awaiting_approval`` once planned).
 
-        ``roles`` overrides model, max_tokens or temperature per role for this run, e.g.
-        ``{"planner": {"model": "claude-sonnet-5-5"}}``."""
+        ``options.roles`` overrides model, max_tokens or temperature per role for this
+        run, e.g. ``RunOptions(roles={"planner": {"model": "claude-sonnet-5-5"}})``."""
         self.check_goal(goal)
         require_model(self.settings)  # says exactly what to set when there is none
-        self._check_roles(roles)
-        self.ping()
         # A goal's run is answered in words: the synthesizer writes it.
-        options = self._options(roles, budget_tokens, budget_usd, on_budget, max_replans,
-                                approve, checkpoint_all, owner=owner,
-                                callback_url=callback_url, synthesize=True)
+        options = self._checked(options).model_copy(
+            update={"synthesize": True, "from_plan": False})
+        self.ping()
         run_id = run_id or tracing.joined_run_id(new_run_id())
         with tracing.creating(run_id):
             self.store.create_run(goal, run_id=run_id, options=options)
@@ -307,7 +287,7 @@ class Client:
     def resume(self, run_id: str, budget_tokens: int | None = None,
                budget_usd: float | None = None) -> None:
         """Go on with a run paused at its budget, with a new budget."""
-        self._options(None, budget_tokens, budget_usd, "stop", None, False)  # checks them
+        RunOptions.checked(budget_tokens=budget_tokens, budget_usd=budget_usd)  # checks them
         human.resume(self.runtime, run_id, budget_tokens, budget_usd)
 
     def missing_queues(self, queues: set[str], timeout: float = 1.0) -> set[str]:

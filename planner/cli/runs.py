@@ -37,6 +37,7 @@ from planner.cli.follow import (
 from planner.errors import InvalidInput, NoWorkerError
 from planner.language.plan import load_plan_data
 from planner.llm.model import ROLES
+from planner.options import RunOptions
 from planner.store.records import RUN_STATUSES, RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
@@ -84,9 +85,9 @@ def warn_unready(client: RemoteClient) -> None:
 
 def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
              timeout: float | None, events: bool = False, synthesize: bool = False,
-             left: Callable[[str], str] = goes_on, **options: Any) -> RunReport | None:
-    """Validate, submit and optionally wait; shared by `run` and `dev --run`. ``options``
-    are :meth:`Client.submit`'s (approve, budgets, on_budget, max_replans).
+             left: Callable[[str], str] = goes_on, options: RunOptions | None = None
+             ) -> RunReport | None:
+    """Validate, submit and optionally wait; shared by `run` and `dev --run`.
 
     The plan's ``"synthesize"`` decides whether the synthesizer writes the answer; if it
     says nothing, no (``synthesize`` forces it): a plan file's answer is its last steps'
@@ -98,7 +99,7 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
     deps = None
     if over_http(client):
         # The server validates the plan with its own tool modules.
-        run_id = client.submit(data, **options)
+        run_id = client.submit(data, options)
         warn_unready(client)
     else:
         compiled = client.compile(data)
@@ -109,9 +110,9 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
         for problem in client.uncovered_steps(compiled):
             err.print(f"warning: {problem}; the step will fail.", highlight=False,
                       markup=False)
-        run_id = client.submit(compiled, **options)
+        run_id = client.submit(compiled, options)
         deps = {sid: sorted(ups) for sid, ups in compiled.deps.items()}
-    if options.get("approve"):
+    if options is not None and options.approve:
         awaiting(client, run_id, as_json, timeout, wait or events)
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
@@ -135,15 +136,15 @@ def parse_models(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
 
 def run_goal(client: AnyClient, goal: str, wait: bool, as_json: bool,
              timeout: float | None, events: bool = False,
-             left: Callable[[str], str] = goes_on, **options: Any) -> RunReport | None:
-    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`.
-    ``options`` are :meth:`Client.submit_goal`'s."""
-    run_id = client.submit_goal(goal, **options)
+             left: Callable[[str], str] = goes_on, options: RunOptions | None = None
+             ) -> RunReport | None:
+    """Submit a goal for the planner model and optionally wait; `run GOAL`, `dev --goal`."""
+    run_id = client.submit_goal(goal, options)
     if over_http(client):
         warn_unready(client)
     else:
         warn_missing_workers(client, {DEFAULT_QUEUE, LLM_QUEUE})
-    if options.get("approve"):
+    if options is not None and options.approve:
         awaiting(client, run_id, as_json, timeout, wait or events)
     if not wait and not events:
         print(json.dumps({"run_id": run_id}) if as_json else run_id)
@@ -221,20 +222,20 @@ def run(
                            + ("both" if goal else "neither"))
     if on_budget not in ("stop", "pause"):
         raise InvalidInput(f"--on-budget must be stop or pause, not {on_budget!r}")
+    if plan is not None and model:
+        raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "
+                           "CHORDAL_EXECUTOR_MODEL")
+    options = RunOptions.checked(
+        budget_tokens=budget_tokens, budget_usd=budget_usd, on_budget=on_budget,
+        max_replans=max_replans, approve=approve, checkpoint_all=checkpoint_all,
+        roles=parse_models(model))
     client = connect()
-    options: dict[str, Any] = {"budget_tokens": budget_tokens, "budget_usd": budget_usd,
-                               "on_budget": on_budget, "max_replans": max_replans,
-                               "approve": approve, "checkpoint_all": checkpoint_all}
     if plan is not None:
-        if model:
-            raise InvalidInput("--model applies to a GOAL; a plan file's llm steps use "
-                               "CHORDAL_EXECUTOR_MODEL")
         report = run_plan(client, plan, wait, as_json, timeout, events, synthesize,
-                          **options)
+                          options=options)
     else:
         assert goal is not None
-        report = run_goal(client, goal, wait, as_json, timeout, events,
-                          roles=parse_models(model), **options)
+        report = run_goal(client, goal, wait, as_json, timeout, events, options=options)
     if report is not None:
         finish(report, as_json, events)
 

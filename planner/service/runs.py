@@ -8,7 +8,7 @@ runs them in its thread pool, off the event loop.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
@@ -120,22 +120,17 @@ def create_run(body: CreateRun, request: Request, response: Response, who: Who, 
 
 
 def _submit(svc: Service, body: CreateRun, who: Caller, run_id: str) -> None:
-    roles = {role: {"model": model} for role, model in body.models.items()}
-    options: dict[str, Any] = dict(
-        run_id=run_id, approve=body.approve, budget_tokens=body.budget_tokens,
-        budget_usd=body.budget_usd, on_budget=body.on_budget, max_replans=body.max_replans,
-        checkpoint_all=body.checkpoint_all, roles=roles, owner=who.name,
-        callback_url=body.callback_url)
+    options = body.options(owner=who.name)
     # The rate limit counts runs made: a plan that cannot run costs its tenant nothing.
     if body.plan is not None:
         compiled = svc.client.compile(body.plan)
         svc.take_create_slot(who)
-        svc.client.submit(compiled, **options)
+        svc.client.submit(compiled, options, run_id=run_id)
     else:
         assert body.goal is not None
         svc.client.check_goal(body.goal)
         svc.take_create_slot(who)
-        svc.client.submit_goal(body.goal, **options)
+        svc.client.submit_goal(body.goal, options, run_id=run_id)
 
 
 @router.get("/runs", response_model=RunList, responses=error_responses(401, 422, 503))

@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from planner.language.plan import Plan
+from planner.options import RunOptions
 from planner.store.records import RunEvent, RunStatus, RunSummary
 
 Role = Literal["planner", "replanner", "executor", "synthesizer"]
@@ -77,6 +78,15 @@ class CreateRun(Request):
     callback_url: str | None = Field(None, min_length=1, max_length=2_048,
                                      description="Where the final report is POSTed; its "
                                                  "host must be in CHORDAL_CALLBACK_ALLOW.")
+
+    def options(self, owner: str | None) -> RunOptions:
+        """The run's options, as every door takes them (the caller's key names its
+        owner; over HTTP a role takes only a model)."""
+        return RunOptions(
+            roles={role: {"model": model} for role, model in self.models.items()},
+            budget_tokens=self.budget_tokens, budget_usd=self.budget_usd,
+            on_budget=self.on_budget, max_replans=self.max_replans, approve=self.approve,
+            checkpoint_all=self.checkpoint_all, owner=owner, callback_url=self.callback_url)
 
 
 class ApproveRun(Request):

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from planner.language.plan import Plan
+from planner.options import OnBudget as OnBudget  # below the store, for the HTTP clients
+from planner.options import RunOptions as RunOptions
 from planner.usage import UsageSummary
 
 RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succeeded",
@@ -87,41 +89,6 @@ class ErrorRecord(BaseModel):
     @classmethod
     def parse(cls, text: str | None) -> ErrorRecord | None:
         return cls.model_validate_json(text) if text else None
-
-
-OnBudget = Literal["stop", "pause"]
-
-
-class RunOptions(BaseModel):
-    """Per-run overrides of settings, recorded with the run."""
-
-    # Read by every process of a deployment, old and new alike during a rolling upgrade:
-    # a field a newer release added must not make an older one fail to read the run.
-    # (Input is checked before it gets here: the API's schemas, Client's own arguments.)
-    model_config = ConfigDict(extra="ignore")
-
-    roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    budget_tokens: int | None = Field(None, ge=1)
-    budget_usd: float | None = Field(None, gt=0)
-    #: What crossing the budget does: end the run with its partial results, or pause it
-    #: until ``chordal resume`` gives it a new budget.
-    on_budget: OnBudget = "stop"
-    #: Most replans of this run (None: the plan's ``max_replans``, else the setting).
-    max_replans: int | None = Field(None, ge=0, le=100)
-    #: Stop after planning, in ``awaiting_approval``, until ``chordal approve``.
-    approve: bool = False
-    #: Every step is a checkpoint (the replanner reviews after each one).
-    checkpoint_all: bool = False
-    #: Who created the run (the API key's name over HTTP; None from the CLI and Client).
-    owner: str | None = None
-    #: POSTed the final report, signed, when the run ends (HTTP API runs).
-    callback_url: str | None = None
-    #: Whether the synthesizer writes the answer (when the workers have a model). None,
-    #: as in runs recorded before this option: whenever there is a model.
-    synthesize: bool | None = None
-    #: Created with a plan (not a goal): never sent to the planner model. Set by
-    #: ``create_run``; a run that has it and no plan lost its plan to a crash.
-    from_plan: bool = False
 
 
 #: The reasons of the plan versions that count as replans (against ``max_replans``).

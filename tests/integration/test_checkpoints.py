@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from planner import RunOptions
 from planner.store.records import RunReport
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.integration.conftest import Engine, base_env
@@ -75,8 +76,9 @@ def test_a_checkpoint_that_revises_the_plan(model_engine: Engine, fake):
 
 def test_every_step_a_checkpoint(model_engine: Engine, fake):
     client = model_engine.client
-    report = client.wait(client.submit_goal("keep going, checking every step",
-                                            checkpoint_all=True), 60)
+    run_id = client.submit_goal("keep going, checking every step",
+                                RunOptions(checkpoint_all=True))
+    report = client.wait(run_id, 60)
     assert report.status == "succeeded", report
     # Reviews only where something waits: scout has a dependent, the others none.
     assert len(fake.of_role("replanner")) == 1

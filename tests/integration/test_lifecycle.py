@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from planner import RunOptions
 from planner.client import Client
 from planner.errors import Conflict
 from planner.settings import Settings
@@ -127,7 +128,7 @@ def test_a_step_terminated_from_celery_ends_its_run_by_its_failure_policy_and_re
 def test_a_rejected_run_cannot_be_retried_by_client_or_cli(
         env: dict[str, str], workers: list[Worker], tmp_path: Path) -> None:
     client = started(env, workers, tmp_path / "worker.log", "--concurrency=2")
-    run_id = client.submit(one_step(seconds=0), approve=True)
+    run_id = client.submit(one_step(seconds=0), RunOptions(approve=True))
     assert client.report(run_id).status == "awaiting_approval"
     client.reject(run_id, "not this one")
     with pytest.raises(Conflict, match="rejected"):
@@ -135,7 +136,7 @@ def test_a_rejected_run_cannot_be_retried_by_client_or_cli(
     refused = chordal(env, "retry", run_id)
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert "rejected" in refused.stderr
-    cancelled = client.submit(one_step(seconds=0), approve=True)
+    cancelled = client.submit(one_step(seconds=0), RunOptions(approve=True))
     assert client.cancel(cancelled)
     with pytest.raises(Conflict, match="cancelled before it was approved"):
         client.retry(cancelled)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from planner import RunOptions
 from planner.store.records import RunReport
 from planner.usage import cost_usd
 from tests.fake_anthropic import FakeAnthropic, overloaded, rate_limited, text, tool_use
@@ -136,7 +137,7 @@ def test_budget_stops_the_run_with_partial_results(model_engine, fake):
     ]}
     fake.responder = responder({"tight budget": [think]})
     # Each fake call costs 550 tokens: planning fits, the llm step crosses 1,000.
-    run_id = model_engine.client.submit_goal("tight budget", budget_tokens=1000)
+    run_id = model_engine.client.submit_goal("tight budget", RunOptions(budget_tokens=1000))
     report = model_engine.client.wait(run_id, 60)
     assert report.status == "failed"
     assert report.error.type == "BudgetExceeded"
@@ -148,7 +149,7 @@ def test_budget_stops_the_run_with_partial_results(model_engine, fake):
 
 
 def test_budget_in_usd(model_engine, fake):
-    run_id = model_engine.client.submit_goal("compare rents", budget_usd=0.000001)
+    run_id = model_engine.client.submit_goal("compare rents", RunOptions(budget_usd=0.000001))
     report = model_engine.client.wait(run_id, 60)
     assert report.status == "failed" and report.error.type == "BudgetExceeded"
     assert report.usage.by_role == {"planner": report.usage.by_role["planner"]}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from planner import RunOptions
 from planner.store.records import RunReport
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.integration.conftest import ROOT, Engine
@@ -125,7 +126,7 @@ def test_a_failure_while_the_replanner_thinks_never_starts_a_second_one(
 
 def test_replans_exhausted_end_failed_with_a_partial_answer(model_engine: Engine, fake):
     client = model_engine.client
-    report = client.wait(client.submit_goal("doomed from the start", max_replans=0), 60)
+    report = client.wait(client.submit_goal("doomed from the start", RunOptions(max_replans=0)), 60)
     assert report.status == "failed" and report.partial
     assert report.answer == "partial answer: only part of it"
     assert report.error is not None and report.error.type == "ReplanLimit"
@@ -150,7 +151,7 @@ def test_a_replan_that_stays_invalid_ends_failed_with_a_partial_answer(
 def test_a_plan_waits_for_approval_and_runs_edited(engine: Engine):
     client = engine.client
     plan = {"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"value": 1}}]}
-    run_id = client.submit(plan, approve=True)
+    run_id = client.submit(plan, RunOptions(approve=True))
     report = client.wait(run_id, 5)  # returns at once: the run waits for a person
     assert report.status == "awaiting_approval" and "approve" in (report.reason or "")
     time.sleep(0.5)
@@ -166,7 +167,7 @@ def test_a_plan_waits_for_approval_and_runs_edited(engine: Engine):
 def test_a_rejected_plan_never_runs(engine: Engine):
     client = engine.client
     plan = {"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"value": 1}}]}
-    run_id = client.submit(plan, approve=True)
+    run_id = client.submit(plan, RunOptions(approve=True))
     client.reject(run_id, "too expensive")
     report = client.report(run_id)
     assert report.status == "cancelled" and report.error is not None
@@ -177,7 +178,7 @@ def test_a_rejected_plan_never_runs(engine: Engine):
 def test_budget_pause_then_resume(model_engine: Engine, fake):
     client = model_engine.client
     # The planner's call (~550 tokens) fits; think1's crosses: the run pauses.
-    run_id = client.submit_goal("think twice", budget_tokens=600, on_budget="pause")
+    run_id = client.submit_goal("think twice", RunOptions(budget_tokens=600, on_budget="pause"))
     report = client.wait(run_id, 60)
     assert report.status == "paused", report
     assert "budget exceeded" in (report.reason or "")

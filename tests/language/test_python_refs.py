@@ -10,7 +10,7 @@ import pytest
 
 from planner import Plan, Ref, Step, load_plan_data, validate
 from planner.errors import PlanInvalid
-from planner.remote import _plan_body
+from planner.remote._wire import plan_body
 
 
 def python_plan() -> Plan:
@@ -81,7 +81,7 @@ def test_a_ref_to_no_step_is_named_as_such(tools):
 def test_the_http_clients_send_refs_as_json():
     mapping = {"goal": "g", "steps": [{"id": "b", "tool": "echo",
                                        "args": {"value": [Ref("a.x")]}}]}
-    assert json.loads(json.dumps(_plan_body(mapping)))["steps"][0]["args"] == {
+    assert json.loads(json.dumps(plan_body(mapping)))["steps"][0]["args"] == {
         "value": [{"$ref": "a.x"}]}
-    assert json.loads(json.dumps(_plan_body(python_plan())))["steps"][1]["args"] == \
+    assert json.loads(json.dumps(plan_body(python_plan())))["steps"][1]["args"] == \
         EXPECTED_B

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from planner import RunOptions
 from planner.client import Client
 from planner.settings import DEFAULT_PRICES, FAST_MODEL, STRONG_MODEL
 from planner.usage import cost_usd
@@ -53,7 +54,7 @@ def runs(scraper: Scraper, client: Client, fake: FakeAnthropic) -> list[str]:
     ids = [client.submit(MIXED), client.submit(ROUTE), client.submit_goal("think twice")]
     for run_id in ids:
         assert client.wait(run_id, timeout=90).status == "succeeded", client.report(run_id)
-    stopped = client.submit_goal("think twice", budget_tokens=1)
+    stopped = client.submit_goal("think twice", RunOptions(budget_tokens=1))
     report = client.wait(stopped, timeout=60)
     assert report.status == "failed" and report.error and report.error.type == "BudgetExceeded"
     return [*ids, stopped]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from planner import RunOptions
 from planner.store.records import RunReport
 from planner.tracing import run_ids
 from tests.integration.helpers import plan, step
@@ -28,7 +29,7 @@ def report(stack: Stack) -> RunReport:
     run_id = stack.client.submit(plan(
         step("ok"), flaky,
         step("summary", "llm", prompt=["Summarise", {"$ref": "ok"}]),
-        broken), synthesize=True)  # the failed run gets a partial answer
+        broken), RunOptions(synthesize=True))  # the failed run gets a partial answer
     report = stack.client.wait(run_id, 60)
     assert report.ended, report
     return report

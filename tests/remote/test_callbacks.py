@@ -49,7 +49,7 @@ def ended_run(stack: Stack, url: str) -> str:
 def test_a_run_posts_its_signed_report_when_it_ends(stack: Stack, receiver: Receiver):
     path, url = hook(receiver, "signed")
     client = stack.remote()
-    run_id = client.submit(ECHO_PLAN, callback_url=url + "?token=receivers-own-secret")
+    run_id = client.submit(ECHO_PLAN, RunOptions(callback_url=url + "?token=receivers-own-secret"))
     assert client.wait(run_id, 30).status == "succeeded"
     [hit] = receiver.wait_for(path, 1)
     assert hit.verified  # the README's verification snippet accepts it
@@ -80,7 +80,7 @@ def test_a_failing_receiver_gets_retries_with_backoff(stack: Stack, receiver: Re
     path, url = hook(receiver, "flaky")
     receiver.failures[path] = 2  # 500, 500, then 200
     client = stack.remote()
-    run_id = client.submit(ECHO_PLAN, callback_url=url)
+    run_id = client.submit(ECHO_PLAN, RunOptions(callback_url=url))
     client.wait(run_id, 30)
     hits = receiver.wait_for(path, 3)
     assert all(h.verified for h in hits)
@@ -111,7 +111,7 @@ def test_hosts_are_checked_at_submission_and_again_at_delivery(stack: Stack,
     # Allowed by the API but not by the workers: given up at delivery, nothing sent.
     port = receiver.url.rsplit(":", 1)[1]
     client = stack.remote()
-    run_id = client.submit(ECHO_PLAN, callback_url=f"http://localhost:{port}/hooks/x")
+    run_id = client.submit(ECHO_PLAN, RunOptions(callback_url=f"http://localhost:{port}/hooks/x"))
     client.wait(run_id, 30)
     failed = event_of(stack, run_id, "run.callback_failed")
     assert failed.data["attempts"] == 1 and "'localhost' is not allowed" in failed.data["error"]
@@ -124,8 +124,8 @@ def test_each_tenant_may_have_its_own_signing_key(stack: Stack, receiver: Receiv
     never accepts one of alice's runs (aimed at him under a shared allowed host), and
     alice's receiver never accepts his."""
     path, url = hook(receiver, "bob")
-    bobs = stack.remote(BOB).submit(ECHO_PLAN, callback_url=url)
-    alices = stack.remote().submit(ECHO_PLAN, callback_url=url)
+    bobs = stack.remote(BOB).submit(ECHO_PLAN, RunOptions(callback_url=url))
+    alices = stack.remote().submit(ECHO_PLAN, RunOptions(callback_url=url))
     hits = {RunReport.model_validate_json(h.body).run_id: h
             for h in receiver.wait_for(path, 2)}
     for run_id, key, other in ((bobs, BOB_SECRET, SECRET), (alices, SECRET, BOB_SECRET)):

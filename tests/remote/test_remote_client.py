@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from planner import AsyncClient, Client, RemoteClient
+from planner import AsyncClient, Client, RemoteClient, RunOptions
 from planner.errors import (
     Conflict,
     InvalidInput,
@@ -51,7 +51,7 @@ def test_errors_come_back_as_chordal_errors(stack: Stack):
     fields = {(p.step, p.field) for p in invalid.value.problems}
     assert ("x", "tool") in fields and len(invalid.value.problems) >= 2
     with pytest.raises(InvalidInput, match="callback_url"):
-        alice.submit(ECHO_PLAN, callback_url="http://evil.example.com/hook")
+        alice.submit(ECHO_PLAN, RunOptions(callback_url="http://evil.example.com/hook"))
     with pytest.raises(RunNotFound):
         alice.report("no-such-run")
     run_id = alice.submit(ECHO_PLAN)
@@ -69,7 +69,7 @@ def test_errors_come_back_as_chordal_errors(stack: Stack):
     with pytest.raises(InvalidInput, match="url: must not carry credentials"):
         RemoteClient("http://user:pw@127.0.0.1:1")
     with pytest.raises(InvalidInput, match=r"roles\.planner"):
-        alice.submit_goal("g", roles={"planner": {"temperature": 0.5}})
+        alice.submit_goal("g", RunOptions(roles={"planner": {"temperature": 0.5}}))
     # Nothing listens: one clear error, after a few quick tries.
     started = time.monotonic()
     with pytest.raises(Unavailable, match="cannot reach the Chordal server"):
@@ -79,13 +79,13 @@ def test_errors_come_back_as_chordal_errors(stack: Stack):
 
 def test_approve_reject_cancel_retry_over_http(stack: Stack):
     client = stack.remote()
-    waiting = client.submit(ECHO_PLAN, approve=True)
+    waiting = client.submit(ECHO_PLAN, RunOptions(approve=True))
     report = client.wait(waiting, timeout=30)  # returns: the run waits for a person
     assert report.status == "awaiting_approval" and report.plan is not None
     client.approve(waiting)
     assert client.wait(waiting, timeout=30).status == "succeeded"
 
-    rejected = client.submit(ECHO_PLAN, approve=True)
+    rejected = client.submit(ECHO_PLAN, RunOptions(approve=True))
     client.reject(rejected, "not today")
     assert client.report(rejected).status == "cancelled"
 
@@ -163,7 +163,7 @@ def test_async_client(stack: Stack):
 
             report = await client.wait(run_id, timeout=30, on_event=note)
             streamed = [e.type async for e in client.events(run_id)]
-            slow = await client.submit(sleep_plan(3), approve=True)
+            slow = await client.submit(sleep_plan(3), RunOptions(approve=True))
             waiting = await client.wait(slow, timeout=30)
             cancelled = await client.cancel(slow)
             with pytest.raises(RunNotFound):

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from planner import errors
-from planner.remote import _Sse, base_url, error_from
+from planner.remote import base_url, error_from
+from planner.remote._sse import Sse
 
 
 def answer(status: int, error: dict | None = None, **kw: object) -> httpx.Response:
@@ -46,7 +47,7 @@ def test_error_answers_come_back_as_the_class_they_name():
 
 
 def test_the_event_stream_format():
-    sse = _Sse.new()
+    sse = Sse()
     lines = [": keep-alive", "", "id: 5-0", "event: step.finished",
              'data: {"id": "5-0", "type": "step.finished", "step": "a",',
              'data:  "status": "succeeded", "data": null}', "", ": keep-alive", ""]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from planner import RunOptions
 from planner.errors import ConfigError, Conflict
 from planner.service.auth import KeyRing
 from planner.service.idempotency import IN_FLIGHT_S, Idempotency, body_hash
@@ -153,7 +154,7 @@ def test_one_key_may_hold_only_so_many_event_streams(api: Server) -> None:
 def test_an_admin_key_sees_every_run_including_those_made_without_a_key(api: Server) -> None:
     """Runs made by the CLI or a Client have no tenant: no key sees them but an admin's
     (CHORDAL_API_ADMINS), which sees and steers every tenant's runs too."""
-    ownerless = api.client.submit(PLAN, approve=True)
+    ownerless = api.client.submit(PLAN, RunOptions(approve=True))
     with api.http() as alice, api.http("ops") as ops:
         alices = alice.post("/v1/runs", json={"plan": PLAN, "approve": True}).json()["run_id"]
         assert alice.get(f"/v1/runs/{ownerless}").status_code == 404

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 
+from planner import RunOptions
 from tests.integration.conftest import base_env
 from tests.service.conftest import Server, start_server
 
@@ -60,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def waiting_run(srv: Server, owner: str) -> str:
     """A run that awaits approval: its stream stays open, with keep-alives."""
-    return srv.client.submit(PLAN, approve=True, owner=owner)
+    return srv.client.submit(PLAN, RunOptions(approve=True, owner=owner))
 
 
 async def open_streams(url: str, path: str, who: str, count: int

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from planner import tracing
+from planner import RunOptions, tracing
 from planner.remote import AsyncClient, RemoteClient
 from planner.tracing import run_ids
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
@@ -150,7 +150,7 @@ def test_every_door_joins_the_current_trace(traced: Traced):
         with RemoteClient(traced.server.url, api_key=SECRET) as remote:
             remote_id = remote.submit(PLAN)
         async_id = asyncio.run(by_async_client())
-        local_id = traced.server.client.submit(PLAN, owner="alice")
+        local_id = traced.server.client.submit(PLAN, RunOptions(owner="alice"))
     ids = {remote_id, async_id, local_id}
     for run_id in ids:
         assert run_id.endswith(f"-{trace_id:032x}"), run_id
