@@ -7,9 +7,10 @@ import time
 import httpx
 import pytest
 
-from planner import errors
+from planner import RunOptions, errors
 from planner.remote import base_url, error_from
 from planner.remote._sse import Sse
+from planner.remote._wire import create_body
 
 
 def answer(status: int, error: dict | None = None, **kw: object) -> httpx.Response:
@@ -117,3 +118,31 @@ def test_following_a_run_waits_when_the_key_has_all_its_streams_open():
         events = list(c.events("r1"))
     assert [e.type for e in events] == ["run.finished"]
     assert len(seen) == 3 and seen[1] - seen[0] >= 0.9  # then once more, after its id
+
+
+def test_a_runs_options_as_the_create_body_carries_them():
+    """One RunOptions for every door: over HTTP the options that are set travel (the
+    server's defaults hold otherwise), a role's model as ``models``; what HTTP cannot say
+    is refused here, before anything is sent."""
+    plan = {"goal": "g", "steps": [{"id": "a", "tool": "echo"}]}
+    assert create_body(None, plan=plan) == {
+        "plan": plan, "approve": False, "on_budget": "stop", "checkpoint_all": False}
+    body = create_body(RunOptions(budget_usd=0.5, approve=True, synthesize=True,
+                                  roles={"planner": {"model": "m"}}), goal="g")
+    assert body == {"goal": "g", "approve": True, "on_budget": "stop",
+                    "checkpoint_all": False, "budget_usd": 0.5, "models": {"planner": "m"}}
+    # A plan's synthesize is the plan's own field to the server.
+    assert create_body(RunOptions(synthesize=True), plan=plan)["plan"]["synthesize"] is True
+    assert "synthesize" not in plan
+    with pytest.raises(errors.InvalidInput, match="owner"):
+        create_body(RunOptions(owner="eve"), plan=plan)
+    with pytest.raises(errors.InvalidInput, match=r"roles\.planner: over HTTP"):
+        create_body(RunOptions(roles={"planner": {"temperature": 0.5}}), goal="g")
+    with pytest.raises(errors.InvalidInput, match="options: must be a RunOptions"):
+        create_body({"approve": True}, goal="g")  # type: ignore[arg-type]
+
+
+def test_options_from_untyped_input_name_the_bad_one():
+    with pytest.raises(errors.InvalidInput, match="budget_usd: Input should be greater"):
+        RunOptions.checked(budget_usd=0)
+    assert RunOptions.checked(max_replans=2) == RunOptions(max_replans=2)
