@@ -11,7 +11,7 @@ import planner.errors
 
 PUBLIC = {
     # what apps and tool authors import
-    "Client", "RemoteClient", "AsyncClient",
+    "Client", "RemoteClient", "AsyncClient", "RunOptions",
     "Settings", "Plan", "Step", "tool", "Tool", "ToolContext", "ToolRegistry",
     "load_registry", "validate", "ValidPlan", "Limits", "load_plan_data", "plan_json_schema",
     "Ref", "parse_ref", "resolve", "RunReport", "StepReport", "RunEvent", "ErrorRecord",
