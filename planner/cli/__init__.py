@@ -1,7 +1,11 @@
-"""The ``chordal`` command line (``planner.cli:main``)."""
+"""The ``chordal`` command line (``planner.cli:main``). Each module registers its commands on
+``app`` when imported, in the order `chordal --help` lists them: runs first, then the
+workers, then plans and tools."""
 
-# The command modules register their commands on ``app`` when imported.
-from planner.cli import dev, init, plans, record, runs, serve
+# isort: off
+from planner.cli import runs, status, decisions, dev, init, plans, record, serve
+# isort: on
 from planner.cli.app import app, main
 
-__all__ = ["app", "dev", "init", "main", "plans", "record", "runs", "serve"]
+__all__ = ["app", "decisions", "dev", "init", "main", "plans", "record", "runs", "serve",
+           "status"]

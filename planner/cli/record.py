@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from planner.cli.app import app, err, user_errors
-from planner.cli.runs import connect, over_http
+from planner.cli.connect import connect, over_http
 from planner.errors import InvalidInput
 
 

@@ -1,86 +1,28 @@
-"""Commands about runs: run, watch, status, runs, cancel, approve, reject, retry, resume.
-Following a run (its events, the live view, the exit status) is :mod:`planner.cli.follow`.
-
-They talk to Redis, or to a Chordal server when ``CHORDAL_API_URL`` is set (with
-``CHORDAL_API_KEY``): the same commands, the same output, no Redis access or tool modules
-needed on this machine."""
+"""Commands that make and follow runs: run, watch. Following a run (its events, the live
+view, the exit status) is :mod:`planner.cli.follow`; which client a command uses,
+:mod:`planner.cli.connect`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from typing_extensions import TypeIs
 
-from planner.cli.app import (
-    EXIT_FAILED,
-    EXIT_NOT_ENDED,
-    EXIT_OK,
-    app,
-    err,
-    out,
-    registry,
-    settings,
-    user_errors,
-)
-from planner.cli.follow import (
-    exit_for,
-    finish,
-    follow,
-    goes_on,
-    print_report,
-)
-from planner.errors import InvalidInput, NoWorkerError
+from planner.cli.app import EXIT_NOT_ENDED, EXIT_OK, app, err, out, user_errors
+from planner.cli.connect import connect, connected, over_http, warn_missing_workers, warn_unready
+from planner.cli.follow import exit_for, finish, follow, goes_on, print_report
+from planner.errors import InvalidInput
 from planner.language.plan import load_plan_data
 from planner.llm.model import ROLES
 from planner.options import RunOptions
-from planner.store.records import RUN_STATUSES, RunReport
+from planner.store.records import RunReport
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
 if TYPE_CHECKING:
     from planner.cli.follow import AnyClient
-    from planner.client import Client
-    from planner.remote import RemoteClient
-
-
-def connect() -> AnyClient:
-    """The server at CHORDAL_API_URL when it is set, else Redis (CHORDAL_REDIS_URL)."""
-    # Imported here: `chordal --help`, `validate` and `schema` need neither client.
-    s = settings()
-    if s.api_url:
-        from planner.remote import RemoteClient
-
-        return RemoteClient.from_settings(s)
-    from planner.client import Client
-
-    return Client(s, registry(s))
-
-
-def over_http(client: AnyClient) -> TypeIs[RemoteClient]:
-    """Whether ``client`` talks to a Chordal server (it was loaded if so: no import)."""
-    remote = sys.modules.get("planner.remote")
-    return remote is not None and isinstance(client, remote.RemoteClient)
-
-
-def warn_missing_workers(client: Client, queues: set[str]) -> None:
-    """Say so, instead of waiting in silence; the run is queued all the same."""
-    try:
-        client.require_queues(queues)
-    except NoWorkerError as exc:
-        err.print(f"warning: {exc}; the run waits until one does.", highlight=False,
-                  markup=False)
-
-
-def warn_unready(client: RemoteClient) -> None:
-    """Over HTTP: the server's /readyz says what is missing (no worker, no Redis)."""
-    why = client.ready()
-    if why:
-        err.print(f"warning: the server is not ready: {why}; the run waits until it is.",
-                  highlight=False, markup=False)
 
 
 def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
@@ -257,137 +199,6 @@ def watch(
 
     Exit status: 0 succeeded, 1 failed, cancelled or timed out, 2 bad input (no such
     run), 3 waits for a person (approval, a paused budget)."""
-    client = connect()
-    client.ping()
+    client = connected()
     nd = events or not out.is_terminal
     finish(follow(client, run_id, as_json, timeout, events=nd), as_json, nd)
-
-
-@app.command()
-@user_errors
-def status(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    """Print a run's report. Exit status: 0 succeeded, 1 failed or cancelled, 3 not ended
-    yet (pending, running, paused, awaiting approval)."""
-    client = connect()
-    client.ping()
-    report = client.report(run_id)
-    print_report(report, as_json)
-    raise typer.Exit(EXIT_OK if report.status == "succeeded" else
-                     EXIT_FAILED if report.ended else EXIT_NOT_ENDED)
-
-
-@app.command("runs")
-@user_errors
-def runs_cmd(
-    status_: Annotated[str | None, typer.Option(
-        "--status", help="Only runs in this status.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1,
-                                       max=10_000)] = 20,
-    stuck: Annotated[bool, typer.Option(
-        "--stuck", help="Only runs not ended that had no event for CHORDAL_DISPATCH_GRACE_S "
-                        "seconds, quietest first, with what each waits for.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
-    """List runs, newest first."""
-    if status_ is not None and status_ not in RUN_STATUSES:
-        raise InvalidInput(f"--status must be one of {', '.join(RUN_STATUSES)}, "
-                           f"not {status_!r}")
-    if stuck and status_ is not None:
-        raise InvalidInput("--stuck lists running and pending runs: leave out --status")
-    client = connect()
-    client.ping()
-    if not stuck:
-        found = client.runs(status=status_, limit=limit)
-    elif not over_http(client):
-        found = client.stuck(limit)
-    else:
-        raise InvalidInput("--stuck reads the run store itself: it needs Redis access, not "
-                           "CHORDAL_API_URL (unset it where Redis is reachable)")
-    for run in found:
-        if as_json:
-            print(json.dumps(run.model_dump(mode="json", exclude_none=True)))
-            continue
-        created = run.created_at.isoformat(timespec="seconds") if run.created_at else ""
-        line = f"{run.run_id}  {run.status:<17} {created}  {run.goal[:60]}"
-        if run.quiet_s is not None:
-            line += f"\n    quiet {run.quiet_s:.0f} s, waiting for {run.waiting_for}"
-        out.print(line, highlight=False, markup=False)
-
-
-@app.command()
-@user_errors
-def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-) -> None:
-    """Cancel a run: steps not started never start; running steps finish but unlock
-    nothing. Exit 0 if cancelled, 1 if the run had already ended."""
-    client = connect()
-    client.ping()
-    if client.cancel(run_id):
-        print(f"{run_id}: cancelled")
-        return
-    status_ = client.report(run_id).status
-    err.print(f"{run_id}: not cancelled, the run already ended ({status_})", highlight=False)
-    raise typer.Exit(EXIT_FAILED)
-
-
-@app.command()
-@user_errors
-def approve(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-    plan: Annotated[Path | None, typer.Option(
-        "--plan", "-p", help="An edited plan to run instead (validated like any plan).")
-    ] = None,
-) -> None:
-    """Start a run that waits for approval (`run --approve`)."""
-    client = connect()
-    client.ping()
-    client.approve(run_id, load_plan_data(plan) if plan is not None else None)
-    print(f"{run_id}: approved, running")
-
-
-@app.command()
-@user_errors
-def reject(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the report.")
-                      ] = None,
-) -> None:
-    """End a run that waits for approval: it ends cancelled, nothing of it ran."""
-    client = connect()
-    client.ping()
-    client.reject(run_id, reason)
-    print(f"{run_id}: rejected")
-
-
-@app.command()
-@user_errors
-def retry(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-    step: Annotated[str | None, typer.Option("--step", help="Only this failed or "
-                                                            "cancelled step.")] = None,
-) -> None:
-    """Re-drive a failed or cancelled run from where it stopped, keeping what it earned."""
-    client = connect()
-    client.ping()
-    again = client.retry(run_id, step)
-    print(f"{run_id}: running again" + (f" ({', '.join(again)})" if again else ""))
-
-
-@app.command()
-@user_errors
-def resume(
-    run_id: Annotated[str, typer.Argument(help="The run's id.", show_default=False)],
-    budget_tokens: Annotated[int | None, typer.Option(help="The new token budget.", min=1)
-                             ] = None,
-    budget_usd: Annotated[float | None, typer.Option(help="The new budget in USD.", min=0)
-                          ] = None,
-) -> None:
-    """Go on with a run paused at its budget (`run --on-budget pause`), with a new one."""
-    client = connect()
-    client.ping()
-    client.resume(run_id, budget_tokens, budget_usd)
-    print(f"{run_id}: resumed")

@@ -172,7 +172,7 @@ def test_where_a_callback_may_go():
 def test_a_claim_is_held_by_one_sender_and_passes_on_when_its_holder_dies(
         stack: Stack, receiver: Receiver):
     settings = Settings.from_env(stack.env)
-    holder = CallbackSender(stack.client.store, settings, lease_s=1.0)
+    holder = CallbackSender(stack.client.store, settings, lease_s=3.0)  # a busy machine
     other = CallbackSender(stack.client.store, settings)
     path, url = hook(receiver, "lease")
     group = stack.worker.process.pid
