@@ -68,7 +68,7 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 
 def test_the_readme_links_every_awaited_page():
-    assert AWAITED <= {link.split("#")[0] for link in links(README)}
+    assert {link.split("#")[0] for link in links(README)} >= AWAITED
 
 
 def test_awaited_pages_are_not_there_yet():

@@ -114,8 +114,8 @@ def test_the_tours_commands_run_one_at_a_time(redis_server: EmbeddedRedis, tmp_p
                                      env=env).stdout.splitlines()
                     line = line.replace("RUN_ID", json.loads(last)["run_id"])
                 shell = line.replace("chordal", shlex.join(CHORDAL), 1)
-                done = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                      timeout=180)
+                done = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env,
+                                      capture_output=True, text=True, timeout=180)
                 assert done.returncode == 0, (line, done.stdout, done.stderr)
                 out[line.split()[1]] = done.stdout
         finally:
