@@ -67,7 +67,7 @@ def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
     backup = lines["weather_backup"]
     assert backup.split()[1] == "succeeded" and '"status": 200' in backup
     assert "answer: Your Lisbon weekend fits the budget" in result.stdout
-    # The README's tour shows this report: the same rows, the same first and last lines.
+    # The README's tour shows this report: the same rows, header and model line.
     tour = readme_block(TOUR)
     assert tour_rows(result.stdout) == tour_rows(tour)
     header = " ".join(tour.splitlines()[1].split())
