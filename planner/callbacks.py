@@ -80,7 +80,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify(secret: str, body: bytes, signature: str | None, timestamp: str | None, *,
            tolerance_s: float = TOLERANCE_S, now: float | None = None) -> bool:
     """Whether a callback request is genuine and fresh (for receivers written in Python;
-    the README shows the same check in a few lines)."""
+    docs/api.md shows the same check in a few lines)."""
     if not signature or not timestamp or not timestamp.isdigit():
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_s:

@@ -20,6 +20,14 @@ def run(marker: str) -> dict:
     return namespace
 
 
+def test_tool_snippet_defines_typed_tools():
+    namespace = run("def find_hotels")
+    hotels = namespace["find_hotels"]
+    assert isinstance(hotels, Tool) and hotels.queue == "search"
+    assert hotels.input_schema["required"] == ["city"]
+    assert namespace["whoami"].context_param == "ctx"
+
+
 def test_the_async_tool_example_registers_with_the_awaited_type():
     forecast = run("async def")["forecast"]
     assert isinstance(forecast, Tool) and forecast.timeout_s == 20
@@ -39,11 +47,7 @@ def test_the_python_plan_example_is_valid_with_its_refs_as_json():
 
 
 def test_the_quoted_refusal_is_what_validation_says():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-                 if "def find_hotels" in b]
-    namespace: dict = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)
+    namespace = run("def find_hotels")
     tools = dict(load_registry(["planner.tools.testing"]))
     tools["find_hotels"] = namespace["find_hotels"]
     plan = Plan(goal="g", steps=[

@@ -117,4 +117,4 @@ def init(
     for command, what in COMMANDS:
         print(f"  {command:<{width}}   # {what}")
     print(f"\nthen: chordal tools lists your tools; edit {TOOLS_MODULE}.py and plan.json "
-          "(README.md, Tools).")
+          "(docs/tools.md).")

@@ -1,4 +1,5 @@
-"""The README's main command, `./scripts/demo`, exactly as written (on a Redis of its own),
+"""The README's main command, `./scripts/demo`, exactly as written (on a Redis of its own;
+its report is the one the README's tour shows),
 and the demo's real tools: the travel agency (an MCP server over stdio) and the weather
 server (HTTP, behind a token) that its plan calls."""
 
@@ -23,6 +24,8 @@ from planner.settings import Settings
 from planner.tools.mcp import mcp_tools
 from tests.firstday.helpers import ROOT, chordal, user_env
 from tests.integration.conftest import _free_port
+from tests.test_readme import TOUR, tour_rows
+from tests.test_readme import block as readme_block
 from tests.travel import Travel, demo_env, travel_services
 
 
@@ -64,6 +67,12 @@ def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
     backup = lines["weather_backup"]
     assert backup.split()[1] == "succeeded" and '"status": 200' in backup
     assert "answer: Your Lisbon weekend fits the budget" in result.stdout
+    # The README's tour shows this report: the same rows, header and model line.
+    tour = readme_block(TOUR)
+    assert tour_rows(result.stdout) == tour_rows(tour)
+    header = " ".join(tour.splitlines()[1].split())
+    assert header in {" ".join(line.split()) for line in result.stdout.splitlines()}
+    assert re.search(r"^model: 4 call\(s\), \d+ tokens", result.stdout, flags=re.M)
     # The weather server went with the demo; its token was never shown.
     assert free(port)
     assert not re.search(r"Bearer (?!\$\{weather\})", result.stdout + result.stderr)
@@ -170,11 +179,11 @@ def test_chordal_tools_lists_the_agency():
     assert "(city: string, nights: integer = 2, guests: integer = 2," in text
 
 
-def test_the_readme_sets_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_path: Path):
-    """The README's by-hand block, line by line (the weather server on a free port, the
+def test_the_docs_set_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_path: Path):
+    """docs/cli.md's by-hand block, line by line (the weather server on a free port, the
     recorded plan pointed at it), then the weather server stopped whatever happens."""
-    readme = (ROOT / "README.md").read_text("utf-8")
-    [block] = [b for b in re.findall(r"```\n(.*?)```", readme, flags=re.S)
+    doc = (ROOT / "docs" / "cli.md").read_text("utf-8")
+    [block] = [b for b in re.findall(r"```\n(.*?)```", doc, flags=re.S)
                if "examples/travel/weather.py &" in b]
     port = _free_port()
     moved = Travel(port, "", {}).script(tmp_path / "model.json")

@@ -1,4 +1,4 @@
-"""Flower, run as the README says, shows step tasks with their run and step ids, and only
+"""Flower, run as docs/operations.md says, shows step tasks with their run and step ids, and only
 to someone with the credentials."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A real deployment for the HTTP clients: Redis (database 12), one worker subprocess,
 `chordal serve` as a subprocess with two API keys, and a callback receiver that checks
-signatures with the README's own snippet. Nothing is mocked.
+signatures with docs/api.md's own snippet. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ ALICE, BOB = "alice-secret-0123456789", "bob-secret-0123456789ab"
 #: workers do not: the allow-list is checked again at delivery.
 WORKER_ALLOW = "127.0.0.1,*.localhost"
 SERVER_ALLOW = "127.0.0.1,*.localhost,localhost"
-README = (ROOT / "README.md").read_text()
+API_DOC = (ROOT / "docs" / "api.md").read_text()
 
 
 def readme_verifier() -> Callable[..., bool]:
-    """The README's signature check, run as written."""
-    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    """docs/api.md's signature check, run as written."""
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", API_DOC, flags=re.S)
                  if "X-Chordal-Signature" in b]
     namespace: dict[str, Any] = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)
+    exec(compile(snippet, "docs/api.md", "exec"), namespace)
     return namespace["verify"]  # type: ignore[no-any-return]
 
 

@@ -1,7 +1,7 @@
 """Run callbacks: signed, at least once, retried with backoff, hosts checked twice.
 
-A real worker delivers them to a real HTTP receiver, which checks every signature with the
-README's snippet."""
+A real worker delivers them to a real HTTP receiver, which checks every signature with
+docs/api.md's snippet."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_a_run_posts_its_signed_report_when_it_ends(stack: Stack, receiver: Rece
     run_id = client.submit(ECHO_PLAN, RunOptions(callback_url=url + "?token=receivers-own-secret"))
     assert client.wait(run_id, 30).status == "succeeded"
     [hit] = receiver.wait_for(path, 1)
-    assert hit.verified  # the README's verification snippet accepts it
+    assert hit.verified  # docs/api.md's verification snippet accepts it
     assert hit.query == "token=receivers-own-secret"  # the URL as given, query included
     report = RunReport.model_validate_json(hit.body)
     assert report.run_id == run_id and report.answer == {"join": "hello"}

@@ -1,4 +1,4 @@
-"""The README's HTTP API section is run as written, with curl, against the test server;
+"""docs/api.md's curl walk-through is run as written, with curl, against the test server;
 and `chordal serve` refuses to start open by accident."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import sys
 from tests.integration.conftest import ROOT, base_env
 from tests.service.conftest import KEYS, REDIS_URL, Server
 
-README = (ROOT / "README.md").read_text()
+API_DOC = (ROOT / "docs" / "api.md").read_text()
 FIRST_LINE = "API=http://127.0.0.1:8000 KEY=change-me-to-a-long-secret\n"
 
 
 def http_api_commands() -> str:
-    section = README.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
+    section = API_DOC.split("## Starting it, and a run with curl", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     assert block.startswith(FIRST_LINE)
     return block
