@@ -52,6 +52,7 @@ from planner.store import scripts
 from planner.store.keys import CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.runs import EVENTS_MAXLEN, RunStore
 from planner.usage import summarize
+from planner.vocabulary import EventType
 
 log = logging.getLogger("chordal.callbacks")
 
@@ -169,7 +170,7 @@ class CallbackSender:
         """Seconds before the attempt after ``attempt`` (1-based)."""
         return float(min(MAX_BACKOFF_S, self.settings.callback_backoff_s * 2 ** (attempt - 1)))
 
-    def record(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+    def record(self, run_id: str, kind: EventType, data: dict[str, Any]) -> None:
         k = RunKeys(run_id)
         self._event(keys=[k.run, k.events], args=[EVENTS_MAXLEN, kind, json.dumps(data)])
 
@@ -238,7 +239,7 @@ class CallbackSender:
             "Host": parts.netloc.rpartition("@")[2],
             TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign(secret, stamp, body),
             DELIVERY_HEADER: f"{run_id}.{int(finished * 1_000_000)}",
-            "X-Chordal-Event": "run.finished",
+            "X-Chordal-Event": EventType.RUN_FINISHED,
         }
         target = _pinned(parts, addresses[0], port)
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
@@ -260,7 +261,7 @@ class CallbackSender:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         if 200 <= status < 300:
-            self.record(run_id, "run.callback_sent", {
+            self.record(run_id, EventType.RUN_CALLBACK_SENT, {
                 "url": where, "status": status, "attempts": claim.attempt,
                 "delivery": headers[DELIVERY_HEADER]})
             self.settle(claim)
@@ -281,7 +282,7 @@ class CallbackSender:
         return "retry" if self.settle(claim, delay) else "lost"
 
     def _give_up(self, claim: Claim, where: str, why: str) -> Outcome:
-        self.record(claim.run_id, "run.callback_failed", {
+        self.record(claim.run_id, EventType.RUN_CALLBACK_FAILED, {
             "url": where, "attempts": claim.attempt, "error": why})
         self.settle(claim)
         log.warning("run %s: callback to %s given up after %d attempt(s): %s",

@@ -40,6 +40,7 @@ from planner.store.records import (
 from planner.store.runs import RunStore
 from planner.tools.registry import ToolRegistry, load_tools
 from planner.usage import summarize
+from planner.vocabulary import RunStatus
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -251,7 +252,7 @@ class Client:
         found: list[RunSummary] = []
         for run_id, _created in store.active_runs():
             snap = store.snapshot(run_id)
-            if snap is None or snap.run.status not in ("running", "pending") \
+            if snap is None or snap.run.status not in (RunStatus.RUNNING, RunStatus.PENDING) \
                     or alive(snap, self.settings.step_lease_s):
                 continue
             quiet = snap.now - (snap.last_event_at or snap.now)

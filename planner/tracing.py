@@ -44,6 +44,8 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from planner.vocabulary import RunStatus
+
 TRACER = "chordal"
 #: Header with the publishing time (epoch seconds): a task's queue wait starts there.
 SENT_HEADER = "chordal_sent"
@@ -210,7 +212,7 @@ def write_run_span(run_id: str, status: str, goal: str, start: datetime | None,
                         "chordal.goal": goal[:500]})
     finally:
         _forced_ids.reset(token)
-    if status != "succeeded":
+    if status != RunStatus.SUCCEEDED:
         span.set_status(Status(StatusCode.ERROR, (error or status)[:300]))
     span.end(end_time=end_ns)
 

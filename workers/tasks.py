@@ -35,6 +35,7 @@ from planner.engine.publisher import CeleryPublisher
 from planner.engine.runtime import Runtime
 from planner.settings import Settings
 from planner.store.records import ErrorRecord
+from planner.vocabulary import RunStatus
 from planner.wire import (
     FINALIZE_TASK,
     PLAN_TASK,
@@ -92,7 +93,7 @@ def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
         return decision
     except Exception as exc:
         log.exception("run %s: %s failed", run_id, what)
-        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+        rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
             type=type(exc).__name__, message=f"{what}: {exc}"))
         return None
 

@@ -14,6 +14,7 @@ from rich.live import Live
 from planner.cli.app import EXIT_FAILED, EXIT_NOT_ENDED, EXIT_OK, err, out
 from planner.cli.view import LiveReport, render
 from planner.store.records import WAITING_RUN, RunEvent, RunReport
+from planner.vocabulary import RunStatus
 
 if TYPE_CHECKING:  # the clients load when a command connects, not for `--help`
     from planner.client import Client
@@ -42,7 +43,7 @@ def exit_for(report: RunReport) -> NoReturn:
     """As `chordal status`: 0 succeeded; 3 waits for a person (approval, a paused budget),
     so a script cannot take a run that has not ended for a success; 1 otherwise (failed,
     cancelled, or still running when the wait timed out)."""
-    raise typer.Exit(EXIT_OK if report.status == "succeeded" else
+    raise typer.Exit(EXIT_OK if report.status == RunStatus.SUCCEEDED else
                      EXIT_NOT_ENDED if report.status in WAITING_RUN else EXIT_FAILED)
 
 

@@ -19,6 +19,7 @@ from planner.language.plan import load_plan_data
 from planner.llm.model import ROLES
 from planner.options import RunOptions
 from planner.store.records import RunReport
+from planner.vocabulary import RunStatus
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def awaiting(client: AnyClient, run_id: str, as_json: bool, timeout: float | Non
     id, and exit while the run waits for `chordal approve` or `chordal reject`: 0, what
     was asked; 3 (as `chordal status`) when ``waited``: --wait asked for its end."""
     report = client.wait(run_id, timeout)
-    if report.status != "awaiting_approval":
+    if report.status != RunStatus.AWAITING_APPROVAL:
         print_report(report, as_json)
         exit_for(report)
     plan = report.plan.model_dump(mode="json") if report.plan else None

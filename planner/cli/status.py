@@ -12,6 +12,7 @@ from planner.cli.connect import connected, over_http
 from planner.cli.follow import print_report
 from planner.errors import InvalidInput
 from planner.store.records import RUN_STATUSES
+from planner.vocabulary import RunStatus
 
 
 @app.command()
@@ -25,7 +26,7 @@ def status(
     client = connected()
     report = client.report(run_id)
     print_report(report, as_json)
-    raise typer.Exit(EXIT_OK if report.status == "succeeded" else
+    raise typer.Exit(EXIT_OK if report.status == RunStatus.SUCCEEDED else
                      EXIT_FAILED if report.ended else EXIT_NOT_ENDED)
 
 

@@ -14,13 +14,14 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from planner.store.records import TERMINAL_RUN, RunReport
+from planner.store.records import EARNED_STEP, FINAL_STEP, TERMINAL_RUN, RunReport
+from planner.vocabulary import AttemptStatus, RunStatus, StepStatus
 
-STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red",
-         "skipped": "magenta", "cancelled": "red", "replaced": "dim strike",
-         "awaiting_approval": "cyan", "paused": "cyan"}
-#: Steps that will not change any more (what the answer waits for).
-FINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled", "replaced"})
+#: A colour for every run and step status (tests/test_vocabulary.py checks none is missing).
+STYLE: dict[str, str] = {
+    RunStatus.PENDING: "dim", RunStatus.RUNNING: "yellow", RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red", RunStatus.CANCELLED: "red", RunStatus.AWAITING_APPROVAL: "cyan",
+    RunStatus.PAUSED: "cyan", StepStatus.SKIPPED: "magenta", StepStatus.REPLACED: "dim strike"}
 #: Columns of a step's timeline bar.
 BAR = 12
 
@@ -39,15 +40,16 @@ def _short(value: Any, width: int = 60) -> str:
 def phase(report: RunReport) -> str | None:
     """What the run is doing besides its steps: the model planning, replanning after a
     failure, or writing the answer. None when it is only running steps (or over)."""
-    if report.status not in ("pending", "running"):
+    if report.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
     if report.plan_version == 0:
         return "planning…"
     handled = {s for v in report.versions for s in v.failed}
-    if any(st.status == "failed" and sid not in handled for sid, st in report.steps.items()):
+    if any(st.status == StepStatus.FAILED and sid not in handled
+           for sid, st in report.steps.items()):
         return "replanning…"
     current = set(report.plan.dependencies()) if report.plan else set(report.steps)
-    if report.status == "running" and all(
+    if report.status == RunStatus.RUNNING and all(
             sid in report.steps and report.steps[sid].status in FINAL_STEP for sid in current):
         return "writing the answer…"
     return None
@@ -110,13 +112,14 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
         style = STYLE.get(st.status, "")
         took, bar = "", Text("")
         if started is not None:
-            end = finished or (now if st.status == "running" else None)
+            end = finished or (now if st.status == StepStatus.RUNNING else None)
             took = _seconds((end - started).total_seconds()) if end else ""
             if end is not None:
                 bar = _bar((started - origin).total_seconds(),
                            (end - origin).total_seconds(), span, style)
-        shown = (" ".join(st.error.message.split()) if st.error and st.status != "succeeded"
-                 else _short(st.output, 400) if st.status in ("succeeded", "skipped") else "")
+        shown = (" ".join(st.error.message.split())
+                 if st.error and st.status != StepStatus.SUCCEEDED
+                 else _short(st.output, 400) if st.status in EARNED_STEP else "")
         cells: list[Any] = [sid]
         if deps is not None:
             cells.append(", ".join(deps.get(sid, [])))
@@ -127,7 +130,8 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
     parts: list[Any] = [goal, title, table]
     # A step whose attempts were taken for lost, revoked or superseded: its whole history.
     for sid, st in report.steps.items():
-        if any(a.status in ("lost", "revoked", "superseded") for a in st.history):
+        if any(a.status in (AttemptStatus.LOST, AttemptStatus.REVOKED,
+                            AttemptStatus.SUPERSEDED) for a in st.history):
             parts.append(Text(f"{sid}: attempts " + ", ".join(
                 f"#{a.attempt} {a.status}" for a in st.history), style="dim"))
     if report.answer is not None:

@@ -12,6 +12,7 @@ from planner.engine.runtime import Runtime
 from planner.errors import ChordalError
 from planner.llm.roles import synthesize_request
 from planner.store.records import EARNED_STEP, ErrorRecord
+from planner.vocabulary import RunStatus
 
 log = logging.getLogger("chordal.engine")
 
@@ -31,7 +32,7 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
         rt.publish([synthesize_message(run_id, version)])
         return
     outputs = rt.store.outputs(run_id, compiled.sinks)
-    rt.store.finish_run(run_id, "succeeded",
+    rt.store.finish_run(run_id, RunStatus.SUCCEEDED,
                         answer={s: outputs.get(s) for s in compiled.sinks})
 
 
@@ -41,7 +42,7 @@ def synthesize(rt: Runtime, run_id: str, version: int, retries: int,
     times this task was retried already (model calls are retried when transient).
     ``partial``: the run is ending failed; the answer is written from what it earned."""
     run = rt.store.run_state(run_id)
-    if run.status != "running" or (run.ending is None) == partial:
+    if run.status != RunStatus.RUNNING or (run.ending is None) == partial:
         return None
     compiled = rt.compiled(run_id, run.version)
     step_ids = ([s for s in rt.store.completed(run_id)] if partial
@@ -63,7 +64,7 @@ def synthesize(rt: Runtime, run_id: str, version: int, retries: int,
     except ChordalError as exc:
         retry = model_retry(rt.settings, exc, retries)
         if retry is None:
-            rt.store.finish_run(run_id, "failed", answer={"outputs": outputs},
+            rt.store.finish_run(run_id, RunStatus.FAILED, answer={"outputs": outputs},
                                 error=run.ending or ErrorRecord(
                                     type=type(exc).__name__, message=f"synthesizer: {exc}"),
                                 partial=partial)
@@ -74,6 +75,6 @@ def synthesize(rt: Runtime, run_id: str, version: int, retries: int,
 
 def _finish(rt: Runtime, run_id: str, ending: ErrorRecord | None, answer: object) -> None:
     if ending is None:
-        rt.store.finish_run(run_id, "succeeded", answer=answer)
+        rt.store.finish_run(run_id, RunStatus.SUCCEEDED, answer=answer)
     else:
-        rt.store.finish_run(run_id, "failed", answer=answer, error=ending, partial=True)
+        rt.store.finish_run(run_id, RunStatus.FAILED, answer=answer, error=ending, partial=True)

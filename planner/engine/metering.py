@@ -12,6 +12,7 @@ from planner.store.ratelimit import RateLimiter
 from planner.store.records import ErrorRecord, RunOptions
 from planner.store.runs import RunStore
 from planner.usage import Budget, cost_usd, summarize
+from planner.vocabulary import RunStatus
 
 
 def run_budget(settings: Settings, options: RunOptions) -> Budget:
@@ -29,13 +30,13 @@ def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptio
     if options.on_budget == "pause":
         if store.run_state(run_id).ending is not None:
             return False
-        if store.set_status(run_id, "paused", f"budget exceeded: {reason}; resume with a "
+        if store.set_status(run_id, RunStatus.PAUSED, f"budget exceeded: {reason}; resume with a "
                             f"new budget (chordal resume {run_id} --budget-usd X) or cancel",
-                            from_=("running",)):
+                            from_=(RunStatus.RUNNING,)):
             metrics.budget_stopped()  # counted by the call that paused it, once
-        return store.run_state(run_id).status == "paused"
+        return store.run_state(run_id).status == RunStatus.PAUSED
     earned = store.outputs(run_id, store.completed(run_id))
-    if store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
+    if store.finish_run(run_id, RunStatus.FAILED, answer={"partial": earned}, partial=True,
                         error=ErrorRecord(type="BudgetExceeded",
                                           message=f"budget exceeded: {reason}")):
         metrics.budget_stopped()

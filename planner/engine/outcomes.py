@@ -25,6 +25,7 @@ from planner.errors import ChordalError, TransientError
 from planner.settings import Settings
 from planner.store.records import EARNED_STEP, ErrorRecord, StepStatus
 from planner.store.runs import Finish
+from planner.vocabulary import RunStatus
 
 #: Celery-level retries of a model call whose SDK retries were all used (429/529/5xx).
 MODEL_TASK_RETRIES = 5
@@ -142,7 +143,7 @@ def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: 
     """The run-level effect of a failed step; idempotent, so recovery may repeat it."""
     if policy == "fail":
         message = error.message if error else ""
-        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+        rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
             type="StepFailed", step=step_id, policy="fail",
             cause=error.model_dump(mode="json") if error else None,
             message=f"step {step_id!r} failed: {message}"))
@@ -168,12 +169,12 @@ def end_failed(rt: Runtime, run_id: str, error: ErrorRecord) -> None:
     run = rt.store.run_state(run_id)
     if run.ended:
         return
-    if run.status == "running" and synthesizes(rt, run_id):
+    if run.status == RunStatus.RUNNING and synthesizes(rt, run_id):
         if rt.store.set_ending(run_id, error):
             rt.publish([synthesize_message(run_id, run.version, partial=True)])
         return
     earned = rt.store.outputs(run_id, rt.store.completed(run_id))
-    rt.store.finish_run(run_id, "failed", answer={"partial": earned}, error=error,
+    rt.store.finish_run(run_id, RunStatus.FAILED, answer={"partial": earned}, error=error,
                         partial=True)
 
 
@@ -181,7 +182,7 @@ def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step
             status: StepStatus) -> None:
     """A finished step's message came back: its worker may have died after recording the
     outcome and before acting on it. Redo what follows from the outcome (all idempotent)."""
-    if status == "failed":
+    if status == StepStatus.FAILED:
         error = rt.store.step_state(run_id, step_id).error
         apply_failure(rt, run_id, step_id, version, compiled.step(step_id).on_failure, error)
         return
@@ -202,7 +203,7 @@ def go_on(rt: Runtime, run_id: str) -> None:
     reviews of held checkpoints, a replan for noted failures, or the partial answer of a
     run that was ending. All of them are idempotent, so a duplicate is harmless."""
     run = rt.store.run_state(run_id)
-    if run.status != "running":
+    if run.status != RunStatus.RUNNING:
         return
     if run.ending is not None:
         rt.publish([synthesize_message(run_id, run.version, partial=True)])

@@ -45,6 +45,7 @@ from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_dela
 from planner.engine.runtime import Runtime
 from planner.store.keys import RECONCILER_LOCK
 from planner.store.records import EARNED_STEP, ErrorRecord, Repair, RunSnapshot
+from planner.vocabulary import RunStatus, StepStatus
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
 log = logging.getLogger("chordal.reconciler")
@@ -84,7 +85,7 @@ def alive(snap: RunSnapshot, lease_s: float) -> set[str]:
     (a finished step's lease is left to lapse, and does not count)."""
     live = {name for name, until in snap.leases.items()
             if until > snap.now and name.startswith("@")}
-    return live | {sid for sid, st in snap.steps.items() if st.status == "running"
+    return live | {sid for sid, st in snap.steps.items() if st.status == StepStatus.RUNNING
                    and sid in snap.waiting and lease_until(snap, sid, lease_s) > snap.now}
 
 
@@ -98,17 +99,17 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
     and reserved by no worker (None: it holds one, or cannot say); ``next_queued``:
     whether a message making the run's next move waits in a queue."""
     run, now, grace = snap.run, snap.now, policy.grace_s
-    if run.status not in ("running", "pending"):
+    if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
         return []  # ended, or waiting for a person
     live = alive(snap, policy.lease_s)
     repairs: list[Repair] = []
     maybe_queued = False  # a ready step that may still wait in its queue
-    if run.status == "running" and run.ending is None:
+    if run.status == RunStatus.RUNNING and run.ending is None:
         for sid, deps_left in sorted(snap.waiting.items()):
             st = snap.steps.get(sid)
             if st is None:
                 continue
-            if st.status == "running" and sid not in live:
+            if st.status == StepStatus.RUNNING and sid not in live:
                 if not policy.judge_leases:
                     maybe_queued = True
                     continue
@@ -116,7 +117,7 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                 repairs.append(Repair(kind="lease_expired", step=sid, why=(
                     f"attempt {st.attempts} on {st.worker or 'a worker'} stopped renewing "
                     f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
-            elif st.status == "pending" and deps_left == 0:
+            elif st.status == StepStatus.PENDING and deps_left == 0:
                 late = now - (st.due or 0.0)
                 gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
                     else None
@@ -158,7 +159,7 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
 def next_move(snap: RunSnapshot) -> str:
     """What a quiet run waits for, in words (the repair makes that move again)."""
     run = snap.run
-    if run.status == "pending":
+    if run.status == RunStatus.PENDING:
         return "its plan" if run.version == 0 else "its start"
     if run.ending is not None:
         return "its partial answer"
@@ -315,7 +316,7 @@ class Reconciler:
             self._nudge(snap)
         elif repair.kind == "unrecoverable":
             earned = rt.store.outputs(run_id, rt.store.completed(run_id))
-            rt.store.finish_run(run_id, "failed", answer={"partial": earned}, partial=True,
+            rt.store.finish_run(run_id, RunStatus.FAILED, answer={"partial": earned}, partial=True,
                                 error=ErrorRecord(type="Stalled", message=repair.why))
         return True
 
@@ -348,7 +349,7 @@ class Reconciler:
         for name in snap.claims:
             if name == f"replan:{run.version}":
                 rt.store.release(run_id, name)
-        if run.status == "pending":
+        if run.status == RunStatus.PENDING:
             rt.publish([plan_message(run_id)])  # plans, or starts a planned run
             return
         go_on(rt, run_id)

@@ -29,6 +29,7 @@ from planner.store.records import (
     PlanVersion,
     StepState,
 )
+from planner.vocabulary import StepStatus
 
 
 def replan(rt: Runtime, run_id: str, step_id: str, version: int,
@@ -141,8 +142,8 @@ def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
 
     earned = [s for s in plan.steps if state(s.id).status in EARNED_STEP]
     # In flight: running, or waiting for a retry's countdown (it has started).
-    flying = [s for s in plan.steps if state(s.id).status == "running"
-              or (state(s.id).status == "pending" and state(s.id).attempts > 0)]
+    flying = [s for s in plan.steps if state(s.id).status == StepStatus.RUNNING
+              or (state(s.id).status == StepStatus.PENDING and state(s.id).attempts > 0)]
     blocked: set[str] = set()
     frontier = list(failures)
     while frontier:
@@ -163,7 +164,7 @@ def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
                              "output": preview(outputs.get(s.id)),
                              # a step skipped after failing says why
                              **({"error": _dump(state(s.id).error)}
-                                if state(s.id).status == "skipped" else {})}
+                                if state(s.id).status == StepStatus.SKIPPED else {})}
                             for s in earned],
         "running_steps": [{"id": s.id, "description": s.description, "tool": s.tool}
                           for s in flying],
@@ -178,7 +179,7 @@ def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,
     # A new step may not take the id of any step the current version does not hold (its
     # state, even a late result, belongs to that other step), nor of a failed one.
     forbidden: dict[str, str] = {sid: st.status for sid, st in states.items()
-                                 if sid not in compiled.deps or st.status == "failed"}
+                                 if sid not in compiled.deps or st.status == StepStatus.FAILED}
     return earned + flying, context, forbidden
 
 

@@ -19,6 +19,7 @@ from planner.errors import ChordalError
 from planner.llm.planning import preview
 from planner.llm.planning import replan as ask_replanner
 from planner.store.records import StepState
+from planner.vocabulary import StepStatus
 
 log = logging.getLogger("chordal.engine")
 
@@ -40,7 +41,8 @@ def review(rt: Runtime, run_id: str, step_id: str, version: int,
     states = rt.store.step_states(run_id)
     # The reviewer judges the plan from everything so far, failures included (a skipped
     # failure, or one whose replan waits behind this review).
-    failed = [sid for sid in compiled.deps if states.get(sid, StepState()).status == "failed"]
+    failed = [sid for sid in compiled.deps
+              if states.get(sid, StepState()).status == StepStatus.FAILED]
     kept, context, forbidden = situation(rt, run_id, compiled, states, failed, history)
     context["checkpoint"] = {"id": step_id,
                              "description": compiled.step(step_id).description,
@@ -77,4 +79,4 @@ def _go_on(rt: Runtime, run_id: str, step_id: str, version: int) -> None:
     else:
         # Released already (this review is a redelivery of one that died before it
         # published): publish what the release made ready, once more, idempotently.
-        recover(rt, rt.compiled(run_id, version), run_id, version, step_id, "succeeded")
+        recover(rt, rt.compiled(run_id, version), run_id, version, step_id, StepStatus.SUCCEEDED)

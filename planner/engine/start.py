@@ -16,6 +16,7 @@ from planner.llm import NO_MODEL
 from planner.llm.planning import plan_goal
 from planner.store.records import ErrorRecord
 from planner.store.runs import RunStore
+from planner.vocabulary import RunStatus
 
 
 def start_run(rt: Runtime, run_id: str) -> None:
@@ -24,7 +25,7 @@ def start_run(rt: Runtime, run_id: str) -> None:
     that waits for approval does not start."""
     rt.store.start_run(run_id)
     run = rt.store.run_state(run_id)
-    if run.status != "running":
+    if run.status != RunStatus.RUNNING:
         return  # awaiting approval, or cancelled (or ended) before it started
     version = run.version
     compiled = rt.compiled(run_id, version)
@@ -42,7 +43,7 @@ def publish_or_fail(rt: Runtime, run_id: str, publish: Callable[[], None]) -> No
     try:
         publish()
     except Exception as exc:  # the broker refused or is unreachable
-        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+        rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
             type="BrokerError", message=f"could not publish the run: {exc}"))
         broker = rt.settings.broker.split("@")[-1]  # no credentials in messages
         raise Unavailable(f"cannot publish to the broker at {broker} ({exc}); check "
@@ -53,19 +54,19 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
     """goal -> plan by the planner model, then start the run. Runs on the ``llm`` queue, so
     a worker restart redelivers the call instead of losing it; every stage is idempotent."""
     run = rt.store.run_state(run_id)
-    if run.status not in ("pending", "running"):
+    if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
     if run.version == 0 and rt.store.options(run_id).from_plan:
         # Recorded with a plan, which its creator died before storing (two writes):
         # planning its goal would run something nobody asked for. Nothing ran.
-        rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+        rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
             type="PlanLost", message="this run was created from a plan, but its creator "
             "stopped before the plan was stored; nothing ran: submit the plan again"))
         return None
     if run.version == 0:
         metered = rt.metered(run_id)
         if metered is None:
-            rt.store.finish_run(run_id, "failed",
+            rt.store.finish_run(run_id, RunStatus.FAILED,
                                 error=ErrorRecord(type="ConfigError", message=NO_MODEL))
             return None
         try:
@@ -74,17 +75,18 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
         except ChordalError as exc:
             retry = model_retry(rt.settings, exc, retries)
             if retry is None:
-                rt.store.finish_run(run_id, "failed", error=ErrorRecord(
+                rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
                     type=type(exc).__name__, message=f"planner: {exc}"))
             return retry
         if outcome.plan is None:
-            rt.store.finish_run(run_id, "failed", error=ErrorRecord.model_validate(outcome.error()))
+            rt.store.finish_run(run_id, RunStatus.FAILED,
+                                error=ErrorRecord.model_validate(outcome.error()))
             return None
         rt.store.install_plan(run_id, 1, outcome.plan)
         run = rt.store.run_state(run_id)
     # Outside the planning branch, so a redelivery after a crash between the install and
     # this line still waits for approval; "approved" marks a run a person let go.
-    if rt.store.options(run_id).approve and run.status == "pending" \
+    if rt.store.options(run_id).approve and run.status == RunStatus.PENDING \
             and run.reason != "approved":
         await_approval(rt.store, run_id)
         return None
@@ -95,6 +97,6 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
 def await_approval(store: RunStore, run_id: str) -> None:
     """A pending run's plan waits for a person. The reason names the commands that decide,
     with the run's own id: the CLI, the API and the run page show it as it is."""
-    store.set_status(run_id, "awaiting_approval", f"the plan waits for approval "
+    store.set_status(run_id, RunStatus.AWAITING_APPROVAL, f"the plan waits for approval "
                      f"(chordal approve {run_id}, or chordal reject {run_id})",
-                     from_=("pending",))
+                     from_=(RunStatus.PENDING,))

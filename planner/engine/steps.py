@@ -37,6 +37,7 @@ from planner.language.refs import referenced_steps, resolve
 from planner.store.records import REVOKED, ErrorRecord, RunState, StepState
 from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
+from planner.vocabulary import AttemptStatus, StepStatus
 
 log = logging.getLogger("chordal.engine")
 
@@ -122,7 +123,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     compiled = rt.compiled(run_id, version)
     if begin.state == "done":
         recover(rt, compiled, run_id, version, step_id, begin.detail)  # type: ignore[arg-type]
-        return None if begin.detail == "succeeded" else Dropped(f"step {step_id} is "
+        return None if begin.detail == StepStatus.SUCCEEDED else Dropped(f"step {step_id} is "
                                                                 f"{begin.detail} already")
     step = compiled.step(step_id)
     tracing.annotate(tool=step.tool, plan_version=version)
@@ -198,7 +199,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                     exc_info=raised)
         return Retry(delay, raised)
     state = rt.store.step_state(run_id, step_id)
-    if state.status not in ("failed", "skipped") or state.superseded(attempt):
+    if state.status not in (StepStatus.FAILED, StepStatus.SKIPPED) or state.superseded(attempt):
         # Not recorded as the step's: a duplicate attempt failed after another one
         # finished, this attempt was superseded, or its run was cancelled. It did not
         # succeed: never SUCCESS in Flower.
@@ -211,7 +212,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
 
 #: How an attempt whose task can never be the step's again ended: taken for lost (its
 #: re-drive gets a new task id), superseded, or revoked.
-_GONE = ("lost", "superseded", "revoked")
+_GONE = (AttemptStatus.LOST, AttemptStatus.SUPERSEDED, AttemptStatus.REVOKED)
 
 
 def is_current_task(state: StepState, task_id: str | None) -> bool:
@@ -282,7 +283,7 @@ def step_failed_outside(rt: Runtime, task_id: str, run_id: str, step_id: str,
         # The outcome is recorded; what follows from it may not have been published.
         recover(rt, compiled, run_id, version, step_id, state.status)
         return
-    if state.status == "pending":
+    if state.status == StepStatus.PENDING:
         # It failed before it began (or its retry was never published): send it again.
         if run.active:
             resend(rt, compiled, run_id, version, step_id, retry_delay(rt.settings, 1, None))
@@ -333,7 +334,7 @@ def _revoked_while_current(state: StepState, task_id: str, at: float) -> bool:
     renewing its lease, since its task was terminated): unless another attempt began
     since, or it was taken for lost before the revoke."""
     last = state.history[-1] if state.history else None
-    return (last is not None and last.task == task_id and last.status == "lost"
+    return (last is not None and last.task == task_id and last.status == AttemptStatus.LOST
             and last.finished_at is not None and last.finished_at.timestamp() >= at)
 
 

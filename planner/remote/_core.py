@@ -22,6 +22,7 @@ from planner.errors import ChordalError, RateLimited, Unavailable
 from planner.remote._sse import Sse
 from planner.remote._wire import Idle, Incompatible, Retryable, run_path
 from planner.store.records import TERMINAL_RUN, WAITING_RUN, RunEvent
+from planner.vocabulary import EventType
 
 #: Seconds without a byte on an event stream before it counts as dead (the server sends a
 #: keep-alive comment every 15 s).
@@ -163,7 +164,7 @@ def follow(run_id: str, after: str | None = None, deadline: float | None = None,
                 if event is not None:
                     cursor, got = event.id, True
                     yield Emit(event)
-                    if event.type == "run.finished":
+                    if event.type == EventType.RUN_FINISHED:
                         break  # the end, unless the run was retried since: below
                     if (stop_when_waiting and is_waiting(event)
                             and (yield from status(run_id)) in WAITING_RUN):

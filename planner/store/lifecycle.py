@@ -179,5 +179,5 @@ class RunLifecycle(StoreBase):
 
     def cancel(self, run_id: str) -> bool:
         self.run_state(run_id)  # RunNotFound if it does not exist
-        return self.finish_run(run_id, "cancelled", error=ErrorRecord(
+        return self.finish_run(run_id, RunStatus.CANCELLED, error=ErrorRecord(
             type="Cancelled", message="cancelled by a user"))

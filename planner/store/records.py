@@ -15,33 +15,19 @@ from planner.options import OnBudget as OnBudget  # below the store, for the HTT
 from planner.options import RunOptions as RunOptions
 from planner.usage import UsageSummary
 
-RunStatus = Literal["pending", "awaiting_approval", "running", "paused", "succeeded",
-                    "failed", "cancelled"]
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "replaced",
-                     "cancelled"]
+# The vocabulary (planner/vocabulary.py), named here too: records are typed with it.
+from planner.vocabulary import EARNED_STEP as EARNED_STEP
+from planner.vocabulary import FINAL_STEP as FINAL_STEP
+from planner.vocabulary import RUN_STATUSES as RUN_STATUSES
+from planner.vocabulary import TERMINAL_RUN as TERMINAL_RUN
+from planner.vocabulary import WAITING_RUN as WAITING_RUN
+from planner.vocabulary import AttemptStatus as AttemptStatus
+from planner.vocabulary import EventType as EventType
+from planner.vocabulary import RunStatus as RunStatus
+from planner.vocabulary import StepStatus as StepStatus
 
-#: How one attempt of a step ended (its record in the step's ``history``): ``lost`` (its
-#: worker stopped renewing its lease: taken for dead), ``revoked`` (Celery revoked its task),
-#: ``cancelled`` (its run ended while it ran), ``superseded`` (it reported an outcome after
-#: another attempt took over, or after the step was retried or ended: recorded there only).
-AttemptStatus = Literal["running", "succeeded", "failed", "lost", "revoked", "cancelled",
-                        "superseded"]
 #: The error type of a step whose Celery task was revoked (Flower's Terminate).
 REVOKED = "Revoked"
-
-RUN_STATUSES: tuple[str, ...] = ("pending", "awaiting_approval", "running", "paused",
-                                  "succeeded", "failed", "cancelled")
-
-#: A step in one of these states never changes again (``lib.lua`` holds the same rule).
-#: ``replaced``: a replan left it out before it started. ``cancelled`` (its run ended while
-#: it waited or ran) is not final: a late result is still recorded.
-FINAL_STEP: frozenset[str] = frozenset({"succeeded", "skipped", "failed", "replaced"})
-#: A step in one of these states has earned its output; its dependents may run.
-EARNED_STEP: frozenset[str] = frozenset({"succeeded", "skipped"})
-#: A run in one of these states waits for a person (``chordal approve`` / ``resume``).
-WAITING_RUN: frozenset[str] = frozenset({"awaiting_approval", "paused"})
-#: A run in one of these states has ended.
-TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def is_final(status: str | None) -> bool:
@@ -111,7 +97,7 @@ class Attempt(BaseModel):
     attempt reported (``succeeded``, ``failed``…), which changed nothing."""
 
     attempt: int
-    status: AttemptStatus = "running"
+    status: AttemptStatus = AttemptStatus.RUNNING
     worker: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -140,7 +126,7 @@ class Attempt(BaseModel):
 class StepState(BaseModel):
     """A step as the run store holds it (times from the Redis clock)."""
 
-    status: StepStatus = "pending"
+    status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     worker: str | None = None
     started_at: datetime | None = None
@@ -171,11 +157,12 @@ class StepState(BaseModel):
 
     def superseded(self, attempt: int) -> bool:
         """Whether ``attempt`` reported an outcome after it stopped being the current one."""
-        return any(a.attempt == attempt and a.status == "superseded" for a in self.history)
+        return any(a.attempt == attempt and a.status == AttemptStatus.SUPERSEDED
+                   for a in self.history)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> StepState:
-        return cls(status=fields.get("status", "pending"),
+        return cls(status=StepStatus(fields.get("status", StepStatus.PENDING)),
                    attempts=int(fields.get("attempts") or 0), worker=fields.get("worker"),
                    started_at=moment(fields.get("started_at")),
                    finished_at=moment(fields.get("finished_at")),
@@ -191,7 +178,7 @@ class StepState(BaseModel):
 class RunState(BaseModel):
     """A run's own fields as the run store holds them."""
 
-    status: RunStatus = "pending"
+    status: RunStatus = RunStatus.PENDING
     goal: str = ""
     version: int = 0
     remaining: int = 0
@@ -212,11 +199,11 @@ class RunState(BaseModel):
     @property
     def active(self) -> bool:
         """Steps may start: running, and not ending."""
-        return self.status == "running" and self.ending is None
+        return self.status == RunStatus.RUNNING and self.ending is None
 
     @classmethod
     def from_fields(cls, f: dict[str, str]) -> RunState:
-        return cls(status=f.get("status", "pending"),
+        return cls(status=RunStatus(f.get("status", RunStatus.PENDING)),
                    goal=f.get("goal", ""), version=int(f.get("version") or 0),
                    remaining=int(f.get("remaining") or 0),
                    answer=json.loads(f["answer"]) if f.get("answer") else None,
@@ -340,9 +327,11 @@ class RunEvent(BaseModel):
     """One entry of a run's event stream. ``id`` is the stream id (a resumable cursor)."""
 
     id: str
-    type: str
+    type: EventType
     step: str | None = None
-    status: str
+    #: The run's status after a ``run.*`` or ``plan.*`` event, the step's after a
+    #: ``step.*`` one.
+    status: RunStatus | StepStatus
     at: datetime | None = None
     data: Any = None
 
@@ -353,5 +342,5 @@ class RunEvent(BaseModel):
             data = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             data = raw
-        return cls(id=event_id, type=fields["type"], step=fields.get("step") or None,
-                   status=fields.get("status", ""), at=moment(fields.get("ts")), data=data)
+        return cls(id=event_id, type=EventType(fields["type"]), step=fields.get("step") or None,
+                   status=fields["status"], at=moment(fields.get("ts")), data=data)
