@@ -47,17 +47,20 @@ SCREENSHOT = ROOT / "docs" / "run-page.png"
 
 
 def test_the_shells_and_static_files_need_no_key_and_allow_only_self(served: Served):
-    for path in ("/", "/runs/anything", "/static/app.js", "/static/app.css",
-                 "/static/vendor/dagre.min.js", "/static/favicon.svg"):
+    modules = sorted(p.name for p in (ROOT / "planner" / "service" / "page").glob("*.js"))
+    for path in ("/", "/runs/anything", "/static/app.css", "/static/vendor/dagre.min.js",
+                 "/static/favicon.svg", *(f"/static/{name}" for name in modules)):
         reply = httpx.get(served.url + path)
         assert reply.status_code == 200, path
         csp = reply.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp
         assert "http" not in csp and "unsafe" not in csp
     shell = httpx.get(served.url + "/runs/x").text
-    assert "<script src=\"/static/app.js\"" in shell and "<style" not in shell
-    assert httpx.get(served.url + "/static/app.js").headers["content-type"].startswith(
-        "text/javascript")
+    # The page is ES modules (app.js imports the rest), served as JavaScript.
+    assert "<script type=\"module\" src=\"/static/app.js\"" in shell and "<style" not in shell
+    for name in modules:
+        assert httpx.get(f"{served.url}/static/{name}").headers["content-type"].startswith(
+            "text/javascript"), name
     for path in ("/static/../page.py", "/static/%2e%2e/page.py", "/static/index.html",
                  "/static/nothing.js"):
         assert httpx.get(served.url + path).status_code == 404, path
