@@ -35,9 +35,6 @@ SCRIPTS = sorted(p for p in PAGE.glob("*.js") if p.name != "vocabulary.js")
 STATUSES = {*RunStatus, *StepStatus, *AttemptStatus}
 #: Words Lua compares that are not statuses: renew_leases' mode, and the repair kinds.
 NOT_STATUSES = {"take", *typing.get_args(RepairKind)}
-#: Python modules another item of #18 is splitting (planner/store/runs.py by concept):
-#: their few remaining status literals are converted after that split lands.
-BEING_SPLIT = {"planner/store/runs.py", "planner/store/steps.py"}
 
 
 def lua(path: Path) -> str:
@@ -152,5 +149,4 @@ def test_python_compares_statuses_and_names_events_with_the_enums():
         said = [(n.lineno, n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant)
                 and n.value in events and id(n) not in docs]
         assert not said, f"{name}: event types as strings {said}: use EventType"
-        if name not in BEING_SPLIT:
-            assert not _status_literals(tree), f"{name}: {_status_literals(tree)}"
+        assert not _status_literals(tree), f"{name}: {_status_literals(tree)}"

@@ -10,6 +10,7 @@ from planner import metrics
 from planner.store.base import StoreBase
 from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, WORKER_PATTERN, RunKeys
 from planner.store.records import TERMINAL_RUN, Repair, WorkerInfo
+from planner.vocabulary import StepStatus
 
 
 class Coordination(StoreBase):
@@ -120,7 +121,7 @@ class Coordination(StoreBase):
                 for name, value in fields.items():
                     sid, _, what = name.rpartition(".")
                     if what == "dispatched" and value == "1" \
-                            and fields.get(f"{sid}.status") == "pending":
+                            and fields.get(f"{sid}.status") == StepStatus.PENDING:
                         queue = fields.get(f"{sid}.queue") or metrics.UNKNOWN
                         queued[queue] = queued.get(queue, 0) + 1
         queues = frozenset(q for w in self.live_workers() for q in w.queues)

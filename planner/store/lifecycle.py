@@ -138,7 +138,7 @@ class RunLifecycle(StoreBase):
             pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
             metrics.run_finished(status, reply[0], self._makespan_ratio(run_id)
-                                 if status == "succeeded" else None)
+                                 if status == RunStatus.SUCCEEDED else None)
         return bool(reply)
 
     def _makespan_ratio(self, run_id: str) -> float | None:

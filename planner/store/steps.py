@@ -23,6 +23,7 @@ from planner import metrics
 from planner.store.base import StoreBase
 from planner.store.keys import RunKeys
 from planner.store.records import REVOKED, ErrorRecord
+from planner.vocabulary import AttemptStatus, StepStatus
 
 #: Seconds a step's lease lasts unless renewed (CHORDAL_STEP_LEASE_S sets the engine's).
 DEFAULT_LEASE_S = 30.0
@@ -61,9 +62,9 @@ def _fence(attempt: int | None) -> str:
     return "" if attempt is None else str(attempt)
 
 
-def _outcome(error: ErrorRecord) -> str:
+def _outcome(error: ErrorRecord) -> AttemptStatus:
     """How an attempt that failed ended, on its record."""
-    return "revoked" if error.type == REVOKED else "failed"
+    return AttemptStatus.REVOKED if error.type == REVOKED else AttemptStatus.FAILED
 
 
 class StepTransitions(StoreBase):
@@ -93,8 +94,8 @@ class StepTransitions(StoreBase):
         them until :meth:`release` of the review. ``attempt``: the attempt that reports it
         (None: the engine decides); a superseded one changes nothing."""
         k = RunKeys(run_id)
-        status = "skipped" if skipped_error is not None else "succeeded"
-        outcome = "succeeded" if skipped_error is None else _outcome(skipped_error)
+        status = StepStatus.SKIPPED if skipped_error is not None else StepStatus.SUCCEEDED
+        outcome = AttemptStatus.SUCCEEDED if skipped_error is None else _outcome(skipped_error)
         reply = self._run("finish_step", [k.run, k.steps, k.events, k.outputs, k.deps,
                                           k.dependents, k.leases],
                           step_id, status, json.dumps(output),
@@ -132,7 +133,7 @@ class StepTransitions(StoreBase):
         reply = self._run("fail_step", [k.run, k.steps, k.events, k.leases], step_id,
                           error.to_json(), worker, _fence(attempt), _outcome(error))
         if reply:
-            metrics.step_finished(reply[0], "failed", reply[1])
+            metrics.step_finished(reply[0], StepStatus.FAILED, reply[1])
         return bool(reply)
 
     def record_retry(self, run_id: str, step_id: str, error: ErrorRecord,
@@ -183,7 +184,8 @@ class StepTransitions(StoreBase):
         k = RunKeys(run_id)
         outcome = _outcome(error)
         return int(self._run("note_stale", [k.run, k.steps, k.leases], step_id, task_id,
-                             "revoked" if outcome == "revoked" else "superseded", outcome,
+                             AttemptStatus.REVOKED if outcome == AttemptStatus.REVOKED
+                             else AttemptStatus.SUPERSEDED, outcome,
                              error.to_json()))
 
     # -- leases --------------------------------------------------------------------------
@@ -216,4 +218,4 @@ class StepTransitions(StoreBase):
         fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
         values = cast(list[str | None], self.r.hmget(k.steps, fields))
         return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
-                if n == "0" and values[2 * i] == "pending" and values[2 * i + 1] != "1"]
+                if n == "0" and values[2 * i] == StepStatus.PENDING and values[2 * i + 1] != "1"]

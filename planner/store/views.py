@@ -24,6 +24,7 @@ from planner.store.records import (
     StepReport,
     StepState,
 )
+from planner.vocabulary import StepStatus
 
 
 class RunViews(StoreBase):
@@ -158,7 +159,7 @@ class RunViews(StoreBase):
     def completed(self, run_id: str) -> list[str]:
         """The steps that succeeded, sorted."""
         return sorted(s for s, st in self.step_states(run_id).items()
-                      if st.status == "succeeded")
+                      if st.status == StepStatus.SUCCEEDED)
 
     def step_times(self, run_id: str) -> dict[str, tuple[float | None, float | None]]:
         """``(started, finished)`` epoch seconds per step, for tests and benchmarks."""
