@@ -327,11 +327,14 @@ class RunEvent(BaseModel):
     """One entry of a run's event stream. ``id`` is the stream id (a resumable cursor)."""
 
     id: str
-    type: EventType
+    #: A word of the vocabulary; a word it does not know (written by a newer release, in
+    #: a rolling upgrade or by a newer server to an older client) is kept as a string
+    #: rather than failing the whole stream.
+    type: EventType | str = Field(union_mode="left_to_right")
     step: str | None = None
     #: The run's status after a ``run.*`` or ``plan.*`` event, the step's after a
-    #: ``step.*`` one.
-    status: RunStatus | StepStatus
+    #: ``step.*`` one (a status it does not know stays a string, as a type does).
+    status: RunStatus | StepStatus | str = Field(union_mode="left_to_right")
     at: datetime | None = None
     data: Any = None
 
@@ -342,5 +345,5 @@ class RunEvent(BaseModel):
             data = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             data = raw
-        return cls(id=event_id, type=EventType(fields["type"]), step=fields.get("step") or None,
+        return cls(id=event_id, type=fields["type"], step=fields.get("step") or None,
                    status=fields["status"], at=moment(fields.get("ts")), data=data)
