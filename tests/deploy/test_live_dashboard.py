@@ -57,6 +57,7 @@ def grafana_to_promql(expr: str) -> str:
     return expr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: Path):
     metrics_port, flower_port, prom_port = free_port(), free_port(), free_port()
