@@ -40,7 +40,8 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    # PR_SET_PDEATHSIG (1): a worker killed by SIGKILL leaves no redis-server behind.
+    # PR_SET_PDEATHSIG (1): a worker killed by SIGKILL leaves no redis-server behind. (It
+    # fires when the starting thread ends: fixtures and collection run on the main one.)
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
