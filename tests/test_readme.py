@@ -60,10 +60,14 @@ def test_the_two_commands_are_the_scripts_ci_runs():
     for script in ("scripts/demo", "scripts/test", ".ci/run"):
         assert os.access(ROOT / script, os.X_OK), script
     ci = (ROOT / ".ci" / "run").read_text("utf-8").strip().splitlines()
-    assert ci[-1] == "./scripts/test"  # the README's statement: CI runs exactly that command
-    assert "CI (`.ci/run`) runs exactly that command" in README
+    # The README's statement: CI runs exactly that command, then the tests it leaves out.
+    assert ci[-2:] == ["./scripts/test",
+                       "timeout 300 .venv/bin/pytest -m slow -n 2 --dist loadfile"]
+    assert "CI (`.ci/run`) runs exactly that command, then the `slow`" in README
+    assert "leaving out the tests marked `slow`" in README
     test = (ROOT / "scripts" / "test").read_text("utf-8")
-    for tool in ("ruff check .", "mypy", "lint-imports", 'pytest "$@"'):
+    for tool in ("ruff check .", "mypy", "lint-imports",
+                 'pytest -n auto --dist loadfile -m "not slow" "$@"'):
         assert tool in test  # what the README says ./scripts/test runs
 
 
