@@ -16,12 +16,12 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from planner.cli.embedded import EmbeddedRedis, start_embedded
+from tests import redis_server
 from tests.firstday.helpers import CHORDAL, ROOT, argv, chordal, user_env
 from tests.integration.conftest import _free_port
 from tests.travel import travel_services
@@ -60,10 +60,14 @@ def test_the_two_commands_are_the_scripts_ci_runs():
     for script in ("scripts/demo", "scripts/test", ".ci/run"):
         assert os.access(ROOT / script, os.X_OK), script
     ci = (ROOT / ".ci" / "run").read_text("utf-8").strip().splitlines()
-    assert ci[-1] == "./scripts/test"  # the README's statement: CI runs exactly that command
-    assert "CI (`.ci/run`) runs exactly that command" in README
+    # The README's statement: CI runs exactly that command, then the tests it leaves out.
+    assert ci[-2:] == ["./scripts/test",
+                       "timeout 300 .venv/bin/pytest -m slow -n 2 --dist loadfile"]
+    assert "CI (`.ci/run`) runs exactly that command, then the `slow`" in README
+    assert "leaving out the tests marked `slow`" in README
     test = (ROOT / "scripts" / "test").read_text("utf-8")
-    for tool in ("ruff check .", "mypy", "lint-imports", 'pytest "$@"'):
+    for tool in ("ruff check .", "mypy", "lint-imports",
+                 'pytest -n auto --dist loadfile -m "not slow" "$@"'):
         assert tool in test  # what the README says ./scripts/test runs
 
 
@@ -86,21 +90,25 @@ def test_the_tour_shows_a_replanned_report():
     assert re.search(r"^model: \d+ call\(s\), \d+ tokens", tour, flags=re.M)
 
 
+#: The tour's database (of the test process's Redis).
+DB = 27
+
+
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    server = start_embedded(port=_free_port())
-    yield server
-    server.stop()
+def redis_url() -> str:
+    url = redis_server.url(DB)
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
-def test_the_tours_commands_run_one_at_a_time(redis_server: EmbeddedRedis, tmp_path: Path):
+def test_the_tours_commands_run_one_at_a_time(redis_url: str, tmp_path: Path):
     """The block as written, in a second terminal's directory, while `chordal dev` serves
     with the demo's settings: plan, validate, run (replanned as in the tour), status."""
     lines = commands(block(STEPS))
     assert [line.split()[1] for line in lines] == ["plan", "validate", "run", "status"]
     with travel_services(_free_port()) as travel:
         model = travel.script(tmp_path / "model.json")
-        env = user_env(CHORDAL_REDIS_URL=redis_server.url, CHORDAL_LLM=f"scripted:{model}",
+        env = user_env(CHORDAL_REDIS_URL=redis_url, CHORDAL_LLM=f"scripted:{model}",
                        COLUMNS="120", **travel.env)
         env["CHORDAL_MCP_CONFIG"] = str(ROOT / env["CHORDAL_MCP_CONFIG"])
         dev = subprocess.Popen(argv("chordal dev"), cwd=tmp_path, env=env,

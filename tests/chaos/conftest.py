@@ -5,11 +5,10 @@ Each test is bounded: its waits have deadlines, and a deadline that passes fails
 with the runs that are stuck and their unfinished steps, not a pytest-timeout kill. Every
 process a test starts is killed in the fixtures' teardown.
 
-Redis: ``CHAOS_REDIS_URL``, else database 3 of TEST_REDIS_URL's server or of 127.0.0.1:6379,
-else of an embedded Redis; only that database is flushed, before each test. The
-Redis-restart test starts a Redis of its own. ``CHAOS_LONG=1`` runs the long form
-(more runs, more kills); ``CHAOS_SEED`` replays a run's random choices; ``CHAOS_REPORT`` is
-where the drain test writes its measurements (JSON).
+Redis: database 3 of the test process's own Redis (tests/redis_server.py); only that
+database is flushed, before each test. The Redis-restart test starts a Redis of its own.
+``CHAOS_LONG=1`` runs the long form (more runs, more kills); ``CHAOS_SEED`` replays a run's
+random choices; ``CHAOS_REPORT`` is where the drain test writes its measurements (JSON).
 
 The workers run with short leases and a fast reconciler (``KNOBS``). On code whose Settings
 does not know those variables yet, they are left out (the workers would refuse to start),
@@ -34,11 +33,12 @@ from typing import Any
 import pytest
 import redis
 
-from planner.cli.embedded import redis_answers, redis_server_binary, start_embedded
+from planner.cli.embedded import redis_answers, redis_server_binary
 from planner.client import Client
 from planner.settings import Settings
 from planner.store.records import TERMINAL_RUN, RunEvent, RunReport
 from planner.tools import load_registry
+from tests import redis_server
 from tests.integration.conftest import (
     Worker,
     _free_port,
@@ -50,7 +50,6 @@ from tests.integration.conftest import (
 LONG = os.environ.get("CHAOS_LONG") == "1"
 SEED = int(os.environ.get("CHAOS_SEED") or random.randrange(1_000_000))
 CHAOS_DB = 3
-DEFAULT_URL = f"redis://127.0.0.1:6379/{CHAOS_DB}"
 TOOL_MODULES = "planner.tools.testing"
 
 LEASE_S, RECONCILE_S, GRACE_S = 2.0, 0.5, 2.0
@@ -219,25 +218,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def chaos_url() -> Iterator[str]:
-    """The Redis database of the chaos tests (broker and run store): CHAOS_REDIS_URL, else
-    database 3 of TEST_REDIS_URL's server or of 127.0.0.1:6379, else of an embedded Redis
-    started here (as the integration tests do)."""
-    url = os.environ.get("CHAOS_REDIS_URL")
-    if url is None and os.environ.get("TEST_REDIS_URL"):
-        base = os.environ["TEST_REDIS_URL"]
-        url = f"{base.rsplit('/', 1)[0] if base.count('/') > 2 else base}/{CHAOS_DB}"
-    url = url or DEFAULT_URL
-    if redis_answers(url):
-        yield url
-        return
-    if "CHAOS_REDIS_URL" in os.environ or "TEST_REDIS_URL" in os.environ:
-        pytest.fail(f"no Redis answers at {url}", pytrace=False)
-    server = start_embedded(port=_free_port())
-    try:
-        yield f"{server.url.rsplit('/', 1)[0]}/{CHAOS_DB}"
-    finally:
-        server.stop()
+def chaos_url() -> str:
+    """The Redis database of the chaos tests (broker and run store)."""
+    return redis_server.url(CHAOS_DB)
 
 
 @pytest.fixture

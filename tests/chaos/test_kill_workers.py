@@ -77,6 +77,7 @@ def kill_one(cluster: Cluster, rng: random.Random, seconds: dict[str, float],
     return victim.log.stem, hit
 
 
+@pytest.mark.slow
 def test_runs_survive_workers_killed_mid_run(chaos_url: str, chaos_redis: redis.Redis,
                                             clusters: Callable[..., Cluster]) -> None:
     rng = random.Random(SEED)

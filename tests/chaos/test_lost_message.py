@@ -154,6 +154,7 @@ def test_a_step_message_lost_while_its_upstream_runs(
     assert started_counts(evs) == {"up": 1, "down": 1, "z": 1}
 
 
+@pytest.mark.slow
 def test_at_the_default_settings_a_lost_message_is_recovered_within_30_s(
         chaos_url: str, chaos_redis: redis.Redis,
         clusters: Callable[..., Cluster]) -> None:
@@ -192,6 +193,7 @@ def test_at_the_default_settings_a_lost_message_is_recovered_within_30_s(
     assert started_counts(evs) == {"up": 1, "down": 1}
 
 
+@pytest.mark.slow
 def test_behind_a_backlog_the_lost_message_is_repaired_and_no_waiting_one_is(
         chaos_url: str, chaos_redis: redis.Redis,
         clusters: Callable[..., Cluster]) -> None:

@@ -46,6 +46,7 @@ OUTAGE_S = 3.0
 SETTLE_S = 90
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["shutdown-fsync-always", "kill9-fsync-everysec"])
 def test_runs_end_across_a_redis_restart(how: str, tmp_path: Path,
                                          clusters: Callable[..., Cluster]) -> None:

@@ -1,26 +1,18 @@
-"""Fixtures of tests/deploy: a Redis of the test's own (an embedded one on a free port), so
-tests that start workers share nothing with other suites running on this machine."""
+"""Fixtures of tests/deploy: a database of the tests' own (of the test process's Redis),
+flushed before each test."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
+import redis
 
-from planner.cli.embedded import start_embedded
+from tests import redis_server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+DB = 25
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = start_embedded(port=free_port())
-    try:
-        yield f"{server.url.rsplit('/', 1)[0]}/0"
-    finally:
-        server.stop()
+def redis_url() -> str:
+    url = redis_server.url(DB)
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -24,10 +24,10 @@ from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
 from tests.deploy.catalog import ROOT, load_yaml
-from tests.deploy.conftest import free_port
 from tests.deploy.test_grafana import exprs
 from tests.deploy.test_k8s import node_name, objects
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
+from tests.redis_server import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.usefixtures("prometheus_installed")
@@ -57,6 +57,7 @@ def grafana_to_promql(expr: str) -> str:
     return expr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: Path):
     metrics_port, flower_port, prom_port = free_port(), free_port(), free_port()

@@ -63,6 +63,7 @@ def start(env: dict[str, str], log: Path, pool: str) -> tuple[Worker, Client]:
     return worker, client
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_scale_in_finishes_short_steps_and_hands_long_ones_back(redis_url, tmp_path, pool):

@@ -1,10 +1,9 @@
 """What the engine tests of replanning and human decisions share: a Runtime on a real Redis
-(database 4, as in test_decisions.py) with the in-memory publisher, a scripted model if
-the test gives one, and the plan and message builders."""
+(database 4 of the test process's own, as in test_decisions.py) with the in-memory
+publisher, a scripted model if the test gives one, and the plan and message builders."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +22,7 @@ from planner.store.records import RunOptions
 from planner.store.runs import RunStore
 from planner.tools import ToolRegistry
 from planner.wire import DEFAULT_QUEUE, REPLAN_TASK, REVIEW_TASK, STEP_ERROR_TASK, STEP_TASK
+from tests import redis_server
 
 DB = 4
 GRACE = 30.0  # the default hard-limit grace
@@ -31,9 +31,7 @@ MakeRuntime = Callable[..., Runtime]
 
 
 def redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    return f"{base}/{DB}"
+    return redis_server.url(DB)
 
 
 @pytest.fixture

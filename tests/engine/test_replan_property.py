@@ -25,14 +25,14 @@ from planner.store.keys import RunKeys
 from planner.store.runs import RunStore
 from planner.tools import ToolRegistry
 from planner.wire import FINALIZE_TASK, REPLAN_TASK, STEP_TASK, SYNTHESIZE_TASK
+from tests import redis_server
 from tests.strategies import dag_plans
 
 DB = 1
 
 
 def _url() -> str:
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    return f"{url.rsplit('/', 1)[0] if url.count('/') > 2 else url}/{DB}"
+    return redis_server.url(DB)
 
 
 class RandomReplanner:

@@ -12,28 +12,31 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from planner.cli.embedded import EmbeddedRedis, start_embedded
 from planner.errors import PermanentError
 from planner.settings import Settings
 from planner.tools.mcp import mcp_tools
+from tests import redis_server
 from tests.firstday.helpers import ROOT, chordal, user_env
 from tests.integration.conftest import _free_port
 from tests.test_readme import TOUR, tour_rows
 from tests.test_readme import block as readme_block
 from tests.travel import Travel, demo_env, travel_services
 
+DB = 24
+
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    server = start_embedded(port=_free_port())
-    yield server
-    server.stop()
+def redis_url() -> str:
+    """A database of this module's own, flushed."""
+    for db in range(DB, DB + 1):
+        redis.Redis.from_url(redis_server.url(db)).flushdb()
+    return redis_server.url(DB)
 
 
 def free(port: int) -> bool:
@@ -48,11 +51,11 @@ def free(port: int) -> bool:
     return True
 
 
-def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
+def test_the_demo_runs_as_written(redis_url: str):
     # The weather server on a free port (8765 may be another demo's): the script points
     # the recorded plan at it.
     port = _free_port()
-    env = user_env(CHORDAL_REDIS_URL=redis_server.url, COLUMNS="200",
+    env = user_env(CHORDAL_REDIS_URL=redis_url, COLUMNS="200",
                    DEMO_WEATHER_PORT=str(port))
     result = subprocess.run(["./scripts/demo"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=240)
@@ -78,11 +81,11 @@ def test_the_demo_runs_as_written(redis_server: EmbeddedRedis):
     assert not re.search(r"Bearer (?!\$\{weather\})", result.stdout + result.stderr)
 
 
-def test_the_demo_lets_plans_reach_its_weather_port_only(redis_server: EmbeddedRedis,
+def test_the_demo_lets_plans_reach_its_weather_port_only(redis_url: str,
                                                         tmp_path: Path):
     """The demo's allow-list names the weather server's port, not every port of 127.0.0.1:
     a plan's http_request to the run store's Redis is refused, naming the setting."""
-    port, redis_port = _free_port(), int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    port, redis_port = _free_port(), int(redis_url.rsplit(":", 1)[1].split("/")[0])
     headers = {"Authorization": "Bearer ${weather}"}
     plan = {"goal": "weekend probe", "steps": [
         {"id": "weather", "tool": "http_request", "on_failure": "skip",
@@ -96,7 +99,7 @@ def test_the_demo_lets_plans_reach_its_weather_port_only(redis_server: EmbeddedR
         {"role": "planner", "content": [{"type": "tool_use", "id": "p", "name": "submit_plan",
                                          "input": plan}]},
         {"role": "synthesizer", "content": [{"type": "text", "text": "done"}]}]}))
-    env = user_env(CHORDAL_REDIS_URL=redis_server.url, COLUMNS="250",
+    env = user_env(CHORDAL_REDIS_URL=redis_url, COLUMNS="250",
                    DEMO_WEATHER_PORT=str(port), CHORDAL_LLM=f"scripted:{script}")
     result = subprocess.run(["./scripts/demo", "weekend probe"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=240)
@@ -108,12 +111,12 @@ def test_the_demo_lets_plans_reach_its_weather_port_only(redis_server: EmbeddedR
     assert "CHORDAL_HTTP_ALLOW" in out
 
 
-def test_the_demo_says_when_its_port_is_taken(redis_server: EmbeddedRedis):
+def test_the_demo_says_when_its_port_is_taken(redis_url: str):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = user_env(CHORDAL_REDIS_URL=redis_server.url, DEMO_WEATHER_PORT=str(port))
+        env = user_env(CHORDAL_REDIS_URL=redis_url, DEMO_WEATHER_PORT=str(port))
         result = subprocess.run(["./scripts/demo"], cwd=ROOT, env=env, capture_output=True,
                                 text=True, timeout=120)
     assert result.returncode == 2
@@ -179,7 +182,7 @@ def test_chordal_tools_lists_the_agency():
     assert "(city: string, nights: integer = 2, guests: integer = 2," in text
 
 
-def test_the_docs_set_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_path: Path):
+def test_the_docs_set_the_demo_up_by_hand(redis_url: str, tmp_path: Path):
     """docs/cli.md's by-hand block, line by line (the weather server on a free port, the
     recorded plan pointed at it), then the weather server stopped whatever happens."""
     doc = (ROOT / "docs" / "cli.md").read_text("utf-8")
@@ -191,7 +194,7 @@ def test_the_docs_set_the_demo_up_by_hand(redis_server: EmbeddedRedis, tmp_path:
         "examples/scripted/weekend-getaway.json", str(moved)).replace(
         "127.0.0.1:8765", f"127.0.0.1:{port}")
     script = f"set -e\ntrap 'kill $! 2>/dev/null || true' EXIT\n{block}"
-    env = user_env(CHORDAL_REDIS_URL=redis_server.url, **{"PATH": demo_env("")["PATH"]})
+    env = user_env(CHORDAL_REDIS_URL=redis_url, **{"PATH": demo_env("")["PATH"]})
     process = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from planner.cli.embedded import EmbeddedRedis, start_embedded
 from planner.client import Client
 from planner.settings import Settings
+from tests import redis_server
 from tests.firstday.helpers import argv, chordal, user_env
-from tests.integration.conftest import Worker, _free_port, start_worker, wait_for_queues
+from tests.integration.conftest import Worker, start_worker, wait_for_queues
 
+DB = 21
 GOAL = "Is Lisbon cheaper than Berlin?"
 PLAN = {"goal": GOAL, "steps": [
     {"id": "lisbon", "tool": "echo", "args": {"value": {"rent": 1150}}},
@@ -41,11 +43,11 @@ SCRIPT = {"responses": [
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    """A Redis of this module's own (127.0.0.1:6379's databases belong to others)."""
-    server = start_embedded(port=_free_port())
-    yield server
-    server.stop()
+def redis_url() -> str:
+    """Databases of this module's own (the first is its main one), flushed."""
+    for db in range(DB, DB + 3):
+        redis.Redis.from_url(redis_server.url(db)).flushdb()
+    return redis_server.url(DB)
 
 
 def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -62,19 +64,19 @@ def started(env: dict[str, str], log: Path) -> Worker:
 
 
 @pytest.fixture(scope="module")
-def model_env(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+def model_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[str, str]]:
     """A worker whose model is a scripted one; the env a CLI in front of it uses."""
     tmp = tmp_path_factory.mktemp("model")
     script = tmp / "script.json"
     script.write_text(json.dumps(SCRIPT))
-    env = worker_env(redis_server.url, CHORDAL_LLM=f"scripted:{script}")
+    env = worker_env(redis_url, CHORDAL_LLM=f"scripted:{script}")
     worker = started(env, tmp / "worker.log")
     yield env
     worker.stop()
 
 
-def test_init_prints_commands_that_run_as_written(redis_server: EmbeddedRedis,
+def test_init_prints_commands_that_run_as_written(redis_url: str,
                                                   tmp_path: Path):
     made = chordal(tmp_path, "init", "starter")
     assert made.returncode == 0, made.stderr
@@ -85,7 +87,7 @@ def test_init_prints_commands_that_run_as_written(redis_server: EmbeddedRedis,
     assert "(cd starter)" in made.stdout
     # As a user would: in the starter's directory, no CHORDAL_TOOL_MODULES exported (the
     # .env says it), the Redis given by the one variable a user may have set.
-    env = user_env(CHORDAL_REDIS_URL=redis_server.url)
+    env = user_env(CHORDAL_REDIS_URL=redis_url)
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(argv(commands[0]), cwd=starter, env=env, stdout=log,
                            stderr=subprocess.STDOUT)
@@ -144,7 +146,7 @@ def test_a_wait_that_stops_says_the_run_goes_on(model_env: dict[str, str], tmp_p
         assert chordal(tmp_path, "cancel", rid, env=model_env).returncode == 0
 
 
-def test_a_recorded_run_replays_offline(model_env: dict[str, str], redis_server: EmbeddedRedis,
+def test_a_recorded_run_replays_offline(model_env: dict[str, str], redis_url: str,
                                         tmp_path: Path):
     first = chordal(tmp_path, "run", GOAL, "--wait", "--json", env=model_env)
     assert first.returncode == 0, first.stderr
@@ -159,7 +161,7 @@ def test_a_recorded_run_replays_offline(model_env: dict[str, str], redis_server:
     assert [r["role"] for r in responses] == ["planner", "executor", "synthesizer"]
     assert responses[0]["match"] == f"Goal: {GOAL}"
     # Replayed by a worker whose only model is the cassette, on a Redis database of its own.
-    env = worker_env(redis_server.url.replace("/0", "/1"),
+    env = worker_env(redis_server.url(DB + 1),
                      CHORDAL_LLM=f"scripted:{cassette}")
     worker = started(env, tmp_path / "replay.log")
     try:
@@ -178,12 +180,12 @@ def test_a_recorded_run_replays_offline(model_env: dict[str, str], redis_server:
     assert f"responses[0]: its match 'Goal: {GOAL}' is not in the request" in message
 
 
-def test_dev_says_its_run_stops_with_it(redis_server: EmbeddedRedis, tmp_path: Path):
+def test_dev_says_its_run_stops_with_it(redis_url: str, tmp_path: Path):
     """`dev --run` stops its worker when it stops waiting: it never says the run goes on."""
     plan = tmp_path / "slow.json"
     plan.write_text(json.dumps({"goal": "g", "steps": [
         {"id": "nap", "tool": "sleep", "args": {"seconds": 4}}]}))  # a warm shutdown waits
-    env = worker_env(redis_server.url.replace("/0", "/2"))
+    env = worker_env(redis_server.url(DB + 2))
     timed = chordal(tmp_path, "dev", "--run", str(plan), "--timeout", "1", env=env,
                     timeout=120)
     assert timed.returncode == 1, timed.stderr

@@ -1,8 +1,7 @@
 """Engine fixtures: a real Redis, real worker processes, a real client. No eager mode.
 
-Redis: TEST_REDIS_URL, else database 9 of the Redis on 127.0.0.1:6379, else an embedded
-Redis started here (the same one `chordal dev` starts). RabbitMQ-brokered tests run when
-127.0.0.1:5672 answers.
+Redis: database 9 of this test process's own Redis (tests/redis_server.py). RabbitMQ-brokered
+tests run when 127.0.0.1:5672 answers.
 """
 
 from __future__ import annotations
@@ -22,11 +21,11 @@ from typing import Any
 import pytest
 import redis
 
-from planner.cli.embedded import redis_answers, start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.store.records import RunEvent, RunReport
 from planner.tools import load_registry
+from tests import redis_server
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +33,7 @@ TOOL_MODULES = "planner.tools.testing,tests.integration.probe"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_port = redis_server.free_port
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -47,24 +43,11 @@ def _reachable(host: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_base() -> Iterator[str]:
-    """``redis://host:port`` of the Redis the engine tests use (no database number)."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if url:
-        yield _probe(url.rsplit("/", 1)[0] if url.count("/") > 2 else url)
-        return
-    if redis_answers("redis://127.0.0.1:6379/0"):
-        yield _probe("redis://127.0.0.1:6379")
-        return
-    server = start_embedded(port=_free_port())
-    try:
-        yield _probe(server.url.rsplit("/", 1)[0])
-    finally:
-        server.stop()
-
-
-def _probe(base: str) -> str:
-    """Let tests.integration.probe record publishes from this process (roots) too."""
+def redis_base() -> str:
+    """``redis://host:port`` of the Redis the engine tests use (no database number); the
+    probe's database is flushed, and tests.integration.probe records publishes from this
+    process (roots) too."""
+    base = redis_server.base()
     os.environ["TEST_PROBE_REDIS_URL"] = f"{base}/{PROBE_DB}"
     redis.Redis.from_url(os.environ["TEST_PROBE_REDIS_URL"]).flushdb()
     return base

@@ -121,6 +121,7 @@ def kill_env(redis_base: str) -> Iterator[dict[str, str]]:
     yield base_env(url, CHORDAL_VISIBILITY_TIMEOUT_S="10")
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_step_loses_nothing(kill_env: dict[str, str], tmp_path: Path):
     settings = Settings.from_env(kill_env)
     tools = load_registry(settings.tool_modules)

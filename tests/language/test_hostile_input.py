@@ -18,6 +18,7 @@ from planner.language.plan import load_plan_data
 from planner.language.validation import Limits, validate
 from planner.settings import Settings
 from planner.store.keys import RUN_INDEX
+from tests import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ def test_problems_are_found_without_recursion_and_once_per_kind():
 
 @pytest.fixture
 def client(tools):
-    url = "redis://127.0.0.1:6379/2"
+    url = redis_server.url(2)
     redis.Redis.from_url(url).flushdb()
     return Client(Settings.from_env({"CHORDAL_REDIS_URL": url}), tools)
 

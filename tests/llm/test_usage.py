@@ -15,17 +15,14 @@ from planner.store.keys import MODEL_CALLS as KEY
 from planner.store.ratelimit import RateLimiter
 from planner.store.records import RunOptions
 from planner.usage import Budget, UsageTotals, cost_usd, price_for, summarize
+from tests import redis_server
 
-URL = "redis://127.0.0.1:6379/5"
+DB = 5
 
 
 @pytest.fixture
 def store() -> RunStore:
-    try:
-        redis.Redis.from_url(URL).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    return RunStore.from_url(URL)
+    return RunStore.from_url(redis_server.url(DB))
 
 
 class Fixed:
@@ -94,7 +91,7 @@ def test_budget_ends_the_run_and_refuses_further_calls(store):
 def test_rate_limit_is_shared_through_redis(store):
     store.r.delete(KEY)
     a = RateLimiter(store.r, per_minute=2)
-    b = RateLimiter(redis.Redis.from_url(URL), per_minute=2)  # another "worker"
+    b = RateLimiter(redis.Redis.from_url(redis_server.url(DB)), per_minute=2)  # another "worker"
     assert a.wait_ms() == 0 and b.wait_ms() == 0
     assert 59_000 < a.wait_ms() <= 60_000
     with pytest.raises(TransientError, match="CHORDAL_LLM_RATE_LIMIT_PER_MIN"):

@@ -1,5 +1,6 @@
 """Real MCP servers for the tests: tests/mcp/server.py over stdio (started by the client
-under test) and over streamable HTTP (a process started here)."""
+under test) and over streamable HTTP (a process started here); the Redis database of the
+tests that start workers."""
 
 from __future__ import annotations
 
@@ -14,15 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
+
+from tests import redis_server
 
 SERVER = Path(__file__).with_name("server.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = redis_server.free_port
+DB = 26
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    """A database of the mcp tests' own (of the test process's Redis), flushed for each
+    module."""
+    url = redis_server.url(DB)
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def answers(port: int) -> bool:

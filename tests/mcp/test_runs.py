@@ -1,28 +1,17 @@
-"""A run on a real worker (its own Redis, a Celery worker subprocess) whose plan calls MCP
-tools of a stdio server and an HTTP server in parallel, outlives a server that crashes
-mid-run, and calls http_request."""
+"""A run on a real worker (a Redis database of its own, a Celery worker subprocess) whose
+plan calls MCP tools of a stdio server and an HTTP server in parallel, outlives a server
+that crashes mid-run, and calls http_request."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.wire import DEFAULT_QUEUE
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
-from tests.mcp.conftest import HttpServer, free_port, servers_json
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = start_embedded(port=free_port())
-    yield server.url
-    server.stop()
+from tests.mcp.conftest import HttpServer, servers_json
 
 
 def test_a_plan_of_mcp_tools_on_a_worker(redis_url: str, http_server: HttpServer,

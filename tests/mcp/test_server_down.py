@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.wire import DEFAULT_QUEUE
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
 from tests.mcp.conftest import HttpServer, free_port
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = start_embedded(port=free_port())
-    yield server.url
-    server.stop()
 
 
 def test_a_server_down_at_worker_start(redis_url: str, tmp_path: Path):

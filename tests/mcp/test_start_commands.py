@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 from tests.deploy.catalog import load_yaml, load_yaml_all
 from tests.integration.conftest import Worker, base_env, start_worker, wait_for_queues
-from tests.mcp.conftest import free_port, stdio_server
+from tests.mcp.conftest import stdio_server
 
 CHORDAL = (sys.executable, "-m", "planner.cli")
 CELERY = (sys.executable, "-m", "celery")
@@ -59,13 +57,6 @@ COMMANDS = {
                                    LLM_QUEUE),
     "docker-compose.yml": ([*CHORDAL, *compose_args()], DEFAULT_QUEUE),
 }
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = start_embedded(port=free_port())
-    yield server.url
-    server.stop()
 
 
 @pytest.mark.parametrize("how", list(COMMANDS))

@@ -1,5 +1,5 @@
-"""Metrics fixtures: a Redis of our own (never 127.0.0.1:6379's databases, which other
-suites flush), a real prefork worker serving /metrics, and the fake Messages API."""
+"""Metrics fixtures: a database of our own (16 of the test process's Redis; the workers'
+tests count its runs), a real prefork worker serving /metrics, and the fake Messages API."""
 
 from __future__ import annotations
 
@@ -11,23 +11,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
+from tests import redis_server
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text
 from tests.integration.conftest import _free_port, base_env, start_worker, wait_for_queues
 
 TOOLS = "planner.tools.testing,tests.integration.probe"
 
 
+DB, STORE_DB = 16, 17
+
+
 @pytest.fixture(scope="package")
-def redis_url() -> Iterator[str]:
-    server = start_embedded(port=_free_port())
-    yield server.url
-    server.stop()
+def redis_url() -> str:
+    url = redis_server.url(DB)
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 @pytest.fixture(scope="package")

@@ -1,4 +1,4 @@
-"""The recording rules, in this process against a Redis of our own: a transition counts
+"""The recording rules, in this process against a database of our own: a transition counts
 once however often it is attempted; the fleet's gauges and the /metrics answer that the
 HTTP service mounts; the makespan ratio; the multiprocess directory's cleaning."""
 
@@ -15,6 +15,8 @@ from planner.engine.dispatch import MemoryPublisher
 from planner.language.plan import Plan
 from planner.store.records import ErrorRecord, Repair
 from planner.store.runs import RunStore
+from tests import redis_server
+from tests.metrics.conftest import STORE_DB
 
 
 def sample(name: str, **labels: str) -> float:
@@ -22,9 +24,9 @@ def sample(name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def store(redis_url: str) -> RunStore:
-    # Database 1: the worker's tests read database 0 and count its runs.
-    store = RunStore.from_url(redis_url.rsplit("/", 1)[0] + "/1")
+def store() -> RunStore:
+    # Not the worker's database: the worker's tests count its runs.
+    store = RunStore.from_url(redis_server.url(STORE_DB))
     store.r.flushdb()
     return store
 

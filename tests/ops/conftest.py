@@ -1,6 +1,6 @@
-"""An operator's stack, once for tests/ops: its own Redis server, two `chordal worker`s on
-this host (default node names, JSON logs, spans exported to Redis through
-CHORDAL_TRACE_EXPORTER), a scripted model, and Flower behind basic auth."""
+"""An operator's stack, once for tests/ops: databases of its own (of the test process's
+Redis), two `chordal worker`s on this host (default node names, JSON logs, spans exported
+to Redis through CHORDAL_TRACE_EXPORTER), a scripted model, and Flower behind basic auth."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis
 
-from planner.cli.embedded import start_embedded
 from planner.client import Client
 from planner.settings import Settings
 from planner.tools import load_registry
@@ -32,7 +31,8 @@ from tests.integration.conftest import (
 )
 
 AUTH = ("ops", "s3cret")
-SPANS_DB = 5
+#: The stack's database, where its spans go, and test_tracing's.
+DB, SPANS_DB, TRACING_DB = 18, 19, 20
 
 SCRIPT = {"responses": [
     {"role": "executor", "content": [{"type": "text", "text": "ok, summarised"}],
@@ -79,25 +79,17 @@ class Stack:
 
 
 @pytest.fixture(scope="package")
-def redis_base() -> Iterator[str]:
-    """``redis://127.0.0.1:<port>`` of a Redis server of these tests' own."""
-    server = start_embedded(port=_free_port())
-    try:
-        yield server.url.rsplit("/", 1)[0]
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="package")
 def stack(redis_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("ops")
     base = redis_base
+    for db in (DB, SPANS_DB):
+        redis.Redis.from_url(f"{base}/{db}").flushdb()
     workers: list[Worker] = []
     flower: subprocess.Popen[bytes] | None = None
     try:
         script = tmp / "script.json"
         script.write_text(json.dumps(SCRIPT))
-        env = base_env(f"{base}/0", CHORDAL_LLM=f"scripted:{script}",
+        env = base_env(f"{base}/{DB}", CHORDAL_LLM=f"scripted:{script}",
                        CHORDAL_LOG_FORMAT="json",
                        CHORDAL_TRACE_EXPORTER="tests.ops.spans:to_redis",
                        TEST_SPANS_REDIS_URL=f"{base}/{SPANS_DB}",
@@ -125,7 +117,7 @@ def stack(redis_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.2)
         time.sleep(1.0)  # let it subscribe to worker events
-        yield Stack(client, env, f"{base}/0", workers, url)
+        yield Stack(client, env, f"{base}/{DB}", workers, url)
     finally:
         if flower is not None:
             flower.terminate()

@@ -19,12 +19,13 @@ from planner.llm.scripted import ScriptedModel
 from planner.settings import Settings
 from planner.store.runs import RunStore
 from tests.integration.conftest import ROOT
+from tests.ops.conftest import TRACING_DB
 from tests.ops.spans import memory
 
 
 def test_a_model_call_is_a_genai_span_under_its_task(redis_base: str):
     assert tracing.configure("tests.ops.spans:memory")
-    url = f"{redis_base}/3"
+    url = f"{redis_base}/{TRACING_DB}"
     settings = Settings.from_env({"CHORDAL_REDIS_URL": url})
     store = RunStore.from_url(url)
     run = store.create_run("g", Plan.model_validate(

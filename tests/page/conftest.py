@@ -1,5 +1,5 @@
 """The run page against real parts: ``chordal serve`` (uvicorn) with API keys, a real
-Celery worker, Redis database 14 (``TEST_PAGE_REDIS_URL``), the scripted model of the
+Celery worker, database 14 of the test process's Redis, the scripted model of the
 README's demo, and Debian's Chromium driven by Playwright for Python (``CHORDAL_CHROMIUM``,
 else ``chromium`` on the PATH; Playwright's own browsers are not used)."""
 
@@ -21,12 +21,12 @@ import httpx
 import pytest
 import redis
 
-from planner.cli.embedded import redis_answers
+from tests import redis_server
 from tests.integration.conftest import ROOT, Worker, _free_port, base_env, start_worker
 from tests.travel import DEMO_SCRIPT as DEMO
 from tests.travel import travel_services
 
-REDIS_URL = os.environ.get("TEST_PAGE_REDIS_URL", "redis://127.0.0.1:6379/14")
+DB = 14
 #: The synthesizer's answer to any run but the demo's.
 ANSWER = "Every lookup is in."
 #: alice's secret: the key the page is given. bob is another tenant.
@@ -118,9 +118,7 @@ class Served:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    if not redis_answers(REDIS_URL):
-        pytest.fail(f"no Redis at {REDIS_URL} (TEST_PAGE_REDIS_URL)")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_server.url(DB)).flushdb()
     tmp = tmp_path_factory.mktemp("page")
     with travel_services(_free_port()) as travel:
         # The README demo's recorded model and real tools (the agency's lookups take a
@@ -131,7 +129,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             {"type": "text", "text": ANSWER}], "usage": {"input_tokens": 50,
                                                          "output_tokens": 6}})
         model = travel.script(tmp / "model.json", script)
-        env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
+        env = base_env(redis_server.url(DB), CHORDAL_TOOL_MODULES="planner.tools.testing",
                        CHORDAL_LLM=f"scripted:{model}",
                        CHORDAL_API_KEYS=f"alice={KEY},bob={OTHER_KEY}", **travel.env)
         worker = start_worker(env, tmp / "worker.log", "--concurrency=4")

@@ -1,6 +1,6 @@
-"""A real deployment for the HTTP clients: Redis (database 12), one worker subprocess,
-`chordal serve` as a subprocess with two API keys, and a callback receiver that checks
-signatures with docs/api.md's own snippet. Nothing is mocked.
+"""A real deployment for the HTTP clients: Redis (database 12 of the test process's own),
+one worker subprocess, `chordal serve` as a subprocess with two API keys, and a callback
+receiver that checks signatures with docs/api.md's own snippet. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from planner.client import Client
 from planner.remote import RemoteClient
 from planner.settings import Settings
 from planner.store.records import RunEvent
+from tests import redis_server
 from tests.integration.conftest import (
     ROOT,
     Worker,
@@ -36,7 +37,7 @@ from tests.integration.conftest import (
     wait_for_queues,
 )
 
-REDIS_URL = os.environ.get("TEST_REMOTE_REDIS_URL", "redis://127.0.0.1:6379/12")
+DB = 12
 SECRET = "whsec-test-secret-0123456789"
 #: Each tenant's runs are signed with its own key (CHORDAL_CALLBACK_SECRETS): alice's is
 #: SECRET (also the shared CHORDAL_CALLBACK_SECRET, for runs with no tenant), bob's this.
@@ -196,9 +197,9 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("remote")
-    r = redis.Redis.from_url(REDIS_URL)
+    r = redis.Redis.from_url(redis_server.url(DB))
     r.flushdb()
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES="planner.tools.testing",
+    env = base_env(redis_server.url(DB), CHORDAL_TOOL_MODULES="planner.tools.testing",
                    CHORDAL_CALLBACK_SECRET=SECRET, CHORDAL_CALLBACK_ALLOW=WORKER_ALLOW,
                    CHORDAL_CALLBACK_SECRETS=json.dumps({"alice": SECRET, "bob": BOB_SECRET}),
                    CHORDAL_CALLBACK_BACKOFF_S="0.3", CHORDAL_CALLBACK_ATTEMPTS="3",

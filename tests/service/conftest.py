@@ -1,5 +1,5 @@
 """A real ``chordal serve`` (a uvicorn subprocess) on a free port, a real worker and the
-fake Messages API, against Redis database 15. No mocks but the model.
+fake Messages API, against database 15 of the test process's Redis. No mocks but the model.
 
 Two servers: ``api`` with two tenants' keys (alice, bob; and ``fuzz`` for schemathesis), a
 worker behind it and a model; ``open_api``, started with ``--no-auth`` on loopback, loads
@@ -9,7 +9,6 @@ a tool whose queue no worker consumes (so it is never ready) and allows 2 runs a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import redis
 
 from planner.client import Client
 from planner.settings import Settings
+from tests import redis_server
 from tests.fake_anthropic import API_KEY, FakeAnthropic, text, tool_use
 from tests.integration.conftest import (
     ROOT,
@@ -33,7 +33,7 @@ from tests.integration.conftest import (
     wait_for_queues,
 )
 
-REDIS_URL = os.environ.get("TEST_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/15")
+DB = 15
 TOOLS = "planner.tools.testing"
 #: Event streams one key may hold open on the ``api`` server.
 MAX_STREAMS = 3
@@ -112,10 +112,10 @@ def fake_model() -> Iterator[FakeAnthropic]:
 @pytest.fixture(scope="session")
 def api(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
         ) -> Iterator[Server]:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_server.url(DB)).flushdb()
     tmp = tmp_path_factory.mktemp("service")
     env = base_env(
-        REDIS_URL, CHORDAL_TOOL_MODULES=TOOLS,
+        redis_server.url(DB), CHORDAL_TOOL_MODULES=TOOLS,
         CHORDAL_API_KEYS=",".join(f"{n}={s}" for n, s in KEYS.items()),
         CHORDAL_MAX_REQUEST_BYTES="65536", CHORDAL_API_RATE_LIMIT_PER_MIN="100000",
         CHORDAL_API_MAX_STREAMS=str(MAX_STREAMS), CHORDAL_API_ADMINS="ops",
@@ -136,7 +136,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
 @pytest.fixture(scope="session")
 def open_api(tmp_path_factory: pytest.TempPathFactory, api: Server) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("open")
-    env = base_env(REDIS_URL, CHORDAL_TOOL_MODULES=f"{TOOLS},tests.service.lonely",
+    env = base_env(redis_server.url(DB), CHORDAL_TOOL_MODULES=f"{TOOLS},tests.service.lonely",
                    CHORDAL_API_RATE_LIMIT_PER_MIN="2")
     server = start_server(env, tmp / "serve.log", "--no-auth")
     try:

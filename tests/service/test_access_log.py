@@ -4,7 +4,6 @@ logged as ``<redacted>``, whatever its name; the rest of the line is kept."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -14,10 +13,11 @@ import pytest
 from planner.service.accesslog import query_names, redact_query
 from planner.service.app import create_app
 from planner.settings import Settings
+from tests import redis_server
 from tests.integration.conftest import base_env
 from tests.service.conftest import Server, start_server
 
-REDIS_URL = os.environ.get("TEST_ACCESS_LOG_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = redis_server.url(13)
 SECRET = "alice-secret-0123456789"
 
 

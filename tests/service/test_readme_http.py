@@ -8,8 +8,9 @@ import re
 import subprocess
 import sys
 
+from tests import redis_server
 from tests.integration.conftest import ROOT, base_env
-from tests.service.conftest import KEYS, REDIS_URL, Server
+from tests.service.conftest import DB, KEYS, Server
 
 API_DOC = (ROOT / "docs" / "api.md").read_text()
 FIRST_LINE = "API=http://127.0.0.1:8000 KEY=change-me-to-a-long-secret\n"
@@ -44,7 +45,7 @@ def test_the_readme_curl_flow_submits_follows_and_cancels(api: Server):
 
 def serve(*args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "planner.cli", "serve", *args],
-                            env=base_env(REDIS_URL, **env), cwd=ROOT, text=True,
+                            env=base_env(redis_server.url(DB), **env), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

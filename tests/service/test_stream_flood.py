@@ -15,7 +15,6 @@ needed.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,11 @@ import pytest
 import redis
 
 from planner import RunOptions
+from tests import redis_server
 from tests.integration.conftest import base_env
 from tests.service.conftest import Server, start_server
 
-REDIS_URL = os.environ.get("TEST_STREAMS_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = redis_server.url(13)
 KEYS = {"alice": "alice-secret-0123456789", "bob": "bob-secret-0123456789",
         "carol": "carol-secret-0123456789"}
 MAX_STREAMS = 5   # per key

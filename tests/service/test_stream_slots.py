@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import anyio
@@ -23,8 +22,9 @@ from planner.service.app import create_app
 from planner.service.state import Service
 from planner.service.streams import CONNECT_TIMEOUT_S, READ_MARGIN_S, StreamSlots
 from planner.settings import Settings
+from tests import redis_server
 
-REDIS_URL = os.environ.get("TEST_STREAMS_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = redis_server.url(13)
 SECRET = "alice-secret-0123456789"
 
 

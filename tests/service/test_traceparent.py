@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -22,11 +21,12 @@ import redis
 from planner import RunOptions, tracing
 from planner.remote import AsyncClient, RemoteClient
 from planner.tracing import run_ids
+from tests import redis_server
 from tests.integration.conftest import base_env, start_worker, wait_for_queues
 from tests.service.conftest import Server, start_server
 
-REDIS_URL = os.environ.get("TEST_TRACE_REDIS_URL", "redis://127.0.0.1:6379/13")
-SPANS_URL = os.environ.get("TEST_TRACE_SPANS_URL", "redis://127.0.0.1:6379/10")
+REDIS_URL = redis_server.url(13)
+SPANS_URL = redis_server.url(10)
 SECRET = "alice-secret-0123456789"
 PLAN = {"goal": "two steps", "steps": [
     {"id": "a", "tool": "echo", "args": {"value": "x"}},

@@ -3,15 +3,12 @@ tests share."""
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit
-
 import pytest
-import redis
 
 from planner.language.plan import Plan
 from planner.store.records import ErrorRecord
 from planner.store.runs import Finish, RunStore
+from tests import redis_server
 
 # A database no other test uses (tests/llm/test_usage.py holds 5; the engine tests 4; the
 # integration tests 6-11; the benchmarks 12): every store test flushes it.
@@ -20,18 +17,10 @@ DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
 BOOM = ErrorRecord(type="PermanentError", message="boom", attempt=1)
 
 
-def _url() -> str:
-    base = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    return urlsplit(base)._replace(path=f"/{DB}").geturl()
-
-
 @pytest.fixture
 def store() -> RunStore:
-    s = RunStore.from_url(_url())
-    try:
-        s.r.flushdb()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {_url()}")
+    s = RunStore.from_url(redis_server.url(DB))
+    s.r.flushdb()
     return s
 
 

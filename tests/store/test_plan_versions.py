@@ -12,7 +12,8 @@ from typing import Any
 from planner.store.keys import RunKeys
 from planner.store.records import ErrorRecord, PlanVersion
 from planner.store.runs import Begin, Finish, Install, RunStore
-from tests.store.conftest import BOOM, _url, done, plan, running
+from tests import redis_server
+from tests.store.conftest import BOOM, DB, done, plan, running
 
 
 def statuses(store: RunStore, run_id: str) -> dict[str, str]:
@@ -240,7 +241,7 @@ def test_a_report_is_one_instant_while_plans_are_installed(store):
     plan_version is its last version's (the live view once ended on "plan v1 (1 replan)",
     a version read before an install beside the versions read after it)."""
     run_id = running(store)
-    installer = RunStore.from_url(_url())  # a client of its own, as a worker's
+    installer = RunStore.from_url(redis_server.url(DB))  # a client of its own, as a worker's
     stop = threading.Event()
 
     def install() -> None:
