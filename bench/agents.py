@@ -111,7 +111,7 @@ def start_model_fleet(fake_url: str, redis_url: str
                 "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT)})
     os.environ["ANTHROPIC_API_KEY"] = API_KEY
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     worker = subprocess.Popen([sys.executable, "-m", "planner.cli", "worker",
                                "--concurrency=8", "--loglevel=WARNING"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -139,7 +139,7 @@ def main() -> None:
     env.update({"CHORDAL_REDIS_URL": url, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
                 "CHORDAL_MAX_STEPS": "1000", "PYTHONPATH": str(ROOT)})
     settings = Settings.from_env(env)
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     worker = start_worker(env)
     try:
         deadline = time.monotonic() + 60

@@ -168,7 +168,8 @@ class CallbackSender:
 
     def backoff_s(self, attempt: int) -> float:
         """Seconds before the attempt after ``attempt`` (1-based)."""
-        return float(min(MAX_BACKOFF_S, self.settings.callback_backoff_s * 2 ** (attempt - 1)))
+        first = self.settings.callbacks.callback_backoff_s
+        return float(min(MAX_BACKOFF_S, first * 2 ** (attempt - 1)))
 
     def record(self, run_id: str, kind: EventType, data: dict[str, Any]) -> None:
         k = RunKeys(run_id)
@@ -208,16 +209,16 @@ class CallbackSender:
         if not report.ended or not url:
             self.settle(claim)  # retried since: its next ending queues it again
             return "dropped"
-        report.usage = summarize(self.store.usage_fields(run_id), self.settings.prices)
+        report.usage = summarize(self.store.usage_fields(run_id), self.settings.budget.prices)
         where = shown(url)
-        secret = self.settings.callback_key(owner)
+        secret = self.settings.callbacks.callback_key(owner)
         if not secret:
             return self._give_up(claim, where, "this worker has no CHORDAL_CALLBACK_SECRET "
                                               f"(nor one for {owner!r} in "
                                               "CHORDAL_CALLBACK_SECRETS) to sign callbacks "
                                               "with")
         try:  # the allow-list first: no lookup of a host that is refused anyway
-            check_callback_url(url, self.settings.callback_allow)
+            check_callback_url(url, self.settings.callbacks.callback_allow)
         except InvalidInput as exc:
             return self._give_up(claim, where, str(exc))
         parts = urlsplit(url)
@@ -227,7 +228,7 @@ class CallbackSender:
             addresses = self.resolver(host, port)
         except OSError as exc:
             return self._failed(claim, where, f"cannot resolve {host!r}: {exc}")
-        why = refusal(url, self.settings.callback_allow, addresses)
+        why = refusal(url, self.settings.callbacks.callback_allow, addresses)
         if why is not None:
             return self._give_up(claim, where, why)
         body = json.dumps(report.model_dump(mode="json"), ensure_ascii=False,
@@ -273,12 +274,12 @@ class CallbackSender:
         return self._failed(claim, where, f"the receiver answered {status}")
 
     def _failed(self, claim: Claim, where: str, why: str) -> Outcome:
-        if claim.attempt >= self.settings.callback_attempts:
+        if claim.attempt >= self.settings.callbacks.callback_attempts:
             return self._give_up(claim, where, why)
         delay = self.backoff_s(claim.attempt)
         log.warning("run %s: callback to %s failed (attempt %d of %d): %s; again in %.1f s",
-                    claim.run_id, where, claim.attempt, self.settings.callback_attempts, why,
-                    delay)
+                    claim.run_id, where, claim.attempt,
+                    self.settings.callbacks.callback_attempts, why, delay)
         return "retry" if self.settle(claim, delay) else "lost"
 
     def _give_up(self, claim: Claim, where: str, why: str) -> Outcome:

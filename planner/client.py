@@ -55,8 +55,8 @@ RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 def redis_hint(settings: Settings, exc: BaseException) -> str:
     """Redis does not answer: one line saying what to start or to set. `chordal dev` starts
     a Redis only when CHORDAL_REDIS_URL is unset, so it is the advice only then."""
-    url = re.sub(r"//[^@/]*@", "//***@", settings.redis_url)  # no password on screen
-    if "redis_url" in settings.model_fields_set:
+    url = re.sub(r"//[^@/]*@", "//***@", settings.store.redis_url)  # no password on screen
+    if "redis_url" in settings.store.model_fields_set:
         return (f"cannot reach Redis at CHORDAL_REDIS_URL={url} ({exc}); start Redis there, "
                 "or fix CHORDAL_REDIS_URL (unset, `chordal dev` starts a Redis of its own)")
     return (f"cannot reach Redis at {url} (the default; CHORDAL_REDIS_URL is unset) "
@@ -71,7 +71,7 @@ class Client:
                  app: Celery | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.tools = tools if tools is not None else load_tools(self.settings)
-        self.store = RunStore.from_url(self.settings.redis_url, self.settings.retention_s)
+        self.store = RunStore.from_url(self.settings.store.redis_url, self.settings.store.retention_s)
         self._app = app
         self._runtime: Runtime | None = None
 
@@ -113,7 +113,7 @@ class Client:
     def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
         limits = Limits.from_settings(self.settings)
         return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools,
-                            self.settings.hard_limit_grace_s)
+                            self.settings.worker.hard_limit_grace_s)
 
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan,
                options: RunOptions | None = None, *, run_id: str | None = None) -> str:
@@ -173,7 +173,7 @@ class Client:
         """``InvalidInput`` naming ``goal`` unless it is text a run can be made for."""
         if not isinstance(goal, str) or not goal.strip():
             raise InvalidInput("goal: is empty; say what the run is for")
-        why = text_problem(goal, self.settings.max_goal_bytes)
+        why = text_problem(goal, self.settings.limits.max_goal_bytes)
         if why is not None:
             raise InvalidInput(f"goal: {why} (CHORDAL_MAX_GOAL_BYTES)")
 
@@ -199,7 +199,7 @@ class Client:
     def report(self, run_id: str) -> RunReport:
         """The run report, with ``usage`` (tokens by role and step, estimated cost)."""
         report = self.store.report(run_id)
-        report.usage = summarize(self.store.usage_fields(run_id), self.settings.prices)
+        report.usage = summarize(self.store.usage_fields(run_id), self.settings.budget.prices)
         return report
 
     def wait(self, run_id: str, timeout: float | None = None,
@@ -248,12 +248,12 @@ class Client:
         are not stuck. The reconciler repairs
         such runs by itself; this is for a person who wants to look."""
         store = self.runtime.store
-        after = self.settings.dispatch_grace_s if quiet_s is None else quiet_s
+        after = self.settings.engine.dispatch_grace_s if quiet_s is None else quiet_s
         found: list[RunSummary] = []
         for run_id, _created in store.active_runs():
             snap = store.snapshot(run_id)
             if snap is None or snap.run.status not in (RunStatus.RUNNING, RunStatus.PENDING) \
-                    or alive(snap, self.settings.step_lease_s):
+                    or alive(snap, self.settings.engine.step_lease_s):
                 continue
             quiet = snap.now - (snap.last_event_at or snap.now)
             if quiet >= after:

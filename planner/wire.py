@@ -41,7 +41,7 @@ def task_id(run_id: str, version: int, what: str) -> str:
 
 def celery_conf(settings: Settings) -> dict[str, Any]:
     """What publisher and consumer must agree on, as Celery settings."""
-    vt = settings.visibility_timeout_s
+    vt = settings.worker.visibility_timeout_s
     on_redis = settings.broker.startswith(("redis://", "rediss://", "unix://"))
     redis_transport = {
         # Redis redelivers an unacknowledged message after this many seconds. It must exceed

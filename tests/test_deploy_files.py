@@ -40,7 +40,7 @@ def test_k8s_worker_grace_and_settings_match_the_code():
     from planner.settings import Settings
     from workers.app import make_app
 
-    assert Settings.from_env({}).hard_limit_grace_s == HARD_LIMIT_GRACE_S
+    assert Settings.from_env({}).worker.hard_limit_grace_s == HARD_LIMIT_GRACE_S
     app = make_app(Settings.from_env({}))
     assert app.conf.worker_soft_shutdown_timeout == SOFT_SHUTDOWN_S
     spec = load("deploy/k8s/worker.yaml")["spec"]["template"]["spec"]
@@ -119,7 +119,7 @@ def test_k8s_api_deployment_and_service():
 def test_deploy_files_name_only_known_settings():
     from planner.settings import PREFIX, Settings
 
-    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    known = set(Settings.env_names())
     compose = load("docker-compose.yml")["services"]
     names = {n for svc in compose.values() for n in (svc.get("environment") or {})}
     for path in ("deploy/k8s/api.yaml", "deploy/k8s/worker.yaml", "deploy/k8s/flower.yaml"):

@@ -6,18 +6,19 @@ from planner.settings import Settings
 
 def test_defaults():
     s = Settings.from_env({})
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.broker == s.redis_url
-    assert s.tool_modules == []
-    assert (s.max_steps, s.max_args_bytes, s.retention_s) == (200, 65536, 7 * 86400)
+    assert s.store.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.broker == s.store.redis_url
+    assert s.tools.tool_modules == []
+    assert (s.limits.max_steps, s.limits.max_args_bytes) == (200, 65536)
+    assert s.store.retention_s == 7 * 86400
 
 
 def test_reads_prefixed_environment():
     s = Settings.from_env({"CHORDAL_TOOL_MODULES": "a.b, c ,", "CHORDAL_MAX_STEPS": "10",
                            "CHORDAL_BROKER_URL": "amqp://guest:guest@127.0.0.1//",
                            "OTHER": "ignored"})
-    assert s.tool_modules == ["a.b", "c"]
-    assert s.max_steps == 10
+    assert s.tools.tool_modules == ["a.b", "c"]
+    assert s.limits.max_steps == 10
     assert s.broker.startswith("amqp://")
 
 

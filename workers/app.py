@@ -21,7 +21,7 @@ log = logging.getLogger("chordal.worker")
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("chordal", broker=settings.broker, backend=settings.redis_url,
+    app = Celery("chordal", broker=settings.broker, backend=settings.store.redis_url,
                  include=["workers.tasks", "workers.housekeeping"],
                  # Sent events named as the tasks' shadow names (see the class).
                  amqp=AMQP_CLASS)
@@ -35,7 +35,7 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # Long steps: reserve one message per process, so a busy process does not hold
         # ready steps hostage while an idle one waits.
-        worker_prefetch_multiplier=settings.worker_prefetch,
+        worker_prefetch_multiplier=settings.worker.worker_prefetch,
         # Flower and `celery events` need task events; "sent" shows queued steps too.
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -43,8 +43,8 @@ def make_app(settings: Settings) -> Celery:
         result_extended=True,
         # Results outlive the longest run (the run store keeps the outputs; Celery's
         # results are for Flower and the chords of bench/levels.py).
-        result_expires=settings.retention_s,
-        result_chord_expires=settings.retention_s,
+        result_expires=settings.store.retention_s,
+        result_chord_expires=settings.store.retention_s,
         # A worker that loses the broker cannot ack; cancel its work so it is redelivered
         # rather than finished twice.
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -62,7 +62,7 @@ def make_app(settings: Settings) -> Celery:
 
 def observe(settings: Settings) -> None:
     """How a worker reports: its log format, and its spans' exporter (if any)."""
-    if settings.log_format == "json":
+    if settings.worker.log_format == "json":
         # A receiver of setup_logging replaces Celery's log setup (and its redirection of
         # stdout, whose lines would otherwise be wrapped in a second format).
         def json_logs(loglevel: Any = None, **_: Any) -> None:
@@ -72,7 +72,7 @@ def observe(settings: Settings) -> None:
 
     def start_tracing(**_: Any) -> None:
         # In the main process, before the pool forks: the SDK's processor survives a fork.
-        tracing.configure(settings.trace_exporter)
+        tracing.configure(settings.tracing.trace_exporter)
 
     worker_init.connect(start_tracing, weak=False)
     worker_init.connect(lambda **_: check_tools(settings), weak=False)

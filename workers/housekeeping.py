@@ -50,9 +50,9 @@ class Housekeeper:
         settings = Settings.from_env()
         self.rt = Runtime(settings, CeleryPublisher(app))
         self.hostname, self.queues = hostname, sorted(queues)
-        self.interval = settings.reconcile_interval_s or BEAT_S
+        self.interval = settings.engine.reconcile_interval_s or BEAT_S
         self.reconciler = (Reconciler(self.rt, lock_s=max(3 * self.interval, 5.0))
-                           if settings.reconcile_interval_s else None)
+                           if settings.engine.reconcile_interval_s else None)
         self.callbacks = CallbackSender(self.rt.store, settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordal-housekeeping",
@@ -62,7 +62,7 @@ class Housekeeper:
                                         daemon=True)
 
     def start(self) -> None:
-        port = self.rt.settings.metrics_port
+        port = self.rt.settings.metrics.metrics_port
         if port:
             try:
                 self.metrics = metrics.serve_metrics(
@@ -92,7 +92,7 @@ class Housekeeper:
         tools = self.rt.tools
         return {"hostname": self.hostname, "pid": os.getpid(), "queues": self.queues,
                 "tools": {name: tool.queue for name, tool in tools.items()},
-                "modules": list(self.rt.settings.tool_modules)}
+                "modules": list(self.rt.settings.tools.tool_modules)}
 
     def beat(self) -> None:
         """One beat: say this worker is alive, then reconcile if this one is active."""

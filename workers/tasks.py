@@ -89,7 +89,7 @@ def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
             decision = fn()
         if decision is not None:
             rt.store.take_leases(run_id, [lease],
-                                 decision.countdown + rt.settings.step_lease_s)
+                                 decision.countdown + rt.settings.engine.step_lease_s)
         return decision
     except Exception as exc:
         log.exception("run %s: %s failed", run_id, what)

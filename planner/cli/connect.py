@@ -22,7 +22,7 @@ def connect() -> AnyClient:
     """The server at CHORDAL_API_URL when it is set, else Redis (CHORDAL_REDIS_URL)."""
     # Imported here: `chordal --help`, `validate` and `schema` need neither client.
     s = settings()
-    if s.api_url:
+    if s.remote.api_url:
         from planner.remote import RemoteClient
 
         return RemoteClient.from_settings(s)

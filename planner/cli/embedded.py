@@ -124,12 +124,12 @@ def require_reachable(settings: Settings, timeout: float = 2.0) -> None:
     from planner.client import redis_hint
 
     try:
-        redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+        redis.Redis.from_url(settings.store.redis_url, socket_timeout=timeout,
                              socket_connect_timeout=timeout).ping()
     except (redis.RedisError, OSError) as exc:
         raise Unavailable(redis_hint(settings, exc)) from None
-    broker = settings.broker_url
-    if broker and broker != settings.redis_url:
+    broker = settings.worker.broker_url
+    if broker and broker != settings.store.redis_url:
         try:
             from kombu.connection import Connection  # loaded only to check a broker
 

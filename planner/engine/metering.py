@@ -17,9 +17,9 @@ from planner.vocabulary import RunStatus
 
 def run_budget(settings: Settings, options: RunOptions) -> Budget:
     return Budget(options.budget_tokens if options.budget_tokens is not None
-                  else settings.budget_tokens,
+                  else settings.budget.budget_tokens,
                   options.budget_usd if options.budget_usd is not None
-                  else settings.budget_usd)
+                  else settings.budget.budget_usd)
 
 
 def stop_for_budget(store: RunStore, run_id: str, reason: str, options: RunOptions
@@ -55,7 +55,7 @@ class MeteredModel:
     def over_budget(self) -> str | None:
         if self.budget.max_tokens is None and self.budget.max_usd is None:
             return None
-        total = summarize(self.store.usage_fields(self.run_id), self.settings.prices).total
+        total = summarize(self.store.usage_fields(self.run_id), self.settings.budget.prices).total
         return self.budget.exceeded(total)
 
     def complete(self, request: ModelRequest, stop_when_over: bool = True) -> ModelResponse:
@@ -85,7 +85,7 @@ class MeteredModel:
         self.store.record_usage(self.run_id, role, model, self.step_id, {
             "calls": 1, **tokens, "latency_ms": round(response.latency_s * 1000)})
         metrics.model_called(role, model, "ok", response.latency_s, tokens,
-                             cost_usd(model, tokens, self.settings.prices))
+                             cost_usd(model, tokens, self.settings.budget.prices))
         # Kept whole, so `chordal record` can make the run a replayable scripted model.
         self.store.record_exchange(self.run_id, exchange(request, response, self.step_id))
         if stop_when_over and (reason := self.over_budget()):

@@ -57,7 +57,8 @@ class Failed:
 def backoff_s(settings: Settings, attempt: int) -> float:
     """Exponential backoff with jitter: base * 2**(attempt-1), capped, times 0.5-1.0.
     (Celery's full jitter may wait 0 s; a retry storm on a throttled service should not.)"""
-    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
+    engine = settings.engine
+    ceiling = min(engine.retry_backoff_max_s, engine.retry_backoff_s * 2 ** (attempt - 1))
     return float(ceiling * (0.5 + random.random() / 2))  # noqa: S311 (jitter, not crypto)
 
 

@@ -188,7 +188,7 @@ class Reconciler:
         self.holding = False
         #: After a gap (this reconciler just took over, or Redis was away), leases are
         #: not judged for this long: their holders renew every third of a lease.
-        self.settle_s = rt.settings.step_lease_s / 2 if settle_s is None else settle_s
+        self.settle_s = rt.settings.engine.step_lease_s / 2 if settle_s is None else settle_s
         self._last_pass: float | None = None
         self._trust_after = 0.0
         self._held_at = 0.0
@@ -242,9 +242,9 @@ class Reconciler:
         if self._last_pass is None or now - self._last_pass > self.lock_s:
             self._trust_after = now + self.settle_s
             self._missing = {}
-        policy = Policy(settings.dispatch_grace_s, settings.step_lease_s,
+        policy = Policy(settings.engine.dispatch_grace_s, settings.engine.step_lease_s,
                         judge_leases=now >= self._trust_after,
-                        lost_s=min(settings.lost_grace_s, settings.dispatch_grace_s))
+                        lost_s=min(settings.engine.lost_grace_s, settings.engine.dispatch_grace_s))
         held: dict[str, set[tuple[str, str]] | None] = {}
         queued: list[set[str] | None] = []  # one look per pass, only when needed
 

@@ -127,7 +127,7 @@ def max_replans(rt: Runtime, run_id: str, compiled: CompiledPlan) -> int:
         return option
     if compiled.plan.max_replans is not None:
         return compiled.plan.max_replans
-    return rt.settings.max_replans
+    return rt.settings.engine.max_replans
 
 
 def situation(rt: Runtime, run_id: str, compiled: CompiledPlan,

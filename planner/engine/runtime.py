@@ -29,13 +29,14 @@ class Runtime:
                  model: Model | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.store = store or RunStore.from_url(settings.redis_url, settings.retention_s)
+        self.store = store or RunStore.from_url(settings.store.redis_url,
+                                                settings.store.retention_s)
         self.tools: ToolRegistry = (tools if tools is not None
                                     else load_tools(settings))
         self.model: Model | None = model if model is not None else make_model(settings)
-        self.limiter = (RateLimiter(self.store.r, settings.llm_rate_limit_per_min)
-                        if settings.llm_rate_limit_per_min else None)
-        self.leases = LeaseKeeper(self.store, settings.step_lease_s)
+        self.limiter = (RateLimiter(self.store.r, settings.model.llm_rate_limit_per_min)
+                        if settings.model.llm_rate_limit_per_min else None)
+        self.leases = LeaseKeeper(self.store, settings.engine.step_lease_s)
         self._plans: OrderedDict[tuple[str, int], CompiledPlan] = OrderedDict()
         self._lock = Lock()
 
@@ -73,7 +74,7 @@ class Runtime:
                 self._plans.move_to_end(key)
                 return hit
         compiled = CompiledPlan(self.store.plan(run_id, version), self.tools,
-                                self.settings.hard_limit_grace_s,
+                                self.settings.worker.hard_limit_grace_s,
                                 self.store.options(run_id).checkpoint_all)
         with self._lock:
             self._plans[key] = compiled

@@ -108,7 +108,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     timeouts = (*timeouts, AttemptTimeout)  # an async tool's own time limit
     max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
-                                rt.settings.step_lease_s, task_id)
+                                rt.settings.engine.step_lease_s, task_id)
     if begin.state == "inactive":
         return Dropped(f"step {step_id} not run ({begin.detail})")
     if begin.state == "waiting":
@@ -143,7 +143,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     raised: BaseException | None = None
     tool = compiled.tool_of(step_id)
     if tool is None:
-        modules = ", ".join(rt.settings.tool_modules) or "none"
+        modules = ", ".join(rt.settings.tools.tool_modules) or "none"
         missing = ErrorRecord(
             type="ToolMissing", transient=False, attempt=attempt,
             message=f"worker {worker} has no tool {step.tool!r} (it loaded the built-ins "
@@ -169,8 +169,8 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         error, raised = _error(exc, tool.classify(exc), attempt), exc
         retry_after = getattr(exc, "retry_after_s", None)
     else:
-        refused = output_problem(output, rt.settings.max_json_depth,
-                                 rt.settings.max_output_bytes)
+        refused = output_problem(output, rt.settings.limits.max_json_depth,
+                                 rt.settings.limits.max_output_bytes)
         if refused is not None:
             error = ErrorRecord(type="OutputRefused", transient=False, attempt=attempt,
                                 message=f"tool {tool.name!r}: {refused}")

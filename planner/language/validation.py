@@ -41,10 +41,11 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         on_redis = settings.broker.startswith(("redis", "rediss"))
-        return cls(settings.max_steps, settings.max_args_bytes, settings.max_goal_bytes,
-                   settings.max_description_bytes, settings.max_json_depth,
-                   float(settings.visibility_timeout_s) if on_redis else None,
-                   settings.retry_backoff_max_s, settings.hard_limit_grace_s)
+        limits = settings.limits
+        return cls(limits.max_steps, limits.max_args_bytes, limits.max_goal_bytes,
+                   limits.max_description_bytes, limits.max_json_depth,
+                   float(settings.worker.visibility_timeout_s) if on_redis else None,
+                   settings.engine.retry_backoff_max_s, settings.worker.hard_limit_grace_s)
 
 
 @dataclass(frozen=True)

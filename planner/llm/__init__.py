@@ -23,7 +23,7 @@ from planner.settings import Settings
 
 def make_model(settings: Settings) -> Model | None:
     """The configured model, or None when neither CHORDAL_LLM nor ANTHROPIC_API_KEY is set."""
-    spec = settings.llm
+    spec = settings.model.llm
     if spec is None:
         if not os.environ.get("ANTHROPIC_API_KEY"):
             return None
@@ -31,7 +31,7 @@ def make_model(settings: Settings) -> Model | None:
     if spec == "anthropic":
         from planner.llm.claude import AnthropicModel  # the SDK loads only when it is used
 
-        return AnthropicModel(settings.llm_timeout_s, settings.llm_max_retries)
+        return AnthropicModel(settings.model.llm_timeout_s, settings.model.llm_max_retries)
     if spec.startswith("scripted:") and spec.removeprefix("scripted:"):
         return ScriptedModel.from_file(spec.removeprefix("scripted:"))
     raise ConfigError(f"CHORDAL_LLM must be 'anthropic' or 'scripted:PATH', not {spec!r}")

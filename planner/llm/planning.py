@@ -103,7 +103,7 @@ def plan_goal(model: Model, settings: Settings, tools: Mapping[str, Tool], goal:
 
     return _plan_conversation(model, "planner", role_config(settings, "planner", overrides),
                               system_blocks("planner", tools), f"Goal: {goal}",
-                              settings.plan_repairs, check)
+                              settings.model.plan_repairs, check)
 
 
 #: Longest JSON of one output shown to the replanner; longer ones are cut, with a marker.
@@ -163,5 +163,5 @@ def replan(model: Model, settings: Settings, tools: Mapping[str, Tool], goal: st
              + "\n" + ask)
     return _plan_conversation(model, "replanner",
                               role_config(settings, "replanner", overrides),
-                              system_blocks("replanner", tools), first, settings.plan_repairs,
+                              system_blocks("replanner", tools), first, settings.model.plan_repairs,
                               check, may_continue=checkpoint)

@@ -39,10 +39,10 @@ def role_config(settings: Settings, role: Role,
         raise ConfigError(f"unknown option(s) for role {role}: {', '.join(sorted(unknown))}; "
                           "use model, max_tokens or temperature")
     return RoleConfig(
-        model=str(over.get("model", getattr(settings, f"{role}_model"))),
-        max_tokens=int(over.get("max_tokens", getattr(settings, f"{role}_max_tokens"))),
+        model=str(over.get("model", getattr(settings.model, f"{role}_model"))),
+        max_tokens=int(over.get("max_tokens", getattr(settings.model, f"{role}_max_tokens"))),
         temperature=_float_or_none(over.get("temperature",
-                                            getattr(settings, f"{role}_temperature"))),
+                                            getattr(settings.model, f"{role}_temperature"))),
     )
 
 

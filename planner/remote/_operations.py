@@ -44,10 +44,10 @@ class Base:
     @classmethod
     def _settings_args(cls, settings: Settings | None) -> tuple[str, str | None]:
         s = settings or Settings.from_env()
-        if not s.api_url:
+        if not s.remote.api_url:
             raise ConfigError("CHORDAL_API_URL: is not set; set it to the server's URL, "
                               "e.g. http://host:8000")
-        return s.api_url, s.api_key
+        return s.remote.api_url, s.remote.api_key
 
 
 def ping() -> Op[None]:

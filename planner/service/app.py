@@ -49,9 +49,9 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
     sees every run; ``chordal serve`` allows it only on a loopback address."""
     settings = settings or Settings.from_env()
     client = client or Client(settings)
-    keys = KeyRing(load_keys(settings), enabled=auth, admins=settings.api_admins)
-    streams = StreamSlots.connect(settings.redis_url, settings.api_max_streams,
-                                  settings.api_stream_pool, keepalive_s)
+    keys = KeyRing(load_keys(settings), enabled=auth, admins=settings.api.api_admins)
+    streams = StreamSlots.connect(settings.store.redis_url, settings.api.api_max_streams,
+                                  settings.api.api_stream_pool, keepalive_s)
     svc = Service(client=client, keys=keys, keepalive_s=keepalive_s, streams=streams,
                   has_model=client.has_model)
 
@@ -70,14 +70,14 @@ def create_app(settings: Settings | None = None, *, auth: bool = True,
         client.store, CeleryPublisher(producer_app(settings)),
         {t.queue for t in client.tools.values()})
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_request_bytes)
     if not auth:
         # Without keys, a web page the user visits could reach this server through a name
         # rebound to 127.0.0.1 (DNS rebinding): only loopback Host names are answered.
         app.add_middleware(TrustedHostMiddleware,
                            allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
     # Outermost: every request gets its span, refused ones too.
-    tracing.configure(settings.trace_exporter, service="chordal-api")
+    tracing.configure(settings.tracing.trace_exporter, service="chordal-api")
     app.add_middleware(ServerSpans)
     app.include_router(runs.router)
     app.include_router(events.router)

@@ -32,14 +32,14 @@ bearer = HTTPBearer(auto_error=False, description="An API key's secret "
 def load_keys(settings: Settings) -> dict[str, str]:
     """{secret: name} from CHORDAL_API_KEYS, or from CHORDAL_API_KEYS_FILE (not both: which
     one would win is a guess the operator should not have to make)."""
-    if settings.api_keys_file is None:
-        return dict(settings.api_keys)
-    if settings.api_keys:
+    if settings.api.api_keys_file is None:
+        return dict(settings.api.api_keys)
+    if settings.api.api_keys:
         raise ConfigError("CHORDAL_API_KEYS_FILE: set it or CHORDAL_API_KEYS, not both")
     try:
-        text = Path(settings.api_keys_file).read_text("utf-8")
+        text = Path(settings.api.api_keys_file).read_text("utf-8")
     except OSError as exc:
-        raise ConfigError(f"CHORDAL_API_KEYS_FILE: cannot read {settings.api_keys_file}: "
+        raise ConfigError(f"CHORDAL_API_KEYS_FILE: cannot read {settings.api.api_keys_file}: "
                           f"{exc.strerror}") from None
     try:
         return parse_api_keys(text, "CHORDAL_API_KEYS_FILE")

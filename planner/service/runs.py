@@ -83,7 +83,7 @@ def create_run(body: CreateRun, request: Request, response: Response, who: Who, 
         raise InvalidInput("goal, plan: give exactly one of them (a goal for the planner "
                            "model, or a plan)")
     if body.callback_url is not None:
-        check_callback_url(body.callback_url, svc.client.settings.callback_allow)
+        check_callback_url(body.callback_url, svc.client.settings.callbacks.callback_allow)
     if body.goal is not None and not svc.has_model:
         # The request is fine and so is the server: it cannot plan until set up, and no
         # retry changes that (a 503 would invite retries).

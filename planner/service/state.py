@@ -54,7 +54,7 @@ class Service:
         """One run creation against the caller's per-minute limit (in Redis: every replica
         counts against the same window); ``take=False`` only checks that one is free (a
         caller over its limit is refused before its plan is even compiled)."""
-        per_minute = self.client.settings.api_rate_limit_per_min
+        per_minute = self.client.settings.api.api_rate_limit_per_min
         if per_minute is None:
             return
         limiter = RateLimiter(self.client.store.r, per_minute, api_calls_key(who.scope))

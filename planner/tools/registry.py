@@ -124,7 +124,7 @@ def load_tools(settings: Settings) -> ToolRegistry:
     those of the MCP servers of ``CHORDAL_MCP_SERVERS`` / ``CHORDAL_MCP_CONFIG`` (named
     ``server.tool``; see :mod:`planner.tools.mcp`). A server that does not answer is
     no error here: its steps fail, with its error, until it does."""
-    registry = load_registry(settings.tool_modules)
+    registry = load_registry(settings.tools.tool_modules)
     catalog = McpCatalog.load(settings)
     for t in catalog.tools:
         registry.add(t)

@@ -67,7 +67,7 @@ REPAIR_KINDS = ("lease_expired", "message_lost", "never_dispatched", "stalled_ru
 
 
 def _missing_knobs() -> list[str]:
-    known = {"CHORDAL_" + name.upper() for name in Settings.model_fields}
+    known = set(Settings.env_names())
     return [k for k in KNOBS if k not in known]
 
 
@@ -115,7 +115,7 @@ class Cluster:
     def __init__(self, env: dict[str, str], logdir: Path, *worker_args: str) -> None:
         self.env = env
         self.settings = Settings.from_env(env)
-        self.client = Client(self.settings, load_registry(self.settings.tool_modules))
+        self.client = Client(self.settings, load_registry(self.settings.tools.tool_modules))
         self.redis = self.client.store.r
         self.logdir = logdir
         self.worker_args = worker_args or ("--concurrency=2",)

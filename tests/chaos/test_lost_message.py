@@ -163,7 +163,7 @@ def test_at_the_default_settings_a_lost_message_is_recovered_within_30_s(
     cluster = clusters(base_env(chaos_url, CHORDAL_TOOL_MODULES=TOOL_MODULES),
                        "--concurrency=1")
     client = cluster.client
-    assert client.settings.dispatch_grace_s == 60  # and the lost grace its default, 10 s
+    assert client.settings.engine.dispatch_grace_s == 60  # and the lost grace its default, 10 s
     worker = cluster.start_worker()
     cluster.wait_ready(worker)
     plan = {"goal": "lose a message at the defaults", "steps": [

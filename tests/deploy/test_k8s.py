@@ -75,7 +75,7 @@ def test_workers_shut_down_gracefully_and_run_safely(name):
     from workers.app import make_app
 
     assert make_app(Settings.from_env({})).conf.worker_soft_shutdown_timeout == SOFT_SHUTDOWN_S
-    assert Settings.from_env({}).hard_limit_grace_s == HARD_LIMIT_GRACE_S
+    assert Settings.from_env({}).worker.hard_limit_grace_s == HARD_LIMIT_GRACE_S
     deployment = objects("Deployment")[name]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > SOFT_SHUTDOWN_S + HARD_LIMIT_GRACE_S

@@ -65,7 +65,7 @@ def test_prometheus_evaluates_every_query_on_live_metrics(redis_url, tmp_path: P
                    PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "multiproc"))
     (tmp_path / "multiproc").mkdir()
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     # Named as a pod of the tool workers' Deployment would be (a pod's hostname is its name).
     node = node_name(objects("Deployment")["chordal-worker"], "chordal-worker-7d9f8b6c5d-x2k4q")
     worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2",

@@ -57,7 +57,7 @@ def test_workers_are_deployed_with_sigterm_as_a_soft_shutdown():
 
 def start(env: dict[str, str], log: Path, pool: str) -> tuple[Worker, Client]:
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     worker = start_worker(env, log, "--concurrency=2", f"--pool={pool}", "--queues=chordal")
     wait_for_queues(client, {"chordal"}, worker)
     return worker, client

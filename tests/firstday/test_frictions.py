@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from planner import settings as settings_module
 from planner.cli.view import render
 from planner.client import redis_hint
 from planner.errors import ConfigError, PermanentError
 from planner.llm.model import ModelRequest, ModelResponse, RoleConfig, Usage
 from planner.llm.scripted import ScriptedModel, cassette, exchange
-from planner.settings import Settings
+from planner.settings import Settings, envfile
 from planner.store.records import PlanVersion, RunReport, StepReport
 from tests.firstday.helpers import chordal, user_env
 
@@ -116,12 +115,12 @@ def test_dotenv_loading_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for var in ("CHORDAL_RETENTION_S", "CHORDAL_MAX_GOAL_BYTES"):
         monkeypatch.setenv(var, "")
         monkeypatch.delenv(var)
-    monkeypatch.setattr(settings_module, "_FROM_FILE", {})
+    monkeypatch.setattr(envfile, "_FROM_FILE", {})
     with pytest.raises(ConfigError, match=r"CHORDAL_MAX_GOAL_BYTES \(from \.env\)"):
         Settings.from_env()
     monkeypatch.setenv("CHORDAL_MAX_GOAL_BYTES", "100")
     s = Settings.from_env()
-    assert (s.max_steps, s.retention_s) == (7, 120)  # the environment wins
+    assert (s.limits.max_steps, s.store.retention_s) == (7, 120)  # the environment wins
 
 
 def _report(now: datetime) -> RunReport:

@@ -146,7 +146,7 @@ def _make_engine(name: str, redis_url: str, tmp: Path, broker: str | None,
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     settings = Settings.from_env(env)
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     # Explicit queues: "orphan" stays unconsumed, for the no-worker test.
     worker = start_worker(env, tmp / f"worker-{name}.log", "--concurrency=4",
                           "--queues=chordal,probe,llm")

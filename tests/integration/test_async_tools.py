@@ -27,7 +27,7 @@ def pool_client(request: pytest.FixtureRequest, redis_base: str,
     redis.Redis.from_url(url).flushdb()
     env = base_env(url, CHORDAL_TOOL_MODULES=f"{TOOL_MODULES},tests.integration.async_tools")
     settings = Settings.from_env(env)
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     # prefork with one process: every call below runs in the same process, on its loop.
     worker = start_worker(env, tmp_path_factory.mktemp(pool) / "worker.log",
                           f"--pool={pool}", "--concurrency=1" if pool == "prefork"

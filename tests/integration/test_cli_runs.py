@@ -209,7 +209,7 @@ def test_dev_stops_its_worker_on_sigterm(redis_base: str, tmp_path: Path):
 
     env = base_env(f"{redis_base}/11")
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tool_modules))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
     dev = subprocess.Popen([sys.executable, "-m", "planner.cli", "dev", "--concurrency=1"],
                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)

@@ -124,7 +124,7 @@ def kill_env(redis_base: str) -> Iterator[dict[str, str]]:
 @pytest.mark.slow
 def test_worker_killed_mid_step_loses_nothing(kill_env: dict[str, str], tmp_path: Path):
     settings = Settings.from_env(kill_env)
-    tools = load_registry(settings.tool_modules)
+    tools = load_registry(settings.tools.tool_modules)
     client = Client(settings, tools)
     victim = start_worker(kill_env, tmp_path / "victim.log", "--concurrency=1")
     rescuer = None

@@ -33,7 +33,7 @@ FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
 
 def client_for(env: dict[str, str]) -> Client:
     settings = Settings.from_env(env)
-    return Client(settings, load_registry(settings.tool_modules))
+    return Client(settings, load_registry(settings.tools.tool_modules))
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60) -> float:

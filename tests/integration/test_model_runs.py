@@ -66,8 +66,8 @@ def test_a_goal_is_planned_executed_and_synthesized(model_engine: Engine, fake):
     total = usage.total
     assert total.input_tokens == 300 and total.output_tokens == 150
     assert total.cache_read_input_tokens + total.cache_creation_input_tokens == 1200
-    prices = model_engine.client.settings.prices
-    expected = sum(cost_usd(model_engine.client.settings.__getattribute__(f"{r}_model"), {
+    prices = model_engine.client.settings.budget.prices
+    expected = sum(cost_usd(model_engine.client.settings.model.__getattribute__(f"{r}_model"), {
         "input_tokens": 100, "output_tokens": 50,
         "cache_read_input_tokens": usage.by_role[r].cache_read_input_tokens,
         "cache_creation_input_tokens": usage.by_role[r].cache_creation_input_tokens},
@@ -77,7 +77,7 @@ def test_a_goal_is_planned_executed_and_synthesized(model_engine: Engine, fake):
     executor = fake.of_role("executor")[0].body
     assert "Which city is cheaper?" in executor["messages"][0]["content"]
     assert '"rent": 1300' in executor["messages"][0]["content"]  # the $ref, resolved
-    assert executor["model"] == model_engine.client.settings.executor_model
+    assert executor["model"] == model_engine.client.settings.model.executor_model
 
 
 def test_cli_run_goal_reports_usage_and_plan(model_engine: Engine, fake):
@@ -164,7 +164,7 @@ def test_models_can_be_chosen_per_run(model_engine: Engine, fake):
     assert fake.of_role("planner")[0].body["model"] == "claude-sonnet-5-5"
     assert fake.of_role("synthesizer")[0].body["model"] == "claude-opus-5-5"
     assert fake.of_role("executor")[0].body["model"] == \
-        model_engine.client.settings.executor_model
+        model_engine.client.settings.model.executor_model
     bad = subprocess.run(
         [sys.executable, "-m", "planner.cli", "run", "x", "--model", "boss=claude"],
         env=model_engine.env, cwd=ROOT, capture_output=True, text=True, timeout=60)

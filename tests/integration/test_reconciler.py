@@ -48,7 +48,7 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
 
 def client_for(env: dict[str, str]) -> Client:
     settings = Settings.from_env(env)
-    return Client(settings, load_registry(settings.tool_modules))
+    return Client(settings, load_registry(settings.tools.tool_modules))
 
 
 def test_a_step_whose_worker_was_killed_resumes_on_another_within_seconds(

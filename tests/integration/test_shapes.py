@@ -89,7 +89,7 @@ def test_the_levels_baseline_loses_that_parallelism(redis_base: str, tmp_path: P
     env = base_env(f"{redis_base}/10")
     redis.Redis.from_url(env["CHORDAL_REDIS_URL"]).flushdb()
     chordal_settings = Settings.from_env(env)
-    client = Client(chordal_settings, load_registry(chordal_settings.tool_modules))
+    client = Client(chordal_settings, load_registry(chordal_settings.tools.tool_modules))
     worker = start_worker(env, tmp_path / "levels.log", "--concurrency=4", "--queues=chordal",
                           command=(sys.executable, "-m", "celery", "-A", "bench.levels",
                                    "worker"))

@@ -80,7 +80,7 @@ def test_plan_comes_back_as_structured_output(fake, tools):
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     system = body["system"][0]["text"]
     assert '"name": "calculate"' in system and "$ref" in system and "depends_on" in system
-    assert body["model"] == SETTINGS.planner_model
+    assert body["model"] == SETTINGS.model.planner_model
     assert body["messages"] == [{"role": "user", "content": "Goal: double two"}]
 
 
@@ -107,7 +107,7 @@ def test_repair_exhausted_reports_the_last_plan_and_its_problems(tools):
     finally:
         fake.close()
     assert outcome.plan is None
-    assert outcome.attempts == SETTINGS.plan_repairs + 1 == len(fake.requests)
+    assert outcome.attempts == SETTINGS.model.plan_repairs + 1 == len(fake.requests)
     report = outcome.error()
     assert report["type"] == "PlanInvalid" and report["plan"] == BAD
     assert any("unknown tool 'abacus'" in p for p in report["problems"])
@@ -189,11 +189,12 @@ def test_base_url_comes_from_the_environment(fake, monkeypatch):
 
 
 def test_role_config_and_overrides():
-    assert role_config(SETTINGS, "planner").model == SETTINGS.planner_model
+    assert role_config(SETTINGS, "planner").model == SETTINGS.model.planner_model
     over = role_config(SETTINGS, "executor", {"executor": {"model": "claude-sonnet-5-5",
                                                            "temperature": 0.9}})
     assert (over.model, over.temperature) == ("claude-sonnet-5-5", 0.9)
-    assert SETTINGS.planner_model != SETTINGS.executor_model  # strong plans, fast executes
+    # strong plans, fast executes
+    assert SETTINGS.model.planner_model != SETTINGS.model.executor_model
     with pytest.raises(ConfigError, match="unknown option"):
         role_config(SETTINGS, "planner", {"planner": {"modle": "x"}})
 

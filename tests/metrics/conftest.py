@@ -78,7 +78,7 @@ def client(worker_env: dict[str, str]) -> Iterator[Client]:
     # The client checks that a model is configured before it submits a goal.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ANTHROPIC_API_KEY", API_KEY)
-        yield Client(settings, load_registry(settings.tool_modules))
+        yield Client(settings, load_registry(settings.tools.tool_modules))
 
 
 @pytest.fixture(scope="package")

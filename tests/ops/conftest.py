@@ -95,7 +95,7 @@ def stack(redis_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                        TEST_SPANS_REDIS_URL=f"{base}/{SPANS_DB}",
                        OTEL_BSP_SCHEDULE_DELAY="100")
         settings = Settings.from_env(env)
-        client = Client(settings, load_registry(settings.tool_modules))
+        client = Client(settings, load_registry(settings.tools.tool_modules))
         for i in range(2):
             workers.append(start_worker(env, tmp / f"worker-{i}.log", "--concurrency=1",
                                         "--queues=chordal,probe,llm"))

@@ -57,7 +57,7 @@ def test_a_model_call_is_a_genai_span_under_its_task(redis_base: str):
     assert attrs["gen_ai.operation.name"] == "chat"
     assert attrs["gen_ai.provider.name"] == "scripted"
     assert attrs["gen_ai.request.model"] == "claude-haiku-5-5"
-    assert attrs["gen_ai.request.max_tokens"] == settings.executor_max_tokens
+    assert attrs["gen_ai.request.max_tokens"] == settings.model.executor_max_tokens
     assert attrs["gen_ai.response.model"] == "scripted:claude-haiku-5-5"
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (11, 3)
     assert attrs["gen_ai.response.finish_reasons"] == ("max_tokens",)

@@ -137,11 +137,12 @@ def test_each_tenant_may_have_its_own_signing_key(stack: Stack, receiver: Receiv
     # The shared key signs every run while no tenant has its own; once some do, a tenant
     # without one gets no signature (its callbacks are given up, naming the setting).
     shared = Settings.from_env({"CHORDAL_CALLBACK_SECRET": SECRET})
-    assert shared.callback_key("bob") == shared.callback_key(None) == SECRET
+    assert shared.callbacks.callback_key("bob") == shared.callbacks.callback_key(None) == SECRET
     both = Settings.from_env({"CHORDAL_CALLBACK_SECRET": SECRET,
                               "CHORDAL_CALLBACK_SECRETS": json.dumps({"bob": BOB_SECRET})})
-    assert both.callback_key("bob") == BOB_SECRET and both.callback_key(None) == SECRET
-    assert both.callback_key("carol") is None
+    assert both.callbacks.callback_key("bob") == BOB_SECRET
+    assert both.callbacks.callback_key(None) == SECRET
+    assert both.callbacks.callback_key("carol") is None
     with pytest.raises(ConfigError, match="CHORDAL_CALLBACK_SECRETS") as caught:
         Settings.from_env({"CHORDAL_CALLBACK_SECRETS": '{"bob": "short-leaked"}'})
     assert "short-leaked" not in str(caught.value)

@@ -103,15 +103,15 @@ def fetch(settings: Settings, url: str, method: str, headers: Mapping[str, str],
     """One call, as :func:`http_request` documents it (``resolver``: for tests)."""
     import httpx
 
-    allow = settings.http_allow
+    allow = settings.http.http_allow
     if not allow:
         raise PermanentError("http_request: no host is allowed; the workers' "
                              "CHORDAL_HTTP_ALLOW lists the hosts it may call")
     for name in headers:
         if name.lower() in RESERVED_HEADERS:
             raise PermanentError(f"http_request: headers: {name!r} is set by the tool")
-    secrets = _secrets(secret_headers, settings.http_secrets)
-    deadline = time.monotonic() + settings.http_timeout_s
+    secrets = _secrets(secret_headers, settings.http.http_secrets)
+    deadline = time.monotonic() + settings.http.http_timeout_s
     plain = dict(headers)
     query = {k: _param(v) for k, v in params.items()}
     origin = None
@@ -137,7 +137,7 @@ def fetch(settings: Settings, url: str, method: str, headers: Mapping[str, str],
                     method, body = "GET", None  # as browsers do
                 continue
             try:
-                return _outcome(response, method, shown(url), settings.http_max_bytes,
+                return _outcome(response, method, shown(url), settings.http.http_max_bytes,
                                 deadline)
             finally:
                 response.close()

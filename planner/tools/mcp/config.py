@@ -258,10 +258,10 @@ def parse_servers(data: Any, source: str, base: Path | None = None) -> dict[str,
 
 def configured_servers(settings: Settings) -> dict[str, McpServer]:
     """The servers of ``CHORDAL_MCP_SERVERS`` and of the file ``CHORDAL_MCP_CONFIG``."""
-    servers = parse_servers(settings.mcp_servers, "CHORDAL_MCP_SERVERS")
-    if settings.mcp_config:
-        source = f"CHORDAL_MCP_CONFIG ({settings.mcp_config})"
-        path = Path(settings.mcp_config).expanduser()
+    servers = parse_servers(settings.mcp.mcp_servers, "CHORDAL_MCP_SERVERS")
+    if settings.mcp.mcp_config:
+        source = f"CHORDAL_MCP_CONFIG ({settings.mcp.mcp_config})"
+        path = Path(settings.mcp.mcp_config).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
