@@ -3,9 +3,9 @@
 workers, then plans and tools."""
 
 # isort: off
-from planner.cli import runs, status, decisions, dev, init, plans, record, serve
+from planner.cli import runs, status, decisions, dev, init, plans, record, serve, config
 # isort: on
 from planner.cli.app import app, main
 
-__all__ = ["app", "decisions", "dev", "init", "main", "plans", "record", "runs", "serve",
-           "status"]
+__all__ = ["app", "config", "decisions", "dev", "init", "main", "plans", "record", "runs",
+           "serve", "status"]

@@ -43,8 +43,10 @@ class WorkerSettings(Area):
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")
     log_format: Literal["text", "json"] = Field(
-        "text", description="Worker log lines: 'text', or 'json' (one object per line, "
-                            "each line of a task carrying run_id, step_id and attempt).")
+        "text", description="Worker log lines: 'text', or 'json' (one object per line; every "
+                            "line about a task carries run_id, task_id and, for a step, "
+                            "step_id; the lines logged while a step runs carry its attempt; "
+                            "a traceback when there is one).")
 
     @field_validator("broker_url")
     @classmethod
@@ -60,7 +62,8 @@ class EngineSettings(Area):
     """The engine: retries, leases, the reconciler and how long a run may go quiet."""
 
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay of a transient "
-                                                          "error; doubles each attempt.")
+                                                          "error; doubles each attempt, with "
+                                                          "jitter.")
     retry_backoff_max_s: float = Field(60.0, ge=0, description="Longest retry delay.")
     step_lease_s: float = Field(
         30.0, ge=1, description="Seconds a running step's lease lasts; its worker renews it "
@@ -78,7 +81,8 @@ class EngineSettings(Area):
         10.0, ge=1, description="Seconds past its due time a ready step may go unstarted while "
                                 "the broker holds no message for it (in no queue, reserved by "
                                 "no worker: Redis broker only) before its message counts as "
-                                "lost; never longer than CHORDAL_DISPATCH_GRACE_S.")
+                                "lost (a message still queued is never lost); never longer "
+                                "than CHORDAL_DISPATCH_GRACE_S.")
     max_replans: int = Field(3, ge=0, le=100, description="Most replans of a run (a plan's "
                                                           "max_replans or a run option "
                                                           "overrides it).")
@@ -97,7 +101,7 @@ class LimitsSettings(Area):
                                                                 "args or output.")
     max_output_bytes: int = Field(1_048_576, ge=64, description="Most bytes of a step's "
                                                                 "output (JSON); a bigger one "
-                                                                "fails the step.")
+                                                                "fails the step for good.")
 
 
 class MetricsSettings(Area):
@@ -114,5 +118,6 @@ class TracingSettings(Area):
 
     trace_exporter: str | None = Field(
         None, description="module:function returning an OpenTelemetry SpanExporter; "
-                          "without it, spans go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT "
-                          "is set, and nowhere otherwise.")
+                          "without it, spans go over OTLP/HTTP when "
+                          "OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard OTEL_* variables "
+                          "apply), and nowhere otherwise.")

@@ -44,16 +44,19 @@ class CallbackSettings(Area):
     callback_allow: HostList = Field(
         default_factory=list, description="Hosts a run's callback_url may name "
                                           "(comma-separated; `*.example.com` patterns; "
-                                          "`host:port` for one port, else any port).",
+                                          "`host:port` or `[v6]:port` for one port, a host "
+                                          "alone is any port); on the API and the workers.",
         json_schema_extra=unset_means("no host: no callbacks"))
     callback_secret: str | None = Field(None, repr=False,
-                                        description="HMAC-SHA256 key of callback signatures.")
+                                        description="HMAC-SHA256 key of callback signatures; "
+                                                    "on the workers.")
     callback_secrets: Annotated[dict[str, Annotated[str, Field(min_length=16)]], JsonText] = Field(
         default_factory=dict, repr=False,
         description='HMAC-SHA256 keys per tenant (API key name), JSON {"name": "secret"}: '
                     "a tenant's runs are signed with its own, others with "
                     "CHORDAL_CALLBACK_SECRET. With several tenants give each one: a receiver "
-                    "that trusts a shared key trusts every tenant's reports.")
+                    "that trusts a shared key trusts every tenant's reports. Once set, "
+                    "tenants not in it get no callbacks; on the workers.")
     callback_attempts: int = Field(10, ge=1, le=100, description="Deliveries of a run's "
                                                                  "callback before it is "
                                                                  "given up.")

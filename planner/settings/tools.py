@@ -27,12 +27,13 @@ class HttpSettings(Area):
         description="Hosts http_request may call (comma-separated; `*.example.com` patterns, "
                     "`*` for any public host; `host:port` or `[v6]:port` for one port, a "
                     "host alone is every port); none by default. A host that resolves to a "
-                    "private, loopback or link-local address only when named exactly.")
+                    "private, loopback or link-local address only when named exactly (name "
+                    "the port for a private host); on the workers.")
     http_secrets: Annotated[dict[str, HttpSecret], JsonText] = Field(
         default_factory=dict, repr=False,
         description='Secrets http_request may put in headers (JSON): {"name": {"value": '
-                    '"...", "hosts": ["api.example.com"]}}; a plan names them, never holds '
-                    "them.")
+                    '"...", "hosts": ["api.example.com"]}}: what secret_headers may name as '
+                    "${name}; a plan names them, never holds them; on the workers.")
     http_timeout_s: float = Field(30.0, gt=0, le=3_600, description="Most seconds an "
                                                                     "http_request call may "
                                                                     "take, redirects "
@@ -48,7 +49,7 @@ class McpSettings(Area):
         default_factory=dict, repr=False,
         description='MCP servers whose tools to load (JSON, the mcpServers shape): {"name": '
                     '{"command": ..., "args": [...], "env": {...}}} or {"name": {"url": '
-                    '"http://..."}}.')
+                    '"http://..."}}; on clients and workers alike.')
     mcp_config: str | None = Field(None, description="A JSON file of MCP servers: an MCP "
                                                      "client's own (Claude Desktop, Cline, "
                                                      "VS Code...; docs/mcp.md); its relative "
