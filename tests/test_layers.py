@@ -53,6 +53,7 @@ def test_the_client_loads_no_worker_code_no_model_sdk_no_web_framework():
     ("schema",),
     ("validate", str(PLAN)),
     ("tools",),
+    ("config",),
 ])
 def test_quick_commands_start_without_heavy_imports(args: tuple[str, ...]):
     result = loaded_by_cli(*args, env=_env())
