@@ -80,7 +80,7 @@ def test_settings_constructed_directly_read_the_flat_environment(monkeypatch):
 def test_overrides_are_flat_names():
     s = Settings.from_env({"CHORDAL_MAX_STEPS": "5"}, max_steps=7, llm="scripted:x.json")
     assert (s.limits.max_steps, s.model.llm) == (7, "scripted:x.json")
-    with pytest.raises(TypeError, match="no field"):
+    with pytest.raises(ConfigError, match="CHORDAL_NONSENSE: Extra inputs"):
         Settings.from_env({}, nonsense=1)
 
 

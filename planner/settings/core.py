@@ -111,8 +111,8 @@ class Settings(BaseSettings):
                               f"{', '.join(sorted(known))}")
         values: dict[str, dict[str, Any]] = dict(cls.grouped(env))
         for name, value in overrides.items():
-            if env_name(name) not in known:
-                raise TypeError(f"Settings has no field {name!r}")
+            if env_name(name) not in known:  # as pydantic says it of an unknown field
+                raise ConfigError(f"{env_name(name)}: Extra inputs are not permitted")
             area, field = known[env_name(name)]
             values[area][field] = value
         try:
