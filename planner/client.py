@@ -71,7 +71,8 @@ class Client:
                  app: Celery | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.tools = tools if tools is not None else load_tools(self.settings)
-        self.store = RunStore.from_url(self.settings.store.redis_url, self.settings.store.retention_s)
+        self.store = RunStore.from_url(self.settings.store.redis_url,
+                                       self.settings.store.retention_s)
         self._app = app
         self._runtime: Runtime | None = None
 
