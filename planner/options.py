@@ -5,6 +5,7 @@ side."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,9 +19,9 @@ class RunOptions(BaseModel):
     """Per-run overrides of settings, recorded with the run:
     ``client.submit(plan, RunOptions(budget_usd=0.5, approve=True))``."""
 
-    # Read by every process of a deployment, old and new alike during a rolling upgrade:
-    # a field a newer release added must not make an older one fail to read the run.
-    model_config = ConfigDict(extra="ignore")
+    # A misspelt option is an error naming it, not a silent default. Reading a run's
+    # recorded options is lenient instead (:meth:`stored`).
+    model_config = ConfigDict(extra="forbid")
 
     #: Overrides per role (model, max_tokens, temperature), e.g.
     #: ``{"planner": {"model": "claude-sonnet-5-5"}}``; over HTTP, only a model.
@@ -47,6 +48,14 @@ class RunOptions(BaseModel):
     #: Created with a plan (not a goal): never sent to the planner model. Set by
     #: ``create_run``; a run that has it and no plan lost its plan to a crash.
     from_plan: bool = False
+
+    @classmethod
+    def stored(cls, raw: str | bytes) -> RunOptions:
+        """A run's recorded options. Read by every process of a deployment, old and new
+        alike during a rolling upgrade: an option a newer release added is left out, not
+        a reason to fail reading the run."""
+        data = json.loads(raw)
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
     @classmethod
     def checked(cls, **fields: Any) -> RunOptions:

@@ -71,7 +71,7 @@ class StoreBase:
 
     def options(self, run_id: str) -> RunOptions:
         raw = cast(str | None, self.r.hget(RunKeys(run_id).run, "options"))
-        return RunOptions.model_validate_json(raw) if raw else RunOptions()
+        return RunOptions.stored(raw) if raw else RunOptions()
 
     def step_states(self, run_id: str, raw: dict[str, str] | None = None
                     ) -> dict[str, StepState]:

@@ -102,7 +102,7 @@ class RunViews(StoreBase):
         exists, raw = pipe.execute()
         if not exists:
             raise lost.not_found(self.r, run_id, self.retention_s)
-        return RunOptions.model_validate_json(raw).owner if raw else None
+        return RunOptions.stored(raw).owner if raw else None
 
     # -- one run ------------------------------------------------------------------------
     def report(self, run_id: str) -> RunReport:

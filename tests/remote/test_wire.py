@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from planner import RunOptions, errors
 from planner.remote import base_url, error_from
@@ -146,3 +147,13 @@ def test_options_from_untyped_input_name_the_bad_one():
     with pytest.raises(errors.InvalidInput, match="budget_usd: Input should be greater"):
         RunOptions.checked(budget_usd=0)
     assert RunOptions.checked(max_replans=2) == RunOptions(max_replans=2)
+
+
+def test_a_misspelt_option_is_refused_by_name_and_a_newer_record_still_reads():
+    with pytest.raises(ValidationError, match="budget_used"):
+        RunOptions(budget_used=0.5)  # type: ignore[call-arg]
+    with pytest.raises(errors.InvalidInput, match="budget_used: Extra inputs are not"):
+        RunOptions.checked(budget_used=0.5)
+    # what a newer release recorded: its new option is left out, the rest is kept
+    stored = RunOptions.stored('{"approve": true, "budget_usd": 0.5, "added_later": 1}')
+    assert stored == RunOptions(approve=True, budget_usd=0.5)
