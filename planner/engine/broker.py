@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 from planner.wire import (
@@ -62,16 +63,25 @@ def step_of(raw: Any) -> StepKey | None:
 
 
 def _redis(channel: Any) -> bool:
-    needed = ("_q_for_pri", "priority_steps", "unacked_key", "conn_or_acquire")
+    needed = ("_q_for_pri", "priority_steps", "unacked_key", "unacked_index_key",
+              "conn_or_acquire")
     # kombu prefixes only some commands with a global_keyprefix: not worth guessing.
     return all(hasattr(channel, n) for n in needed) \
         and not getattr(channel, "global_keyprefix", None)
 
 
-def queued_runs(channel: Any, queues: list[str], limit: int = MAX_SCAN) -> set[str] | None:
-    """The runs with a message of :data:`RUN_TASKS` waiting in ``queues``' lists (not
-    those reserved: a dead worker's reservation would wait for hours); None as for
-    :func:`held_steps`."""
+#: A run-level message a worker reserved this recently counts as at work: it is between the
+#: worker's BRPOP and the task's first event (a loaded worker can take seconds there). One
+#: reserved longer by a worker that died waits for the visibility timeout, not for this.
+RESERVED_RECENTLY_S = 30.0
+
+
+def queued_runs(channel: Any, queues: list[str], limit: int = MAX_SCAN,
+                reserved_within_s: float = RESERVED_RECENTLY_S) -> set[str] | None:
+    """The runs with a message of :data:`RUN_TASKS` waiting in ``queues``' lists, or
+    reserved by a worker within ``reserved_within_s`` (kombu's ``unacked_index`` holds when
+    each was delivered; an older reservation may be a dead worker's, which would wait for
+    hours); None as for :func:`held_steps`."""
     if not _redis(channel):
         return None
     lists = sorted({channel._q_for_pri(q, p) for q in queues for p in channel.priority_steps})
@@ -84,8 +94,17 @@ def queued_runs(channel: Any, queues: list[str], limit: int = MAX_SCAN) -> set[s
         pipe = client.pipeline(transaction=False)
         for key in lists:
             pipe.lrange(key, 0, limit)
-        found = pipe.execute()
-    runs = (task_of(raw, RUN_TASKS) for items in found for raw in items)
+        pipe.zrangebyscore(channel.unacked_index_key, time.time() - reserved_within_s, "+inf",
+                           start=0, num=limit)
+        *found, recent = pipe.execute()
+        reserved = client.hmget(channel.unacked_key, recent) if recent else []
+    raws = [raw for items in found for raw in items]
+    for entry in reserved:
+        try:
+            raws.append(json.loads(entry)[0])  # [message, exchange, routing key]
+        except (ValueError, TypeError, IndexError):
+            continue
+    runs = (task_of(raw, RUN_TASKS) for raw in raws)
     return {str(args[0]) for args in runs if args}
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from planner.engine.broker import held_steps, step_of
+from planner.engine.broker import RUN_TASKS, held_steps, step_of, task_of
 from planner.engine.dispatch import MemoryPublisher, finalize_message, step_message
 from planner.engine.publisher import CeleryPublisher, producer_app
 from planner.engine.reconcile import CONFIRM_S, Reconciler
@@ -158,3 +158,25 @@ def test_the_broker_reader_finds_queued_run_level_messages(rt: Runtime) -> None:
     pub.publish([finalize_message(run, 1), step_message(rt.compiled(other, 1), other, 1, "a")])
     assert pub.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]) == {run}  # a step is not a move
     assert pub.queued_runs([LLM_QUEUE]) == set()
+
+
+def test_a_run_level_message_a_worker_just_took_still_counts_as_its_next_move(
+        rt: Runtime) -> None:
+    """Between a worker's BRPOP and the task's first event the message is in neither the
+    queue nor the run's events: reserved recently, it counts; reserved long ago (perhaps
+    by a worker that died), it does not."""
+    url = redis_url()
+    pub = CeleryPublisher(producer_app(Settings.from_env({"CHORDAL_REDIS_URL": url})))
+    run, old = started(rt, echo("a")), started(rt, echo("a"))
+    pub.publish([finalize_message(run, 1), finalize_message(old, 1)])
+    r = redis.Redis.from_url(url)
+    for raw in r.lrange(DEFAULT_QUEUE, 0, -1):  # a worker takes both and notes them
+        args = task_of(raw, RUN_TASKS)
+        assert args is not None
+        tag = f"tag-{args[0]}"
+        r.lrem(DEFAULT_QUEUE, 1, raw)
+        r.hset("unacked", tag, json.dumps([json.loads(raw), "", "chordal"]))
+        r.zadd("unacked_index", {tag: time.time() - (0 if args[0] == run else 3600)})
+    assert pub.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]) == {run}
+    r.hdel("unacked", f"tag-{run}")  # acked between the index read and the hash read
+    assert pub.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]) == set()
