@@ -113,11 +113,20 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'planner' has no attribute {name!r}")
     import importlib
 
+    module = _EXPORTS.get(name)
+    if module is None:
+        # A submodule (``planner.errors``) is an attribute once imported, as with any
+        # package; `import planner` alone no longer imports them all, so import it here.
+        try:
+            value = importlib.import_module(f"planner.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"planner.{name}":
+                raise
+            raise AttributeError(f"module 'planner' has no attribute {name!r}") from None
+        globals()[name] = value
+        return value
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # resolved once
     return value

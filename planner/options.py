@@ -49,6 +49,14 @@ class RunOptions(BaseModel):
     #: ``create_run``; a run that has it and no plan lost its plan to a crash.
     from_plan: bool = False
 
+    def __init__(self, **data: Any) -> None:
+        # A bad or misspelt option is a user error of the one tree (InvalidInput, naming
+        # it), as from every other door, not a bare pydantic ValidationError.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+
     @classmethod
     def stored(cls, raw: str | bytes) -> RunOptions:
         """A run's recorded options. Read by every process of a deployment, old and new

@@ -33,6 +33,9 @@ def test_public_names_resolve_lazily_and_each_costs_only_what_it_needs():
         "assert planner.validate(plan, planner.load_registry(['planner.tools.testing']))\n"
         "assert isinstance(planner.ChordalError('x'), Exception)\n", _env())
     assert result.loaded == [], result.stderr
+    # a submodule is an attribute, as in any package, imported when first asked for
+    assert loaded_by_code("import planner\nassert planner.errors.RunNotFound\n",
+                          _env()).loaded == []
     # a name the module does not have is an AttributeError, as for any module
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         planner.Nope  # noqa: B018

@@ -133,6 +133,15 @@ def test_secrets_are_masked():
                                                                              {"bob": "***"})
 
 
+def test_credentials_in_a_urls_query_are_masked_too():
+    s = Settings.from_env({
+        "CHORDAL_REDIS_URL": "rediss://h:6380/2?password=hunter2hunter2&ssl_cert_reqs=none",
+        "CHORDAL_BROKER_URL": "redis://h:6379/1?db=1&token=pass-word#x"})
+    shown = {e.env: e.value for e in effective(s, {})}
+    assert shown["CHORDAL_REDIS_URL"] == "rediss://h:6380/2?password=***&ssl_cert_reqs=none"
+    assert shown["CHORDAL_BROKER_URL"] == "redis://h:6379/1?db=1&token=***#x"
+
+
 def _chordal_config(tmp_path, *args, env=None):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")}
     return subprocess.run([sys.executable, "-m", "planner.cli", "config", *args],

@@ -16,6 +16,10 @@ from planner.settings.core import Settings
 from planner.settings.envfile import Origin, origin
 
 MASK = "***"
+#: Query parameters of a URL shown as they are: they say how to connect, not with what.
+_CLEAR_QUERY = frozenset({"db", "protocol", "ssl_cert_reqs", "socket_timeout",
+                          "socket_connect_timeout", "health_check_interval", "timeout",
+                          "virtual_host", "heartbeat"})
 #: Keys kept in the clear inside a masked value: where a secret may go is no secret.
 _CLEAR_KEYS = frozenset({"hosts"})
 
@@ -41,8 +45,13 @@ def is_secret(field: FieldInfo) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """``redis://user:pw@host`` -> ``redis://user:***@host`` (``//pw@`` too)."""
-    return re.sub(r"//([^@/:]*:)?[^@/]*@", lambda m: f"//{m.group(1) or ''}{MASK}@", url)
+    """``redis://user:pw@host`` -> ``redis://user:***@host`` (``//pw@`` too), and every
+    query value but a few harmless ones (``?password=pw`` -> ``?password=***``): redis-py
+    and kombu take credentials and TLS key paths as query parameters too."""
+    url = re.sub(r"//([^@/:]*:)?[^@/]*@", lambda m: f"//{m.group(1) or ''}{MASK}@", url)
+    return re.sub(r"([?&][^=&#]+)=([^&#]*)",
+                  lambda m: m.group(0) if m.group(1)[1:].lower() in _CLEAR_QUERY
+                  else f"{m.group(1)}={MASK}", url)
 
 
 def mask(value: Any) -> Any:
