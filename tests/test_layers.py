@@ -78,3 +78,22 @@ def test_heavy_list_names_real_packages():
     result = loaded_by_code("import anthropic, celery, kombu, fastapi, uvicorn, workers.app",
                             _env())
     assert result.loaded == sorted(HEAVY)
+
+
+def test_planner_names_no_module_of_workers_even_as_a_string():
+    # `chordal worker` finds the Celery app through the chordal.worker entry point; an
+    # importlib call or a `-A workers.app` in planner would be a layer crossed by name.
+    import re
+
+    pattern = re.compile(r"""(["'])workers(?:[.:]|\1)|import workers|from workers""")
+    crossing = [f"{path.relative_to(ROOT)}:{n}"
+                for path in sorted((ROOT / "planner").rglob("*.py"))
+                for n, line in enumerate(path.read_text().splitlines(), 1)
+                if pattern.search(line.split("#")[0])]
+    assert crossing == []
+
+
+def test_the_worker_command_finds_its_app_by_entry_point():
+    from planner.cli.dev import worker_app
+
+    assert worker_app() == "workers.app:app"

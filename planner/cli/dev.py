@@ -19,11 +19,23 @@ from planner.cli.app import app, err, registry, settings, user_errors
 from planner.cli.embedded import ensure_redis, require_reachable
 from planner.cli.follow import EXIT_INTERRUPTED, finish
 from planner.cli.runs import run_goal, run_plan
-from planner.errors import InvalidInput, Unavailable
+from planner.errors import ConfigError, InvalidInput, Unavailable
 from planner.wire import DEFAULT_QUEUE
 
 #: The Celery app the workers run, named as ``celery -A`` takes it (no import from here).
-WORKER_APP = "workers.app"
+
+
+def worker_app() -> str:
+    """The Celery app to start, as Celery's ``-A`` takes it: the ``chordal.worker`` entry
+    point's value (``workers.app:app``, installed with Chordal)."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="chordal.worker") if ep.name == "app"]
+    if not found:
+        raise ConfigError("no Chordal worker app is installed (entry point group "
+                          "'chordal.worker', name 'app'): reinstall chordal, e.g. "
+                          "`pip install -e .` in a checkout")
+    return str(found[0].value)
 
 
 @app.command()
@@ -52,11 +64,11 @@ def worker(
     # answer broadcasts under one name (DuplicateNodenameWarning; queue checks and Flower
     # mix them up) and share one liveness record. The pid tells them apart.
     node = hostname or f"chordal-{os.getpid()}@%h"
-    argv = ["-A", WORKER_APP, "worker", f"--loglevel={loglevel}", f"--pool={pool}",
+    argv = ["-A", worker_app(), "worker", f"--loglevel={loglevel}", f"--pool={pool}",
             f"--queues={names}", "--task-events", f"--hostname={node}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    # As `celery -A workers.app worker ...`: Celery imports the app by name.
+    # As `celery -A workers.app:app worker ...`: Celery imports the app by name.
     from celery.bin.celery import celery as celery_cli  # only the worker command needs it
 
     celery_cli.main(args=argv, prog_name="chordal worker")
