@@ -5,6 +5,7 @@ HTTP service mounts; the makespan ratio; the multiprocess directory's cleaning."
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,27 @@ def test_each_transition_counts_once(store: RunStore) -> None:
     repairs = sample("chordal_repairs_total", kind="stalled_run")
     store.record_repair(run_id, Repair(kind="stalled_run", why="test"))
     assert sample("chordal_repairs_total", kind="stalled_run") == repairs + 1
+
+
+def test_a_retrys_queue_wait_starts_when_its_countdown_ends(store: RunStore) -> None:
+    """Measured on Redis's clock around the calls, so it holds however slow the machine:
+    the retried attempt's wait is what passed after its due time, never the countdown."""
+    run_id, _ = started(store, tool="metrics-countdown")
+    store.begin_step(run_id, "a", 1, "w", 3)
+    before = sample("chordal_step_queue_seconds_sum", queue="q1")
+    t0 = redis_now(store)
+    assert store.record_retry(run_id, "a", ErrorRecord(type="T", message="m",
+                                                       retry_in_s=0.5))
+    time.sleep(0.7)  # the countdown (0.5 s), then 0.2 s in the queue, or more if slow
+    assert store.begin_step(run_id, "a", 1, "w", 3).state == "run"
+    elapsed = redis_now(store) - t0
+    waited = sample("chordal_step_queue_seconds_sum", queue="q1") - before
+    assert 0 <= waited <= elapsed - 0.5 + 0.01, (waited, elapsed)
+
+
+def redis_now(store: RunStore) -> float:
+    seconds, micros = store.r.time()
+    return float(seconds) + micros / 1e6
 
 
 def test_a_replan_counts_when_its_version_installs(store: RunStore) -> None:

@@ -89,8 +89,8 @@ def test_counts_after_real_runs(runs: list[str], scraper: Scraper) -> None:
     # Every attempt begun waited in its queue first: 5 + 3 on chordal (flaky twice).
     assert v("chordal_step_queue_seconds_count", queue="chordal") == 8
     assert v("chordal_step_queue_seconds_count", queue="llm") == 2
-    # The retry's countdown is not queueing: it waited from its due time, not 2-4 s.
-    assert v("chordal_step_queue_seconds_sum") < 8 * 1.0
+    # That a retry's countdown is not counted as queueing is checked on Redis's clock in
+    # test_recording.py (a bound on wall time here failed whenever the machine was busy).
 
     assert v("chordal_replans_total", reason="replan") == 1
     assert v("chordal_replans_total") == 1
