@@ -26,6 +26,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.doc import write_section  # noqa: E402
 from planner.client import Client  # noqa: E402
 from planner.language.graph import topological_order  # noqa: E402
 from planner.language.plan import Plan  # noqa: E402
@@ -171,19 +172,6 @@ def main() -> None:
         END,
     ])
     write_section(START, END, section)
-
-
-def write_section(start: str, end: str, section: str) -> None:
-    """Put ``section`` (which begins with ``start`` and ends with ``end``) into
-    docs/benchmarks.md, in place of the one there, or at the end."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in doc:
-        doc = doc.split(start)[0] + section + doc.split(end, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(doc)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
