@@ -67,7 +67,7 @@ def raw_group(client: Client, n: int) -> Timed:
     return Timed(elapsed)
 
 
-def raw_one(client: Client, _n: int = 1) -> Timed:
+def raw_one(client: Client) -> Timed:
     """``delay().get()`` of one no-op: raw Celery's submit-to-result latency."""
     t0 = time.perf_counter()
     result = client.app.signature(NOOP_TASK).delay()
