@@ -86,7 +86,7 @@ def main() -> None:
     section = render(rows, list(trees), opts.runs)
     print(section)
     if opts.write:
-        from bench.agents import write_section
+        from bench.doc import write_section
 
         write_section(START, END, section)
 
