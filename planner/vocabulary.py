@@ -76,6 +76,41 @@ class EventType(StrEnum):
     STEP_RETRYING = "step.retrying"
     STEP_RELEASED = "step.released"
     STEP_SUPERSEDED = "step.superseded"
+    #: An agent step's model turn began (``thinking``) or was recorded (its ``TurnKind``).
+    AGENT_TURN = "agent.turn"
+    #: One tool call of an agent step changed state (its ``CallStatus``).
+    AGENT_TOOL_CALL = "agent.tool_call"
+
+
+class TurnKind(StrEnum):
+    """What one model turn of an agent step came to (``thinking`` while the model answers)."""
+
+    THINKING = "thinking"
+    #: It asked for tool calls; the next turn runs once each has a result.
+    TOOLS = "tools"
+    #: It asked only for calls that were refused (unknown tool, bad args): the model sees why.
+    REFUSED = "refused"
+    #: It answered: the step's output.
+    FINAL = "final"
+    #: Its answer did not fit ``output_schema``: one more turn to repair it.
+    REPAIR = "repair"
+    #: The repaired answer did not fit either: the step fails (``OutputInvalid``).
+    INVALID = "invalid"
+    #: It asked for tools at its last turn: the step fails (``MaxTurns``).
+    MAX_TURNS = "max_turns"
+
+
+class CallStatus(StrEnum):
+    """One tool call an agent step's model asked for."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Refused before it ran (no such tool here, bad arguments): the model sees why.
+    REFUSED = "refused"
+    #: Its step ended before it ran (shown so in a report, never stored).
+    CANCELLED = "cancelled"
 
 
 RUN_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
@@ -123,6 +158,8 @@ def javascript() -> str:
         f"export const STEP = {table(StepStatus)};\n"
         f"export const ATTEMPT = {table(AttemptStatus)};\n"
         f"export const EVENT = {table(EventType)};\n"
+        f"export const TURN = {table(TurnKind)};\n"
+        f"export const CALL = {table(CallStatus)};\n"
         f"export const RUN_STATUSES = {words(RunStatus)};\n"
         f"export const STEP_STATUSES = {words(StepStatus)};\n"
         f"export const ATTEMPT_STATUSES = {words(AttemptStatus)};\n"

@@ -28,6 +28,11 @@ SYNTHESIZE_TASK = "chordal.synthesize"  # (run_id, version): the synthesizer wri
 PLAN_TASK = "chordal.plan"              # (run_id,): the planner plans a goal, then it starts
 REPLAN_TASK = "chordal.replan"          # (run_id, step_id, version): a step failed for good
 REVIEW_TASK = "chordal.review"          # (run_id, step_id, version): a checkpoint succeeded
+# (run_id, step_id, version, conv, turn): one model turn of an agent step (its first turn
+# runs in the step's own task)
+AGENT_TURN_TASK = "chordal.agent_turn"
+# (run_id, step_id, version, conv, turn, index): one tool call an agent step's model asked for
+AGENT_CALL_TASK = "chordal.agent_call"
 
 TASKS = (STEP_TASK, STEP_ERROR_TASK, FINALIZE_TASK, SYNTHESIZE_TASK, PLAN_TASK, REPLAN_TASK,
          REVIEW_TASK, STEP_REVOKED_TASK)

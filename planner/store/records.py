@@ -8,11 +8,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from planner.language.plan import Plan
 from planner.options import OnBudget as OnBudget  # below the store, for the HTTP clients
 from planner.options import RunOptions as RunOptions
+from planner.store.agent_records import AgentReport as AgentReport
+from planner.store.failure import ErrorRecord as ErrorRecord
 from planner.usage import UsageSummary
 
 # The vocabulary (planner/vocabulary.py), named here too: records are typed with it.
@@ -40,41 +42,6 @@ def moment(stamp: str | None) -> datetime | None:
         return None
     secs, _, micros = stamp.partition(".")
     return datetime.fromtimestamp(int(secs), UTC).replace(microsecond=int(micros or 0))
-
-
-class ErrorRecord(BaseModel):
-    """Why a step or a run failed. ``type`` and ``message`` always; the rest where it
-    applies (and any other detail, such as ``cause`` or ``problems``, kept as given)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    message: str
-    transient: bool | None = None
-    attempt: int | None = None
-    retry_in_s: float | None = None
-    step: str | None = None
-    policy: str | None = None
-    cause: ErrorRecord | None = None
-    completed: list[str] | None = None
-    problems: list[str] | None = None
-    attempts: int | None = None
-    plan: Any = None
-    #: A tool's traceback, trimmed to its innermost frames (the worker logs all of it).
-    traceback: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Absent details stay absent in the JSON report instead of showing as null.
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None}
-
-    def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"))
-
-    @classmethod
-    def parse(cls, text: str | None) -> ErrorRecord | None:
-        return cls.model_validate_json(text) if text else None
 
 
 #: The reasons of the plan versions that count as replans (against ``max_replans``).
@@ -271,6 +238,15 @@ class StepReport(BaseModel):
     worker: str | None = None
     #: Every attempt, oldest first, across retries of the run (``attempts`` counts them).
     history: list[Attempt] = Field(default_factory=list)
+    #: An agent step's conversation: its turns and tool calls (absent for other steps).
+    agent: AgentReport | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_agent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if data.get("agent") is None:
+            data.pop("agent", None)
+        return data
 
 
 class RunReport(BaseModel):

@@ -45,6 +45,25 @@ export const EVENT = Object.freeze({
   STEP_RETRYING: "step.retrying",
   STEP_RELEASED: "step.released",
   STEP_SUPERSEDED: "step.superseded",
+  AGENT_TURN: "agent.turn",
+  AGENT_TOOL_CALL: "agent.tool_call",
+});
+export const TURN = Object.freeze({
+  THINKING: "thinking",
+  TOOLS: "tools",
+  REFUSED: "refused",
+  FINAL: "final",
+  REPAIR: "repair",
+  INVALID: "invalid",
+  MAX_TURNS: "max_turns",
+});
+export const CALL = Object.freeze({
+  PENDING: "pending",
+  RUNNING: "running",
+  SUCCEEDED: "succeeded",
+  FAILED: "failed",
+  REFUSED: "refused",
+  CANCELLED: "cancelled",
 });
 export const RUN_STATUSES = ["pending", "awaiting_approval", "running", "paused", "succeeded", "failed", "cancelled"];
 export const STEP_STATUSES = ["pending", "running", "succeeded", "failed", "skipped", "replaced", "cancelled"];
