@@ -84,10 +84,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def worker_env(url: str, telemetry: bool) -> dict[str, str]:
+def worker_env(url: str, telemetry: bool, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "OTEL_"))}
     env.update({"CHORDAL_REDIS_URL": url, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
-                "CHORDAL_MAX_STEPS": "1000", "PYTHONPATH": str(ROOT)})
+                "CHORDAL_MAX_STEPS": "1000", "PYTHONPATH": str(ROOT), **extra})
     if telemetry:
         env.update({"CHORDAL_METRICS_PORT": str(free_port()),
                     "CHORDAL_TRACE_EXPORTER": "bench.telemetry:discard"})
@@ -95,14 +95,14 @@ def worker_env(url: str, telemetry: bool) -> dict[str, str]:
 
 
 @contextmanager
-def session(url: str, telemetry: bool) -> Iterator[Any]:
+def session(url: str, telemetry: bool, **extra: str) -> Iterator[Any]:
     """A client, and a worker (the production app plus the baselines' tasks, bench/levels.py)
-    started for it and stopped after."""
+    started for it and stopped after; ``extra``: more of the worker's environment."""
     from planner.client import Client
     from planner.settings import Settings
     from planner.tools import load_registry
 
-    env = worker_env(url, telemetry)
+    env = worker_env(url, telemetry, **extra)
     settings = Settings.from_env({k: v for k, v in env.items()
                                   if k not in ("CHORDAL_METRICS_PORT", "CHORDAL_TRACE_EXPORTER")})
     client = Client(settings, load_registry(settings.tools.tool_modules))

@@ -84,3 +84,40 @@ def test_doc_sections_are_replaced_in_place_keyed_by_label():
     start, end = section_markers("before #20")
     assert (start, end) == ("<!-- run:before--20:start -->", "<!-- run:before--20:end -->")
     assert section_markers("after #20")[0] != start
+
+
+def test_load_lattice_waits_five_back_and_names_its_values():
+    from bench.load import WIDTH, lattice
+
+    plan = Plan.model_validate(lattice(3, 12))
+    deps = plan.dependencies()
+    assert not deps["s4"]
+    assert set(deps["s7"]) == {f"s{7 - WIDTH}"}
+    assert shape(deps).widest == WIDTH
+    assert [s.args["value"] for s in plan.steps][:2] == ["3:0", "3:1"]
+
+
+def test_load_counts_steps_that_ran_twice_and_wrong_or_missing_outputs():
+    from types import SimpleNamespace
+
+    from bench.load import errors
+
+    def report(run_id: str, outputs: dict[str, str]) -> SimpleNamespace:
+        return SimpleNamespace(run_id=run_id, steps={
+            sid: SimpleNamespace(status="succeeded", output=out) for sid, out in outputs.items()})
+
+    good = report("r0", {"s0": "0:0", "s1": "0:1"})
+    bad = report("r1", {"s0": "1:0", "s1": "0:1"})  # s1 holds another run's value
+    counts = {"r0|s0": 1, "r0|s1": 2, "r1|s0": 1}  # r0's s1 ran twice, r1's s1 never counted
+    assert errors([good, bad], counts, 2) == (1, 1)
+    assert errors([good], {"r0|s0": 1, "r0|s1": 1}, 3) == (0, 1)  # s2 missing
+
+
+def test_load_help_prints_usage_and_touches_no_redis():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py"), "--help",
+         "--redis-url", "redis://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: bench/load.py")
