@@ -255,7 +255,7 @@ def validate_call(name: str, args: Any, allowed: Collection[str],
                                       f"{', '.join(sorted(allowed)) or 'nothing'}")]
     if not isinstance(args, Mapping):
         return [Problem(None, "args", "must be a JSON object")]
-    unsafe = json_problems(args, limits.max_json_depth + 1)  # as a plan step's args are
+    unsafe = json_problems(args, limits.max_json_depth)
     if unsafe:
         return [Problem(None, "args." + path if path else "args", what)
                 for path, what in unsafe]
