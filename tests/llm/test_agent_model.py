@@ -305,7 +305,8 @@ def test_a_scripted_agent_conversation_by_step_and_turn(tmp_path):
     other = model.complete(agent_request(SETTINGS, SPEC, [], TOOLS, step="other"))
     assert (other.text(), other.stop_reason) == ("any step, any turn", "end_turn")
     strict = ScriptedModel(AGENT_FILE["responses"][:2])
-    with pytest.raises(PermanentError, match="responses\\[0\\]: it answers step 'pick_hotel'"):
+    with pytest.raises(PermanentError, match=r"request \(step 'other', turn 0; .*responses"
+                                              r"\[0\]: it answers step 'pick_hotel'"):
         strict.complete(agent_request(SETTINGS, SPEC, [], TOOLS, step="other"))
 
 
