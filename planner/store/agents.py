@@ -46,6 +46,17 @@ class NewCall:
     queue: str = ""
     refused: ErrorRecord | None = None
 
+    @classmethod
+    def of(cls, row: NewCall | Mapping[str, Any]) -> NewCall:
+        """From a record: ``index``, ``tool``, ``args``, ``id``, ``queue``, and ``error``
+        (an :class:`ErrorRecord` or its dict) when it is refused."""
+        if isinstance(row, NewCall):
+            return row
+        error = row.get("error")
+        return cls(index=int(row["index"]), tool=str(row["tool"]), args=row.get("args"),
+                   id=row.get("id"), queue=str(row.get("queue") or ""),
+                   refused=None if error is None else ErrorRecord.model_validate(error))
+
 
 @dataclass(frozen=True)
 class TurnBegin:
@@ -64,6 +75,12 @@ class TurnBegin:
     attempt: int = 0
     version: int = 0
     tries: int = 0
+
+    @property
+    def detail(self) -> str:
+        """The reply's detail as words (why, the kind, the seconds, the tries)."""
+        return {"inactive": self.why, "done": self.kind, "busy": f"{self.secs:.3f}",
+                "exhausted": str(self.tries)}.get(self.state, "")
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,12 @@ class CallBegin:
     attempt: int = 0
     tool: str = ""
     args: Any = field(default=None, compare=False)
+
+    @property
+    def detail(self) -> str:
+        """The reply's detail as words (why, the status, the seconds, the attempts)."""
+        return {"inactive": self.why, "done": self.status, "busy": f"{self.secs:.3f}",
+                "exhausted": str(self.attempts)}.get(self.state, "")
 
 
 @dataclass(frozen=True)
@@ -154,33 +177,35 @@ class AgentTransitions(StoreBase):
 
     def record_turn(self, run_id: str, step_id: str, conv: int, turn: int,
                     task_id: str | None, *, kind: TurnKind | str,
-                    content: Sequence[Mapping[str, Any]] = (), text: str | None = None,
-                    stop_reason: str | None = None, usage: Mapping[str, Any] | None = None,
-                    latency_ms: float | None = None, answer: Any = None,
-                    problems: Sequence[str] | None = None, calls: Sequence[NewCall] = (),
+                    content: Sequence[Mapping[str, Any]] | None = (),
+                    text: str | None = None, stop_reason: str | None = None,
+                    usage: Mapping[str, Any] | None = None, latency_ms: float | None = None,
+                    answer: Any = None, problems: Sequence[str] | None = None,
+                    calls: Sequence[NewCall | Mapping[str, Any]] = (),
                     handoff_s: float = DEFAULT_LEASE_S) -> TurnRecord:
         """``record_turn(run_id, step_id, conv, turn, task_id, *, kind, content=(),
         text=None, stop_reason=None, usage=None, latency_ms=None, answer=None,
         problems=None, calls=(), handoff_s=30.0) -> TurnRecord``. Record the turn
         ``task_id`` made (``kind``: what it came to; ``content``: the assistant's blocks,
-        verbatim; ``answer``: kept for a ``final`` turn) with its ``calls``, each pending
-        (due now) or refused, and, if the run and step still go on, hold the step lease
-        for ``handoff_s`` (the hop to the calls or the next turn)."""
-        made: dict[str, Any] = {"kind": str(kind), "content": json.dumps(list(content))}
+        verbatim; ``answer``: kept for a ``final`` turn) with its ``calls``
+        (:class:`NewCall`, or their records: :meth:`NewCall.of`), each pending (due now on
+        its ``queue``) or refused; and, if the run and step still go on, hold the step
+        lease for ``handoff_s`` (the hop to the calls or the next turn)."""
+        fields: dict[str, Any] = {"kind": str(kind), "content": json.dumps(list(content or []))}
         if text is not None:
-            made["text"] = text
+            fields["text"] = text
         if stop_reason is not None:
-            made["stop_reason"] = stop_reason
-        if usage is not None:
-            made["usage"] = json.dumps(dict(usage))
+            fields["stop_reason"] = stop_reason
         if latency_ms is not None:
-            made["latency_ms"] = latency_ms
-        if kind == TurnKind.FINAL:
-            made["answer"] = json.dumps(answer)
+            fields["latency_ms"] = latency_ms
+        if usage is not None:
+            fields["usage"] = json.dumps(dict(usage))
         if problems:
-            made["problems"] = json.dumps(list(problems))
+            fields["problems"] = json.dumps(list(problems))
+        if kind == TurnKind.FINAL:
+            fields["answer"] = json.dumps(answer)
         rows = []
-        for c in calls:
+        for c in map(NewCall.of, calls):
             row: dict[str, Any] = {"index": c.index, "tool": c.tool, "queue": c.queue,
                                    "args": json.dumps(c.args)}
             if c.id is not None:
@@ -189,7 +214,7 @@ class AgentTransitions(StoreBase):
                 row["error"] = c.refused.to_json()
             rows.append(row)
         reply = self._agent("record_turn", run_id, step_id, str(conv), str(turn),
-                            task_id or "", json.dumps(made), json.dumps(rows),
+                            task_id or "", json.dumps(fields), json.dumps(rows),
                             str(handoff_s))
         if reply[0] == "ok":
             return TurnRecord("ok", left=int(reply[1]), active=reply[2] == "1")
