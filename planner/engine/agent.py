@@ -187,13 +187,16 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
         return again
     verdict = moves.judge(response, spec, turn, moves.repaired(conversation),
                           compiled.tools, Limits.from_settings(rt.settings))
-    _agent_turn_metric(verdict.kind)
     recorded = rt.store.record_turn(run_id, step_id, conv, turn, task_id or "",
                                     json.dumps(_turn_record(response, verdict)),
                                     json.dumps([c.record() for c in verdict.calls]),
                                     handoff_s(rt))
     if recorded.state != "ok":
         return Dropped(f"step {step_id}: turn {turn} was {recorded.state}")
+    metrics.agent_turn(str(verdict.kind))
+    for call in verdict.calls:
+        if call.error is not None:
+            metrics.agent_call(call.tool, "refused", None)
     if not recorded.active:
         return Dropped(f"step {step_id}: turn {turn} recorded; the run stopped meanwhile")
     return _follow(rt, compiled, run_id, step_id, version, conv, turn, verdict, worker,
@@ -242,7 +245,3 @@ def _turn_record(response: Any, verdict: moves.Verdict) -> dict[str, Any]:
             "problems": list(verdict.problems) or None}
 
 
-def _agent_turn_metric(kind: str) -> None:
-    count = getattr(metrics, "agent_turn", None)  # lane D2's; absent before its merge
-    if count is not None:
-        count(str(kind))

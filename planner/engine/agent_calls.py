@@ -38,9 +38,7 @@ def _handoff_s(rt: Runtime) -> float:
 
 
 def _metric(tool: str, outcome: str, seconds: float | None) -> None:
-    count = getattr(metrics, "agent_call", None)  # lane D2's; absent before its merge
-    if count is not None:
-        count(tool, outcome, seconds)
+    metrics.agent_call(tool, outcome, seconds)
 
 
 def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
@@ -107,7 +105,7 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
                                      _handoff_s(rt))
         if reply.state != "retry":
             return Dropped(f"step {step_id}: call t{turn}.c{index} was {reply.state}")
-        _metric(name, "retried", took)
+        _metric(name, "retry", took)
         log.warning("run %s: step %s call t%d.c%d (%s) attempt %d failed (%s: %s); "
                     "retrying in %.1f s", run_id, step_id, turn, index, name, attempt,
                     error.type, error.message, delay, exc_info=raised)
@@ -118,11 +116,8 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
 
 def _context(rt: Runtime, run_id: str, step_id: str, attempt: int, timeout_s: float,
              call_id: str) -> ToolContext:
-    try:
-        return ToolContext(run_id, step_id, attempt, rt.ask(run_id, step_id), timeout_s,
-                           call_id=call_id)  # type: ignore[call-arg,unused-ignore]
-    except TypeError:  # lane A's ToolContext.call_id not merged yet
-        return ToolContext(run_id, step_id, attempt, rt.ask(run_id, step_id), timeout_s)
+    return ToolContext(run_id, step_id, attempt, rt.ask(run_id, step_id), timeout_s,
+                       call_id=call_id)
 
 
 def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,

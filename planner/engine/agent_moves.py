@@ -17,18 +17,16 @@ from typing import Any, Protocol
 
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import Message, call_message, turn_message
-
-__all__ = ["AgentSpec", "Call", "Fail", "Finish", "Move", "Publish", "Think", "Verdict",
-           "call_message", "invalid_error", "judge", "max_turns_error", "messages",
-           "next_move", "repaired", "text_answer", "turn_message"]
-from planner.errors import Problem
-from planner.language import validation
-from planner.language.validation import Limits
+from planner.language.validation import Limits, validate_call
 from planner.llm.model import ModelResponse
 from planner.store.failure import ErrorRecord
 from planner.tools.agent import ANSWER_TOOL, DEFAULT_MAX_TURNS, answer_problems, api_name
 from planner.tools.tool import Tool
 from planner.vocabulary import CallStatus, TurnKind
+
+__all__ = ["AgentSpec", "Call", "Fail", "Finish", "Move", "Publish", "Think", "Verdict",
+           "call_message", "invalid_error", "judge", "max_turns_error", "messages",
+           "next_move", "repaired", "text_answer", "turn_message"]
 
 #: Characters of the last turn's text, and of each call's arguments, in a MaxTurns error.
 LAST_TEXT_CHARS = 500
@@ -261,27 +259,12 @@ def _checked(index: int, use: Mapping[str, Any], spec: AgentSpec,
              tools: Mapping[str, Tool], limits: Limits) -> Call:
     name = _tool_of(spec, use)
     args = use.get("input")
-    problems = _validate_call(name, args, list(spec.tools), tools, limits)
+    problems = validate_call(name, args, spec.tools, tools, limits)
     error = None
     if problems:
         error = _refused("; ".join(f"{p.field}: {p.message}" if p.field else p.message
                                    for p in problems))
     return Call(index, str(use.get("id", "")), name, args, error)
-
-
-def _validate_call(name: str, args: Any, allowed: list[str], tools: Mapping[str, Tool],
-                   limits: Limits) -> list[Problem]:
-    check = getattr(validation, "validate_call", None)
-    if check is not None:
-        problems: list[Problem] = check(name, args, allowed, tools, limits)
-        return problems
-    # Before lane A's validate_call: the allow-list and the tool's own argument check.
-    if name not in allowed or name not in tools:
-        return [Problem("call", "name", f"no tool {name!r} here; this step may call: "
-                        f"{', '.join(allowed)}")]
-    if not isinstance(args, dict):
-        return [Problem("call", "args", "must be an object")]
-    return []
 
 
 # -- failures -----------------------------------------------------------------------------
