@@ -253,3 +253,26 @@ def test_sent_again_a_move_gets_new_ids(tools: ToolRegistry) -> None:
     assert a.task_id != b.task_id
     assert a.task_id is not None and a.task_id.startswith("r.1.pick.c0t0.")
     assert messages(compiled(tools), "r", 1, "pick", Finish(1)) == []
+
+
+# -- the compiled plan --------------------------------------------------------------------
+
+def test_an_agent_step_is_known_and_its_tools_queues_are_the_plans(tools: ToolRegistry
+                                                                   ) -> None:
+    from dataclasses import replace as copy
+
+    from planner.language.validation import validate
+
+    echo = tools["echo"]
+    slow = copy(echo, name="slow_echo", queue="slow")
+    registry = ToolRegistry([*tools.values(), slow])
+    plan = validate({"goal": "g", "steps": [
+        {"id": "a", "tool": "echo", "args": {"value": 1}},
+        {"id": "pick", "tool": "agent", "args": {"task": "t", "tools": ["slow_echo", "echo"],
+                                                 "context": {"$ref": "a"}}}]},
+                    registry).plan
+    c = CompiledPlan(plan, registry)
+    assert (c.is_agent("pick"), c.is_agent("a")) == (True, False)
+    assert c.agent_tools("pick") == ["slow_echo", "echo"] and c.agent_tools("a") == []
+    assert c.queue_of("pick") == "llm"
+    assert c.queues() == {"chordal", "llm", "slow"}
