@@ -12,7 +12,6 @@ this module does the I/O. Each entry point returns the engine's usual
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -33,6 +32,7 @@ from planner.errors import BudgetExceeded, ChordalError, RefError, TransientErro
 from planner.language.refs import referenced_steps, resolve
 from planner.language.validation import Limits
 from planner.llm import roles
+from planner.store.agents import NewCall
 from planner.store.failure import ErrorRecord
 from planner.store.steps import Begin
 from planner.vocabulary import RunStatus, TurnKind
@@ -78,7 +78,7 @@ def start(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, begin:
     move = moves.next_move(conv, spec, step_id)
     if isinstance(move, moves.Think):
         return _turn(rt, compiled, run_id, step_id, version, spec, move.conv, move.turn,
-                     worker, task_id, 0, str(begin.attempt), inline=True)
+                     worker, task_id, 0, begin.attempt, inline=True)
     return act(rt, compiled, run_id, step_id, version, move, worker, begin.attempt, task_id)
 
 
@@ -124,15 +124,15 @@ def run_turn(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
     except RefError as exc:  # its $refs resolved at turn 0; a replan replaced them since
         return Dropped(f"step {step_id}: {exc}")
     return _turn(rt, compiled, run_id, step_id, version, spec, conv, turn, worker, task_id,
-                 retries, "")
+                 retries, None)
 
 
 def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
           spec: moves.AgentSpec, conv: int, turn: int, worker: str, task_id: str | None,
-          retries: int, attempt: str, inline: bool = False) -> Decision:
+          retries: int, attempt: int | None, inline: bool = False) -> Decision:
     engine = rt.settings.engine
     begun = rt.store.begin_turn(run_id, step_id, conv, turn, worker, engine.step_lease_s,
-                                task_id or "", attempt)
+                                task_id, attempt)
     if begun.state == "done":
         # Recorded already (its worker died after record_turn): carry its next move out.
         state = rt.store.conversation(run_id, step_id)
@@ -144,13 +144,13 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
             f"step {step_id}: turn {turn} was recorded already")
     if begun.state == "exhausted":
         error = ErrorRecord(type="WorkerLost", transient=True, message=(
-            f"agent step {step_id!r}: turn {turn} was begun {begun.detail} times without "
+            f"agent step {step_id!r}: turn {turn} was begun {begun.tries} times without "
             "an answer (workers killed or lost)"))
         return _give_up(rt, compiled, run_id, step_id, version, worker, error, None, task_id)
     if begun.state != "run":
         # inactive (run or step ended, paused, re-driven), early, or busy elsewhere.
         return Dropped(f"step {step_id}: turn {turn} not run ({begun.state} "
-                       f"{begun.detail})".strip())
+                       f"{begun.why})".strip())
     version, step_attempt = begun.version, begun.attempt
     compiled = rt.compiled(run_id, version)  # the version that holds the step now
     conversation = rt.store.conversation(run_id, step_id)
@@ -177,20 +177,31 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
                 type="ModelError", transient=isinstance(exc, TransientError),
                 attempt=step_attempt, message=f"agent step {step_id!r}, turn {turn}: "
                 f"{type(exc).__name__}: {exc}"[:4_000]), step_attempt, task_id)
-        # Hold the step through the countdown, so the reconciler leaves it alone.
-        rt.store.take_leases(run_id, [step_id], again.countdown + engine.step_lease_s)
         if inline:
-            # The step's own task hands the turn on to a task of its own.
+            # The step's own task hands the turn on to a task of its own, which takes the
+            # thinking turn over once the step lease lapses: held until then.
+            rt.store.take_leases(run_id, [step_id], again.countdown)
             rt.publish([moves.turn_message(compiled, run_id, version, step_id, conv, turn,
                                            redrive=True, countdown=again.countdown)])
             return None
+        # Hold the step through the countdown, so the reconciler leaves it alone (Celery's
+        # retry keeps this task's id: it takes its own thinking turn over).
+        rt.store.take_leases(run_id, [step_id], again.countdown + engine.step_lease_s)
         return again
     verdict = moves.judge(response, spec, turn, moves.repaired(conversation),
                           compiled.tools, Limits.from_settings(rt.settings))
-    recorded = rt.store.record_turn(run_id, step_id, conv, turn, task_id or "",
-                                    json.dumps(_turn_record(response, verdict)),
-                                    json.dumps([c.record() for c in verdict.calls]),
-                                    handoff_s(rt))
+    u = response.usage
+    recorded = rt.store.record_turn(
+        run_id, step_id, conv, turn, task_id, kind=verdict.kind, content=response.content,
+        text=response.text(), stop_reason=response.stop_reason,
+        usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+               "cache_read_input_tokens": u.cache_read_input_tokens,
+               "cache_creation_input_tokens": u.cache_creation_input_tokens},
+        latency_ms=round(response.latency_s * 1000), answer=verdict.answer,
+        problems=list(verdict.problems) or None,
+        calls=[NewCall(c.index, c.tool, c.args, c.id or None, _queue(compiled, c.tool),
+                       c.error) for c in verdict.calls],
+        handoff_s=handoff_s(rt))
     if recorded.state != "ok":
         return Dropped(f"step {step_id}: turn {turn} was {recorded.state}")
     metrics.agent_turn(str(verdict.kind))
@@ -234,14 +245,6 @@ class _LastTurn:
         self.turn, self.calls, self.text = turn, verdict.calls, verdict.text
 
 
-def _turn_record(response: Any, verdict: moves.Verdict) -> dict[str, Any]:
-    u = response.usage
-    return {"kind": str(verdict.kind), "text": response.text(),
-            "stop_reason": response.stop_reason, "content": response.content,
-            "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                      "cache_read_input_tokens": u.cache_read_input_tokens,
-                      "cache_creation_input_tokens": u.cache_creation_input_tokens},
-            "latency_ms": round(response.latency_s * 1000), "answer": verdict.answer,
-            "problems": list(verdict.problems) or None}
-
-
+def _queue(compiled: CompiledPlan, tool: str) -> str:
+    known = compiled.tools.get(tool)
+    return known.queue if known is not None else ""

@@ -47,30 +47,36 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
     timeouts = (*timeouts, AttemptTimeout)
     engine = rt.settings.engine
     begun = rt.store.begin_call(run_id, step_id, conv, turn, index, worker, ATTEMPTS_CAP,
-                                engine.step_lease_s, task_id or "")
+                                engine.step_lease_s, task_id)
     if begun.state == "busy":
-        # Running under a live lease elsewhere: come back when it would lapse.
-        return Retry(float(begun.detail or 0) + 1.0)
+        # Running under a live lease elsewhere: come back when it would lapse (its worker
+        # died: this message takes the call over then).
+        return Retry(begun.secs + 1.0)
     if begun.state == "done":
         # Its worker may have died between finish_call and publishing the next turn.
         if begun.left == 0 and not begun.next_begun:
             _next_turn(rt, run_id, step_id, version, conv, turn, redrive=True)
         return Dropped(f"step {step_id}: call t{turn}.c{index} has a result already")
+    if begun.state == "exhausted":
+        return _failed(rt, run_id, step_id, version, conv, turn, index, "", ErrorRecord(
+            type="WorkerLost", transient=True, attempt=begun.attempts,
+            message=f"{begun.attempts} attempt(s) ended without a result (worker killed "
+                    "or lost) and no attempts are left"), None, None)
     if begun.state != "run":
         return Dropped(f"step {step_id}: call t{turn}.c{index} not run ({begun.state} "
-                       f"{begun.detail or ''})".strip())
+                       f"{begun.why or begun.attempts})")
     attempt, name, args = begun.attempt, begun.tool, begun.args
     tracing.annotate(tool=name, attempt=attempt)
     tool = rt.tools.get(name)
     if tool is None:
         return _failed(rt, run_id, step_id, version, conv, turn, index, name, ErrorRecord(
             type="ToolMissing", transient=False, attempt=attempt,
-            message=f"worker {worker} has no tool {name!r}"), None, None)
+            message=f"worker {worker} has no tool {name!r}"), None, None, attempt=attempt)
     if attempt > tool.max_retries + 1:
         return _failed(rt, run_id, step_id, version, conv, turn, index, name, ErrorRecord(
             type="WorkerLost", transient=True, attempt=attempt,
             message=f"{attempt - 1} attempt(s) ended without a result (worker killed or "
-                    "lost) and no attempts are left"), None, None)
+                    "lost) and no attempts are left"), None, None, attempt=attempt)
     started = time.monotonic()
     retry_after: float | None = None
     raised: BaseException | None = None
@@ -92,7 +98,7 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
         if refused is None:
             _metric(name, "succeeded", took)
             return _settled(rt, run_id, step_id, version, conv, turn, index, attempt,
-                            "succeeded", output, None)
+                            output, None)
         error = ErrorRecord(type="OutputRefused", transient=False, attempt=attempt,
                             message=f"tool {name!r}: {refused}")
     took = time.monotonic() - started
@@ -100,9 +106,9 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
         tracing.failed(raised, error.type)
     if error.transient and attempt < tool.max_retries + 1:
         delay = retry_delay(rt.settings, attempt, retry_after)
-        reply = rt.store.finish_call(run_id, step_id, conv, turn, index, attempt, "retry",
-                                     error.model_dump(mode="json"), delay, tool.queue,
-                                     _handoff_s(rt))
+        reply = rt.store.finish_call(run_id, step_id, conv, turn, index, outcome="retry",
+                                     error=error, attempt=attempt, delay_s=delay,
+                                     queue=tool.queue, handoff_s=_handoff_s(rt))
         if reply.state != "retry":
             return Dropped(f"step {step_id}: call t{turn}.c{index} was {reply.state}")
         _metric(name, "retry", took)
@@ -126,8 +132,8 @@ def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tur
             attempt: int | None = None) -> Decision:
     """The call failed for good: the model sees its error as an ``is_error`` result."""
     _metric(name, "failed", took)
-    decision = _settled(rt, run_id, step_id, version, conv, turn, index, attempt, "failed",
-                        error.model_dump(mode="json"), raised)
+    decision = _settled(rt, run_id, step_id, version, conv, turn, index, attempt, None,
+                        error)
     if decision is not None:
         return decision
     # Celery shows FAILURE with the tool's own error (a timeout: the engine's words).
@@ -136,11 +142,14 @@ def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tur
 
 
 def _settled(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
-             index: int, attempt: int | None, outcome: str, value: Any,
-             raised: BaseException | None) -> Dropped | None:
-    """Record a call's result; the turn's last one publishes the next turn."""
-    reply = rt.store.finish_call(run_id, step_id, conv, turn, index, attempt, outcome,
-                                 value, 0.0, "", _handoff_s(rt))
+             index: int, attempt: int | None, output: Any,
+             error: ErrorRecord | None) -> Dropped | None:
+    """Record a call's result (``error`` None: it succeeded with ``output``); the turn's
+    last one publishes the next turn."""
+    reply = rt.store.finish_call(run_id, step_id, conv, turn, index,
+                                 outcome="succeeded" if error is None else "failed",
+                                 output=output, error=error, attempt=attempt,
+                                 handoff_s=_handoff_s(rt))
     if reply.state == "last":
         _next_turn(rt, run_id, step_id, reply.version or version, conv, turn)
         return None
@@ -167,4 +176,4 @@ def call_revoked(rt: Runtime, args: tuple[Any, ...], terminated: bool,
                         message=f"its task {task_id} was {how} (Flower's Terminate, or "
                                 "celery control revoke)")
     _settled(rt, run_id, step_id, int(version), int(conv), int(turn), int(index), None,
-             "failed", error.model_dump(mode="json"), None)
+             None, error)

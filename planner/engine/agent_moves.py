@@ -31,8 +31,6 @@ __all__ = ["AgentSpec", "Call", "Fail", "Finish", "Move", "Publish", "Think", "V
 #: Characters of the last turn's text, and of each call's arguments, in a MaxTurns error.
 LAST_TEXT_CHARS = 500
 CALL_ARGS_CHARS = 120
-#: What the model is told about the other calls of a turn that answered.
-NOT_RUN = "not run: final_answer ends the task"
 
 _SETTLED = (CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.REFUSED)
 
@@ -163,15 +161,6 @@ class Call:
     args: Any
     error: ErrorRecord | None = None
 
-    def record(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "id": self.id, "tool": self.tool,
-                               "args": self.args,
-                               "status": CallStatus.REFUSED if self.error else
-                               CallStatus.PENDING}
-        if self.error is not None:
-            out["error"] = self.error.model_dump(mode="json", exclude_none=True)
-        return out
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -233,18 +222,17 @@ def _judge(response: ModelResponse, spec: AgentSpec, turn: int, repaired: bool,
         else:
             value, why = text_answer(response.text())
             problems = [why] if why else answer_problems(schema, value)
-        # The other calls of an answering turn are never run; the model is told so.
-        others = tuple(Call(i, str(u.get("id", "")), _tool_of(spec, u), u.get("input"),
-                            _refused(NOT_RUN))
-                       for i, u in enumerate(uses) if u not in answers)
+        # The other calls of an answering turn are never run (the model is told so).
         if not problems:
-            return Verdict(TurnKind.FINAL, others, answer=value)
-        return Verdict(TurnKind.INVALID if repaired else TurnKind.REPAIR, others,
+            return Verdict(TurnKind.FINAL, answer=value)
+        return Verdict(TurnKind.INVALID if repaired else TurnKind.REPAIR,
                        problems=tuple(problems))
     calls = tuple(_checked(i, u, spec, tools, limits) for i, u in enumerate(uses))
     if turn + 1 >= spec.max_turns:
         # Its last turn asked for more tools: those calls are not run.
-        return Verdict(TurnKind.MAX_TURNS, calls)
+        unrun = _refused(f"not run: the step used its {spec.max_turns} turns")
+        return Verdict(TurnKind.MAX_TURNS, tuple(replace(c, error=c.error or unrun)
+                                                 for c in calls))
     if all(c.error is not None for c in calls):
         return Verdict(TurnKind.REFUSED, calls)
     return Verdict(TurnKind.TOOLS, calls)
