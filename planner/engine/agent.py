@@ -162,7 +162,7 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
                     "ANTHROPIC_API_KEY or CHORDAL_LLM)"), step_attempt, task_id)
     tools = {name: compiled.tools[name] for name in spec.tools if name in compiled.tools}
     try:
-        request = roles.agent_request(rt.settings, spec, conversation, tools,
+        request = roles.agent_request(rt.settings, spec, conversation.turns, tools,
                                       metered.options.roles, step_id)
         with rt.leases.keep(run_id, step_id):
             response = metered.complete(request)

@@ -10,7 +10,6 @@ import :mod:`planner.engine.outcomes` (which imports it) nor touch Redis.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -18,15 +17,17 @@ from typing import Any, Protocol
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import Message, call_message, turn_message
 from planner.language.validation import Limits, validate_call
+from planner.llm.agent_answer import ToolCall, read_response
+from planner.llm.agent_messages import tool_names
 from planner.llm.model import ModelResponse
 from planner.store.failure import ErrorRecord
-from planner.tools.agent import ANSWER_TOOL, DEFAULT_MAX_TURNS, answer_problems, api_name
+from planner.tools.agent import DEFAULT_MAX_TURNS, api_name
 from planner.tools.tool import Tool
 from planner.vocabulary import CallStatus, TurnKind
 
 __all__ = ["AgentSpec", "Call", "Fail", "Finish", "Move", "Publish", "Think", "Verdict",
            "call_message", "invalid_error", "judge", "max_turns_error", "messages",
-           "next_move", "repaired", "text_answer", "turn_message"]
+           "next_move", "repaired", "turn_message"]
 
 #: Characters of the last turn's text, and of each call's arguments, in a MaxTurns error.
 LAST_TEXT_CHARS = 500
@@ -176,23 +177,6 @@ class Verdict:
         return tuple(c for c in self.calls if c.error is None)
 
 
-def _uses(response: ModelResponse) -> list[dict[str, Any]]:
-    return [b for b in response.content if b.get("type") == "tool_use"]
-
-
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-
-
-def text_answer(text: str) -> tuple[Any, str | None]:
-    """An answer written as text where JSON was asked for: (value, why not)."""
-    fenced = _FENCE.match(text)
-    body = fenced.group(1) if fenced else text
-    try:
-        return json.loads(body), None
-    except ValueError as exc:
-        return None, f"the answer is not JSON ({exc}); answer through {ANSWER_TOOL}"
-
-
 def _refused(why: str) -> ErrorRecord:
     return ErrorRecord(type="CallRefused", message=why, transient=False)
 
@@ -207,27 +191,14 @@ def judge(response: ModelResponse, spec: AgentSpec, turn: int, repaired: bool,
 
 def _judge(response: ModelResponse, spec: AgentSpec, turn: int, repaired: bool,
            tools: Mapping[str, Tool], limits: Limits) -> Verdict:
-    uses = _uses(response)
-    schema = spec.output_schema
-    answers = [u for u in uses if schema is not None and u.get("name") == ANSWER_TOOL]
-    if answers or not uses:
-        if schema is None:
-            return Verdict(TurnKind.FINAL, answer=response.text())
-        if answers:
-            given = answers[0].get("input")
-            if isinstance(given, dict) and "answer" in given:
-                value, problems = given["answer"], answer_problems(schema, given["answer"])
-            else:
-                value, problems = None, [f"{ANSWER_TOOL} takes one argument, 'answer'"]
-        else:
-            value, why = text_answer(response.text())
-            problems = [why] if why else answer_problems(schema, value)
-        # The other calls of an answering turn are never run (the model is told so).
-        if not problems:
-            return Verdict(TurnKind.FINAL, answer=value)
+    reading = read_response(response, tool_names(spec), spec.output_schema)
+    if reading.answered:
+        # The other calls of an answering response are never run (the model is told so).
+        if not reading.problems:
+            return Verdict(TurnKind.FINAL, answer=reading.answer)
         return Verdict(TurnKind.INVALID if repaired else TurnKind.REPAIR,
-                       problems=tuple(problems))
-    calls = tuple(_checked(i, u, spec, tools, limits) for i, u in enumerate(uses))
+                       problems=reading.problems)
+    calls = tuple(_checked(c, spec, tools, limits) for c in reading.calls)
     if turn + 1 >= spec.max_turns:
         # Its last turn asked for more tools: those calls are not run.
         unrun = _refused(f"not run: the step used its {spec.max_turns} turns")
@@ -238,21 +209,14 @@ def _judge(response: ModelResponse, spec: AgentSpec, turn: int, repaired: bool,
     return Verdict(TurnKind.TOOLS, calls)
 
 
-def _tool_of(spec: AgentSpec, use: Mapping[str, Any]) -> str:
-    name = str(use.get("name", ""))
-    return spec.names().get(name, name)
-
-
-def _checked(index: int, use: Mapping[str, Any], spec: AgentSpec,
-             tools: Mapping[str, Tool], limits: Limits) -> Call:
-    name = _tool_of(spec, use)
-    args = use.get("input")
-    problems = validate_call(name, args, spec.tools, tools, limits)
+def _checked(call: ToolCall, spec: AgentSpec, tools: Mapping[str, Tool],
+             limits: Limits) -> Call:
+    problems = validate_call(call.tool, call.args, spec.tools, tools, limits)
     error = None
     if problems:
         error = _refused("; ".join(f"{p.field}: {p.message}" if p.field else p.message
                                    for p in problems))
-    return Call(index, str(use.get("id", "")), name, args, error)
+    return Call(call.index, call.id, call.tool, call.args, error)
 
 
 # -- failures -----------------------------------------------------------------------------
