@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from planner.engine import agent, agent_calls, steps
+from planner.engine import agent, agent_calls, start, steps
 from planner.engine.dispatch import Message
 from planner.engine.outcomes import Failed
 from planner.engine.runtime import Runtime
@@ -22,7 +22,7 @@ from planner.tools.registry import load_registry
 from planner.usage import summarize
 from planner.vocabulary import CallStatus, RunStatus, StepStatus, TurnKind
 from planner.wire import AGENT_CALL_TASK, AGENT_TURN_TASK, FINALIZE_TASK, STEP_TASK
-from tests.engine.conftest import MakeRuntime, echo, sent, started
+from tests.engine.conftest import MakeRuntime, echo, record, sent
 
 #: How many times each ``count`` key was counted (the tool's side effect).
 COUNTS: Counter[str] = Counter()
@@ -55,6 +55,14 @@ def says(turn: int, *content: dict[str, Any] | str, **extra: Any) -> dict[str, A
 
 def use(name: str, **args: Any) -> dict[str, Any]:
     return {"type": "tool_use", "name": name, "input": args}
+
+
+def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None = None
+            ) -> str:
+    """A run started: its first messages are in ``sent(rt)``."""
+    run = record(rt, *plan_steps, options=options)
+    start.start_run(rt, run)
+    return run
 
 
 def deliver(rt: Runtime, m: Message, worker: str = "w") -> Any:
