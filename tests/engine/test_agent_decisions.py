@@ -67,17 +67,24 @@ def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None
 
 def deliver(rt: Runtime, m: Message, worker: str = "w") -> Any:
     """One delivery of ``m`` (as the worker's task would make it)."""
+    a: tuple[Any, ...] = m.args
     if m.task == STEP_TASK:
-        return steps.run_step(rt, *m.args, worker, task_id=m.task_id)
+        return steps.run_step(rt, a[0], a[1], a[2], worker, task_id=m.task_id)
     if m.task == AGENT_TURN_TASK:
-        return agent.run_turn(rt, *m.args, worker, m.task_id, 0)
+        return turn(rt, m, worker)
     assert m.task == AGENT_CALL_TASK
-    return agent_calls.run_call(rt, *m.args, worker, task_id=m.task_id)
+    return agent_calls.run_call(rt, a[0], a[1], a[2], a[3], a[4], a[5], worker,
+                                task_id=m.task_id)
+
+
+def turn(rt: Runtime, m: Message, worker: str = "w") -> Any:
+    a: tuple[Any, ...] = m.args
+    return agent.run_turn(rt, a[0], a[1], a[2], a[3], a[4], worker, m.task_id, 0)
 
 
 def drain(rt: Runtime) -> list[Any]:
     """Deliver every step, turn and call message sent, in order, until none is left."""
-    decisions = []
+    decisions: list[Any] = []
     while True:
         todo = [m for m in sent(rt) if m.task in (STEP_TASK, AGENT_TURN_TASK,
                                                   AGENT_CALL_TASK)]
@@ -123,8 +130,7 @@ def test_an_agent_calls_tools_over_turns_and_a_dependent_refs_its_answer(
 def test_the_calls_of_a_turn_are_messages_of_their_own(make_rt: MakeRuntime) -> None:
     rt = make_rt(ScriptedModel([says(0, use("count", key="x"), use("echo", value=1))]))
     run = started(rt, pick())
-    drain_one = [m for m in sent(rt)]
-    assert steps.run_step(rt, *drain_one[0].args, "w", task_id=drain_one[0].task_id) is None
+    assert deliver(rt, sent(rt)[0]) is None
     calls = sent(rt)[1:]
     assert [(m.task, m.args, m.task_id, m.shadow) for m in calls] == [
         (AGENT_CALL_TASK, (run, "pick", 1, 0, 0, 0), f"{run}.1.pick.c0t0i0",
@@ -142,11 +148,11 @@ def test_a_turn_redelivered_after_record_turn_publishes_its_calls_and_runs_nothi
     run = started(rt, pick())
     drain_until(rt, AGENT_TURN_TASK)
     (t1,) = [m for m in sent(rt) if m.task == AGENT_TURN_TASK]
-    assert agent.run_turn(rt, *t1.args, "w", t1.task_id, 0) is None
+    assert turn(rt, t1) is None
     # The worker died after record_turn, before its calls were published.
     sent(rt).clear()
     calls_before = executor_calls(rt, run)
-    again = agent.run_turn(rt, *t1.args, "w", t1.task_id, 0)
+    again = turn(rt, t1)
     assert isinstance(again, Dropped)
     assert executor_calls(rt, run) == calls_before  # no model call made again
     (call,) = sent(rt)
