@@ -292,3 +292,22 @@ def test_a_cancelled_run_stops_its_agent_at_the_next_turn(make_rt: MakeRuntime) 
     assert isinstance(deliver(rt, call), Dropped)
     assert COUNTS == {} and sent(rt) == []
     assert executor_calls(rt, run) == 1
+
+
+def test_uncovered_steps_cover_the_tools_an_agent_may_call(make_rt: MakeRuntime,
+                                                           tools: ToolRegistry) -> None:
+    from planner.client import Client
+    from planner.store.keys import worker_key
+    from planner.store.records import WorkerInfo
+
+    rt = make_rt()
+    client = Client(rt.settings, tools)
+    # A worker on every queue, with the agent tool and echo, not count.
+    rt.store.r.set(worker_key("w1"), WorkerInfo(
+        hostname="w1", queues=["chordal", "llm"],
+        tools={"agent": "llm", "echo": "chordal"}).model_dump_json())
+    plan = {"goal": "g", "steps": [pick(tools=["count", "echo"])]}
+    (problem,) = client.uncovered_steps(plan)
+    assert problem.startswith("step 'pick': no live worker on queue 'chordal' has tool "
+                              "'count'")
+    assert client.compile(plan).queues() == {"chordal", "llm"}
