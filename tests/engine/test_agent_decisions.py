@@ -311,3 +311,23 @@ def test_uncovered_steps_cover_the_tools_an_agent_may_call(make_rt: MakeRuntime,
     assert problem.startswith("step 'pick': no live worker on queue 'chordal' has tool "
                               "'count'")
     assert client.compile(plan).queues() == {"chordal", "llm"}
+
+
+def test_a_run_paused_at_its_budget_picks_its_agent_up_where_it_stopped(
+        make_rt: MakeRuntime) -> None:
+    from planner.engine import human
+
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x"),
+                                     usage={"input_tokens": 600, "output_tokens": 10}),
+                                says(1, "done")]))
+    run = started(rt, pick(), options=RunOptions(budget_tokens=500, on_budget="pause"))
+    drain(rt)
+    assert rt.store.run_state(run).status == RunStatus.PAUSED
+    assert turns(rt, run) == [TurnKind.TOOLS] and COUNTS == {}
+    human.resume(rt, run, budget_tokens=100_000)
+    # The recorded turn's call is published again; nothing runs twice.
+    calls = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
+    assert [m.args[3:] for m in calls] == [(0, 0, 0)]
+    drain(rt)
+    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
+    assert COUNTS == {"x": 1} and executor_calls(rt, run) == 2
