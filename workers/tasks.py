@@ -113,7 +113,7 @@ def agent_turn(self: Task, run_id: str, step_id: str, version: int, conv: int,
     """One model turn of an agent step."""
     _retry(self, agent.run_turn(runtime(), run_id, step_id, version, conv, turn,
                                 self.request.hostname or "unknown", self.request.id,
-                                self.request.retries))
+                                self.request.retries, timeouts=(SoftTimeLimitExceeded,)))
 
 
 @app.task(name=AGENT_CALL_TASK, bind=True, max_retries=None)

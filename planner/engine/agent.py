@@ -64,7 +64,8 @@ def _give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,
 
 
 def start(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, begin: Begin,
-          worker: str, task_id: str | None) -> Decision:
+          worker: str, task_id: str | None,
+          timeouts: tuple[type[BaseException], ...] = ()) -> Decision:
     """The step's own delivery, once ``begin_step`` said run: resume the conversation
     where its record says (turn 0 when there is none)."""
     version = begin.version
@@ -78,7 +79,7 @@ def start(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, begin:
     move = moves.next_move(conv, spec, step_id)
     if isinstance(move, moves.Think):
         return _turn(rt, compiled, run_id, step_id, version, spec, move.conv, move.turn,
-                     worker, task_id, 0, begin.attempt, inline=True)
+                     worker, task_id, 0, begin.attempt, inline=True, timeouts=timeouts)
     return act(rt, compiled, run_id, step_id, version, move, worker, begin.attempt, task_id)
 
 
@@ -116,20 +117,23 @@ def finish(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versi
 
 
 def run_turn(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
-             worker: str, task_id: str | None, retries: int) -> Decision:
-    """``chordal.agent_turn``: one model turn (``retries``: this task's Celery retries)."""
+             worker: str, task_id: str | None, retries: int,
+             timeouts: tuple[type[BaseException], ...] = ()) -> Decision:
+    """``chordal.agent_turn``: one model turn (``retries``: this task's Celery retries;
+    ``timeouts``: what means the turn ran out of time, as for :func:`steps.run_step`)."""
     compiled = rt.compiled(run_id, version)
     try:
         spec = spec_of(rt, compiled, run_id, step_id)
     except RefError as exc:  # its $refs resolved at turn 0; a replan replaced them since
         return Dropped(f"step {step_id}: {exc}")
     return _turn(rt, compiled, run_id, step_id, version, spec, conv, turn, worker, task_id,
-                 retries, None)
+                 retries, None, timeouts=timeouts)
 
 
 def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
           spec: moves.AgentSpec, conv: int, turn: int, worker: str, task_id: str | None,
-          retries: int, attempt: int | None, inline: bool = False) -> Decision:
+          retries: int, attempt: int | None, inline: bool = False,
+          timeouts: tuple[type[BaseException], ...] = ()) -> Decision:
     engine = rt.settings.engine
     begun = rt.store.begin_turn(run_id, step_id, conv, turn, worker, engine.step_lease_s,
                                 task_id, attempt)
@@ -168,15 +172,22 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
             response = metered.complete(request)
     except BudgetExceeded as exc:
         return Dropped(f"step {step_id}: {exc}")
-    except ChordalError as exc:
+    except Exception as failed:
+        if isinstance(failed, timeouts):  # the turn's time limit: one model call
+            model_error: ChordalError = TransientError(
+                f"the model call ran out of the turn's {compiled.timeout_s(step_id)} s")
+        elif isinstance(failed, ChordalError):
+            model_error = failed
+        else:
+            raise
         if rt.store.run_state(run_id).status == RunStatus.PAUSED:
             return Dropped(f"step {step_id}: the run paused at its budget")
-        again = model_retry(rt.settings, exc, retries)
+        again = model_retry(rt.settings, model_error, retries)
         if again is None:
             return _give_up(rt, compiled, run_id, step_id, version, worker, ErrorRecord(
-                type="ModelError", transient=isinstance(exc, TransientError),
+                type="ModelError", transient=isinstance(model_error, TransientError),
                 attempt=step_attempt, message=f"agent step {step_id!r}, turn {turn}: "
-                f"{type(exc).__name__}: {exc}"[:4_000]), step_attempt, task_id)
+                f"{type(model_error).__name__}: {model_error}"[:4_000]), step_attempt, task_id)
         if inline:
             # The step's own task hands the turn on to a task of its own, which takes the
             # thinking turn over once the step lease lapses: held until then.

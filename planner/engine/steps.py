@@ -155,7 +155,7 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     if compiled.is_agent(step_id):
         from planner.engine import agent  # it builds on this module
 
-        return agent.start(rt, compiled, run_id, step_id, begin, worker, task_id)
+        return agent.start(rt, compiled, run_id, step_id, begin, worker, task_id, timeouts)
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
         with rt.leases.keep(run_id, step_id):

@@ -331,3 +331,59 @@ def test_a_run_paused_at_its_budget_picks_its_agent_up_where_it_stopped(
     drain(rt)
     assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
     assert COUNTS == {"x": 1} and executor_calls(rt, run) == 2
+
+
+class Flaky(ScriptedModel):
+    """A scripted model whose first ``fails`` calls fail transiently (a 529, say)."""
+
+    def __init__(self, fails: int, responses: list[dict[str, Any]]) -> None:
+        super().__init__(responses)
+        self.fails = fails
+
+    def complete(self, request: Any) -> Any:
+        from planner.errors import TransientError
+
+        if self.fails > 0:
+            self.fails -= 1
+            raise TransientError("overloaded")
+        return super().complete(request)
+
+
+def test_a_model_error_at_turn_zero_hands_the_turn_to_a_task_of_its_own(
+        make_rt: MakeRuntime) -> None:
+    from planner.engine.outcomes import Retry
+
+    rt = make_rt(Flaky(2, [says(0, use("count", key="x")), says(1, "done")]))
+    run = started(rt, pick())
+    (step,) = sent(rt)
+    sent(rt).clear()
+    assert deliver(rt, step) is None
+    (again,) = sent(rt)
+    assert again.task == AGENT_TURN_TASK and again.args[3:] == (0, 0)
+    assert again.countdown is not None and again.countdown > 0
+    assert turns(rt, run) == [TurnKind.THINKING]
+    sent(rt).clear()
+    rt.store.take_leases(run, ["pick"], 0)  # the countdown passed
+    # Its own task fails transiently too: a Celery retry (same task id) takes it over.
+    assert isinstance(deliver(rt, again), Retry)
+    rt.store.take_leases(run, ["pick"], 0)
+    assert deliver(rt, again) is None
+    drain(rt)
+    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
+    assert COUNTS == {"x": 1}
+
+
+def test_a_model_error_with_no_retries_left_fails_the_step(make_rt: MakeRuntime) -> None:
+    from planner.errors import PermanentError
+
+    class Broken(ScriptedModel):
+        def complete(self, request: Any) -> Any:
+            raise PermanentError("bad request")
+
+    rt = make_rt(Broken([]))
+    run = started(rt, pick() | {"on_failure": "fail"})
+    (step,) = sent(rt)
+    assert isinstance(deliver(rt, step), Failed)
+    state = rt.store.step_state(run, "pick")
+    assert state.error is not None and state.error.type == "ModelError"
+    assert "bad request" in state.error.message
