@@ -15,6 +15,7 @@ from planner.engine.outcomes import Failed, Retry, StepFailed, retry_delay
 from planner.engine.runtime import Runtime
 from planner.engine.steps import Dropped, _error, output_problem
 from planner.store.failure import ErrorRecord
+from planner.store.keys import call_lease
 from planner.store.records import REVOKED
 from planner.tools.aio import AttemptTimeout
 from planner.tools.tool import ToolContext
@@ -26,11 +27,6 @@ Decision = Retry | Failed | Dropped | None
 #: ``begin_call``'s own bound on attempts: the tool's ``max_retries`` is checked here,
 #: once the call's record says which tool it is.
 ATTEMPTS_CAP = 1_000
-
-
-def call_lease(step_id: str, turn: int, index: int) -> str:
-    """The lease a running call holds (``~`` marks it as a call's for the reconciler)."""
-    return f"~{step_id}|{turn}|{index}"
 
 
 def _handoff_s(rt: Runtime) -> float:
