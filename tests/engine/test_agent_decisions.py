@@ -387,3 +387,23 @@ def test_a_model_error_with_no_retries_left_fails_the_step(make_rt: MakeRuntime)
     state = rt.store.step_state(run, "pick")
     assert state.error is not None and state.error.type == "ModelError"
     assert "bad request" in state.error.message
+
+
+def test_a_revoked_call_fails_with_revoked_and_the_model_reads_it(make_rt: MakeRuntime
+                                                                   ) -> None:
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x")),
+                                says(1, "ok", match="Revoked")]))
+    run = started(rt, pick())
+    drain_until(rt, AGENT_CALL_TASK)
+    (call,) = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
+    sent(rt).clear()
+    # Flower's Terminate (the worker's task_revoked hook).
+    agent_calls.call_revoked(rt, call.args, True, call.task_id)
+    (c,) = rt.store.conversation(run, "pick").turns[0].calls
+    assert c.status == CallStatus.FAILED and c.error is not None
+    assert c.error.type == "Revoked"
+    # A worker discards a revoked id's message; were it run, it would not run the tool.
+    assert isinstance(deliver(rt, call), Dropped)
+    drain(rt)
+    assert COUNTS == {}
+    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
