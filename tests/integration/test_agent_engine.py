@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +19,14 @@ from planner.settings import Settings
 from planner.tools import load_registry
 from planner.usage import summarize
 from planner.vocabulary import CallStatus, TurnKind
+from tests.fake_anthropic import (
+    API_KEY,
+    FakeAnthropic,
+    overloaded,
+    tool_results,
+    tool_uses,
+    turn_of,
+)
 from tests.integration.conftest import Engine, base_env, start_worker, wait_for_queues
 
 DB = 13
@@ -77,3 +86,68 @@ def test_an_agent_step_calls_a_tool_over_two_turns_and_a_dependent_refs_its_answ
     # Turn 0 ran in the step's own task; turns 1 and 2 and both calls in tasks of their own.
     tasks = Counter(r["task"] for r in scripted_engine.published(report.run_id))
     assert (tasks["chordal.agent_turn"], tasks["chordal.agent_call"]) == (2, 2)
+
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+def _agent_answers(role: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Turn 0: four calls at once (one runs, one fails, two are refused); turn 1: an answer
+    off the schema; turn 2 (the repair): a good one."""
+    turn = turn_of(body)
+    if turn == 0:
+        return tool_uses(("echo", {"value": 1}), ("fail", {"times": -1, "kind": "permanent"}),
+                         ("nope", {"x": 1}), ("echo", {}))
+    if turn == 1:
+        return tool_uses(("final_answer", {"answer": {"n": "one"}}))
+    return tool_uses(("final_answer", {"answer": {"n": 1}}))
+
+
+@pytest.fixture(scope="module")
+def sdk_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[Engine, FakeAnthropic]]:
+    fake = FakeAnthropic(_agent_answers, check_tool_results=True)
+    tmp = tmp_path_factory.mktemp("agent-sdk")
+    url = f"{redis_base}/{DB + 1}"
+    env = base_env(url, ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=fake.url,
+                   CHORDAL_LLM_MAX_RETRIES="0", CHORDAL_LLM="anthropic")
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    # The client submits a plan: it needs no model (the workers have one).
+    settings = Settings.from_env(base_env(url))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
+    worker = start_worker(env, Path(tmp) / "worker.log", "--concurrency=2",
+                          "--queues=chordal,probe,llm")
+    try:
+        wait_for_queues(client, {"chordal", "probe", "llm"}, worker)
+        yield Engine("agent-sdk", client, env, r), fake
+    finally:
+        worker.stop()
+        fake.close()
+
+
+def test_through_the_sdk_every_tool_use_gets_its_result_and_a_529_is_retried(
+        sdk_engine: tuple[Engine, FakeAnthropic]) -> None:
+    engine, fake = sdk_engine
+    fake.inject("executor", status=529, body=overloaded())
+    plan = {"goal": "n", "steps": [
+        {"id": "pick", "tool": "agent", "args": {
+            "task": "find n", "tools": ["echo", "fail"], "output_schema": SCHEMA}},
+        {"id": "after", "tool": "echo", "args": {"value": {"$ref": "pick.n"}}}]}
+    report = engine.run(plan, timeout=90)
+    assert report.status == "succeeded", report
+    assert report.steps["after"].output == 1
+    seen = fake.of_role("executor")
+    # The 529, then three turns; the fake refused no conversation (check_tool_results).
+    assert [s.status for s in seen] == [529, 200, 200, 200]
+    results = tool_results(seen[2].body)
+    assert [bool(r.get("is_error")) for r in results] == [False, True, True, True]
+    assert "PermanentError" in json.dumps(results[1])
+    assert "no tool 'nope' here" in json.dumps(results[2])
+    repair = tool_results(seen[3].body)
+    assert len(repair) == 1 and repair[0]["is_error"]
+    assert "is not of type 'integer'" in json.dumps(repair)
+    conv = engine.client.store.conversation(report.run_id, "pick")
+    assert [t.kind for t in conv.turns] == [TurnKind.TOOLS, TurnKind.REPAIR, TurnKind.FINAL]
+    assert [c.status for c in conv.turns[0].calls] == [
+        CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.REFUSED, CallStatus.REFUSED]
