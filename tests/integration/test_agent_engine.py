@@ -6,6 +6,7 @@ real SDK.)"""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,55 @@ def test_through_the_sdk_every_tool_use_gets_its_result_and_a_529_is_retried(
     assert [t.kind for t in conv.turns] == [TurnKind.TOOLS, TurnKind.REPAIR, TurnKind.FINAL]
     assert [c.status for c in conv.turns[0].calls] == [
         CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.REFUSED, CallStatus.REFUSED]
+
+
+FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
+        "CHORDAL_DISPATCH_GRACE_S": "2"}
+
+KILL_SCRIPT = {"responses": [
+    {"role": "executor", "step": "pick", "turn": 0, "content": [
+        {"type": "tool_use", "name": "echo", "input": {"value": "quick"}},
+        {"type": "tool_use", "name": "sleep", "input": {"seconds": 3, "value": "slow"}}]},
+    {"role": "executor", "step": "pick", "turn": 1, "content": [
+        {"type": "text", "text": "both back"}]}]}
+
+
+def test_a_worker_killed_mid_call_resumes_without_running_a_finished_call_again(
+        redis_base: str, tmp_path: Path) -> None:
+    script = tmp_path / "kill.json"
+    script.write_text(json.dumps(KILL_SCRIPT))
+    url = f"{redis_base}/{DB + 2}"
+    redis.Redis.from_url(url).flushdb()
+    env = base_env(url, CHORDAL_LLM=f"scripted:{script}", **FAST)
+    settings = Settings.from_env(base_env(url, **FAST))
+    client = Client(settings, load_registry(settings.tools.tool_modules))
+    first = start_worker(env, tmp_path / "first.log", "--concurrency=2",
+                         "--queues=chordal,llm")
+    second = None
+    try:
+        wait_for_queues(client, {"chordal", "llm"}, first)
+        run_id = client.submit({"goal": "g", "steps": [
+            {"id": "pick", "tool": "agent", "args": {"task": "t", "tools": ["echo", "sleep"]}},
+            {"id": "after", "tool": "echo", "args": {"value": {"$ref": "pick"}}}]})
+
+        def calls() -> list[Any]:
+            turns = client.store.conversation(run_id, "pick").turns
+            return list(turns[0].calls) if turns else []
+
+        deadline = time.monotonic() + 30
+        while [c.status for c in calls()] != [CallStatus.SUCCEEDED, CallStatus.RUNNING]:
+            assert time.monotonic() < deadline, calls()
+            time.sleep(0.05)
+        first.kill()  # no ack, no errback: the call's lease lapses
+        second = start_worker(env, tmp_path / "second.log", "--concurrency=2",
+                              "--queues=chordal,llm")
+        report = client.wait(run_id, timeout=60)
+        assert report.status == "succeeded", report
+        assert report.steps["after"].output == "both back"
+        echo_call, sleep_call = calls()
+        assert (echo_call.attempts, echo_call.output) == (1, "quick")
+        assert (sleep_call.attempts, sleep_call.output) == (2, "slow")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
