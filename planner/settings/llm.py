@@ -41,9 +41,10 @@ class ModelSettings(Area):
     replanner_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                 "replanner's temperature.",
                                                 json_schema_extra=unset_means("the model's"))
-    executor_model: str = Field(FAST_MODEL, description="Model of `llm` steps.")
+    executor_model: str = Field(FAST_MODEL, description="Model of `llm` and `agent` steps.")
     executor_max_tokens: int = Field(2_048, ge=1, description="Most tokens of an `llm` "
-                                                              "step's answer.")
+                                                              "step's answer or an agent's "
+                                                              "turn.")
     executor_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                "executor's temperature.",
                                                json_schema_extra=unset_means("the model's"))
@@ -52,6 +53,9 @@ class ModelSettings(Area):
     synthesizer_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                   "synthesizer's temperature.",
                                                   json_schema_extra=unset_means("the model's"))
+    agent_result_chars: int = Field(16_000, ge=200, description="Most characters of one "
+                                    "tool result an agent step's model is shown (longer ones "
+                                    "are cut, saying so).")
     plan_repairs: int = Field(2, ge=0, le=10, description="Times an invalid plan goes back "
                                                           "to the model for repair.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds per model request.")

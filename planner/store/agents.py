@@ -29,8 +29,13 @@ from planner.store.steps import DEFAULT_LEASE_S
 from planner.tools.agent import MAX_TURNS
 from planner.vocabulary import TurnKind
 
-__all__ = ["AgentTransitions", "CallBegin", "CallFinish", "NewCall", "TurnBegin",
-           "TurnRecord"]
+__all__ = ["TURN_TRIES", "AgentTransitions", "CallBegin", "CallFinish", "NewCall",
+           "TurnBegin", "TurnRecord"]
+
+#: Begins of one turn after which ``begin_turn`` says ``exhausted`` (``MAX_TRIES`` in
+#: begin_turn.lua): a first try and 5 model retries of its task
+#: (``planner.engine.outcomes.MODEL_TASK_RETRIES``), then 3 workers lost making it.
+TURN_TRIES = 10
 
 @dataclass(frozen=True)
 class NewCall:
@@ -66,7 +71,8 @@ class TurnBegin:
     ending, the step is not running, or this is not its conversation or attempt: stop.
     ``early``: the turn before has no record, or calls without a result. ``done``: turn
     recorded already (``kind``). ``busy``: being made under a live holder (``secs`` left
-    on its lease). ``exhausted``: begun 3 times already (``tries``)."""
+    on its lease). ``exhausted``: begun :data:`TURN_TRIES` times already (``tries``):
+    model retries of its task and workers lost."""
 
     state: Literal["run", "inactive", "early", "done", "busy", "exhausted"]
     why: str = ""

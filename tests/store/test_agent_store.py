@@ -12,6 +12,7 @@ import pytest
 
 from planner.engine.reconcile import alive
 from planner.language.plan import Plan
+from planner.store.agents import TURN_TRIES
 from planner.store.keys import RunKeys, call_lease
 from planner.store.records import ErrorRecord
 from planner.store.runs import NewCall, RunStore
@@ -189,10 +190,13 @@ def test_a_turn_being_made_is_busy_to_another_task_until_its_holder_is_gone(stor
     assert store.record_turn(run_id, "pick", 0, 0, "S", kind="final").state == \
         "superseded"
     assert store.conversation(run_id, "pick").turns[0].kind == "thinking"
-    # Begun 3 times: the next taker is told so, and nothing is counted.
+    # Begun TURN_TRIES times (model retries of its task, workers lost): the next taker is
+    # told so, and nothing is counted.
+    for tries in range(4, TURN_TRIES + 1):
+        assert thinking(store, run_id, 0, "X").tries == tries
     lapse(store, run_id, "pick")
     out = store.begin_turn(run_id, "pick", 0, 0, "w", task_id="Y")
-    assert (out.state, out.tries) == ("exhausted", 3)
+    assert (out.state, out.tries, out.detail) == ("exhausted", TURN_TRIES, str(TURN_TRIES))
     assert store.conversation(run_id, "pick").turns[0].task == "X"
     assert store.record_turn(run_id, "pick", 0, 0, "X", kind="tools").state == "ok"
 

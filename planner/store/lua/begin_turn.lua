@@ -10,8 +10,13 @@
 --   {'early'}           turn t-1 is not recorded, or some of its calls have no result
 --   {'done', kind}      turn t is recorded already
 --   {'busy', seconds}   turn t is being made under another live holder (the step lease)
---   {'exhausted', tries}  begun 3 times already (workers died making it)
+--   {'exhausted', tries}  begun MAX_TRIES times already (workers died making it)
 --   {'run', attempt, version, tries}   make it: the turn is `thinking` under this task
+-- Every begin counts, whoever makes it: the same task id comes back both for a model retry
+-- (Celery's retry: up to 5, planner.engine.outcomes.MODEL_TASK_RETRIES, after a first try
+-- in the step's own task) and for a broker redelivery after its worker died, which this
+-- bound stops from looping. So: those 7, and 3 workers lost.
+local MAX_TRIES = 10
 local step, conv, t = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local worker, lease_s, task, attempt = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local why = agent_inactive(KEYS[1], KEYS[2], step, conv)
@@ -42,7 +47,7 @@ if rec then
   if not mine and lease > now_s() then
     return {'busy', string.format('%.6f', lease - now_s())}
   end
-  if tonumber(rec.tries or 0) >= 3 then return {'exhausted', tostring(rec.tries)} end
+  if tonumber(rec.tries or 0) >= MAX_TRIES then return {'exhausted', tostring(rec.tries)} end
 else
   rec = {turn = t, started_at = now(), tries = 0}
   -- A new conversation: what an earlier one left due is not this one's.
