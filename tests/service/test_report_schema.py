@@ -4,6 +4,9 @@ by field, down to each call's status, while unset details stay out of the JSON."
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 from planner.store.agent_records import AgentCall, AgentReport, AgentTurn
@@ -42,3 +45,22 @@ def test_unset_details_and_a_missing_agent_stay_out_of_the_json() -> None:
         {"turn": 0, "kind": "tools", "tries": 0, "calls": [
             {"index": 0, "tool": "travel.availability", "args": {"hotel": "h"},
              "status": "pending", "attempts": 0}]}]}
+
+
+def test_the_agent_step_example_of_docs_api_is_a_step_report() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text("utf-8")
+    section = doc.split("## The report", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```json\n(.*?)```", section, flags=re.S)
+    example = json.loads(block)
+    step = StepReport.model_validate(example)
+    assert step.agent is not None and [c.status for c in step.agent.calls] == [
+        CallStatus.SUCCEEDED, CallStatus.RUNNING]
+    # As the API writes it: the step's unset fields come back (a step's are not left out),
+    # the agent's details exactly as in the example, no null added.
+    dumped = step.model_dump(mode="json")
+    assert dumped.keys() - {"output", "error", "finished_at", "worker", "history"} == \
+        example.keys()
+    for said, written in zip(example["agent"]["turns"], dumped["agent"]["turns"],
+                             strict=True):
+        assert said.keys() == written.keys()
+        assert [c.keys() for c in said["calls"]] == [c.keys() for c in written["calls"]]
