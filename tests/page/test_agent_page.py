@@ -4,13 +4,16 @@ turns ended, calls kept out of the "parallel" curve, and the details panel's Tur
 
 The run is real (``chordal serve``, a worker, Redis): the page opens it, follows its event
 stream and asks the API for its report; the report the browser receives is a RunReport
-built here, with an agent step (served through Playwright's routing, on top of the real
-response's headers), so the page is tested on each status a call can have."""
+built here, with an agent step (served through Playwright's routing), so the page is
+tested on each status a call can have."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from planner.store.records import RunReport
 from tests.page.conftest import Served, Tab
@@ -96,12 +99,19 @@ def open_agent_run(served: Served, tab: Tab, running: bool) -> None:
     body = agent_report(run_id, running)
 
     def serve(route: Any) -> None:
-        route.fulfill(response=route.fetch(), json=body)
+        route.fulfill(json=body, headers={"Cache-Control": "no-store"})
 
     tab.page.route(f"{served.url}/v1/runs/{run_id}", serve)
     tab.open(f"/runs/{run_id}")
     tab.enter_key()
     tab.wait_run(body["status"])
+
+
+@pytest.fixture
+def agent_tab(tab: Tab) -> Iterator[Tab]:
+    yield tab
+    # The page may still ask for the report as the test ends: no answer after the tab.
+    tab.page.unroute_all(behavior="ignoreErrors")
 
 
 def fill(tab: Tab, selector: str) -> str:
@@ -110,7 +120,8 @@ def fill(tab: Tab, selector: str) -> str:
         "sel => getComputedStyle(document.querySelector(sel)).fill", selector))
 
 
-def test_an_agent_steps_calls_are_sub_lanes_under_its_lane(served: Served, tab: Tab) -> None:
+def test_an_agent_steps_calls_are_sub_lanes_under_its_lane(served: Served, agent_tab: Tab) -> None:
+    tab = agent_tab
     open_agent_run(served, tab, running=False)
     page = tab.page
     lanes = page.locator('g.sublane[data-step="pick_hotel"]')
@@ -166,7 +177,8 @@ def test_an_agent_steps_calls_are_sub_lanes_under_its_lane(served: Served, tab: 
         "Turns (3 of at most 8 · 4 tool calls)"
 
 
-def test_a_running_call_is_a_running_bar_that_goes_on(served: Served, tab: Tab) -> None:
+def test_a_running_call_is_a_running_bar_that_goes_on(served: Served, agent_tab: Tab) -> None:
+    tab = agent_tab
     open_agent_run(served, tab, running=True)
     page = tab.page
     running = 'g.sublane[data-turn="1"][data-call="0"]'
