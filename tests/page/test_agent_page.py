@@ -2,10 +2,11 @@
 its lane (a bar coloured by the call's status, a dot for a refused call), ticks where its
 turns ended, calls kept out of the "parallel" curve, and the details panel's Turns.
 
-The run is real (``chordal serve``, a worker, Redis): the page opens it, follows its event
-stream and asks the API for its report; the report the browser receives is a RunReport
-built here, with an agent step (served through Playwright's routing), so the page is
-tested on each status a call can have."""
+Two seams. A run seeded through the run store's own scripts (begin_turn, record_turn,
+begin_call, finish_call: what the engine's tasks call), followed live by the page through
+``chordal serve``'s event stream and report. And, for times and layout the scripts cannot
+be made to take (they stamp Redis's clock), a real run whose report the browser receives
+is a RunReport built here (served through Playwright's routing)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from typing import Any
 
 import pytest
 
-from planner.store.records import RunReport
-from tests.page.conftest import Served, Tab
+from planner.language.plan import Plan
+from planner.options import RunOptions
+from planner.store.records import ErrorRecord, RunReport
+from planner.store.runs import NewCall, RunStore
+from planner.vocabulary import RunStatus
+from tests import redis_server
+from tests.page.conftest import DB, Served, Tab
 
 # Computed fills of app.css's --<status> colours.
 GREEN, RED, AMBER = "rgb(5, 150, 105)", "rgb(220, 38, 38)", "rgb(217, 119, 6)"
@@ -192,3 +198,72 @@ def test_a_running_call_is_a_running_bar_that_goes_on(served: Served, agent_tab:
     # Turn 2 has not ended: two ticks, turn 1's calls already settled.
     assert page.locator('g.lane[data-step="pick_hotel"] line.turntick').count() == 2
     assert page.locator('g.sublane[data-status="succeeded"] rect.callbar').count() == 1
+
+
+def test_a_run_seeded_through_the_store_scripts_is_followed_turn_by_turn(
+        served: Served, tab: Tab) -> None:
+    store = RunStore.from_url(redis_server.url(DB))
+    plan = Plan.model_validate({"goal": PLAN["goal"], "steps": PLAN["steps"][:2]})
+    run_id = store.create_run(plan.goal, plan, options=RunOptions(owner="alice"))
+    assert store.start_run(run_id)
+    assert store.begin_step(run_id, "hotels", 1, "w", 1, task_id="H").state == "run"
+    store.finish_step(run_id, "hotels", output={"hotels": ["Casa do Largo"]}, worker="w")
+    assert store.begin_step(run_id, "pick_hotel", 1, "w", 3, task_id="S").state == "run"
+    agent = (run_id, "pick_hotel", 0)
+    # Turn 0: two calls and a refused one; one succeeds, one fails.
+    assert store.begin_turn(*agent, 0, "w", task_id="S", attempt=1).state == "run"
+    store.record_turn(*agent, 0, "S", kind="tools", text="Checking both candidates.",
+                      usage={"input_tokens": 900, "output_tokens": 60}, latency_ms=800,
+                      calls=[NewCall(0, "travel.availability", {"hotel": "Casa do Largo"},
+                                     id="tu0", queue="io"),
+                             NewCall(1, "travel.availability", {"hotel": "Lx Rooms"},
+                                     id="tu1", queue="io"),
+                             NewCall(2, "travel.nowhere", {}, id="tu2", refused=ErrorRecord(
+                                 type="CallRefused", message="no tool 'travel.nowhere' here"))])
+    for index in (0, 1):
+        assert store.begin_call(*agent, 0, index, f"celery@w{index}", 3,
+                                task_id=f"C{index}").state == "run"
+    store.finish_call(*agent, 0, 0, outcome="succeeded", attempt=1,
+                      output={"available": True, "rooms_left": 3})
+    store.finish_call(*agent, 0, 1, outcome="failed", attempt=1,
+                      error=ErrorRecord(type="PermanentError", message="no rooms"))
+    # Turn 1: one call, still running when the page opens.
+    assert store.begin_turn(*agent, 1, "w", task_id="T1").state == "run"
+    store.record_turn(*agent, 1, "T1", kind="tools", text="Casa do Largo is free.",
+                      calls=[NewCall(0, "travel.transfer", {"hotel": "Casa do Largo"},
+                                     id="tu3", queue="io")])
+    assert store.begin_call(*agent, 1, 0, "celery@w0", 3, task_id="C3").state == "run"
+
+    tab.open(f"/runs/{run_id}")
+    tab.enter_key()
+    tab.wait_status("pick_hotel", "running")
+    page = tab.page
+    page.wait_for_selector('g.sublane[data-turn="1"][data-call="0"][data-status="running"]',
+                           state="attached")
+    assert page.locator('g.sublane[data-step="pick_hotel"]').count() == 4
+
+    # The call returns, turn 2 answers, the run ends: the page follows the events.
+    store.finish_call(*agent, 1, 0, outcome="succeeded", attempt=1, output={"minutes": 25})
+    assert store.begin_turn(*agent, 2, "w", task_id="T2").state == "run"
+    store.record_turn(*agent, 2, "T2", kind="final", text="Casa do Largo it is.",
+                      answer={"hotel": "Casa do Largo"})
+    store.finish_step(run_id, "pick_hotel", output={"hotel": "Casa do Largo"}, worker="w")
+    assert store.finish_run(run_id, RunStatus.SUCCEEDED, answer="Casa do Largo")
+    tab.wait_run("succeeded")
+    statuses = page.locator('g.sublane[data-step="pick_hotel"]').evaluate_all(
+        "els => els.map(e => e.dataset.status)")
+    assert statuses == ["succeeded", "failed", "refused", "succeeded"]
+    assert page.locator('g.sublane[data-status="refused"] circle.calldot').count() == 1
+    assert page.locator('g.sublane[data-status="failed"] rect.callbar').count() == 1
+    assert page.locator('g.lane[data-step="pick_hotel"] line.turntick').evaluate_all(
+        "els => els.map(e => e.dataset.kind)") == ["tools", "tools", "final"]
+    page.click('rect.bar[data-step="pick_hotel"]')
+    turns = page.locator("#turns > li.turn")
+    assert turns.count() == 3
+    assert "Checking both candidates." in turns.nth(0).inner_text()
+    assert "960 tokens" in turns.nth(0).inner_text()
+    first = turns.nth(0).locator("li.call")
+    assert "PermanentError: no rooms" in first.nth(1).inner_text()
+    assert "CallRefused: no tool 'travel.nowhere' here" in first.nth(2).inner_text()
+    assert '"minutes": 25' in turns.nth(1).inner_text()
+    assert "Casa do Largo it is." in turns.nth(2).inner_text()
