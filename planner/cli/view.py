@@ -215,8 +215,11 @@ def agent_line(step: StepReport, now: datetime) -> str | None:
     calls = agent.calls
     errors = sum(c.status in (CallStatus.FAILED, CallStatus.REFUSED) for c in calls)
     cancelled = sum(c.status == CallStatus.CANCELLED for c in calls)
+    # A cancelled step's running calls go on, and are recorded when they return.
+    running = sum(c.status == CallStatus.RUNNING for c in calls)
     notes = [_count(errors, "error")] if errors else []
     notes += [f"{cancelled} cancelled"] if cancelled else []
+    notes += [f"{running} still running"] if running else []
     said = _count(len(calls), "tool call") + (f" ({', '.join(notes)})" if notes else "")
     ended = (ENDED[turn.kind] if turn.kind in (TurnKind.FINAL, TurnKind.MAX_TURNS,
                                                  TurnKind.INVALID) else str(step.status))

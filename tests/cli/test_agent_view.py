@@ -109,6 +109,9 @@ def test_an_agent_out_of_turns_or_cancelled_says_so() -> None:
                                      call(1, "cancelled")])]
     assert agent_line(report("cancelled", turns, step_status="cancelled")) == \
         "pick_hotel: 1 turn · 2 tool calls (1 cancelled) · cancelled"
+    turns[0]["calls"].append(call(2, "running", start=2))
+    assert agent_line(report("cancelled", turns, step_status="cancelled")) == \
+        "pick_hotel: 1 turn · 3 tool calls (1 cancelled, 1 still running) · cancelled"
 
 
 def test_a_running_agent_with_no_turn_yet_is_starting_and_other_steps_have_no_line() -> None:

@@ -4,7 +4,7 @@ import { SUB, callLanes, callsOf, turnTicks } from './agent.js';
 import { clockSkew } from './api.js';
 import { clear, h, s } from './dom.js';
 import { duration, ms, short, span, tickLabel, when } from './format.js';
-import { STEP, TERMINAL_RUN } from './vocabulary.js';
+import { CALL, STEP, TERMINAL_RUN } from './vocabulary.js';
 
 export class TimelinePart {
   /* A row per step from its first start to its end: overlapping bars are steps that ran
@@ -22,7 +22,9 @@ export class TimelinePart {
     // A call may end after its step (a cancelled agent's running call is still recorded).
     const ends = ids.flatMap((id) => [r.steps[id].finished_at, ...callsOf(r.steps[id]).map((c) => c.call.finished_at)])
       .map(ms).filter(isFinite);
-    const running = ids.some((id) => r.steps[id].status === STEP.RUNNING);
+    // A cancelled agent's running calls go on until they are recorded: they grow too.
+    const running = ids.some((id) => r.steps[id].status === STEP.RUNNING
+      || callsOf(r.steps[id]).some((c) => c.call.status === CALL.RUNNING));
     let t1 = Math.max(ms(r.finished_at) || 0, ...ends, running || !TERMINAL_RUN.has(r.status) ? now : 0);
     if (!isFinite(t0)) { clear(box).append(h('p', { class: 'muted', text: 'Nothing has run yet.' })); return; }
     if (t1 - t0 < 1000) t1 = t0 + 1000;
