@@ -407,3 +407,28 @@ def test_a_revoked_call_fails_with_revoked_and_the_model_reads_it(make_rt: MakeR
     drain(rt)
     assert COUNTS == {}
     assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
+
+
+def test_a_turn_that_crosses_the_budget_is_recorded_before_the_run_stops(
+        make_rt: MakeRuntime) -> None:
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x"), usage={"input_tokens": 300}),
+                                says(1, use("count", key="y"), usage={"input_tokens": 300})]))
+    run = started(rt, echo("first", 1), pick() | {"depends_on": ["first"]},
+                  options=RunOptions(budget_tokens=500))
+    decisions = drain(rt)
+    assert isinstance(decisions[-1], Dropped) and "budget" in decisions[-1].why
+    run_state = rt.store.run_state(run)
+    assert run_state.status == RunStatus.FAILED
+    assert run_state.error is not None and run_state.error.type == "BudgetExceeded"
+    assert turns(rt, run) == [TurnKind.TOOLS, TurnKind.TOOLS]
+    assert COUNTS == {"x": 1}  # turn 1's call recorded, never run
+    report = rt.store.report(run)
+    assert report.answer == {"partial": {"first": 1}}
+
+
+def test_an_answer_that_crosses_the_budget_is_kept(make_rt: MakeRuntime) -> None:
+    rt = make_rt(ScriptedModel([says(0, "the answer", usage={"input_tokens": 600})]))
+    run = started(rt, pick(), options=RunOptions(budget_tokens=500))
+    drain(rt)
+    assert rt.store.run_state(run).status == RunStatus.FAILED
+    assert rt.store.outputs(run, ["pick"]) == {"pick": "the answer"}
