@@ -184,6 +184,9 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
         else:
             raise
         if rt.store.run_state(run_id).status == RunStatus.PAUSED:
+            # The turn stays begun, its call not made: let the step lease go, so the turn
+            # the resumed run publishes (outcomes.go_on) takes it over at once.
+            rt.store.take_leases(run_id, [step_id], 0)
             return Dropped(f"step {step_id}: the run paused at its budget")
         again = model_retry(rt.settings, model_error, retries)
         if again is None:

@@ -432,3 +432,24 @@ def test_an_answer_that_crosses_the_budget_is_kept(make_rt: MakeRuntime) -> None
     drain(rt)
     assert rt.store.run_state(run).status == RunStatus.FAILED
     assert rt.store.outputs(run, ["pick"]) == {"pick": "the answer"}
+
+
+def test_a_turn_stopped_before_its_call_by_a_budget_pause_runs_on_resume(
+        make_rt: MakeRuntime) -> None:
+    from planner.engine import human
+
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x"), usage={"input_tokens": 400}),
+                                says(1, "done")]))
+    run = started(rt, pick(), options=RunOptions(budget_tokens=500, on_budget="pause"))
+    drain_until(rt, AGENT_TURN_TASK)
+    (t1,) = [m for m in sent(rt) if m.task == AGENT_TURN_TASK]
+    sent(rt).clear()
+    # Something else spent the budget meanwhile: turn 1 begins, and its call is refused.
+    rt.store.record_usage(run, "executor", "m", None, {"calls": 1, "input_tokens": 200})
+    assert isinstance(turn(rt, t1), Dropped)
+    assert rt.store.run_state(run).status == RunStatus.PAUSED
+    assert turns(rt, run) == [TurnKind.TOOLS, TurnKind.THINKING]
+    human.resume(rt, run, budget_tokens=100_000)
+    drain(rt)
+    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
+    assert turns(rt, run) == [TurnKind.TOOLS, TurnKind.FINAL]
