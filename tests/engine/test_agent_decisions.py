@@ -453,3 +453,33 @@ def test_a_turn_stopped_before_its_call_by_a_budget_pause_runs_on_resume(
     drain(rt)
     assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
     assert turns(rt, run) == [TurnKind.TOOLS, TurnKind.FINAL]
+
+
+def test_a_retried_agent_step_starts_a_new_conversation(make_rt: MakeRuntime) -> None:
+    from planner.engine import human
+
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x"))]))
+    run = started(rt, pick(max_turns=1) | {"on_failure": "fail"})
+    drain(rt)
+    assert rt.store.run_state(run).status == RunStatus.FAILED
+    first = rt.store.conversation(run, "pick")
+    assert [t.kind for t in first.turns] == [TurnKind.MAX_TURNS]
+    assert human.retry(rt, run, "pick") == ["pick"]
+    drain(rt)
+    again = rt.store.conversation(run, "pick")
+    assert again.conversation != first.conversation
+    assert [t.kind for t in again.turns] == [TurnKind.MAX_TURNS]
+    # The old one stays readable; neither ran a call asked for at the last turn.
+    assert rt.store.conversation(run, "pick", first.conversation).turns == first.turns
+    assert COUNTS == {}
+
+
+def test_an_agent_checkpoint_holds_its_dependents_for_review(make_rt: MakeRuntime) -> None:
+    from planner.wire import REVIEW_TASK
+
+    rt = make_rt(ScriptedModel([says(0, "answer")]))
+    run = started(rt, pick() | {"checkpoint": True}, echo("after", {"$ref": "pick"}))
+    drain(rt)
+    assert rt.store.step_state(run, "pick").held == 1
+    assert [m.args[1] for m in sent(rt) if m.task == REVIEW_TASK] == ["pick"]
+    assert rt.store.step_state(run, "after").status == StepStatus.PENDING
