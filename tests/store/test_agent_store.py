@@ -1,84 +1,32 @@
 """An agent step's turns and tool calls in the run store (begin_turn, record_turn,
 begin_call, finish_call), one branch at a time, against a real Redis (no workers): fencing
 by task and attempt, duplicates, the fan-in counter, calls_due, call leases, stopping at a
-turn boundary, and the report's conversation."""
+turn boundary. (What readers see of them: test_agent_views.py.)"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from planner.engine.reconcile import alive
-from planner.language.plan import Plan
 from planner.store.agents import TURN_TRIES
 from planner.store.keys import RunKeys, call_lease
 from planner.store.records import ErrorRecord
-from planner.store.runs import NewCall, RunStore
 from planner.vocabulary import RunStatus
-
-BAD_ARGS = ErrorRecord(type="CallRefused", message="args.text: Field required")
-FLAKY = ErrorRecord(type="TransientError", message="flaky", transient=True)
-BOOM = ErrorRecord(type="PermanentError", message="boom")
-CONTENT = [{"type": "text", "text": "Checking both."},
-           {"type": "tool_use", "id": "tu0", "name": "echo", "input": {"text": "a"}},
-           {"type": "tool_use", "id": "tu1", "name": "echo", "input": {"text": "b"}},
-           {"type": "tool_use", "id": "tu2", "name": "nope", "input": {}}]
-CALLS = [NewCall(0, "echo", {"text": "a"}, id="tu0", queue="io"),
-         NewCall(1, "echo", {"text": "b"}, id="tu1", queue="io"),
-         NewCall(2, "nope", {}, id="tu2", refused=BAD_ARGS)]
-
-
-def agent_plan(max_turns: int = 4) -> Plan:
-    return Plan.model_validate({"goal": "g", "steps": [
-        {"id": "pick", "tool": "agent",
-         "args": {"task": "pick one", "tools": ["echo"], "max_turns": max_turns}},
-        {"id": "after", "tool": "echo", "args": {"text": {"$ref": "pick"}},
-         "depends_on": ["pick"]}]})
-
-
-def started(store: RunStore, max_turns: int = 4) -> str:
-    """A running run whose agent step ``pick`` runs its attempt 1 (task ``S``)."""
-    run_id = store.create_run("g", agent_plan(max_turns))
-    assert store.start_run(run_id)
-    assert store.begin_step(run_id, "pick", 1, "w", 3, task_id="S").attempt == 1
-    return run_id
-
-
-def thinking(store: RunStore, run_id: str, turn: int = 0, task: str = "S", **kw: Any):
-    begun = store.begin_turn(run_id, "pick", 0, turn, "w", task_id=task, **kw)
-    assert begun.state == "run", begun
-    return begun
-
-
-def tools_turn(store: RunStore, run_id: str, calls=CALLS, task: str = "S"):
-    """Turn 0 asks for ``calls``."""
-    thinking(store, run_id, 0, task, attempt=1)
-    return store.record_turn(run_id, "pick", 0, 0, task, kind="tools", content=CONTENT,
-                             text="Checking both.", stop_reason="tool_use",
-                             usage={"input_tokens": 550, "output_tokens": 20},
-                             latency_ms=412.5, calls=calls, handoff_s=60)
-
-
-def settle(store: RunStore, run_id: str, index: int, output: Any = None, turn: int = 0):
-    assert store.begin_call(run_id, "pick", 0, turn, index, f"w{index}", 3,
-                            task_id=f"C{index}").state == "run"
-    return store.finish_call(run_id, "pick", 0, turn, index, attempt=1, outcome="succeeded",
-                             output=output if output is not None else {"i": index})
-
-
-def events(store: RunStore, run_id: str, kind: str) -> list[tuple[str, Any]]:
-    return [(str(e.status), e.data) for e in store.events(run_id) if e.type == kind]
-
-
-def lease(store: RunStore, run_id: str, name: str) -> float:
-    return float(store.r.hget(RunKeys(run_id).leases, name) or 0)
-
-
-def lapse(store: RunStore, run_id: str, name: str) -> None:
-    store.r.hset(RunKeys(run_id).leases, name, "1.0")
-
+from tests.store.agent_steps import (
+    BAD_ARGS,
+    BOOM,
+    CALLS,
+    CONTENT,
+    FLAKY,
+    events,
+    lapse,
+    lease,
+    settle,
+    started,
+    thinking,
+    tools_turn,
+)
 
 # -- the path of a conversation ---------------------------------------------------------
 
@@ -396,56 +344,3 @@ def test_a_revoked_call_that_never_began_fails_and_counts(store):
                             error=ErrorRecord(type="Revoked", message="terminated"))
     assert (out.state, out.took) == ("last", None)
     assert store.step_state(run_id, "pick").calls_due == {}
-
-
-# -- what the reconciler and the report read ----------------------------------------------
-
-def test_call_leases_live_beside_the_steps_and_renew_as_any_lease(store):
-    run_id = started(store)
-    tools_turn(store, run_id)
-    store.begin_call(run_id, "pick", 0, 0, 0, "w", 3, lease_s=5)
-    name = call_lease("pick", 0, 0)
-    assert name == "~pick|0|0"
-    assert store.renew_leases(run_id, [name, call_lease("pick", 0, 1)], 100) == 1
-    snap = store.snapshot(run_id)
-    assert snap is not None and snap.leases[name] > snap.now + 90
-    assert "pick" in alive(snap, 30) and name not in snap.steps
-    assert set(snap.steps["pick"].calls_due) == {"0.1"}
-
-
-def test_the_agent_key_expires_with_its_run(store):
-    run_id = started(store)
-    tools_turn(store, run_id)
-    k = RunKeys(run_id)
-    assert k.agent in k.all() and k.agent == f"chordal:run:{{{run_id}}}:agent"
-    # Made beside the run's record, it expires with it (never outlives it).
-    assert 0 < store.r.ttl(k.agent) <= store.r.ttl(k.run)
-    store.r.expire(k.run, 50)
-    store.r.expire(k.agent, 50)
-    store.cancel(run_id)  # ended: every key kept for the retention again
-    assert store.retention_s - 60 < store.r.ttl(k.agent) <= store.retention_s
-
-
-def test_the_report_shows_each_agent_steps_conversation_and_its_turn_limit(store):
-    run_id = started(store, max_turns=6)
-    tools_turn(store, run_id)
-    settle(store, run_id, 0)
-    report = store.report(run_id)
-    assert report.steps["after"].agent is None
-    agent = report.steps["pick"].agent
-    assert agent is not None and (agent.conversation, agent.max_turns) == (0, 6)
-    (turn,) = agent.turns
-    assert (turn.turn, turn.kind, turn.text, turn.tries) == (0, "tools", "Checking both.", 1)
-    assert [(c.index, c.tool, c.status) for c in turn.calls] == [
-        (0, "echo", "succeeded"), (1, "echo", "pending"), (2, "nope", "refused")]
-    assert agent.calls[0].output == {"i": 0} and agent.running_calls == []
-    as_json = report.model_dump(mode="json")
-    assert "agent" not in as_json["steps"]["after"]
-    shown = as_json["steps"]["pick"]["agent"]["turns"][0]
-    assert "content" not in shown and shown["usage"]["input_tokens"] == 550
-    assert "output" not in shown["calls"][1]  # absent details stay absent
-    # A pending agent step (another run): no turns yet, its default limit.
-    other = store.create_run("g", Plan.model_validate({"goal": "g", "steps": [
-        {"id": "pick", "tool": "agent", "args": {"task": "t", "tools": ["echo"]}}]}))
-    empty = store.report(other).steps["pick"].agent
-    assert empty is not None and (empty.max_turns, empty.turns) == (8, [])
