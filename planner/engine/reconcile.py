@@ -49,7 +49,6 @@ from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_dela
 from planner.engine.runtime import Runtime
 from planner.store.keys import RECONCILER_LOCK
 from planner.store.records import EARNED_STEP, ErrorRecord, Repair, RunSnapshot
-from planner.tools.agent import AGENT_TOOL
 from planner.vocabulary import RunStatus, StepStatus
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE
 
@@ -320,7 +319,7 @@ class Reconciler:
         if not snap.run.version:
             return lambda _sid: DEFAULT_QUEUE, lambda _sid: False
         compiled = self.rt.compiled(snap.run_id, snap.run.version)
-        return compiled.queue_of, lambda sid: compiled.step(sid).tool == AGENT_TOOL
+        return compiled.queue_of, compiled.is_agent
 
     def repair(self, snap: RunSnapshot, repair: Repair) -> bool:
         """Record ``repair`` and make it; False if there was nothing to do after all."""

@@ -19,12 +19,14 @@ import pytest
 
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import (
+    call_message,
     finalize_message,
     plan_message,
     replan_message,
     review_message,
     step_message,
     synthesize_message,
+    turn_message,
 )
 from planner.language.plan import Plan
 from planner.language.refs import STEP_ID_PATTERN
@@ -88,10 +90,13 @@ def shadow_names(rng: random.Random, n: int = 300) -> list[tuple[str, str, str]]
         for other in (replan_message("run1", s["id"], 1), review_message("run1", s["id"], 1)):
             assert other.shadow
             found.append((other.shadow, s["id"], ""))
-        # As if it were an agent step: its turns' rows and its tool calls' (design §3).
+        # As if it were an agent step: its turns' rows and its tool calls'.
         called = rng.choice(TOOLS)
-        found.append((f"chordal.agent_turn {s['id']} t{rng.randint(1, 50)}", s["id"], ""))
-        found.append((f"chordal.agent {s['id']} → {called}", s["id"], called))
+        turn = turn_message(compiled, "run1", 1, s["id"], 0, rng.randint(1, 50))
+        call = call_message(compiled, "run1", 1, s["id"], 0, 1, 0, called)
+        assert turn.shadow and call.shadow
+        found.append((turn.shadow, s["id"], ""))
+        found.append((call.shadow, s["id"], called))
     return found
 
 

@@ -4,8 +4,9 @@ Between its hops an agent step's lease lapses by design: it is not lost while (a
 call of it runs under a live call lease, (b) a call published and not begun is within the
 dispatch grace of its due time or its message may still wait in its queue, or (c) a
 message of it may still wait in its own queue (its next turn behind a backlog). Otherwise
-it is ``lease_expired`` as any step. The store is seeded as the agent scripts leave it
-(leases and ``calls_due`` written directly); the broker's answers are the publisher's.
+it is ``lease_expired`` as any step. The store is driven by the agent scripts as the
+engine drives them (a dead worker's lease is written lapsed); the broker's answers are the
+publisher's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from planner.engine.reconcile import CONFIRM_S, Reconciler
 from planner.engine.runtime import Runtime
 from planner.language.plan import Plan
 from planner.settings import Settings
-from planner.store.keys import RunKeys
+from planner.store.keys import RunKeys, call_lease
+from planner.store.records import ErrorRecord
+from planner.store.runs import NewCall
 from planner.wire import AGENT_CALL_TASK, AGENT_TURN_TASK
 from tests.engine.conftest import MakeRuntime, echo, redis_url, started
 
@@ -45,27 +48,44 @@ def publisher(rt: Runtime) -> MemoryPublisher:
 
 
 def agent_running(rt: Runtime) -> str:
-    """A run whose agent step ``pick`` began, then handed off (its step lease lapsed, as
-    it does while its calls run or its next turn waits)."""
+    """A run whose agent step ``pick`` made turn 0 and asked for one call of ``echo`` on
+    queue ``probe``, then handed off: its step lease lapsed, as it does once a hop (the
+    calls, then the next turn) outlasts it."""
     plan = Plan.model_validate({"goal": "g", "steps": [AGENT]})
     run = rt.store.create_run("g", plan)
     rt.store.start_run(run)
     rt.store.mark_dispatched(run, ["pick"])
-    assert rt.store.begin_step(run, "pick", 1, "w1", 3, lease_s=3).state == "run"
-    rt.store.r.hset(RunKeys(run).leases, "pick", "1")
+    assert rt.store.begin_step(run, "pick", 1, "w1", 3, lease_s=3, task_id="S").state == "run"
+    assert rt.store.begin_turn(run, "pick", 0, 0, "w1", 3, "S", attempt=1).state == "run"
+    recorded = rt.store.record_turn(
+        run, "pick", 0, 0, "S", kind="tools", handoff_s=3,
+        content=[{"type": "tool_use", "id": "tu0", "name": "echo", "input": {"value": 1}}],
+        calls=[NewCall(0, "echo", {"value": 1}, id="tu0", queue="probe")])
+    assert (recorded.state, recorded.left, recorded.active) == ("ok", 1, True)
+    lapse(rt, run, "pick")
     return run
+
+
+def lapse(rt: Runtime, run: str, name: str) -> None:
+    """The lease's holder stopped renewing it long ago."""
+    rt.store.r.hset(RunKeys(run).leases, name, "1")
 
 
 def own_queue(rt: Runtime, run: str) -> str:
     return rt.compiled(run, 1).queue_of("pick")
 
 
-def call_lease(rt: Runtime, run: str, until: float) -> None:
-    rt.store.r.hset(RunKeys(run).leases, "~pick|0|1", str(until))
+def call_begun(rt: Runtime, run: str) -> None:
+    """A worker began the call (and holds its call lease)."""
+    assert rt.store.begin_call(run, "pick", 0, 0, 0, "w2", 3, 3, "C0").state == "run"
 
 
-def calls_due(rt: Runtime, run: str, queue: str, due: float) -> None:
-    rt.store.r.hset(RunKeys(run).steps, "pick.calls_due", json.dumps({"0.1": [queue, due]}))
+def due_in(rt: Runtime, run: str) -> float:
+    snap = rt.store.snapshot(run)
+    assert snap is not None
+    [(queue, due)] = snap.steps["pick"].calls_due.values()
+    assert queue == "probe"
+    return due - snap.now
 
 
 def kinds(rec: Reconciler) -> list[tuple[str, str | None]]:
@@ -74,11 +94,11 @@ def kinds(rec: Reconciler) -> list[tuple[str, str | None]]:
 
 def test_a_tool_call_under_a_live_call_lease_keeps_its_agent_step(rt: Runtime) -> None:
     run = agent_running(rt)
+    call_begun(rt, run)
     rec = Reconciler(rt, lock_s=10, settle_s=0)
-    call_lease(rt, run, rt.store.now() + 3)
     time.sleep(1.1)  # quiet past the grace: not stalled either, a call is at work
     assert kinds(rec) == []
-    call_lease(rt, run, 1)  # the call's worker died too
+    lapse(rt, run, call_lease("pick", 0, 0))  # the call's worker died too
     assert kinds(rec) == [("lease_expired", "pick")]
 
 
@@ -86,17 +106,32 @@ def test_a_call_within_the_grace_of_its_due_time_keeps_its_agent_step(rt: Runtim
     run = agent_running(rt)
     publisher(rt).holding = set()  # nothing anywhere: only the due time speaks for it
     rec = Reconciler(rt, lock_s=10, settle_s=0)
-    calls_due(rt, run, "probe", rt.store.now() + 0.5)  # e.g. a retry's countdown
-    assert kinds(rec) == []
-    calls_due(rt, run, "probe", rt.store.now() - 5)  # past the grace, and nowhere
+    assert due_in(rt, run) <= 0
+    assert kinds(rec) == []  # just published
+    time.sleep(1.1)  # past the grace, and nowhere
     assert kinds(rec) == []  # one look is not enough
     time.sleep(CONFIRM_S + 0.1)
     assert kinds(rec) == [("lease_expired", "pick")]
 
 
+def test_a_call_waiting_out_a_retry_countdown_keeps_its_agent_step(rt: Runtime) -> None:
+    run = agent_running(rt)
+    call_begun(rt, run)
+    retried = rt.store.finish_call(run, "pick", 0, 0, 0, outcome="retry", attempt=1,
+                                   error=ErrorRecord(type="TransientError", message="flaky",
+                                                     transient=True),
+                                   delay_s=30, queue="probe")
+    assert retried.state == "retry" and due_in(rt, run) > 25
+    publisher(rt).holding = set()  # a worker holds it for its countdown, or it is lost
+    rec = Reconciler(rt, lock_s=10, settle_s=0)
+    for _ in range(2):
+        time.sleep(CONFIRM_S + 0.1)
+        assert kinds(rec) == []
+
+
 def test_a_call_whose_message_waits_in_its_queue_keeps_its_agent_step(rt: Runtime) -> None:
     run = agent_running(rt)
-    calls_due(rt, run, "probe", rt.store.now() - 3_600)  # far past every grace
+    time.sleep(1.1)  # past the grace
     publisher(rt).holding = {(run, "pick", 1)}
     publisher(rt).depths["probe"] = 40  # behind others
     rec = Reconciler(rt, lock_s=10, settle_s=0)
@@ -113,13 +148,18 @@ def test_a_reserved_message_in_an_empty_queue_does_not_keep_it(rt: Runtime) -> N
     """A message the broker holds only as a worker's reservation, its queue empty, is a
     dead worker's (or starts now): the step is reclaimed and resumes."""
     run = agent_running(rt)
-    calls_due(rt, run, "probe", rt.store.now() - 5)
+    time.sleep(1.1)  # past the grace
     publisher(rt).holding = {(run, "pick", 1)}
     assert kinds(Reconciler(rt, lock_s=10, settle_s=0)) == [("lease_expired", "pick")]
 
 
 def test_its_next_turn_waiting_in_its_own_queue_keeps_its_agent_step(rt: Runtime) -> None:
     run = agent_running(rt)
+    call_begun(rt, run)
+    last = rt.store.finish_call(run, "pick", 0, 0, 0, outcome="succeeded", attempt=1,
+                                output={"value": 1}, handoff_s=3)
+    assert last.state == "last"  # the worker publishes turn 1 to the step's queue
+    lapse(rt, run, "pick")  # ... where it waits longer than the hop
     queue = own_queue(rt, run)
     publisher(rt).holding = {(run, "pick", 1)}
     publisher(rt).depths[queue] = 40
@@ -141,7 +181,7 @@ def test_a_step_that_is_not_an_agent_is_reclaimed_whatever_its_queue_holds(
     that died (acks are late), however busy its queue."""
     run = started(rt, echo("a"))
     rt.store.begin_step(run, "a", 1, "w1", 4, lease_s=3)
-    rt.store.r.hset(RunKeys(run).leases, "a", "1")
+    lapse(rt, run, "a")
     publisher(rt).holding = {(run, "a", 1)}
     publisher(rt).depths["chordal"] = 40
     assert kinds(Reconciler(rt, lock_s=10, settle_s=0)) == [("lease_expired", "a")]
@@ -149,7 +189,8 @@ def test_a_step_that_is_not_an_agent_is_reclaimed_whatever_its_queue_holds(
 
 def test_a_lapsed_call_lease_and_nothing_waiting_reclaims_it_once(rt: Runtime) -> None:
     run = agent_running(rt)
-    call_lease(rt, run, 1)
+    call_begun(rt, run)
+    lapse(rt, run, call_lease("pick", 0, 0))
     rec = Reconciler(rt, lock_s=10, settle_s=0)
     assert kinds(rec) == [("lease_expired", "pick")]
     state = rt.store.step_state(run, "pick")
