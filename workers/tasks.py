@@ -66,6 +66,9 @@ def _retry(task: Task, decision: Retry | Failed | steps.Dropped | None) -> None:
     delivery that ran nothing (Dropped) ends as Celery ends a revoked task: a
     task-revoked event (Flower: REVOKED), no result, no errback, its message acked."""
     if isinstance(decision, steps.Dropped):
+        # Celery says only "ignored": the log says why.
+        log.info("%s[%s] dropped: %s", task.request.shadow or task.name, task.request.id,
+                 decision.why)
         if task.app.conf.worker_send_task_events:
             task.send_event("task-revoked", terminated=False, signum=None, expired=False)
         raise Ignore(decision.why)

@@ -18,6 +18,7 @@ from typing import Any
 from planner import metrics
 from planner.engine import agent_moves as moves
 from planner.engine.compiled import CompiledPlan
+from planner.engine.metering import stop_for_budget
 from planner.engine.outcomes import (
     Failed,
     Retry,
@@ -169,7 +170,9 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
         request = roles.agent_request(rt.settings, spec, conversation.turns, tools,
                                       metered.options.roles, step_id)
         with rt.leases.keep(run_id, step_id):
-            response = metered.complete(request)
+            # The budget is checked once the turn is recorded (below): whoever watches
+            # the run sees the turn that crossed it before the run stops.
+            response = metered.complete(request, stop_when_over=False)
     except BudgetExceeded as exc:
         return Dropped(f"step {step_id}: {exc}")
     except Exception as failed:
@@ -181,6 +184,9 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
         else:
             raise
         if rt.store.run_state(run_id).status == RunStatus.PAUSED:
+            # The turn stays begun, its call not made: let the step lease go, so the turn
+            # the resumed run publishes (outcomes.go_on) takes it over at once.
+            rt.store.take_leases(run_id, [step_id], 0)
             return Dropped(f"step {step_id}: the run paused at its budget")
         again = model_retry(rt.settings, model_error, retries)
         if again is None:
@@ -219,6 +225,16 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
     for call in verdict.calls:
         if call.error is not None:
             metrics.agent_call(call.tool, "refused", None)
+    over = metered.over_budget()
+    if over and recorded.active:
+        # Nothing new starts. Its calls are recorded, not published: a run paused at its
+        # budget publishes them when it goes on (outcomes.go_on); an ended one shows them
+        # cancelled. An answer is kept: the partial answer has it.
+        if verdict.kind == TurnKind.FINAL:
+            finish(rt, compiled, run_id, step_id, version, verdict.answer, worker,
+                   step_attempt, task_id)
+        stop_for_budget(rt.store, run_id, over, metered.options)
+        return Dropped(f"step {step_id}: turn {turn} recorded; the run's budget is spent")
     if not recorded.active:
         return Dropped(f"step {step_id}: turn {turn} recorded; the run stopped meanwhile")
     return _follow(rt, compiled, run_id, step_id, version, conv, turn, verdict, worker,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from planner import metrics, tracing
 from planner.engine import agent_moves as moves
@@ -92,9 +92,8 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
         limits = rt.settings.limits
         refused = output_problem(output, limits.max_json_depth, limits.max_output_bytes)
         if refused is None:
-            _metric(name, "succeeded", took)
             return _settled(rt, run_id, step_id, version, conv, turn, index, attempt,
-                            output, None)
+                            output, None, (name, took))
         error = ErrorRecord(type="OutputRefused", transient=False, attempt=attempt,
                             message=f"tool {name!r}: {refused}")
     took = time.monotonic() - started
@@ -127,9 +126,8 @@ def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tur
             took: float | None, timeouts: tuple[type[BaseException], ...] = (),
             attempt: int | None = None) -> Decision:
     """The call failed for good: the model sees its error as an ``is_error`` result."""
-    _metric(name, "failed", took)
     decision = _settled(rt, run_id, step_id, version, conv, turn, index, attempt, None,
-                        error)
+                        error, (name, took))
     if decision is not None:
         return decision
     # Celery shows FAILURE with the tool's own error (a timeout: the engine's words).
@@ -138,14 +136,17 @@ def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tur
 
 
 def _settled(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
-             index: int, attempt: int | None, output: Any,
-             error: ErrorRecord | None) -> Dropped | None:
+             index: int, attempt: int | None, output: Any, error: ErrorRecord | None,
+             ran: tuple[str, float | None] | None = None) -> Dropped | None:
     """Record a call's result (``error`` None: it succeeded with ``output``); the turn's
-    last one publishes the next turn."""
-    reply = rt.store.finish_call(run_id, step_id, conv, turn, index,
-                                 outcome="succeeded" if error is None else "failed",
+    last one publishes the next turn. ``ran``: the tool and how long it ran, counted
+    once the result is recorded as the call's."""
+    outcome: Literal["succeeded", "failed"] = "succeeded" if error is None else "failed"
+    reply = rt.store.finish_call(run_id, step_id, conv, turn, index, outcome=outcome,
                                  output=output, error=error, attempt=attempt,
                                  handoff_s=_handoff_s(rt))
+    if ran is not None and reply.state in ("ok", "last", "recorded"):
+        _metric(ran[0], outcome, ran[1])
     if reply.state == "last":
         _next_turn(rt, run_id, step_id, reply.version or version, conv, turn)
         return None

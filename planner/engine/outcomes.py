@@ -237,11 +237,17 @@ def _resume_agent(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int
     except RefError:
         return
     spec = agent_moves.AgentSpec.of(args)
-    move = agent_moves.next_move(rt.store.conversation(run_id, step_id), spec, step_id)
-    if isinstance(move, agent_moves.Think | agent_moves.Publish):
+    conv = rt.store.conversation(run_id, step_id)
+    move = agent_moves.next_move(conv, spec, step_id)
+    if not isinstance(move, agent_moves.Think | agent_moves.Publish):
+        return
+    begun = isinstance(move, agent_moves.Think) and move.turn < len(conv.turns)
+    if not begun:
+        # A turn begun and left (its run paused before the model call) is taken over
+        # once the step lease lapses: hold the lease only over a hop to new work.
         engine = rt.settings.engine
         rt.store.take_leases(run_id, [step_id], engine.step_lease_s + engine.dispatch_grace_s)
-        rt.publish(agent_moves.messages(compiled, run_id, version, step_id, move))
+    rt.publish(agent_moves.messages(compiled, run_id, version, step_id, move))
 
 
 def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,

@@ -1,107 +1,35 @@
 """An agent step's decisions on a real run store: its turns and tool calls delivered one by
-one from the in-memory publisher (``MemoryPublisher``), with a scripted executor model. A
-worker may die between any two writes: a redelivered message resumes, and a tool call that
-has a result never runs again."""
+one from the in-memory publisher (``MemoryPublisher``), with a scripted executor model
+(tests/engine/agent_driver.py drives them)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-import pytest
-
-from planner.engine import agent, agent_calls, start, steps
-from planner.engine.dispatch import Message
+from planner.engine import agent_calls
 from planner.engine.outcomes import Failed
-from planner.engine.runtime import Runtime
 from planner.engine.steps import Dropped
 from planner.llm.scripted import ScriptedModel
-from planner.store.records import RunOptions
-from planner.tools import ToolRegistry, tool
-from planner.tools.registry import load_registry
-from planner.usage import summarize
+from planner.tools import ToolRegistry
 from planner.vocabulary import CallStatus, RunStatus, StepStatus, TurnKind
-from planner.wire import AGENT_CALL_TASK, AGENT_TURN_TASK, FINALIZE_TASK, STEP_TASK
-from tests.engine.conftest import MakeRuntime, echo, record, sent
+from planner.wire import AGENT_CALL_TASK, FINALIZE_TASK
+from tests.engine.agent_driver import (
+    COUNTS,
+    SCHEMA,
+    deliver,
+    drain,
+    drain_until,
+    executor_calls,
+    pick,
+    says,
+    started,
+    tools,
+    turns,
+    use,
+)
+from tests.engine.conftest import MakeRuntime, echo, sent
 
-#: How many times each ``count`` key was counted (the tool's side effect).
-COUNTS: Counter[str] = Counter()
-
-
-@tool
-def count(key: str) -> int:
-    """Count ``key`` once more; return the count."""
-    COUNTS[key] += 1
-    return COUNTS[key]
-
-
-@pytest.fixture
-def tools() -> ToolRegistry:
-    COUNTS.clear()
-    registry = load_registry(["planner.tools.testing"])
-    registry.add(count)
-    return registry
-
-
-def pick(tools: list[str] | None = None, **args: Any) -> dict[str, Any]:
-    return {"id": "pick", "tool": "agent", "args": {
-        "task": "pick one", "tools": tools or ["count", "echo"], **args}}
-
-
-def says(turn: int, *content: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
-    blocks = [{"type": "text", "text": c} if isinstance(c, str) else c for c in content]
-    return {"role": "executor", "step": "pick", "turn": turn, "content": blocks, **extra}
-
-
-def use(name: str, **args: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "name": name, "input": args}
-
-
-def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None = None
-            ) -> str:
-    """A run started: its first messages are in ``sent(rt)``."""
-    run = record(rt, *plan_steps, options=options)
-    start.start_run(rt, run)
-    return run
-
-
-def deliver(rt: Runtime, m: Message, worker: str = "w") -> Any:
-    """One delivery of ``m`` (as the worker's task would make it)."""
-    a: tuple[Any, ...] = m.args
-    if m.task == STEP_TASK:
-        return steps.run_step(rt, a[0], a[1], a[2], worker, task_id=m.task_id)
-    if m.task == AGENT_TURN_TASK:
-        return turn(rt, m, worker)
-    assert m.task == AGENT_CALL_TASK
-    return agent_calls.run_call(rt, a[0], a[1], a[2], a[3], a[4], a[5], worker,
-                                task_id=m.task_id)
-
-
-def turn(rt: Runtime, m: Message, worker: str = "w") -> Any:
-    a: tuple[Any, ...] = m.args
-    return agent.run_turn(rt, a[0], a[1], a[2], a[3], a[4], worker, m.task_id, 0)
-
-
-def drain(rt: Runtime) -> list[Any]:
-    """Deliver every step, turn and call message sent, in order, until none is left."""
-    decisions: list[Any] = []
-    while True:
-        todo = [m for m in sent(rt) if m.task in (STEP_TASK, AGENT_TURN_TASK,
-                                                  AGENT_CALL_TASK)]
-        if not todo:
-            return decisions
-        m = todo[0]
-        sent(rt).remove(m)
-        decisions.append(deliver(rt, m))
-
-
-def executor_calls(rt: Runtime, run: str) -> int:
-    usage = summarize(rt.store.usage_fields(run), rt.settings.budget.prices)
-    return usage.by_role["executor"].calls if "executor" in usage.by_role else 0
-
-
-def turns(rt: Runtime, run: str) -> list[str]:
-    return [str(t.kind) for t in rt.store.conversation(run, "pick").turns]
+__all__ = ["tools"]  # the fixture: the testing tools and ``count``
 
 
 def test_an_agent_calls_tools_over_turns_and_a_dependent_refs_its_answer(
@@ -139,83 +67,6 @@ def test_the_calls_of_a_turn_are_messages_of_their_own(make_rt: MakeRuntime) -> 
          "chordal.agent pick \u2192 echo")]
 
 
-def test_a_turn_redelivered_after_record_turn_publishes_its_calls_and_runs_nothing(
-        make_rt: MakeRuntime) -> None:
-    rt = make_rt(ScriptedModel([
-        says(0, use("echo", value=1)),
-        says(1, use("count", key="x")),
-        says(2, "done")]))
-    run = started(rt, pick())
-    drain_until(rt, AGENT_TURN_TASK)
-    (t1,) = [m for m in sent(rt) if m.task == AGENT_TURN_TASK]
-    assert turn(rt, t1) is None
-    # The worker died after record_turn, before its calls were published.
-    sent(rt).clear()
-    calls_before = executor_calls(rt, run)
-    again = turn(rt, t1)
-    assert isinstance(again, Dropped)
-    assert executor_calls(rt, run) == calls_before  # no model call made again
-    (call,) = sent(rt)
-    assert call.task == AGENT_CALL_TASK and call.args[4:] == (1, 0)
-    assert call.task_id is not None and call.task_id.startswith(f"{run}.1.pick.c0t1i0.")
-    drain(rt)
-    assert COUNTS == {"x": 1}
-    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
-
-
-def drain_until(rt: Runtime, task: str) -> None:
-    """Deliver messages until one of ``task`` is the next."""
-    while True:
-        todo = [m for m in sent(rt) if m.task in (STEP_TASK, AGENT_TURN_TASK,
-                                                  AGENT_CALL_TASK)]
-        if not todo or todo[0].task == task:
-            return
-        sent(rt).remove(todo[0])
-        deliver(rt, todo[0])
-
-
-def test_a_call_redelivered_after_its_result_never_runs_again(make_rt: MakeRuntime
-                                                                ) -> None:
-    rt = make_rt(ScriptedModel([says(0, use("count", key="x"), use("count", key="y")),
-                                says(1, "done")]))
-    run = started(rt, pick())
-    drain_until(rt, AGENT_CALL_TASK)
-    first, second = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
-    assert deliver(rt, first) is None
-    # Redelivered while its sibling has no result: nothing runs, nothing is published.
-    sent(rt).clear()
-    assert isinstance(deliver(rt, first), Dropped)
-    assert sent(rt) == [] and COUNTS == {"x": 1}
-    # The last call finished, and its worker died before it published the next turn.
-    assert deliver(rt, second) is None
-    sent(rt).clear()
-    assert isinstance(deliver(rt, second), Dropped)
-    assert COUNTS == {"x": 1, "y": 1}
-    (nxt,) = sent(rt)
-    assert nxt.task == AGENT_TURN_TASK and nxt.args[3:] == (0, 1)
-    drain(rt)
-    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
-    assert COUNTS == {"x": 1, "y": 1}
-
-
-def test_a_step_redriven_after_turn_zero_resumes_with_its_calls(make_rt: MakeRuntime
-                                                                 ) -> None:
-    rt = make_rt(ScriptedModel([says(0, use("count", key="x")), says(1, "done")]))
-    run = started(rt, pick())
-    (step,) = sent(rt)
-    sent(rt).clear()
-    assert deliver(rt, step) is None
-    sent(rt).clear()  # the call's message was lost with the worker
-    rt.store.take_leases(run, ["pick"], 0)  # and its lease lapsed
-    assert deliver(rt, step) is None  # the re-drive resumes: no model call made again
-    assert executor_calls(rt, run) == 1
-    (call,) = sent(rt)
-    assert call.task == AGENT_CALL_TASK
-    drain(rt)
-    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
-    assert COUNTS == {"x": 1}
-
-
 def test_a_tool_error_reaches_the_model_and_it_recovers(make_rt: MakeRuntime) -> None:
     rt = make_rt(ScriptedModel([
         says(0, use("fail", times=-1, kind="permanent"), use("nope", x=1)),
@@ -247,9 +98,6 @@ def test_max_turns_fails_the_step_for_good(make_rt: MakeRuntime) -> None:
         CallStatus.REFUSED]
 
 
-SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-
-
 def test_an_answer_off_its_schema_gets_one_repair_turn(make_rt: MakeRuntime) -> None:
     rt = make_rt(ScriptedModel([says(0, use("final_answer", answer={"n": "x"})),
                                 says(1, use("final_answer", answer={"n": 2}),
@@ -270,30 +118,6 @@ def test_a_second_miss_is_output_invalid(make_rt: MakeRuntime) -> None:
     assert turns(rt, run) == [TurnKind.REPAIR, TurnKind.INVALID]
 
 
-def test_a_budget_crossed_by_a_turn_stops_the_agent_at_the_next_turn(make_rt: MakeRuntime
-                                                                     ) -> None:
-    rt = make_rt(ScriptedModel([says(0, use("count", key="x"),
-                                     usage={"input_tokens": 600, "output_tokens": 10})]))
-    run = started(rt, pick(), options=RunOptions(budget_tokens=500))
-    drain(rt)
-    assert rt.store.run_state(run).status == RunStatus.FAILED
-    assert executor_calls(rt, run) == 1
-    assert turns(rt, run) == [TurnKind.TOOLS]
-    assert COUNTS == {}  # recorded; nothing published after the stop
-
-
-def test_a_cancelled_run_stops_its_agent_at_the_next_turn(make_rt: MakeRuntime) -> None:
-    rt = make_rt(ScriptedModel([says(0, use("count", key="x")), says(1, "done")]))
-    run = started(rt, pick())
-    drain_until(rt, AGENT_CALL_TASK)
-    (call,) = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
-    rt.store.finish_run(run, RunStatus.CANCELLED)
-    sent(rt).clear()
-    assert isinstance(deliver(rt, call), Dropped)
-    assert COUNTS == {} and sent(rt) == []
-    assert executor_calls(rt, run) == 1
-
-
 def test_uncovered_steps_cover_the_tools_an_agent_may_call(make_rt: MakeRuntime,
                                                            tools: ToolRegistry) -> None:
     from planner.client import Client
@@ -311,66 +135,6 @@ def test_uncovered_steps_cover_the_tools_an_agent_may_call(make_rt: MakeRuntime,
     assert problem.startswith("step 'pick': no live worker on queue 'chordal' has tool "
                               "'count'")
     assert client.compile(plan).queues() == {"chordal", "llm"}
-
-
-def test_a_run_paused_at_its_budget_picks_its_agent_up_where_it_stopped(
-        make_rt: MakeRuntime) -> None:
-    from planner.engine import human
-
-    rt = make_rt(ScriptedModel([says(0, use("count", key="x"),
-                                     usage={"input_tokens": 600, "output_tokens": 10}),
-                                says(1, "done")]))
-    run = started(rt, pick(), options=RunOptions(budget_tokens=500, on_budget="pause"))
-    drain(rt)
-    assert rt.store.run_state(run).status == RunStatus.PAUSED
-    assert turns(rt, run) == [TurnKind.TOOLS] and COUNTS == {}
-    human.resume(rt, run, budget_tokens=100_000)
-    # The recorded turn's call is published again; nothing runs twice.
-    calls = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
-    assert [m.args[3:] for m in calls] == [(0, 0, 0)]
-    drain(rt)
-    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
-    assert COUNTS == {"x": 1} and executor_calls(rt, run) == 2
-
-
-class Flaky(ScriptedModel):
-    """A scripted model whose first ``fails`` calls fail transiently (a 529, say)."""
-
-    def __init__(self, fails: int, responses: list[dict[str, Any]]) -> None:
-        super().__init__(responses)
-        self.fails = fails
-
-    def complete(self, request: Any) -> Any:
-        from planner.errors import TransientError
-
-        if self.fails > 0:
-            self.fails -= 1
-            raise TransientError("overloaded")
-        return super().complete(request)
-
-
-def test_a_model_error_at_turn_zero_hands_the_turn_to_a_task_of_its_own(
-        make_rt: MakeRuntime) -> None:
-    from planner.engine.outcomes import Retry
-
-    rt = make_rt(Flaky(2, [says(0, use("count", key="x")), says(1, "done")]))
-    run = started(rt, pick())
-    (step,) = sent(rt)
-    sent(rt).clear()
-    assert deliver(rt, step) is None
-    (again,) = sent(rt)
-    assert again.task == AGENT_TURN_TASK and again.args[3:] == (0, 0)
-    assert again.countdown is not None and again.countdown > 0
-    assert turns(rt, run) == [TurnKind.THINKING]
-    sent(rt).clear()
-    rt.store.take_leases(run, ["pick"], 0)  # the countdown passed
-    # Its own task fails transiently too: a Celery retry (same task id) takes it over.
-    assert isinstance(deliver(rt, again), Retry)
-    rt.store.take_leases(run, ["pick"], 0)
-    assert deliver(rt, again) is None
-    drain(rt)
-    assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
-    assert COUNTS == {"x": 1}
 
 
 def test_a_model_error_with_no_retries_left_fails_the_step(make_rt: MakeRuntime) -> None:
@@ -407,3 +171,14 @@ def test_a_revoked_call_fails_with_revoked_and_the_model_reads_it(make_rt: MakeR
     drain(rt)
     assert COUNTS == {}
     assert rt.store.step_state(run, "pick").status == StepStatus.SUCCEEDED
+
+
+def test_an_agent_checkpoint_holds_its_dependents_for_review(make_rt: MakeRuntime) -> None:
+    from planner.wire import REVIEW_TASK
+
+    rt = make_rt(ScriptedModel([says(0, "answer")]))
+    run = started(rt, pick() | {"checkpoint": True}, echo("after", {"$ref": "pick"}))
+    drain(rt)
+    assert rt.store.step_state(run, "pick").held == 1
+    assert [m.args[1] for m in sent(rt) if m.task == REVIEW_TASK] == ["pick"]
+    assert rt.store.step_state(run, "after").status == StepStatus.PENDING

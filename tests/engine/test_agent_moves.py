@@ -273,3 +273,26 @@ def test_an_agent_step_is_known_and_its_tools_queues_are_the_plans(tools: ToolRe
     assert c.agent_tools("pick") == ["slow_echo", "echo"] and c.agent_tools("a") == []
     assert c.queue_of("pick") == "llm"
     assert c.queues() == {"chordal", "llm", "slow"}
+
+
+@given(st.lists(st.sampled_from(["echo", "sleep", "concat", "agent"]), min_size=1,
+                max_size=6),
+       st.integers(min_value=0, max_value=5))
+def test_every_tool_use_is_one_call_and_only_listed_tools_run(names: list[str],
+                                                             t: int) -> None:
+    from planner.tools.registry import load_registry
+
+    registry = load_registry(["planner.tools.testing"])
+    args = {"echo": {"value": 1}, "sleep": {"seconds": 0}, "concat": {"items": []},
+            "agent": {"task": "x", "tools": []}}
+    v = judge(response(*(use(n, args[n], f"u{i}") for i, n in enumerate(names))), SPEC, t,
+              False, registry, LIMITS)
+    assert [(c.index, c.id, c.tool) for c in v.calls] == [
+        (i, f"u{i}", n) for i, n in enumerate(names)]
+    listed = [c for c in v.calls if c.tool in SPEC.tools]
+    if t + 1 >= SPEC.max_turns:
+        assert v.kind == TurnKind.MAX_TURNS and v.pending == ()
+    elif listed:
+        assert v.kind == TurnKind.TOOLS and v.pending == tuple(listed)
+    else:
+        assert v.kind == TurnKind.REFUSED and v.pending == ()

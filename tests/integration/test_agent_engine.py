@@ -39,7 +39,11 @@ SCRIPT = {"responses": [
     {"role": "executor", "step": "pick", "turn": 1, "content": [
         {"type": "tool_use", "name": "echo", "input": {"value": "two"}}]},
     {"role": "executor", "step": "pick", "turn": 2, "content": [
-        {"type": "text", "text": "picked two"}]}]}
+        {"type": "text", "text": "picked two"}]},
+    {"role": "executor", "step": "stop", "turn": 0, "content": [
+        {"type": "tool_use", "name": "sleep", "input": {"seconds": 30}}]},
+    {"role": "executor", "step": "stop", "turn": 1, "match": "Revoked", "content": [
+        {"type": "text", "text": "it was stopped"}]}]}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +91,27 @@ def test_an_agent_step_calls_a_tool_over_two_turns_and_a_dependent_refs_its_answ
     # Turn 0 ran in the step's own task; turns 1 and 2 and both calls in tasks of their own.
     tasks = Counter(r["task"] for r in scripted_engine.published(report.run_id))
     assert (tasks["chordal.agent_turn"], tasks["chordal.agent_call"]) == (2, 2)
+
+
+def test_a_call_terminated_in_flower_is_a_revoked_result_the_model_reads(
+        scripted_engine: Engine) -> None:
+    client = scripted_engine.client
+    run_id = client.submit({"goal": "stop", "steps": [
+        {"id": "stop", "tool": "agent", "args": {"task": "wait", "tools": ["sleep"]}}]})
+    deadline = time.monotonic() + 30
+    while True:
+        turns = client.store.conversation(run_id, "stop").turns
+        if turns and turns[0].calls and turns[0].calls[0].status == CallStatus.RUNNING:
+            break
+        assert time.monotonic() < deadline, turns
+        time.sleep(0.05)
+    client.app.control.revoke(f"{run_id}.1.stop.c0t0i0", terminate=True)
+    report = client.wait(run_id, 60)
+    assert report.status == "succeeded", report
+    assert report.steps["stop"].output == "it was stopped"
+    (call,) = client.store.conversation(run_id, "stop").turns[0].calls
+    assert call.status == CallStatus.FAILED
+    assert call.error is not None and call.error.type == "Revoked"
 
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
