@@ -23,12 +23,12 @@ from planner.engine.outcomes import (
     Failed,
     Retry,
     StepFailed,
-    after_finish,
+    end_agent,
     give_up,
     model_retry,
 )
 from planner.engine.runtime import Runtime
-from planner.engine.steps import Dropped, _failed, output_problem
+from planner.engine.steps import Dropped, _failed
 from planner.errors import BudgetExceeded, ChordalError, RefError, TransientError
 from planner.language.refs import referenced_steps, resolve
 from planner.language.validation import Limits
@@ -89,12 +89,14 @@ def act(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version:
         redrive: bool = True) -> Decision:
     """Carry out a move derived from the record (a resume): publish a turn or the calls
     without a result, finish with a recorded answer, or fail."""
-    if isinstance(move, moves.Finish):
-        return finish(rt, compiled, run_id, step_id, version, move.answer, worker, attempt,
-                      task_id)
-    if isinstance(move, moves.Fail):
-        return _give_up(rt, compiled, run_id, step_id, version, worker,
-                        move.error.model_copy(update={"attempt": attempt}), attempt, task_id)
+    if isinstance(move, moves.Finish | moves.Fail):
+        end = end_agent(rt, compiled, run_id, step_id, version, move, worker, attempt)
+        if end.error is not None:
+            return _failed(rt, run_id, step_id, task_id,
+                           StepFailed(f"{end.error.type}: {end.error.message}"))
+        if end.state == "superseded":
+            return Dropped(f"step {step_id}: attempt {attempt} was superseded")
+        return None
     rt.store.take_leases(run_id, [step_id], handoff_s(rt))
     rt.publish(moves.messages(compiled, run_id, version, step_id, move, redrive))
     return None
@@ -103,18 +105,8 @@ def act(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version:
 def finish(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
            answer: Any, worker: str, attempt: int | None, task_id: str | None) -> Decision:
     """The conversation answered: the answer is the step's output."""
-    limits = rt.settings.limits
-    refused = output_problem(answer, limits.max_json_depth, limits.max_output_bytes)
-    if refused is not None:
-        return _give_up(rt, compiled, run_id, step_id, version, worker, ErrorRecord(
-            type="OutputRefused", transient=False, attempt=attempt,
-            message=f"agent step {step_id!r}: its answer: {refused}"), attempt, task_id)
-    done = rt.store.finish_step(run_id, step_id, output=answer, worker=worker,
-                                hold=compiled.is_checkpoint(step_id), attempt=attempt)
-    if done.state == "superseded":
-        return Dropped(f"step {step_id}: attempt {attempt} was superseded")
-    after_finish(rt, run_id, step_id, done)
-    return None
+    return act(rt, compiled, run_id, step_id, version, moves.Finish(answer), worker, attempt,
+               task_id)
 
 
 def run_turn(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
@@ -139,8 +131,11 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
     begun = rt.store.begin_turn(run_id, step_id, conv, turn, worker, engine.step_lease_s,
                                 task_id, attempt)
     if begun.state == "done":
-        # Recorded already (its worker died after record_turn): carry its next move out.
+        # Recorded already (its worker died after record_turn): carry its next move out,
+        # unless a later turn began (then that move was carried out).
         state = rt.store.conversation(run_id, step_id)
+        if max(t.turn for t in state.turns) > turn:
+            return Dropped(f"step {step_id}: turn {turn} was recorded and followed already")
         move = moves.next_move(state, spec, step_id)
         step_attempt = rt.store.step_state(run_id, step_id).attempts
         decision = act(rt, compiled, run_id, step_id, version, move, worker, step_attempt,
@@ -152,8 +147,13 @@ def _turn(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, versio
             f"agent step {step_id!r}: turn {turn} was begun {begun.tries} times without "
             "an answer (workers killed or lost)"))
         return _give_up(rt, compiled, run_id, step_id, version, worker, error, None, task_id)
+    if begun.state == "busy":
+        # Made under a live holder elsewhere, or handed to this task under a lease that
+        # has not lapsed yet (a model retry's countdown; a resumed run's turn): come back
+        # when it would lapse. A holder that died by then leaves the turn to this task.
+        return Retry(begun.secs + 1.0)
     if begun.state != "run":
-        # inactive (run or step ended, paused, re-driven), early, or busy elsewhere.
+        # inactive (run or step ended, paused, re-driven), or early.
         return Dropped(f"step {step_id}: turn {turn} not run ({begun.state} "
                        f"{begun.why})".strip())
     version, step_attempt = begun.version, begun.attempt

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from planner import metrics, tracing
 from planner.engine import agent_moves as moves
-from planner.engine.outcomes import Failed, Retry, StepFailed, retry_delay
+from planner.engine.outcomes import Failed, Retry, StepFailed, output_problem, retry_delay
 from planner.engine.runtime import Runtime
-from planner.engine.steps import Dropped, _error, output_problem
+from planner.engine.steps import Dropped, _error
 from planner.store.failure import ErrorRecord
 from planner.store.keys import call_lease
 from planner.store.records import REVOKED
@@ -77,7 +77,7 @@ def run_call(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tu
     retry_after: float | None = None
     raised: BaseException | None = None
     try:
-        with rt.leases.keep(run_id, call_lease(step_id, turn, index)):
+        with rt.leases.keep(run_id, call_lease(step_id, conv, turn, index)):
             output = tool.invoke(args, _context(rt, run_id, step_id, attempt, tool.timeout_s,
                                                 f"t{turn}.c{index}"))
     except timeouts as exc:
@@ -137,14 +137,16 @@ def _failed(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, tur
 
 def _settled(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, turn: int,
              index: int, attempt: int | None, output: Any, error: ErrorRecord | None,
-             ran: tuple[str, float | None] | None = None) -> Dropped | None:
+             ran: tuple[str, float | None] | None = None, task_id: str | None = None
+             ) -> Dropped | None:
     """Record a call's result (``error`` None: it succeeded with ``output``); the turn's
     last one publishes the next turn. ``ran``: the tool and how long it ran, counted
-    once the result is recorded as the call's."""
+    once the result is recorded as the call's. ``task_id`` (with no ``attempt``): the
+    task the result concerns; the call's record ignores it if it runs under another."""
     outcome: Literal["succeeded", "failed"] = "succeeded" if error is None else "failed"
     reply = rt.store.finish_call(run_id, step_id, conv, turn, index, outcome=outcome,
                                  output=output, error=error, attempt=attempt,
-                                 handoff_s=_handoff_s(rt))
+                                 handoff_s=_handoff_s(rt), task_id=task_id)
     if ran is not None and reply.state in ("ok", "last", "recorded"):
         _metric(ran[0], outcome, ran[1])
     if reply.state == "last":
@@ -162,15 +164,16 @@ def _next_turn(rt: Runtime, run_id: str, step_id: str, version: int, conv: int, 
                                    redrive)])
 
 
-
 def call_revoked(rt: Runtime, args: tuple[Any, ...], terminated: bool,
                  task_id: str | None) -> None:
     """Celery revoked a call's task (Flower's Terminate): the call fails for good with a
-    ``Revoked`` error, which the model reads at its next turn."""
+    ``Revoked`` error, which the model reads at its next turn — if the call runs (or
+    last ran) under that task: the revoke of a stale duplicate of its message changes
+    nothing while the real attempt runs."""
     run_id, step_id, version, conv, turn, index = args[:6]
     how = "terminated while it ran" if terminated else "revoked before it ran"
     error = ErrorRecord(type=REVOKED, transient=False,
                         message=f"its task {task_id} was {how} (Flower's Terminate, or "
                                 "celery control revoke)")
     _settled(rt, run_id, step_id, int(version), int(conv), int(turn), int(index), None,
-             None, error)
+             None, error, task_id=task_id)

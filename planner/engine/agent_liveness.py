@@ -2,7 +2,7 @@
 
 An agent step is a ``running`` step whose work hops between short tasks: a turn task holds
 the step lease while the model answers, each tool call task a call lease of its own
-(``~<step>|<turn>|<index>`` in the run's leases), and ``record_turn``/``finish_call``
+(``~<step>|<conv>|<turn>|<index>`` in the run's leases), and ``record_turn``/``finish_call``
 stretch the step lease over the hop to what they publish (a lease plus the dispatch
 grace). Between hops nothing holds the step lease, so it lapses by design while tool calls
 run, and a queue backlog longer than the hop lets it lapse while nothing is lost. The
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: A call lease's name starts with this, then ``<step>|<turn>|<index>``.
+#: A call lease's name starts with this, then ``<step>|<conv>|<turn>|<index>``.
 CALL_LEASE = "~"
 
 

@@ -199,7 +199,8 @@ def _judge(response: ModelResponse, spec: AgentSpec, turn: int, repaired: bool,
         return Verdict(TurnKind.INVALID if repaired else TurnKind.REPAIR,
                        problems=reading.problems)
     calls = tuple(_checked(c, spec, tools, limits) for c in reading.calls)
-    if turn + 1 >= spec.max_turns:
+    # Turns count model calls, not the one repair (a turn index after it counts it too).
+    if turn - int(repaired) + 1 >= spec.max_turns:
         # Its last turn asked for more tools: those calls are not run.
         unrun = _refused(f"not run: the step used its {spec.max_turns} turns")
         return Verdict(TurnKind.MAX_TURNS, tuple(replace(c, error=c.error or unrun)

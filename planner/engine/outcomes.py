@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from planner.engine import agent_moves
 from planner.engine.compiled import CompiledPlan
@@ -23,6 +24,7 @@ from planner.engine.dispatch import (
 )
 from planner.engine.runtime import Runtime
 from planner.errors import ChordalError, RefError, TransientError
+from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
 from planner.settings import Settings
 from planner.store.records import EARNED_STEP, ErrorRecord, StepStatus
@@ -54,6 +56,21 @@ class Failed:
     show the task as failed with the step's error instead of as a success."""
 
     error: BaseException
+
+
+def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
+    """Why a tool's output (or an agent's answer) cannot be recorded (not JSON, or too
+    big), or None."""
+    problems = json_problems(output, max_depth, "output")
+    if problems:
+        path, what = problems[0]
+        return f"its output is not plain JSON: {path}: {what}"
+    size = json_size(output)
+    if size > max_bytes:
+        return (f"its output is {size} bytes of JSON; the limit is {max_bytes} "
+                "(raise CHORDAL_MAX_OUTPUT_BYTES, or keep large data out of outputs and "
+                "return a reference to it)")
+    return None
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -225,12 +242,45 @@ def go_on(rt: Runtime, run_id: str) -> None:
             _resume_agent(rt, compiled, run_id, run.version, sid)
 
 
+@dataclass(frozen=True)
+class AgentEnd:
+    """What a conversation's end did to its agent step: ``finished`` (its answer is the
+    step's output), ``failed`` for good with ``error``, or nothing (``superseded``: the
+    attempt that ended it is not the step's current one)."""
+
+    state: Literal["finished", "failed", "superseded"]
+    error: ErrorRecord | None = None
+
+
+def end_agent(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str, version: int,
+              move: agent_moves.Finish | agent_moves.Fail, worker: str,
+              attempt: int | None) -> AgentEnd:
+    """An agent step's conversation ended (``move``, derived from its record): its answer
+    becomes the step's output, or the step fails for good, as attempt ``attempt``."""
+    if isinstance(move, agent_moves.Finish):
+        limits = rt.settings.limits
+        refused = output_problem(move.answer, limits.max_json_depth, limits.max_output_bytes)
+        if refused is None:
+            done = rt.store.finish_step(run_id, step_id, output=move.answer, worker=worker,
+                                        hold=compiled.is_checkpoint(step_id), attempt=attempt)
+            if done.state == "superseded":
+                return AgentEnd("superseded")
+            after_finish(rt, run_id, step_id, done)
+            return AgentEnd("finished")
+        error = ErrorRecord(type="OutputRefused", transient=False, attempt=attempt,
+                            message=f"agent step {step_id!r}: its answer: {refused}")
+    else:
+        error = move.error.model_copy(update={"attempt": attempt})
+    give_up(rt, compiled, run_id, step_id, version, worker, error, attempt)
+    return AgentEnd("failed", error)
+
+
 def _resume_agent(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
                   step_id: str) -> None:
     """An agent step of a run that goes on: publish its next turn, or its calls without a
     result (its turn boundary dropped them while the run was paused), holding the step
-    over the hop. An answer or a failure recorded but not acted on is left to the
-    reconciler: the step's lease lapses and its re-drive resumes it."""
+    over the hop; or end it with the answer or the failure its last turn recorded while
+    the run was paused (nothing else acts on it: a reclaim would cost an attempt)."""
     step = compiled.step(step_id)
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
@@ -239,7 +289,10 @@ def _resume_agent(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int
     spec = agent_moves.AgentSpec.of(args)
     conv = rt.store.conversation(run_id, step_id)
     move = agent_moves.next_move(conv, spec, step_id)
-    if not isinstance(move, agent_moves.Think | agent_moves.Publish):
+    if isinstance(move, agent_moves.Finish | agent_moves.Fail):
+        st = rt.store.step_state(run_id, step_id)
+        end_agent(rt, compiled, run_id, step_id, version, move, st.worker or "unknown",
+                  st.attempts)
         return
     begun = isinstance(move, agent_moves.Think) and move.turn < len(conv.turns)
     if not begun:

@@ -14,7 +14,6 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from planner import logs, tracing
 from planner.engine.compiled import CompiledPlan
@@ -25,6 +24,7 @@ from planner.engine.outcomes import (
     StepFailed,
     after_finish,
     give_up,
+    output_problem,
     recover,
     resend,
     retry_delay,
@@ -32,7 +32,6 @@ from planner.engine.outcomes import (
 )
 from planner.engine.runtime import Runtime
 from planner.errors import PermanentError, RefError, RunNotFound, ToolError, TransientError
-from planner.jsonvalue import json_problems, json_size
 from planner.language.refs import referenced_steps, resolve
 from planner.store.records import REVOKED, ErrorRecord, RunState, StepState
 from planner.tools.aio import AttemptTimeout
@@ -73,20 +72,6 @@ def _failed(rt: Runtime, run_id: str, step_id: str, task_id: str | None,
         attempts = rt.store.step_state(run_id, step_id).attempts
         rt.store.claim(run_id, _errback_claim(step_id, attempts), task_id)
     return Failed(error)
-
-
-def output_problem(output: Any, max_depth: int, max_bytes: int) -> str | None:
-    """Why a tool's output cannot be recorded (not JSON, or too big), or None."""
-    problems = json_problems(output, max_depth, "output")
-    if problems:
-        path, what = problems[0]
-        return f"its output is not plain JSON: {path}: {what}"
-    size = json_size(output)
-    if size > max_bytes:
-        return (f"its output is {size} bytes of JSON; the limit is {max_bytes} "
-                "(raise CHORDAL_MAX_OUTPUT_BYTES, or keep large data out of outputs and "
-                "return a reference to it)")
-    return None
 
 
 @dataclass(frozen=True)

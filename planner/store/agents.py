@@ -254,22 +254,24 @@ class AgentTransitions(StoreBase):
     def finish_call(self, run_id: str, step_id: str, conv: int, turn: int, index: int, *,
                     outcome: Literal["succeeded", "failed", "retry"], output: Any = None,
                     error: ErrorRecord | None = None, attempt: int | None = None,
-                    delay_s: float = 0.0, queue: str = "", handoff_s: float = DEFAULT_LEASE_S
-                    ) -> CallFinish:
+                    delay_s: float = 0.0, queue: str = "", handoff_s: float = DEFAULT_LEASE_S,
+                    task_id: str | None = None) -> CallFinish:
         """``finish_call(run_id, step_id, conv, turn, index, *, outcome, output=None,
-        error=None, attempt=None, delay_s=0.0, queue='', handoff_s=30.0) -> CallFinish``.
-        Record call ``index``'s ``outcome``: ``succeeded`` with ``output``, ``failed`` with
-        ``error`` (its result), or ``retry`` with ``error`` (pending again, due in
-        ``delay_s`` on ``queue``). ``attempt``: the call attempt reporting it (None: the
-        engine decides, e.g. a revoke). The turn's last result holds the step lease for
-        ``handoff_s`` (the hop to the next turn)."""
+        error=None, attempt=None, delay_s=0.0, queue='', handoff_s=30.0, task_id=None)
+        -> CallFinish``. Record call ``index``'s ``outcome``: ``succeeded`` with
+        ``output``, ``failed`` with ``error`` (its result), or ``retry`` with ``error``
+        (pending again, due in ``delay_s`` on ``queue``). ``attempt``: the call attempt
+        reporting it (None: the engine decides, e.g. a revoke); then ``task_id``: the task
+        the outcome concerns (a call that began under another one is ``superseded``; None:
+        any). The turn's last result holds the step lease for ``handoff_s`` (the hop to
+        the next turn)."""
         if outcome != "succeeded" and error is None:
             raise ValueError(f"finish_call({outcome!r}) needs the error")
         value = json.dumps(output) if outcome == "succeeded" else cast(ErrorRecord,
                                                                        error).to_json()
         reply = self._agent("finish_call", run_id, step_id, str(conv), str(turn), str(index),
                             "" if attempt is None else str(attempt), outcome, value,
-                            str(delay_s), queue, str(handoff_s))
+                            str(delay_s), queue, str(handoff_s), task_id or "")
         state = reply[0]
         if state == "ok":
             return CallFinish("ok", left=int(reply[1]), took=_secs(reply[2]))

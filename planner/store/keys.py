@@ -57,10 +57,12 @@ def api_calls_key(owner: str) -> str:
     return f"{PREFIX}:api:calls:{owner}"
 
 
-def call_lease(step_id: str, turn: int, index: int) -> str:
+def call_lease(step_id: str, conv: int, turn: int, index: int) -> str:
     """The lease of an agent step's tool call in its run's ``:leases`` hash (held by the
-    worker running the call, as a step's lease is under the step's id)."""
-    return f"~{step_id}|{turn}|{index}"
+    worker running the call, as a step's lease is under the step's id). Named for its
+    conversation too: a call of a conversation ``chordal retry`` left behind may still run
+    beside the same call of the new one, and each drops only its own lease."""
+    return f"~{step_id}|{conv}|{turn}|{index}"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class RunKeys:
     @property
     def leases(self) -> str:
         """Hash: step id (or ``@planner``, ``@replanner``…: a run-level task; or
-        ``~<step>|<t>|<i>``: an agent step's tool call) -> lease expiry, epoch seconds of
+        ``~<step>|<conv>|<t>|<i>``: an agent step's tool call) -> lease expiry, epoch seconds of
         the Redis clock, renewed while its worker works on it."""
         return self._k(":leases")
 

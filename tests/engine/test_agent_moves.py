@@ -180,6 +180,13 @@ def test_tools_asked_for_at_the_last_turn_are_not_run(tools: ToolRegistry) -> No
                  LIMITS).kind == TurnKind.TOOLS
 
 
+def test_the_one_repair_turn_does_not_count_against_max_turns(tools: ToolRegistry) -> None:
+    # max_turns 4 with a repair turn among them: 5 model calls, turns 0-4, the last at 4.
+    calls = response(use("echo", {"value": 1}))
+    assert judge(calls, SPEC, 3, True, tools, LIMITS).kind == TurnKind.TOOLS
+    assert judge(calls, SPEC, 4, True, tools, LIMITS).kind == TurnKind.MAX_TURNS
+
+
 def test_a_schema_answer_through_final_answer(tools: ToolRegistry) -> None:
     v = judge(response(use("final_answer", {"answer": {"n": 3}})), TYPED, 0, False, tools,
               LIMITS)

@@ -4,10 +4,15 @@ record says, and a tool call that has a result never runs again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
 from planner.engine.outcomes import Retry
 from planner.engine.steps import Dropped
 from planner.llm.scripted import ScriptedModel
-from planner.store.records import RunOptions
+from planner.store.records import ErrorRecord, RunOptions
 from planner.vocabulary import RunStatus, StepStatus, TurnKind
 from planner.wire import AGENT_CALL_TASK, AGENT_TURN_TASK
 from tests.engine.agent_driver import (
@@ -87,6 +92,10 @@ def test_a_step_redriven_after_turn_zero_resumes_with_its_calls(make_rt: MakeRun
     assert deliver(rt, step) is None
     sent(rt).clear()  # the call's message was lost with the worker
     rt.store.take_leases(run, ["pick"], 0)  # and its lease lapsed
+    # While its call is due, the step's own message waits (a duplicate must not take it).
+    assert isinstance(deliver(rt, step), Retry)
+    # The reconciler finds the call's message gone and reclaims the step.
+    assert rt.store.reclaim(run, "pick", 1, ErrorRecord(type="WorkerLost", message="x"), 0)
     assert deliver(rt, step) is None  # the re-drive resumes: no model call made again
     assert executor_calls(rt, run) == 1
     (call,) = sent(rt)
@@ -226,3 +235,43 @@ def test_a_retried_agent_step_starts_a_new_conversation(make_rt: MakeRuntime) ->
     # The old one stays readable; neither ran a call asked for at the last turn.
     assert rt.store.conversation(run, "pick", first.conversation).turns == first.turns
     assert COUNTS == {}
+
+
+class PausesTheRun(ScriptedModel):
+    """A scripted model during whose call ``then`` runs (the run is paused meanwhile)."""
+
+    then: Callable[[], object] | None = None
+
+    def complete(self, request: Any) -> Any:
+        if self.then is not None:
+            self.then()
+        return super().complete(request)
+
+
+@pytest.mark.parametrize("last", ["answer", "max_turns"])
+def test_a_conversation_that_ended_while_its_run_was_paused_ends_its_step_on_resume(
+        make_rt: MakeRuntime, last: str) -> None:
+    from planner.engine import human
+
+    model = PausesTheRun([says(0, use("count", key="x")),
+                          says(1, "picked") if last == "answer" else says(1, use("echo",
+                                                                                 value=2))])
+    rt = make_rt(model)
+    run = started(rt, pick(max_turns=2) | {"on_failure": "fail"})
+    drain_until(rt, AGENT_TURN_TASK)
+    model.then = lambda: human.pause(rt, run, "budget exceeded")
+    assert isinstance(drain(rt)[-1], Dropped)  # recorded; the run stopped meanwhile
+    assert rt.store.run_state(run).status == RunStatus.PAUSED
+    assert turns(rt, run) == [TurnKind.TOOLS, "final" if last == "answer" else "max_turns"]
+    model.then = None
+    human.resume(rt, run)
+    state = rt.store.step_state(run, "pick")
+    assert state.attempts == 1  # no attempt taken for lost: nothing waited for a reclaim
+    if last == "answer":
+        assert state.status == StepStatus.SUCCEEDED
+        assert rt.store.outputs(run, ["pick"]) == {"pick": "picked"}
+    else:
+        assert state.status == StepStatus.FAILED
+        assert state.error is not None and state.error.type == "MaxTurns"
+        assert rt.store.run_state(run).status == RunStatus.FAILED
+    assert executor_calls(rt, run) == 2

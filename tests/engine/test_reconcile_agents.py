@@ -98,7 +98,7 @@ def test_a_tool_call_under_a_live_call_lease_keeps_its_agent_step(rt: Runtime) -
     rec = Reconciler(rt, lock_s=10, settle_s=0)
     time.sleep(1.1)  # quiet past the grace: not stalled either, a call is at work
     assert kinds(rec) == []
-    lapse(rt, run, call_lease("pick", 0, 0))  # the call's worker died too
+    lapse(rt, run, call_lease("pick", 0, 0, 0))  # the call's worker died too
     assert kinds(rec) == [("lease_expired", "pick")]
 
 
@@ -190,7 +190,7 @@ def test_a_step_that_is_not_an_agent_is_reclaimed_whatever_its_queue_holds(
 def test_a_lapsed_call_lease_and_nothing_waiting_reclaims_it_once(rt: Runtime) -> None:
     run = agent_running(rt)
     call_begun(rt, run)
-    lapse(rt, run, call_lease("pick", 0, 0))
+    lapse(rt, run, call_lease("pick", 0, 0, 0))
     rec = Reconciler(rt, lock_s=10, settle_s=0)
     assert kinds(rec) == [("lease_expired", "pick")]
     state = rt.store.step_state(run, "pick")
@@ -222,7 +222,7 @@ def test_agent_messages_name_their_step_in_the_broker(make_rt: MakeRuntime) -> N
 
 
 def test_the_pure_judgement() -> None:
-    assert agent_liveness.lease_step("~pick|2|0") == "pick"
+    assert agent_liveness.lease_step("~pick|1|2|0") == "pick"
     assert agent_liveness.lease_step("pick") is None
     assert agent_liveness.lease_step("@replanner:t1") is None
     leases = {"~a|0|0": 10.0, "~b|1|2": 4.0, "b": 20.0, "@planner": 20.0}

@@ -46,12 +46,12 @@ def test_a_turn_fans_out_its_calls_and_the_last_result_hands_on_to_the_next_turn
     begun = store.begin_call(run_id, "pick", 0, 0, 0, "w0", 3, lease_s=20, task_id="C0")
     assert (begun.state, begun.attempt, begun.tool, begun.args) == ("run", 1, "echo",
                                                                      {"text": "a"})
-    assert lease(store, run_id, call_lease("pick", 0, 0)) > store.now() + 15
+    assert lease(store, run_id, call_lease("pick", 0, 0, 0)) > store.now() + 15
     assert set(store.step_state(run_id, "pick").calls_due) == {"0.1"}
     first = store.finish_call(run_id, "pick", 0, 0, 0, attempt=1, outcome="succeeded",
                               output={"x": 1.0000000000001, "empty": []})
     assert (first.state, first.left) == ("ok", 1) and first.took is not None
-    assert call_lease("pick", 0, 0) not in store.r.hgetall(RunKeys(run_id).leases)
+    assert call_lease("pick", 0, 0, 0) not in store.r.hgetall(RunKeys(run_id).leases)
     assert store.begin_turn(run_id, "pick", 0, 1, "w", task_id="T1").state == "early"
     last = settle(store, run_id, 1)
     assert (last.state, last.version) == ("last", 1)
@@ -262,7 +262,7 @@ def test_a_running_call_is_busy_until_its_lease_lapses_then_taken_over(store):
     assert store.begin_call(run_id, "pick", 0, 0, 0, "w1", 2, task_id="C").attempt == 1
     busy = store.begin_call(run_id, "pick", 0, 0, 0, "w2", 2, task_id="D")
     assert busy.state == "busy" and float(busy.detail) > 0
-    lapse(store, run_id, call_lease("pick", 0, 0))
+    lapse(store, run_id, call_lease("pick", 0, 0, 0))
     again = store.begin_call(run_id, "pick", 0, 0, 0, "w2", 2, task_id="D")
     assert (again.state, again.attempt) == ("run", 2)
     # Attempt 1 reports late: noted on the call, nothing else changes.
@@ -271,7 +271,7 @@ def test_a_running_call_is_busy_until_its_lease_lapses_then_taken_over(store):
     assert late.state == "superseded"
     raw = json.loads(store.r.hget(RunKeys(run_id).agent, "pick|0|0|0"))
     assert [(n["attempt"], n["outcome"]) for n in raw["late"]] == [(1, "succeeded")]
-    lapse(store, run_id, call_lease("pick", 0, 0))
+    lapse(store, run_id, call_lease("pick", 0, 0, 0))
     out = store.begin_call(run_id, "pick", 0, 0, 0, "w3", 2, task_id="E")
     assert (out.state, out.attempts) == ("exhausted", 2)
     # The engine fails it for good (no attempt number): the model reads the error.
@@ -305,7 +305,7 @@ def test_a_retried_call_is_pending_again_and_due_after_its_delay(store):
     assert out.state == "retry" and out.took is not None
     queue, due = store.step_state(run_id, "pick").calls_due["0.1"]
     assert queue == "io2" and store.now() + 35 < due <= store.now() + 40
-    assert call_lease("pick", 0, 1) not in store.r.hgetall(RunKeys(run_id).leases)
+    assert call_lease("pick", 0, 0, 1) not in store.r.hgetall(RunKeys(run_id).leases)
     call = store.conversation(run_id, "pick").turns[0].calls[1]
     assert (call.status, call.error, call.attempts) == ("pending", FLAKY, 1)
     status, data = events(store, run_id, "agent.tool_call")[-1]

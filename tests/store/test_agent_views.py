@@ -14,9 +14,9 @@ def test_call_leases_live_beside_the_steps_and_renew_as_any_lease(store):
     run_id = started(store)
     tools_turn(store, run_id)
     store.begin_call(run_id, "pick", 0, 0, 0, "w", 3, lease_s=5)
-    name = call_lease("pick", 0, 0)
-    assert name == "~pick|0|0"
-    assert store.renew_leases(run_id, [name, call_lease("pick", 0, 1)], 100) == 1
+    name = call_lease("pick", 0, 0, 0)
+    assert name == "~pick|0|0|0"
+    assert store.renew_leases(run_id, [name, call_lease("pick", 0, 0, 1)], 100) == 1
     snap = store.snapshot(run_id)
     assert snap is not None and snap.leases[name] > snap.now + 90
     assert "pick" in alive(snap, 30) and name not in snap.steps

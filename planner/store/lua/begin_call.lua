@@ -1,5 +1,5 @@
 -- A worker is about to run tool call i of turn t of an agent step: count the attempt and
--- mark the call running under its own lease (`~<step>|<t>|<i>` in `:leases`, renewed by
+-- mark the call running under its own lease (`~<step>|<conv>|<t>|<i>` in `:leases`, renewed by
 -- its worker). A call that has a result never runs again.
 -- KEYS: run, steps, events, agent, leases.
 -- ARGV: maxlen, step, conv, turn, index, worker, max attempts, lease seconds, task id
@@ -25,7 +25,7 @@ if call.status == 'succeeded' or call.status == 'failed' or call.status == 'refu
   local begun = redis.call('HEXISTS', KEYS[4], prefix .. '|' .. (t + 1))
   return {'done', call.status, left, tostring(begun)}
 end
-local name = call_lease(step, t, i)
+local name = call_lease(step, conv, t, i)
 local lease = tonumber(redis.call('HGET', KEYS[5], name) or '0')
 if call.status == 'running' and lease > now_s() then
   return {'busy', string.format('%.6f', lease - now_s())}

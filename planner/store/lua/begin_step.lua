@@ -2,7 +2,8 @@
 -- plan version need not be the current one: a step kept by a replan runs under the
 -- version that holds it now, which this returns.
 -- A running step holds a lease (KEYS[5], renewed by its worker): a second message for it
--- is refused while the lease is live ('busy'), and takes the step over once it expired
+-- is refused while the lease is live ('busy'; an agent step also while its tool calls run
+-- or wait, lib.lua's `calls_at_work`), and takes the step over once it expired
 -- (its worker died; the lost attempt counted already, and is now taken for lost: a late
 -- result of it is superseded). A step that is not running but still holds a live lease
 -- waits for it too: an attempt of the run before a `retry` still runs (its run was
@@ -33,6 +34,9 @@ if is_final(status) then return {'done', status, version} end
 local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
 if status == 'running' then
   if lease > now_s() then return {'busy', tostring(lease - now_s()), version} end
+  -- An agent step between hops: its step lease lapsed, its calls hold it (lib.lua).
+  local calls = calls_at_work(KEYS[2], KEYS[5], step, tonumber(ARGV[6]))
+  if calls then return {'busy', calls, version} end
 elseif tonumber(waiting) > 0 then
   redis.call('HDEL', KEYS[2], step .. '.dispatched')
   return {'waiting', '', version}

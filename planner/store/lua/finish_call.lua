@@ -7,9 +7,10 @@
 -- KEYS: run, steps, events, agent, leases.
 -- ARGV: maxlen, step, conv, turn, index, attempt ('' = the engine decides), outcome
 --       (succeeded|failed|retry), value json (the output, or an error record), delay
---       seconds (retry), queue (retry), handoff seconds (last)
--- Returns {'duplicate'} (it has a result) | {'superseded'} (not the running attempt, or
---         no such call)
+--       seconds (retry), queue (retry), handoff seconds (last), task id (with no attempt:
+--       the task the outcome concerns, e.g. the one revoked; '' = any)
+-- Returns {'duplicate'} (it has a result) | {'superseded'} (not the running attempt, not
+--         the task the call runs under, or no such call)
 --       | {'retry', took}   pending again, due after the delay
 --       | {'ok', left, took}   recorded; `left` calls of the turn have no result yet
 --       | {'last', version, took}   recorded, the turn's last: publish the next turn
@@ -32,16 +33,31 @@ if attempt ~= '' and (call.status ~= 'running' or tostring(call.attempts) ~= att
   agent_put(KEYS[4], KEYS[1], field, call)
   return {'superseded'}
 end
+-- The engine's outcome for a task the call does not run under (a revoke of a stale
+-- duplicate of its message) must not end the call while its real attempt runs. A call
+-- that never began has no task: nothing of it runs, whichever message was revoked.
+local task = ARGV[12] or ''
+if attempt == '' and task ~= '' and call.task and call.task ~= '' and call.task ~= task then
+  local late = call.late or {}
+  table.insert(late, {task = task, outcome = outcome, at = now()})
+  call.late = late
+  agent_put(KEYS[4], KEYS[1], field, call)
+  return {'superseded'}
+end
+-- `calls_due` is the current conversation's: a call of one `chordal retry` left behind
+-- must not touch the entry of the same call of the new one.
+local _, current = agent_prefix(KEYS[2], step)
+local mine = current == conv
 local took = ''
 if call.status == 'running' then took = since(call.began_at) end
-redis.call('HDEL', KEYS[5], call_lease(step, t, i))
+redis.call('HDEL', KEYS[5], call_lease(step, conv, t, i))
 local extra = {}
 if took ~= '' then extra.took_s = tonumber(took) end
 if outcome == 'retry' then
   call.status = 'pending'
   call.error = value
   agent_put(KEYS[4], KEYS[1], field, call)
-  call_due(KEYS[2], step, t .. '.' .. i, ARGV[10], tonumber(ARGV[9]) or 0)
+  if mine then call_due(KEYS[2], step, t .. '.' .. i, ARGV[10], tonumber(ARGV[9]) or 0) end
   extra.error = error_line(value)
   call_event(KEYS[3], step, 'retrying', t, call, extra)
   return {'retry', took}
@@ -57,7 +73,7 @@ else
 end
 call.finished_at = now()
 agent_put(KEYS[4], KEYS[1], field, call)
-call_due(KEYS[2], step, t .. '.' .. i, nil)
+if mine then call_due(KEYS[2], step, t .. '.' .. i, nil) end
 call_event(KEYS[3], step, call.status, t, call, extra)
 local left = redis.call('HINCRBY', KEYS[4], prefix .. '|' .. t .. '|left', -1)
 if left > 0 then return {'ok', tostring(left), took} end

@@ -185,6 +185,32 @@ local function call_due(steps, step, key, queue, delay)
   end
 end
 
+-- Whether an agent step is still at work on its tool calls while its step lease lapsed
+-- (it does, by design, while they run or wait): seconds to wait (a string), or nil. At
+-- work: a call of its current conversation holds a live call lease, or a call is
+-- published and not begun (`calls_due`: its message is on the way, or waits for its
+-- retry's countdown). `begin_step` answers a second message of the step 'busy' then:
+-- taking the step over would count an attempt, take the live one for lost and publish its
+-- calls again. A call whose message was lost is the reconciler's to find (it reads the
+-- queues); its reclaim makes the step pending first, so the re-drive is not kept waiting.
+local function calls_at_work(steps, leases, step, lease_s)
+  local prefix = '~' .. step .. '|' .. (redis.call('HGET', steps, step .. '.base') or '0')
+                 .. '|'
+  local t, left = now_s(), nil
+  local held = redis.call('HGETALL', leases)
+  for j = 1, #held, 2 do
+    local until_s = tonumber(held[j + 1]) or 0
+    if string.sub(held[j], 1, #prefix) == prefix and until_s > t then
+      left = math.max(left or 0, until_s - t)
+    end
+  end
+  if not left and redis.call('HEXISTS', steps, step .. '.calls_due') == 1 then
+    left = lease_s
+  end
+  if left then return string.format('%.6f', left) end
+  return nil
+end
+
 -- At most n bytes of s, not cutting a UTF-8 character in two.
 local function cut(s, n)
   if type(s) ~= 'string' then return nil end
@@ -212,7 +238,9 @@ local function call_event(events, step, status, t, rec, extra)
   event(events, 'agent.tool_call', step, status, cjson.encode(data))
 end
 
--- A call lease's name in `:leases`: the step's calls live beside its own lease.
-local function call_lease(step, t, i)
-  return '~' .. step .. '|' .. t .. '|' .. i
+-- A call lease's name in `:leases`: the step's calls live beside its own lease. The
+-- conversation is in it: a call of a conversation `chordal retry` left behind may still
+-- run beside the same call of the new one, and each drops only its own lease.
+local function call_lease(step, conv, t, i)
+  return '~' .. step .. '|' .. conv .. '|' .. t .. '|' .. i
 end

@@ -25,6 +25,10 @@ for k, v in pairs(made) do rec[k] = v end
 rec.status = 'done'
 rec.finished_at = now()
 local calls = cjson.decode(ARGV[7])
+-- `calls_due` is the current conversation's (a turn of one `chordal retry` left behind
+-- is recorded, and its calls are never published).
+local _, current = agent_prefix(KEYS[2], step)
+local mine = current == conv
 local left, summaries = 0, {}
 for _, c in ipairs(calls) do
   local call = {index = c.index, id = c.id, tool = c.tool, args = c.args, queue = c.queue,
@@ -37,7 +41,7 @@ for _, c in ipairs(calls) do
   else
     call.status = 'pending'
     left = left + 1
-    call_due(KEYS[2], step, key, c.queue or '', 0)
+    if mine then call_due(KEYS[2], step, key, c.queue or '', 0) end
   end
   agent_put(KEYS[4], KEYS[1], field .. '|' .. c.index, call)
   table.insert(summaries, cjson.encode({index = c.index, tool = c.tool}))
