@@ -182,3 +182,23 @@ def test_an_agent_checkpoint_holds_its_dependents_for_review(make_rt: MakeRuntim
     assert rt.store.step_state(run, "pick").held == 1
     assert [m.args[1] for m in sent(rt) if m.task == REVIEW_TASK] == ["pick"]
     assert rt.store.step_state(run, "after").status == StepStatus.PENDING
+
+
+def test_a_revoke_of_a_stale_duplicate_leaves_the_running_call_alone(make_rt: MakeRuntime
+                                                                      ) -> None:
+    rt = make_rt(ScriptedModel([says(0, use("count", key="x")), says(1, "ok")]))
+    run = started(rt, pick())
+    drain_until(rt, AGENT_CALL_TASK)
+    (call,) = [m for m in sent(rt) if m.task == AGENT_CALL_TASK]
+    sent(rt).clear()
+    begun = rt.store.begin_call(run, "pick", 0, 0, 0, "w1", 5, 30.0, call.task_id)
+    assert begun.state == "run"
+    # A duplicate of its message (a re-drive's) is revoked while the real attempt runs.
+    agent_calls.call_revoked(rt, call.args, False, f"{call.task_id}.dup")
+    (c,) = rt.store.conversation(run, "pick").turns[0].calls
+    assert (c.status, c.error) == (CallStatus.RUNNING, None)
+    assert sent(rt) == []  # the next turn is not published early
+    # The revoke of the task it runs under ends it.
+    agent_calls.call_revoked(rt, call.args, True, call.task_id)
+    (c,) = rt.store.conversation(run, "pick").turns[0].calls
+    assert c.status == CallStatus.FAILED and c.error is not None and c.error.type == "Revoked"
