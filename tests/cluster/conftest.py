@@ -6,6 +6,7 @@ redis-cli are not on the PATH (both are in CI)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -93,11 +94,17 @@ def client_for(env: dict[str, str]) -> Client:
 @pytest.fixture(scope="session")
 def cluster_engine(cluster: cluster_server.Cluster, broker: str,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """A client and one prefork worker (4 processes): broker RabbitMQ, store the cluster."""
+    """A client and one prefork worker (4 processes): broker RabbitMQ, store the cluster;
+    the model is scripted (tests.cluster.test_cluster_runs.AGENT_SCRIPT)."""
+    from tests.cluster.test_cluster_runs import AGENT_SCRIPT
+
     cluster.flush()
-    env = cluster_env(cluster, broker)
+    tmp = tmp_path_factory.mktemp("cluster")
+    script = tmp / "agent.json"
+    script.write_text(json.dumps(AGENT_SCRIPT))
+    env = cluster_env(cluster, broker, CHORDAL_LLM=f"scripted:{script}")
     client = client_for(env)
-    worker = start_worker(env, tmp_path_factory.mktemp("cluster") / "worker.log",
+    worker = start_worker(env, tmp / "worker.log",
                           "--concurrency=4", "--queues=chordal,probe,llm")
     try:
         wait_for_queues(client, {"chordal", "probe", "llm"}, worker)

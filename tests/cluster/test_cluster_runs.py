@@ -8,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from planner.options import RunOptions
 from planner.service.events import stream
 from planner.service.streams import StreamSlots
 from planner.store.keys import RunKeys
@@ -15,6 +16,14 @@ from tests.cluster.conftest import client_for, cluster_env, virtual_host
 from tests.cluster_server import Cluster
 from tests.integration.conftest import Engine, Worker, start_worker, wait_for_queues
 from tests.integration.helpers import assert_dependencies_respected, plan, started_counts, step
+
+#: The agent step's turns, as the scripted model answers them.
+AGENT_SCRIPT = {"responses": [
+    {"role": "executor", "step": "pick", "turn": 0, "content": [
+        {"type": "text", "text": "First look."},
+        {"type": "tool_use", "name": "echo", "input": {"value": "one"}}]},
+    {"role": "executor", "step": "pick", "turn": 1, "content": [
+        {"type": "text", "text": "picked one"}]}]}
 
 
 def test_a_fan_out_runs_and_its_runs_spread_over_the_masters(cluster_engine: Engine,
@@ -101,7 +110,8 @@ def test_the_reconciler_starts_a_run_whose_creator_died(cluster_engine: Engine) 
     reconciler's pass over the watched runs finds it quiet and makes its next move."""
     client = cluster_engine.client
     compiled = client.compile(plan(step("a"), step("b", deps=["a"], value={"$ref": "a"})))
-    run_id = client.store.create_run("orphaned", compiled.plan)
+    run_id = client.store.create_run("orphaned", compiled.plan,
+                                     options=RunOptions(synthesize=False))
     report = client.wait(run_id, timeout=60)
     assert report.status == "succeeded", report
     assert report.steps["b"].output == "a"
@@ -137,3 +147,16 @@ def test_a_killed_workers_step_runs_again(cluster: Cluster, tmp_path: Path) -> N
     assert report.steps["after"].output == "done" and report.steps["slow"].attempts == 2
     repaired = [e.data for e in client.store.events(run_id) if e.type == "run.repaired"]
     assert {(r["kind"], r["step"]) for r in repaired} <= {("lease_expired", "slow")}
+
+
+def test_an_agent_steps_turns_and_tool_calls(cluster_engine: Engine) -> None:
+    """begin_turn, record_turn, begin_call and finish_call, and the ``:agent`` key, on the
+    run's slot like every other transition."""
+    report = cluster_engine.run({"goal": "pick", "steps": [
+        {"id": "pick", "tool": "agent", "args": {"task": "echo, then say what you picked",
+                                                  "tools": ["echo"]}},
+        {"id": "after", "tool": "echo", "args": {"value": {"$ref": "pick"}}}]}, timeout=90)
+    assert report.status == "succeeded", report
+    assert report.steps["after"].output == "picked one"
+    conv = cluster_engine.client.store.conversation(report.run_id, "pick")
+    assert len(conv.turns) == 2
