@@ -81,7 +81,6 @@ def cluster() -> Iterator[cluster_server.Cluster]:
 def cluster_env(cluster: cluster_server.Cluster, broker: str, **extra: str
                 ) -> dict[str, str]:
     probe = redis_server.url(PROBE_DB)
-    os.environ["TEST_PROBE_REDIS_URL"] = probe  # publishes from this process (roots)
     return base_env(cluster.url, CHORDAL_BROKER_URL=broker, TEST_PROBE_REDIS_URL=probe,
                     **FAST, **extra)
 
