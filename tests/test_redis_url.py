@@ -52,3 +52,12 @@ def test_a_cluster_cannot_be_the_broker() -> None:
 
 def test_a_cluster_urls_password_is_masked() -> None:
     assert "pw" not in mask_url("redis+cluster://app:pw@h:1,g:2")
+
+
+def test_a_cluster_that_does_not_answer_is_one_clear_line() -> None:
+    from planner.cli.embedded import require_reachable
+    from planner.errors import Unavailable
+    from tests.redis_server import free_port
+
+    with pytest.raises(Unavailable, match="no startup node of the Redis Cluster answered"):
+        require_reachable(settings(f"redis+cluster://127.0.0.1:{free_port()}"))

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 from planner.settings.redis_url import is_cluster, parse_cluster
 
@@ -32,9 +33,15 @@ def connect(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     nodes = [ClusterNode(host, port)  # type: ignore[no-untyped-call]  # (redis-py)
              for host, port in parse_cluster(url).nodes]
+    try:
+        client = RedisCluster(startup_nodes=nodes, **_cluster_options(url), **options)
+    except RedisClusterException as exc:
+        # Unlike one Redis's client, a cluster's connects here (to learn the slot map); its
+        # error is no RedisError, which every caller already turns into one clear line.
+        raise redis.ConnectionError(f"no startup node of the Redis Cluster answered with "
+                                    f"its slot map ({exc})") from None
     # Same commands, routed by slot: the store uses it as it would one Redis.
-    return cast(redis.Redis, RedisCluster(startup_nodes=nodes, **_cluster_options(url),
-                                          **options))
+    return cast(redis.Redis, client)
 
 
 def connect_async(url: str, pool_size: int, **options: Any) -> redis.asyncio.Redis:
