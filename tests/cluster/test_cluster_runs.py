@@ -92,6 +92,10 @@ def test_the_report_and_the_events_as_the_service_streams_them(cluster_engine: E
     assert started_counts(events) == {"a": 1, "b": 1}
     assert events[-1].type == "run.finished"
     assert report.run_id in {s.run_id for s in client.runs(limit=100)}
+    # What reads many runs' keys or every master: the gauges, the workers, the stuck.
+    assert client.store.fleet().runs_active >= 0
+    assert client.workers()  # chordal:worker:* found by a SCAN of every master
+    assert client.stuck() == []
 
     async def read() -> list[str]:
         slots = StreamSlots.connect(cluster.url, per_key=2, most=4, keepalive_s=1.0)
