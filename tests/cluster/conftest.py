@@ -69,6 +69,15 @@ def broker() -> Iterator[str]:
         yield url
 
 
+#: The agent step's turns, as the scripted model answers them.
+AGENT_SCRIPT = {"responses": [
+    {"role": "executor", "step": "pick", "turn": 0, "content": [
+        {"type": "text", "text": "First look."},
+        {"type": "tool_use", "name": "echo", "input": {"value": "one"}}]},
+    {"role": "executor", "step": "pick", "turn": 1, "content": [
+        {"type": "text", "text": "picked one"}]}]}
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[cluster_server.Cluster]:
     if cluster_server.binaries() is None:
@@ -94,9 +103,7 @@ def client_for(env: dict[str, str]) -> Client:
 def cluster_engine(cluster: cluster_server.Cluster, broker: str,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A client and one prefork worker (4 processes): broker RabbitMQ, store the cluster;
-    the model is scripted (tests.cluster.test_cluster_runs.AGENT_SCRIPT)."""
-    from tests.cluster.test_cluster_runs import AGENT_SCRIPT
-
+    the model is scripted (AGENT_SCRIPT)."""
     cluster.flush()
     tmp = tmp_path_factory.mktemp("cluster")
     script = tmp / "agent.json"

@@ -17,14 +17,6 @@ from tests.cluster_server import Cluster
 from tests.integration.conftest import Engine, Worker, start_worker, wait_for_queues
 from tests.integration.helpers import assert_dependencies_respected, plan, started_counts, step
 
-#: The agent step's turns, as the scripted model answers them.
-AGENT_SCRIPT = {"responses": [
-    {"role": "executor", "step": "pick", "turn": 0, "content": [
-        {"type": "text", "text": "First look."},
-        {"type": "tool_use", "name": "echo", "input": {"value": "one"}}]},
-    {"role": "executor", "step": "pick", "turn": 1, "content": [
-        {"type": "text", "text": "picked one"}]}]}
-
 
 def test_a_fan_out_runs_and_its_runs_spread_over_the_masters(cluster_engine: Engine,
                                                              cluster: Cluster) -> None:
