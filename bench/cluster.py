@@ -81,7 +81,11 @@ def fill(r: Any, runs: int) -> None:
 
 
 def commands(r: Any) -> int:
-    return int(r.info("stats")["total_commands_processed"])
+    """Commands processed so far (on a cluster: by every node)."""
+    info = r.info("stats")
+    if "total_commands_processed" in info:
+        return int(info["total_commands_processed"])
+    return sum(int(node["total_commands_processed"]) for node in info.values())
 
 
 def reconcile_passes(url: str, runs: int, active: int, passes: int) -> list[tuple[float, int]]:
@@ -94,9 +98,11 @@ def reconcile_passes(url: str, runs: int, active: int, passes: int) -> list[tupl
     from planner.store.runs import RunStore
     from planner.tools import ToolRegistry
 
-    settings = Settings.from_env({"CHORDAL_REDIS_URL": url})
+    # The broker is never used here (the publisher records), but a cluster needs one set.
+    settings = Settings.from_env({"CHORDAL_REDIS_URL": url,
+                                  "CHORDAL_BROKER_URL": "amqp://guest:guest@127.0.0.1//"})
     store = RunStore.from_url(url)
-    store.r.flushdb()
+    store.r.flushall()
     fill(store.r, runs)
     plan = {"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"value": 1}}]}
     from planner.language.plan import Plan
@@ -105,19 +111,21 @@ def reconcile_passes(url: str, runs: int, active: int, passes: int) -> list[tupl
         store.create_run("bench", Plan.model_validate(plan))
     rt = Runtime(settings, MemoryPublisher(), tools=ToolRegistry(), store=store)
     rec = Reconciler(rt, lock_s=600, settle_s=0)
+    nodes = len(info) if "total_commands_processed" not in (info := store.r.info("stats")) \
+        else 1  # the INFO that counts is counted too
     found: list[tuple[float, int]] = []
     for _ in range(passes):
         before = commands(store.r)
         t0 = time.perf_counter()
         rec.tick()
-        found.append((time.perf_counter() - t0, commands(store.r) - before - 1))
+        found.append((time.perf_counter() - t0, commands(store.r) - before - nodes))
     rec.release()
     return found
 
 
 def reconcile_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
     rows = []
-    with single_redis() as url:
+    with (cluster_redis if args.cluster else single_redis)() as url:
         for runs in args.runs:
             passes = reconcile_passes(url, runs, args.active, args.passes)
             first, rest = passes[0], passes[1:]
@@ -196,6 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="finished runs in the store (reconcile)")
     p.add_argument("--active", type=int, default=20, help="runs not ended (reconcile)")
     p.add_argument("--passes", type=int, default=5, help="reconciler passes (reconcile)")
+    p.add_argument("--cluster", action="store_true",
+                   help="the store on a 3-master cluster (reconcile)")
     p.add_argument("--fan-runs", type=int, default=20, help="runs at once (throughput)")
     p.add_argument("--width", type=int, default=20, help="leaves per run (throughput)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (throughput)")
