@@ -21,7 +21,7 @@ log = logging.getLogger("chordal.worker")
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("chordal", broker=settings.broker, backend=settings.store.redis_url,
+    app = Celery("chordal", broker=settings.broker, backend=settings.store.result_backend,
                  include=["workers.tasks", "workers.housekeeping"],
                  # Sent events named as the tasks' shadow names (see the class).
                  amqp=AMQP_CLASS)

@@ -122,10 +122,11 @@ def require_reachable(settings: Settings, timeout: float = 2.0) -> None:
     import redis
 
     from planner.client import redis_hint
+    from planner.store.connect import connect
 
     try:
-        redis.Redis.from_url(settings.store.redis_url, socket_timeout=timeout,
-                             socket_connect_timeout=timeout).ping()
+        connect(settings.store.redis_url, socket_timeout=timeout,
+                socket_connect_timeout=timeout).ping()
     except (redis.RedisError, OSError) as exc:
         raise Unavailable(redis_hint(settings, exc)) from None
     broker = settings.worker.broker_url

@@ -100,7 +100,7 @@ AMQP_CLASS = f"{__name__}:ShadowNamedAMQP"
 
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes (clients): the wire settings, no tasks."""
-    app = Celery("chordal", broker=settings.broker, backend=settings.store.redis_url,
+    app = Celery("chordal", broker=settings.broker, backend=settings.store.result_backend,
                  amqp=AMQP_CLASS)
     app.conf.update(celery_conf(settings))
     return app

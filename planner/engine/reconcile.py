@@ -56,6 +56,8 @@ log = logging.getLogger("chordal.reconciler")
 
 #: Stalled-run repairs in a row that changed nothing before a run is given up.
 MAX_NUDGES = 3
+#: Runs of the index a pass sweeps for runs not watched (see Reconciler._backfill).
+SWEEP_BATCH = 500
 #: Seconds a message must stay missing between two looks before it counts as lost: a
 #: worker takes a message out of its queue a moment before it notes it reserved.
 CONFIRM_S = 1.0
@@ -208,6 +210,10 @@ class Reconciler:
         self._last_pass: float | None = None
         self._trust_after = 0.0
         self._held_at = 0.0
+        #: The sweep of the run index for runs not watched: on (from the lock's taking
+        #: until it is through) and where its next batch starts.
+        self._sweeping = False
+        self._sweep: tuple[float, str] | None = None
         #: (run, step) whose message the broker held nowhere at the last pass, and since
         #: when.
         self._missing: dict[tuple[str, str, str], float] = {}
@@ -216,6 +222,7 @@ class Reconciler:
         if not self._hold():
             self._last_pass = None
             return []
+        self._backfill()
         return self.reconcile()
 
     def release(self) -> None:
@@ -230,19 +237,25 @@ class Reconciler:
                 self.lock.reacquire()
             else:
                 self.holding = bool(self.lock.acquire(blocking=False))
-                if self.holding:
-                    self._backfill()
+                if self.holding:  # sweep the index afresh, a batch per pass
+                    self._sweeping, self._sweep = True, None
         except LockError:
             self.holding = False  # it lapsed and another reconciler took it
         self._held_at = time.monotonic()
         return self.holding
 
     def _backfill(self) -> None:
-        """Watch every run of the index that has not ended (runs created before the
-        watch list existed, or whose creator died between the two writes)."""
+        """Watch the runs of one more batch of the index that have not ended (runs created
+        before the watch list existed: every run is watched from its creation on), until
+        the index is through. A batch per pass, so a pass costs the same however many runs
+        the index holds (every run made and not expired)."""
+        if not self._sweeping:
+            return
         store = self.rt.store
-        for run_id in store.unwatched_runs():
+        found, self._sweep = store.unwatched_runs(self._sweep, SWEEP_BATCH)
+        for run_id in found:
             store.watch(run_id)
+        self._sweeping = self._sweep is not None
 
     def reconcile(self) -> list[tuple[str, Repair]]:
         """One pass over every run that has not ended."""

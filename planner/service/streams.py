@@ -19,6 +19,8 @@ import redis.asyncio
 from redis.asyncio.connection import parse_url
 
 from planner.errors import RateLimited, Unavailable
+from planner.settings.redis_url import is_cluster
+from planner.store.connect import connect_async, is_cluster_client
 
 #: Seconds a blocking read may overrun its ``BLOCK`` before the socket gives up: a Redis
 #: that stalls longer is taken for down (the client reconnects with Last-Event-ID).
@@ -44,6 +46,13 @@ class StreamSlots:
 
     @classmethod
     def connect(cls, url: str, per_key: int, most: int, keepalive_s: float) -> StreamSlots:
+        if is_cluster(url):
+            # A cluster client keeps a pool per node, up to ``most`` each: a stream holds
+            # a connection of its run's node, so none waits for one either.
+            return cls(connect_async(url, most, decode_responses=True,
+                                     socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                     socket_timeout=keepalive_s + READ_MARGIN_S),
+                       per_key, most)
         options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S,
                                    **parse_url(url)}
         # Over the URL's own options (?socket_timeout=): a read that blocks for
@@ -56,8 +65,9 @@ class StreamSlots:
         return cls(redis.asyncio.Redis(connection_pool=pool), per_key, most)
 
     async def close(self) -> None:
-        await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        await self.redis.aclose()  # a cluster client closes its nodes' pools here
+        if not is_cluster_client(self.redis):
+            await self.redis.connection_pool.disconnect()
 
     def take(self, scope: str) -> StreamSlot:
         """A slot for one more stream of ``scope``'s, or 429 (the key's cap) / 503 (the

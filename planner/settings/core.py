@@ -11,9 +11,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.worker.broker_url or self.store.redis_url
+
+    @model_validator(mode="after")
+    def _cluster_needs_broker(self) -> Self:
+        # Celery's Redis transport speaks to one node: a cluster cannot carry the messages.
+        if self.store.cluster and self.worker.broker_url is None:
+            raise ValueError("CHORDAL_REDIS_URL is a Redis Cluster, which cannot be Celery's "
+                             "broker: set CHORDAL_BROKER_URL too (e.g. "
+                             "amqp://guest:guest@127.0.0.1//)")
+        return self
 
     @classmethod
     def areas(cls) -> dict[str, type[Area]]:

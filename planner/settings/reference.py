@@ -27,6 +27,12 @@ from (the environment, `.env`, or the default) and secrets masked; `chordal conf
 the same as JSON. In code, `Settings.from_env()` reads them and `settings.<area>.<field>`
 holds each (`settings.store.redis_url` is `CHORDAL_REDIS_URL`).
 
+A Redis Cluster as the run store: `CHORDAL_REDIS_URL=redis+cluster://host:port,host:port`
+(any of its nodes; `rediss+cluster://` over TLS; `user:password@` as in a `redis://` URL;
+database 0 only, no `?options`), with `CHORDAL_BROKER_URL` set to RabbitMQ (or a Redis
+apart): Celery's Redis transport and result backend speak to one node, so Celery keeps no
+results there (the run store keeps every output). See docs/operations.md, "Redis Cluster".
+
 This page is generated from the settings' models (`python -m planner.settings.reference >
 docs/configuration.md`); a test checks that it is current.
 """

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from planner.settings import redis_url
 from planner.settings.area import DAY, Area, unset_means
 
 
@@ -15,17 +16,27 @@ class StoreSettings(Area):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0",
                            description="Run store and Celery results (and the broker by "
-                                       "default).")
+                                       "default); redis+cluster://host:port,host:port,... "
+                                       "for a Redis Cluster (then set the broker, and "
+                                       "Celery keeps no results).")
     retention_s: int = Field(7 * DAY, ge=60, description="How long a run's record is kept "
                                                          "(seconds; 7 days).")
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. "
-                             "redis://127.0.0.1:6379/0")
-        return value
+        return redis_url.check(value)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the run store is a Redis Cluster."""
+        return redis_url.is_cluster(self.redis_url)
+
+    @property
+    def result_backend(self) -> str | None:
+        """Celery's result backend: the run store's Redis, or none on a cluster (Celery's
+        Redis backend speaks to one node; the run store keeps every output anyway)."""
+        return None if self.cluster else self.redis_url
 
 
 class WorkerSettings(Area):

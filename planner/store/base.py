@@ -21,6 +21,7 @@ import redis
 from planner.errors import RunNotFound
 from planner.language.plan import Plan
 from planner.store import lost, scripts
+from planner.store.connect import connect, is_cluster_client
 from planner.store.keys import ACTIVE_RUNS, CALLBACK_ATTEMPTS, CALLBACKS_DUE, RunKeys
 from planner.store.records import RunOptions, RunState, StepState
 
@@ -36,11 +37,13 @@ class StoreBase:
         self.r = client
         self.retention_s = retention_s
         self._scripts = {name: scripts.register(client, name) for name in scripts.RUN_SCRIPTS}
+        #: A Redis Cluster (some commands are read otherwise: see :meth:`run_clock`).
+        self.cluster = is_cluster_client(client)
+        self._clock = scripts.register(client, "clock")
 
     @classmethod
     def from_url(cls, url: str, retention_s: int = 7 * 86_400) -> Self:
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30),
-                   retention_s)
+        return cls(connect(url, decode_responses=True, health_check_interval=30), retention_s)
 
     def _run(self, name: str, keys: list[str], *args: Any) -> Any:
         """Run a store script; ARGV[1] is always the events stream's length."""
@@ -50,6 +53,16 @@ class StoreBase:
         """The Redis clock, epoch seconds."""
         secs, micros = self.r.time()
         return secs + micros / 1e6
+
+    def run_clock(self, run_id: str) -> tuple[int, int] | None:
+        """On a cluster, the clock (``TIME``) of the node holding the run's keys, which
+        wrote its leases and times: a cluster refuses TIME inside a MULTI, so a reader
+        that compares with them asks for it first. None on one Redis (TIME goes in the
+        reader's MULTI)."""
+        if not self.cluster:
+            return None
+        secs, micros = self._clock(keys=[RunKeys(run_id).run])
+        return int(secs), int(micros)
 
     # -- the records every part reads ---------------------------------------------------
     def exists(self, run_id: str) -> bool:

@@ -57,22 +57,30 @@ class Coordination(StoreBase):
         pipe.zrem(ACTIVE_RUNS, run_id)
         pipe.execute()
 
-    def unwatched_runs(self) -> list[str]:
-        """Runs of the index that have not ended and are not watched."""
-        found: list[str] = []
-        indexed = cast(list[str], self.r.zrange(RUN_INDEX, 0, -1))
-        for start in range(0, len(indexed), 500):
-            run_ids = indexed[start:start + 500]
-            pipe = self.r.pipeline(transaction=False)
-            for run_id in run_ids:
-                pipe.hget(RunKeys(run_id).run, "status")
-                pipe.zscore(ACTIVE_RUNS, run_id)
-            replies = pipe.execute()
-            for i, run_id in enumerate(run_ids):
-                status, watched = replies[2 * i], replies[2 * i + 1]
-                if status and status not in TERMINAL_RUN and watched is None:
-                    found.append(run_id)
-        return found
+    def unwatched_runs(self, after: tuple[float, str] | None = None, batch: int = 500
+                       ) -> tuple[list[str], tuple[float, str] | None]:
+        """One batch of the run index, oldest first, from just after ``after`` (its
+        creation time and id; None: the start): the runs in it that have not ended and are
+        not watched, and where the next batch starts (None: the index is through). A
+        cursor, not a rank: the index is trimmed from its old end while it is read."""
+        low: float | str = "-inf" if after is None else after[0]
+        num = batch
+        while True:  # more than a batch created in the cursor's millisecond: read past
+            rows = [(m, float(t)) for m, t in cast(list[tuple[str, float]], self.r.zrangebyscore(
+                RUN_INDEX, low, "+inf", start=0, num=num, withscores=True))]
+            fresh = [(m, t) for m, t in rows if after is None or (t, m) > after]
+            if fresh or len(rows) < num:
+                break
+            num *= 2
+        pipe = self.r.pipeline(transaction=False)
+        for run_id, _ in fresh:
+            pipe.hget(RunKeys(run_id).run, "status")
+            pipe.zscore(ACTIVE_RUNS, run_id)
+        replies = pipe.execute() if fresh else []
+        found = [run_id for i, (run_id, _) in enumerate(fresh)
+                 if (status := replies[2 * i]) and status not in TERMINAL_RUN
+                 and replies[2 * i + 1] is None]
+        return found, (fresh[-1][1], fresh[-1][0]) if len(rows) == num else None
 
     def record_repair(self, run_id: str, repair: Repair) -> bool:
         """Write a ``run.repaired`` event (before the repair is made) and count it; False

@@ -181,8 +181,12 @@ class RunViews(StoreBase):
         """One run as the reconciler sees it, read in one round trip; None if it has no
         record (expired, or not created yet)."""
         k = RunKeys(run_id)
+        # On a cluster the clock comes first, out of the MULTI: a moment early, so a lease
+        # or an event written meanwhile only looks younger (no repair made too soon).
+        clock = self.run_clock(run_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.time()
+        if clock is None:
+            pipe.time()
         pipe.hgetall(k.run)
         pipe.hgetall(k.steps)
         pipe.hgetall(k.deps)
@@ -190,7 +194,10 @@ class RunViews(StoreBase):
         pipe.hgetall(k.claims)
         pipe.smembers(k.unhandled)
         pipe.xrevrange(k.events, count=1)
-        clock, run, steps, deps, leases, claims, unhandled, last = pipe.execute()
+        replies = pipe.execute()
+        if clock is None:
+            clock, *replies = replies
+        run, steps, deps, leases, claims, unhandled, last = replies
         if not run:
             return None
         fields: dict[str, dict[str, str]] = {}
@@ -199,8 +206,10 @@ class RunViews(StoreBase):
             fields.setdefault(sid, {})[name] = value
         last_id, last_at = None, None
         if last:
-            last_id = last[0][0]
-            last_at = float(last[0][1].get("ts") or 0) or None
+            last_id, entry = last[0]
+            if isinstance(entry, list):  # a cluster's MULTI leaves an entry's fields flat
+                entry = dict(zip(entry[::2], entry[1::2], strict=True))
+            last_at = float(entry.get("ts") or 0) or None
         return RunSnapshot(
             run_id=run_id, now=clock[0] + clock[1] / 1e6, run=RunState.from_fields(run),
             steps={sid: StepState.from_fields(f) for sid, f in fields.items()},
