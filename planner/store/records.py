@@ -61,6 +61,8 @@ class PlanVersion(BaseModel):
     added: list[str] = Field(default_factory=list)
     kept: list[str] = Field(default_factory=list)
     dropped: list[str] = Field(default_factory=list)
+    #: Steps started while the plan streamed in that this version contradicts: cancelled.
+    cancelled: list[str] = Field(default_factory=list)
 
 
 class Attempt(BaseModel):
