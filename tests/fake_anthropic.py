@@ -291,15 +291,12 @@ class FakeAnthropic:
     def _stream(self, h: BaseHTTPRequestHandler, seen: Seen, message: dict[str, Any]) -> None:
         """``message`` as the Messages API streams it (server-sent events)."""
         seen.status = 200
-        pieces = 0
 
         def send(kind: str, data: dict[str, Any]) -> None:
             h.wfile.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
             h.wfile.flush()
 
         def piece(text: str) -> None:
-            nonlocal pieces
-            pieces += 1
             self._wait_for(text)
             if self.tokens_per_s:
                 time.sleep(1 / self.tokens_per_s)
@@ -309,9 +306,9 @@ class FakeAnthropic:
             h.send_header("content-type", "text/event-stream")
             h.send_header("cache-control", "no-cache")
             h.end_headers()
-            usage = {**message["usage"], "output_tokens": 1}
+            # Usage as the unstreamed answer counts it, so both paths meter the same.
             send("message_start", {"type": "message_start", "message": {
-                **message, "content": [], "stop_reason": None, "usage": usage}})
+                **message, "content": [], "stop_reason": None}})
             for i, block in enumerate(message["content"]):
                 tool = block.get("type") == "tool_use"
                 start = {**block, "input": {}} if tool else {**block, "text": ""}
@@ -329,7 +326,8 @@ class FakeAnthropic:
             send("message_delta", {"type": "message_delta",
                                    "delta": {"stop_reason": message["stop_reason"],
                                              "stop_sequence": None},
-                                   "usage": {"output_tokens": max(1, pieces)}})
+                                   "usage": {"output_tokens":
+                                             message["usage"]["output_tokens"]}})
             send("message_stop", {"type": "message_stop"})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up
