@@ -42,5 +42,6 @@ class StreamedPlans(StoreBase):
             return []
         k = RunKeys(run_id)
         reply = self._run("cancel_early", [k.run, k.steps, k.events, k.outputs],
-                          json.dumps(dict(fates)))
+                          json.dumps(sorted(s for s, f in fates.items() if f == "drop")),
+                          json.dumps(sorted(s for s, f in fates.items() if f == "reset")))
         return [str(s) for s in reply]

@@ -6,12 +6,13 @@
 -- output, so the final plan runs it as it now reads. Its lease stays: an attempt still
 -- running finishes (its result superseded) before the new one may start.
 -- KEYS: run, steps, events, outputs
--- ARGV: maxlen, json {step: "drop" | "reset"}
+-- ARGV: maxlen, json [steps left out], json [steps changed or reading a changed one]
 -- Returns the steps cancelled (those that had been published or had started).
 local cancelled = {}
-local asked = cjson.decode(ARGV[2])
+local drop = {}
 local ids = {}
-for step in pairs(asked) do table.insert(ids, step) end
+for _, step in ipairs(cjson.decode(ARGV[2])) do drop[step] = true; table.insert(ids, step) end
+for _, step in ipairs(cjson.decode(ARGV[3])) do table.insert(ids, step) end
 table.sort(ids)
 for _, step in ipairs(ids) do
   local s = redis.call('HMGET', KEYS[2], step .. '.status', step .. '.attempts',
@@ -21,7 +22,7 @@ for _, step in ipairs(ids) do
     if status == 'running' then
       note_attempt(KEYS[2], step, attempts, {status = 'cancelled', finished_at = now()})
     end
-    if asked[step] == 'drop' then
+    if drop[step] then
       redis.call('HSET', KEYS[2], step .. '.status', 'replaced', step .. '.finished_at', now())
     else
       redis.call('HSET', KEYS[2], step .. '.status', 'pending', step .. '.base', attempts)
@@ -30,7 +31,8 @@ for _, step in ipairs(ids) do
       redis.call('HDEL', KEYS[4], step)
     end
     event(KEYS[3], 'step.cancelled', step, status,
-          cjson.encode({reason = 'contradicted by the final plan', action = asked[step]}))
+          cjson.encode({reason = 'contradicted by the final plan',
+                        action = drop[step] and 'drop' or 'reset'}))
     table.insert(cancelled, step)
   end
 end
