@@ -286,6 +286,10 @@ class FakeAnthropic:
                    "stop_sequence": None, "usage": usage}
         if body.get("stream"):
             return self._stream(h, seen, message)
+        if self.tokens_per_s:
+            # Unstreamed, the whole answer comes when it is all written: as long as the
+            # streamed one takes to the last token.
+            time.sleep(sum(len(_written(b)) // 4 for b in content) / self.tokens_per_s)
         self._send(h, seen, 200, message)
 
     def _stream(self, h: BaseHTTPRequestHandler, seen: Seen, message: dict[str, Any]) -> None:
@@ -314,7 +318,7 @@ class FakeAnthropic:
                 start = {**block, "input": {}} if tool else {**block, "text": ""}
                 send("content_block_start", {"type": "content_block_start", "index": i,
                                              "content_block": start})
-                whole = json.dumps(block["input"]) if tool else block.get("text", "")
+                whole = _written(block)
                 for at in range(0, len(whole), 4):
                     chunk = whole[at:at + 4]
                     piece(whole[:at + 4])
@@ -354,6 +358,13 @@ class FakeAnthropic:
             h.wfile.write(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
+
+
+def _written(block: dict[str, Any]) -> str:
+    """What the model writes of a content block: a tool call's input JSON, or the text."""
+    if block.get("type") == "tool_use":
+        return json.dumps(block["input"])
+    return str(block.get("text", ""))
 
 
 def overloaded() -> dict[str, Any]:
