@@ -55,13 +55,14 @@ def planner(plans: dict[str, list[dict[str, Any]]]) -> Callable[[str, dict[str, 
 
 
 @pytest.fixture(scope="module")
-def whole_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory,
-                 fake_claude: FakeAnthropic) -> Iterator[Engine]:
-    """The same workers with CHORDAL_STREAM_PLANS=0: plan, then run."""
-    yield from _make_engine("model-whole", f"{redis_base}/28",
-                            tmp_path_factory.mktemp("whole"), None, ANTHROPIC_API_KEY=API_KEY,
+def stream_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory,
+                  fake_claude: FakeAnthropic) -> Iterator[Engine]:
+    """The model engine's workers with CHORDAL_STREAM_PLANS=1 (``model_engine`` plans
+    whole, the default)."""
+    yield from _make_engine("model-stream", f"{redis_base}/28",
+                            tmp_path_factory.mktemp("stream"), None, ANTHROPIC_API_KEY=API_KEY,
                             ANTHROPIC_BASE_URL=fake_claude.url, CHORDAL_LLM_MAX_RETRIES="0",
-                            CHORDAL_LLM="anthropic", CHORDAL_STREAM_PLANS="0")
+                            CHORDAL_LLM="anthropic", CHORDAL_STREAM_PLANS="1")
 
 
 def until(engine: Engine, done: Callable[[list[RunEvent]], bool]) -> Callable[[], None]:
@@ -88,44 +89,46 @@ def outputs(engine: Engine, run_id: str) -> dict[str, Any]:
 
 
 def test_the_first_step_starts_before_the_last_is_written_with_the_same_results(
-        model_engine: Engine, whole_engine: Engine, fake_claude: FakeAnthropic) -> None:
+        stream_engine: Engine, model_engine: Engine, fake_claude: FakeAnthropic) -> None:
     fake_claude.serve(planner({"ten steps": [TEN]}))
-    fake_claude.hold('"id": "last"', until(model_engine, lambda ev: any(
+    fake_claude.hold('"id": "last"', until(stream_engine, lambda ev: any(
         e.type == "step.finished" and e.step == "a" for e in ev)))
-    run_id = model_engine.client.submit_goal("ten steps")
-    streamed = outputs(model_engine, run_id)
-    events = model_engine.events(run_id)
+    run_id = stream_engine.client.submit_goal("ten steps")
+    streamed = outputs(stream_engine, run_id)
+    events = stream_engine.events(run_id)
     assert position(events, "step.started", "a") < position(events, "plan.step_written", "last")
     written = [e.step for e in events if e.type == "plan.step_written"]
     assert written == [s["id"] for s in TEN["steps"]]
-    report = model_engine.client.report(run_id)
+    report = stream_engine.client.report(run_id)
     assert report.versions[-1].reason == "planned" and report.versions[-1].cancelled == []
     assert {v.reason for v in report.versions[:-1]} == {"streamed"}
     assert [s.id for s in report.plan.steps] == [s["id"] for s in TEN["steps"]]
 
     fake_claude.serve(planner({"ten steps": [TEN]}))
-    whole_id = whole_engine.client.submit_goal("ten steps")
-    assert outputs(whole_engine, whole_id) == streamed
-    assert whole_engine.client.report(whole_id).answer == report.answer == "the answer"
-    assert not [e for e in whole_engine.events(whole_id) if e.type == "plan.step_written"]
+    whole_id = model_engine.client.submit_goal("ten steps")
+    assert outputs(model_engine, whole_id) == streamed
+    assert model_engine.client.report(whole_id).answer == report.answer == "the answer"
+    assert not [e for e in model_engine.events(whole_id) if e.type == "plan.step_written"]
+    assert fake_claude.of_role("planner")[-1].body.get("stream") is None
     assert streamed["last"][0] == [{"b": 1, "c": [1, 2]}, 7]
 
 
 def test_an_invalid_streamed_plan_is_repaired_and_its_contradicted_steps_cancelled(
-        model_engine: Engine, fake_claude: FakeAnthropic) -> None:
+        stream_engine: Engine, fake_claude: FakeAnthropic) -> None:
     fake_claude.serve(planner({"fix me": [FIRST, REPAIRED]}))
     # The bad step is written only once the three early ones have finished.
-    fake_claude.hold('"id": "bad"', until(model_engine, lambda ev: {
+    fake_claude.hold('"id": "bad"', until(stream_engine, lambda ev: {
         e.step for e in ev if e.type == "step.finished"} >= {"keep", "gone", "changed"}))
-    run_id = model_engine.client.submit_goal("fix me")
-    got = outputs(model_engine, run_id)
+    run_id = stream_engine.client.submit_goal("fix me")
+    got = outputs(stream_engine, run_id)
+    assert fake_claude.of_role("planner")[0].body.get("stream") is True
     # "keep" kept its early result (one attempt); "changed" ran again as it now reads.
     assert got == {"keep": (1, 1), "changed": (30, 2), "after": (30, 1), "gone": (2, 1)}
-    report = model_engine.client.report(run_id)
+    report = stream_engine.client.report(run_id)
     assert report.steps["gone"].status == "replaced"
     assert report.versions[-1].cancelled == ["changed", "gone"]
     assert report.versions[-1].reason == "planned"
-    events = model_engine.events(run_id)
+    events = stream_engine.events(run_id)
     cancelled = {e.step: e.data["action"] for e in events
                  if e.type == "step.cancelled"}
     assert cancelled == {"changed": "reset", "gone": "drop"}
@@ -133,13 +136,13 @@ def test_an_invalid_streamed_plan_is_repaired_and_its_contradicted_steps_cancell
     assert fake_claude.of_role("planner")[1].body.get("stream") is None
 
 
-def test_a_run_that_needs_approval_plans_whole(model_engine: Engine,
+def test_a_run_that_needs_approval_plans_whole(stream_engine: Engine,
                                               fake_claude: FakeAnthropic) -> None:
     fake_claude.serve(planner({"approve me": [TEN]}))
-    run_id = model_engine.client.submit_goal("approve me", RunOptions(approve=True))
+    run_id = stream_engine.client.submit_goal("approve me", RunOptions(approve=True))
     deadline = time.monotonic() + 30
-    while model_engine.client.report(run_id).status != "awaiting_approval":
+    while stream_engine.client.report(run_id).status != "awaiting_approval":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert not any(e.type == "plan.step_written" for e in model_engine.events(run_id))
-    model_engine.client.cancel(run_id)
+    assert not any(e.type == "plan.step_written" for e in stream_engine.events(run_id))
+    stream_engine.client.cancel(run_id)
