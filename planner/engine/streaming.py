@@ -53,6 +53,10 @@ class EarlySteps:
         self.early: dict[str, Step] = {}               # valid, with all they read
         self.refused: set[str] = set()                 # never early: left to the end
         self.stopped = False                           # no more early installs
+        # A redelivered planning task: the steps the first answer installed. One that is
+        # written again differently is not early (its state is the old one's): the final
+        # install resets it.
+        self.before = self._definitions(version) if version else {}
 
     def call(self, model_stream: Callable[[ModelRequest, Callable[[str], None]],
                                           ModelResponse]
@@ -107,6 +111,8 @@ class EarlySteps:
         # A checkpoint's review is a replanner's decision over the whole plan: not before
         # the plan is whole.
         if step.checkpoint:
+            return False
+        if step.id in self.before and self.before[step.id] != step:
             return False
         for dep in step.dependencies():
             if dep in self.refused:
