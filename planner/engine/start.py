@@ -85,10 +85,12 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
             if retry is None:
                 rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
                     type=type(exc).__name__, message=f"planner: {exc}"))
+                rt.store.set_streaming(run_id, False)  # a retried run must be able to end
             return retry
         if outcome.plan is None:
             rt.store.finish_run(run_id, RunStatus.FAILED,
                                 error=ErrorRecord.model_validate(outcome.error()))
+            rt.store.set_streaming(run_id, False)
             return None
         if early is not None:
             if early.install_final(outcome.plan):

@@ -147,6 +147,9 @@ class EarlySteps:
         over (or another install won)."""
         rt, run_id = self.rt, self.run_id
         run = rt.store.run_state(run_id)
+        if run.ended:
+            rt.store.set_streaming(run_id, False)
+            return False  # an early step ended it (on_failure="fail"), or a person did
         fates = contradicted(plan, self._definitions(run.version), rt.store.step_states(run_id))
         cancelled = rt.store.cancel_early(run_id, fates)
         if cancelled:

@@ -148,3 +148,26 @@ def test_a_stream_cut_midway_is_planned_again_over_what_it_started(
     assert deliver(rt, run_id, "b") is None
     assert rt.store.outputs(run_id, ["b"]) == {"b": 20}
     assert rt.store.step_states(run_id)["b"].attempts == 2
+
+
+def test_an_early_step_that_fails_the_run_stops_the_planning(make_rt: MakeRuntime) -> None:
+    model = Writer(plan(failing("bad", on_failure="fail"), echo("later")))
+    rt = make_rt(model, **STREAM)
+    run_id = rt.store.create_run("g")
+    model.during = once('"id": "later"', lambda: deliver(rt, run_id, "bad"))
+    assert start.plan_run(rt, run_id, 0) is None
+    run = rt.store.run_state(run_id)
+    assert run.status == RunStatus.FAILED and not rt.store.streaming(run_id)
+    assert [m.args[1] for m in sent(rt) if m.task == STEP_TASK] == ["bad"]
+
+
+def test_a_plan_still_invalid_after_its_repairs_ends_the_run_and_its_early_steps(
+        make_rt: MakeRuntime) -> None:
+    broken = plan(echo("a"), {"id": "x", "tool": "teleport", "args": {}})
+    rt = make_rt(Writer(broken), CHORDAL_PLAN_REPAIRS="1", **STREAM)
+    run_id = rt.store.create_run("g")
+    assert start.plan_run(rt, run_id, 0) is None
+    run = rt.store.run_state(run_id)
+    assert run.status == RunStatus.FAILED and run.error and run.error.type == "PlanInvalid"
+    assert not rt.store.streaming(run_id)
+    assert rt.store.step_states(run_id)["a"].status == StepStatus.CANCELLED
