@@ -40,7 +40,7 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
     run = rt.store.run_state(run_id)
     if not run.active:
         return None
-    if rt.store.streaming(run_id):
+    if run.streaming:
         # The plan is still being written: its final install wakes a replanner for the
         # failures noted meanwhile (they stay noted).
         return None

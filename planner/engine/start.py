@@ -65,7 +65,7 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
             type="PlanLost", message="this run was created from a plan, but its creator "
             "stopped before the plan was stored; nothing ran: submit the plan again"))
         return None
-    streamed = rt.store.streaming(run_id)
+    streamed = run.streaming
     if run.version == 0 or streamed:
         # Unplanned, or planned while streaming by a task that stopped before the end
         # (redelivered): plan again; what the first answer started is reconciled then.

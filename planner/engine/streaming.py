@@ -53,6 +53,7 @@ class EarlySteps:
         self.early: dict[str, Step] = {}               # valid, with all they read
         self.refused: set[str] = set()                 # never early: left to the end
         self.stopped = False                           # no more early installs
+        self.marked = False                            # the run's streaming mark is set
         # A redelivered planning task: the steps the first answer installed. One that is
         # written again differently is not early (its state is the old one's): the final
         # install resets it.
@@ -129,8 +130,9 @@ class EarlySteps:
     def _install_early(self) -> None:
         rt, run_id = self.rt, self.run_id
         plan = Plan(goal=self.goal, steps=list(self.early.values()))
-        if self.version == 0 or not rt.store.streaming(run_id):
+        if not self.marked:
             rt.store.set_streaming(run_id, True)  # before any step can finish
+            self.marked = True
         install = rt.store.install_plan(run_id, self.version + 1, plan, reason=STREAMED)
         if install.state != "ok":
             self.stopped = True  # the run ended, or was moved on by someone else
