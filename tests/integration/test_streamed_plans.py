@@ -6,6 +6,7 @@ clock), never from timings."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,6 +60,7 @@ def stream_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory,
                   fake_claude: FakeAnthropic) -> Iterator[Engine]:
     """The model engine's workers with CHORDAL_STREAM_PLANS=1 (``model_engine`` plans
     whole, the default)."""
+    os.environ["ANTHROPIC_API_KEY"] = API_KEY  # the client checks a model is configured
     yield from _make_engine("model-stream", f"{redis_base}/28",
                             tmp_path_factory.mktemp("stream"), None, ANTHROPIC_API_KEY=API_KEY,
                             ANTHROPIC_BASE_URL=fake_claude.url, CHORDAL_LLM_MAX_RETRIES="0",
@@ -146,3 +148,30 @@ def test_a_run_that_needs_approval_plans_whole(stream_engine: Engine,
         time.sleep(0.05)
     assert not any(e.type == "plan.step_written" for e in stream_engine.events(run_id))
     stream_engine.client.cancel(run_id)
+
+
+SLOW_FIRST = {"goal": "g", "steps": [
+    {"id": "slow", "tool": "sleep", "args": {"seconds": 1.5, "value": 1}},
+    {"id": "bad", "tool": "teleport", "args": {}},
+]}
+SLOW_REPAIRED = {"goal": "g", "steps": [
+    {"id": "slow", "tool": "sleep", "args": {"seconds": 0.1, "value": 2}},
+]}
+
+
+@pytest.mark.slow  # the new attempt comes back when the old one's lease would lapse (~30 s)
+def test_a_changed_step_still_running_is_run_again_after_its_old_attempt(
+        stream_engine: Engine, fake_claude: FakeAnthropic) -> None:
+    fake_claude.serve(planner({"slow fix": [SLOW_FIRST, SLOW_REPAIRED]}))
+    fake_claude.hold('"id": "bad"', until(stream_engine, lambda ev: any(
+        e.type == "step.started" and e.step == "slow" for e in ev)))
+    run_id = stream_engine.client.submit_goal("slow fix")
+    report = stream_engine.client.wait(run_id, 60)
+    assert report.status == "succeeded", report
+    slow = report.steps["slow"]
+    assert (slow.output, slow.attempts) == (2, 2)
+    first, second = slow.history
+    assert first.status in ("superseded", "cancelled") and second.status == "succeeded"
+    # The tool never ran twice at once: the new attempt began after the old one ended.
+    assert first.finished_at and second.started_at and first.finished_at <= second.started_at
+    assert report.versions[-1].cancelled == ["slow"]
