@@ -71,11 +71,15 @@ class EventType(StrEnum):
     RUN_CALLBACK_SENT = "run.callback_sent"
     RUN_CALLBACK_FAILED = "run.callback_failed"
     PLAN_INSTALLED = "plan.installed"
+    #: A step of a plan that streams in was written whole (``CHORDAL_STREAM_PLANS``).
+    PLAN_STEP_WRITTEN = "plan.step_written"
     STEP_STARTED = "step.started"
     STEP_FINISHED = "step.finished"
     STEP_RETRYING = "step.retrying"
     STEP_RELEASED = "step.released"
     STEP_SUPERSEDED = "step.superseded"
+    #: A step started while its plan streamed in, which the final plan contradicts.
+    STEP_CANCELLED = "step.cancelled"
     #: An agent step's model turn began (``thinking``) or was recorded (its ``TurnKind``).
     AGENT_TURN = "agent.turn"
     #: One tool call of an agent step changed state (its ``CallStatus``).

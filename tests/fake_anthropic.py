@@ -12,6 +12,13 @@ name or ``input_schema`` the API would refuse; with ``check_tool_results=True`` 
 refuses a conversation where a tool_use is not answered by a tool_result at the start of
 the next user message (:func:`tool_result_problems`). ``usage_from_body=True`` counts
 ``input_tokens`` from what was sent (about 4 characters a token), for benchmarks.
+
+A request with ``"stream": true`` is answered as the real service streams (server-sent
+events: ``message_start``, ``content_block_start``, ``content_block_delta`` with
+``text_delta`` or ``input_json_delta``, ``content_block_stop``, ``message_delta``,
+``message_stop``), a token (about 4 characters) at a time at ``tokens_per_s`` (None: as
+fast as it can). ``hold(marker, wait)``: before the piece of a streamed answer that
+writes ``marker`` is sent, ``wait()`` is called (a test orders what happens meanwhile).
 """
 
 from __future__ import annotations
@@ -168,8 +175,11 @@ class Seen:
 class FakeAnthropic:
     def __init__(self, responder: Responder, latency_s: float = 0.0,
                  usage: dict[str, int] | None = None, usage_from_body: bool = False,
-                 check_tool_results: bool = False) -> None:
+                 check_tool_results: bool = False, tokens_per_s: float | None = None
+                 ) -> None:
         self.responder = responder
+        self.tokens_per_s = tokens_per_s
+        self.holds: list[tuple[str, Callable[[], None]]] = []
         self.latency_s = latency_s
         self.usage = usage or {"input_tokens": 100, "output_tokens": 50}
         self.usage_from_body = usage_from_body
@@ -207,7 +217,14 @@ class FakeAnthropic:
             self.responder = responder
             self.faults.clear()
             self.requests.clear()
+            self.holds.clear()
         return self
+
+    def hold(self, marker: str, wait: Callable[[], None]) -> None:
+        """Call ``wait()`` before streaming the piece of an answer that writes ``marker``
+        (once)."""
+        with self._lock:
+            self.holds.append((marker, wait))
 
     def inject(self, role: str | None = None, **kw: Any) -> None:
         """Serve this fault to the next request of ``role`` (any role if None)."""
@@ -267,7 +284,65 @@ class FakeAnthropic:
                    "role": "assistant", "model": body.get("model", "claude"),
                    "content": content, "stop_reason": stop,
                    "stop_sequence": None, "usage": usage}
+        if body.get("stream"):
+            return self._stream(h, seen, message)
+        if self.tokens_per_s:
+            # Unstreamed, the whole answer comes when it is all written: as long as the
+            # streamed one takes to the last token.
+            time.sleep(sum(len(_written(b)) // 4 for b in content) / self.tokens_per_s)
         self._send(h, seen, 200, message)
+
+    def _stream(self, h: BaseHTTPRequestHandler, seen: Seen, message: dict[str, Any]) -> None:
+        """``message`` as the Messages API streams it (server-sent events)."""
+        seen.status = 200
+
+        def send(kind: str, data: dict[str, Any]) -> None:
+            h.wfile.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+            h.wfile.flush()
+
+        def piece(text: str) -> None:
+            self._wait_for(text)
+            if self.tokens_per_s:
+                time.sleep(1 / self.tokens_per_s)
+
+        try:
+            h.send_response(200)
+            h.send_header("content-type", "text/event-stream")
+            h.send_header("cache-control", "no-cache")
+            h.end_headers()
+            # Usage as the unstreamed answer counts it, so both paths meter the same.
+            send("message_start", {"type": "message_start", "message": {
+                **message, "content": [], "stop_reason": None}})
+            for i, block in enumerate(message["content"]):
+                tool = block.get("type") == "tool_use"
+                start = {**block, "input": {}} if tool else {**block, "text": ""}
+                send("content_block_start", {"type": "content_block_start", "index": i,
+                                             "content_block": start})
+                whole = _written(block)
+                for at in range(0, len(whole), 4):
+                    chunk = whole[at:at + 4]
+                    piece(whole[:at + 4])
+                    delta = ({"type": "input_json_delta", "partial_json": chunk} if tool
+                             else {"type": "text_delta", "text": chunk})
+                    send("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                 "delta": delta})
+                send("content_block_stop", {"type": "content_block_stop", "index": i})
+            send("message_delta", {"type": "message_delta",
+                                   "delta": {"stop_reason": message["stop_reason"],
+                                             "stop_sequence": None},
+                                   "usage": {"output_tokens":
+                                             message["usage"]["output_tokens"]}})
+            send("message_stop", {"type": "message_stop"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up
+
+    def _wait_for(self, written: str) -> None:
+        with self._lock:
+            due = [w for w in self.holds if w[0] in written]
+            for w in due:
+                self.holds.remove(w)
+        for _, wait in due:
+            wait()
 
     def _send(self, h: BaseHTTPRequestHandler, seen: Seen, status: int, body: Any,
               headers: dict[str, str] | None = None) -> None:
@@ -283,6 +358,13 @@ class FakeAnthropic:
             h.wfile.write(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
+
+
+def _written(block: dict[str, Any]) -> str:
+    """What the model writes of a content block: a tool call's input JSON, or the text."""
+    if block.get("type") == "tool_use":
+        return json.dumps(block["input"])
+    return str(block.get("text", ""))
 
 
 def overloaded() -> dict[str, Any]:

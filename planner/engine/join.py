@@ -21,6 +21,8 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
     run = rt.store.run_state(run_id)
     if not run.active or run.version != version:
         return  # over, paused, ending, or replanned since: the current version joins
+    if run.streaming:
+        return  # its plan is still being written: the final install publishes the join
     compiled = rt.compiled(run_id, version)
     states = rt.store.step_states(run_id)
     unfinished = [s for s in compiled.deps

@@ -3,6 +3,7 @@ rate limit of every worker."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from planner import metrics, tracing
@@ -63,6 +64,19 @@ class MeteredModel:
     def complete(self, request: ModelRequest, stop_when_over: bool = True) -> ModelResponse:
         """Call the model, metered. A call that crosses the budget is kept; with
         ``stop_when_over`` it also ends the run (no new steps start)."""
+        return self._metered(request, self.model.complete, stop_when_over)
+
+    def can_stream(self) -> bool:
+        """Whether the model streams its answers (Claude does; a scripted model does not)."""
+        return callable(getattr(self.model, "stream", None))
+
+    def stream(self, request: ModelRequest, on_json: Callable[[str], None]) -> ModelResponse:
+        """:meth:`complete`, streamed: ``on_json`` gets the tool input JSON as it comes."""
+        stream = self.model.stream  # type: ignore[attr-defined]
+        return self._metered(request, lambda r: stream(r, on_json), True)
+
+    def _metered(self, request: ModelRequest, call: Callable[[ModelRequest], ModelResponse],
+                 stop_when_over: bool) -> ModelResponse:
         reason = self.over_budget()
         if reason:
             if stop_for_budget(self.store, self.run_id, reason, self.options):
@@ -79,7 +93,7 @@ class MeteredModel:
         try:
             # A span per call (GenAI semantic conventions), a child of the task's span.
             with tracing.model_span(role, self.model.name, request.config):
-                response = tracing.model_response(self.model.complete(request))
+                response = tracing.model_response(call(request))
         except Exception as exc:
             metrics.model_called(role, model, "transient_error"
                                  if isinstance(exc, TransientError) else "error")

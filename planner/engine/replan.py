@@ -40,6 +40,10 @@ def replan(rt: Runtime, run_id: str, step_id: str, version: int,
     run = rt.store.run_state(run_id)
     if not run.active:
         return None
+    if run.streaming:
+        # The plan is still being written: its final install wakes a replanner for the
+        # failures noted meanwhile (they stay noted).
+        return None
     current = run.version
     claim = f"replan:{current}"
     if not rt.store.claim(run_id, claim, holder or step_id, reentrant=holder is not None):

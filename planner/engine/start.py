@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from planner.engine.dispatch import plan_message
+from planner.engine.metering import MeteredModel
 from planner.engine.outcomes import Retry, dispatch, model_retry
 from planner.engine.runtime import Runtime
+from planner.engine.streaming import EarlySteps, finish_streamed
 from planner.errors import ChordalError, Unavailable
 from planner.llm import NO_MODEL
 from planner.llm.planning import plan_goal
@@ -63,24 +65,36 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
             type="PlanLost", message="this run was created from a plan, but its creator "
             "stopped before the plan was stored; nothing ran: submit the plan again"))
         return None
-    if run.version == 0:
+    streamed = run.streaming
+    if run.version == 0 or streamed:
+        # Unplanned, or planned while streaming by a task that stopped before the end
+        # (redelivered): plan again; what the first answer started is reconciled then.
         metered = rt.metered(run_id)
         if metered is None:
             rt.store.finish_run(run_id, RunStatus.FAILED,
                                 error=ErrorRecord(type="ConfigError", message=NO_MODEL))
             return None
+        early = (EarlySteps(rt, run_id, run.goal, run.version)
+                 if streamed or streams(rt, run_id, metered) else None)
         try:
             outcome = plan_goal(metered, rt.settings, rt.tools, run.goal,
-                                metered.options.roles)
+                                metered.options.roles,
+                                early.call(metered.stream) if early else None)
         except ChordalError as exc:
             retry = model_retry(rt.settings, exc, retries)
             if retry is None:
                 rt.store.finish_run(run_id, RunStatus.FAILED, error=ErrorRecord(
                     type=type(exc).__name__, message=f"planner: {exc}"))
+                rt.store.set_streaming(run_id, False)  # a retried run must be able to end
             return retry
         if outcome.plan is None:
             rt.store.finish_run(run_id, RunStatus.FAILED,
                                 error=ErrorRecord.model_validate(outcome.error()))
+            rt.store.set_streaming(run_id, False)
+            return None
+        if early is not None:
+            if early.install_final(outcome.plan):
+                finish_streamed(rt, run_id)
             return None
         rt.store.install_plan(run_id, 1, outcome.plan)
         run = rt.store.run_state(run_id)
@@ -92,6 +106,15 @@ def plan_run(rt: Runtime, run_id: str, retries: int) -> Retry | None:
         return None
     start_run(rt, run_id)
     return None
+
+
+def streams(rt: Runtime, run_id: str, metered: MeteredModel) -> bool:
+    """Whether this run's plan starts while it is written: the setting says so, the model
+    streams, and nobody reviews the whole plan first (approval, a checkpoint after every
+    step)."""
+    options = rt.store.options(run_id)
+    return (rt.settings.model.stream_plans and metered.can_stream()
+            and not options.approve and not options.checkpoint_all)
 
 
 def await_approval(store: RunStore, run_id: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anthropic
@@ -40,7 +42,7 @@ class AnthropicModel:
         self.client = anthropic.Anthropic(api_key=key, base_url=base_url,
                                           timeout=timeout_s, max_retries=max_retries)
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
+    def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": request.config.model,
             "max_tokens": request.config.max_tokens,
@@ -53,9 +55,33 @@ class AnthropicModel:
             kwargs["tool_choice"] = request.tool_choice
         if request.config.temperature is not None:
             kwargs["extra_body"] = {"temperature": request.config.temperature}
+        return kwargs
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
         started = time.perf_counter()
+        with self._errors(request):
+            message = self.client.messages.create(**self._kwargs(request))
+        return _response(message, time.perf_counter() - started)
+
+    def stream(self, request: ModelRequest, on_json: Callable[[str], None]) -> ModelResponse:
+        """The same call, streamed: ``on_json`` gets each piece of a tool call's input
+        JSON as it arrives (``input_json_delta``); the whole message is returned at the
+        end, as :meth:`complete` returns it. An exception of ``on_json`` stops the call."""
+        started = time.perf_counter()
+        with self._errors(request), \
+                self.client.messages.stream(**self._kwargs(request)) as stream:
+            for event in stream:
+                if event.type == "content_block_delta" and \
+                        event.delta.type == "input_json_delta":
+                    on_json(event.delta.partial_json)
+            message = stream.get_final_message()
+        return _response(message, time.perf_counter() - started)
+
+    @contextmanager
+    def _errors(self, request: ModelRequest) -> Iterator[None]:
+        """The SDK's errors as Chordal's: transient ones are retried by the task."""
         try:
-            message = self.client.messages.create(**kwargs)
+            yield
         except anthropic.AuthenticationError as exc:
             raise ModelAuthError(f"the Anthropic API refused ANTHROPIC_API_KEY ({exc.status_code})"
                                  ": set a valid key") from None
@@ -82,12 +108,14 @@ class AnthropicModel:
         except anthropic.APIStatusError as exc:
             raise PermanentError(f"the model service refused the request "
                                  f"({exc.status_code}): {exc.message}") from None
-        latency = time.perf_counter() - started
-        return ModelResponse(
-            content=[block.model_dump(mode="json", exclude_none=True)
-                     for block in message.content],
-            usage=Usage.from_api(message.usage),
-            model=message.model,
-            stop_reason=message.stop_reason,
-            latency_s=latency,
-        )
+
+
+def _response(message: Any, latency: float) -> ModelResponse:
+    return ModelResponse(
+        content=[block.model_dump(mode="json", exclude_none=True)
+                 for block in message.content],
+        usage=Usage.from_api(message.usage),
+        model=message.model,
+        stop_reason=message.stop_reason,
+        latency_s=latency,
+    )

@@ -5,7 +5,7 @@ that fails validation goes back with every problem for repair."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,14 @@ class PlanOutcome:
 
 def _plan_conversation(model: Model, role: Role, config: RoleConfig,
                        system: list[dict[str, Any]], first: str, repairs: int,
-                       check: Any, may_continue: bool = False) -> PlanOutcome:
+                       check: Any, may_continue: bool = False,
+                       first_call: Callable[[ModelRequest], ModelResponse] | None = None
+                       ) -> PlanOutcome:
     """Ask for a plan through forced tool use; send problems back for repair. With
     ``may_continue`` (a checkpoint's review), the first answer may instead call
-    ``continue_plan``: then ``outcome.go_on`` is set and there is no plan."""
+    ``continue_plan``: then ``outcome.go_on`` is set and there is no plan. ``first_call``
+    makes the first request instead of ``model.complete`` (a streamed one); repairs are
+    asked as usual."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": first}]
     outcome = PlanOutcome(None, 0)
     for attempt in range(1, repairs + 2):
@@ -61,7 +65,8 @@ def _plan_conversation(model: Model, role: Role, config: RoleConfig,
         else:
             request = ModelRequest(role, config, system, list(messages), [plan_tool()],
                                    {"type": "tool", "name": PLAN_TOOL})
-        response = model.complete(request)
+        call = first_call if first_call is not None and attempt == 1 else model.complete
+        response = call(request)
         outcome.attempts = attempt
         outcome.responses.append(response)
         if may_continue and attempt == 1 and response.tool_use_id(CONTINUE_TOOL):
@@ -93,8 +98,11 @@ def _plan_conversation(model: Model, role: Role, config: RoleConfig,
 
 
 def plan_goal(model: Model, settings: Settings, tools: Mapping[str, Tool], goal: str,
-              overrides: Mapping[str, Any] | None = None) -> PlanOutcome:
-    """goal + tool catalogue -> a validated Plan (or the report of why not)."""
+              overrides: Mapping[str, Any] | None = None,
+              first_call: Callable[[ModelRequest], ModelResponse] | None = None
+              ) -> PlanOutcome:
+    """goal + tool catalogue -> a validated Plan (or the report of why not).
+    ``first_call``: how the first answer is asked for (streamed, planner/engine/streaming.py)."""
     limits = Limits.from_settings(settings)
 
     def check(data: Any) -> Plan:
@@ -103,7 +111,7 @@ def plan_goal(model: Model, settings: Settings, tools: Mapping[str, Tool], goal:
 
     return _plan_conversation(model, "planner", role_config(settings, "planner", overrides),
                               system_blocks("planner", tools), f"Goal: {goal}",
-                              settings.model.plan_repairs, check)
+                              settings.model.plan_repairs, check, first_call=first_call)
 
 
 #: Longest JSON of one output shown to the replanner; longer ones are cut, with a marker.

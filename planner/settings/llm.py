@@ -58,6 +58,9 @@ class ModelSettings(Area):
                                     "are cut, saying so).")
     plan_repairs: int = Field(2, ge=0, le=10, description="Times an invalid plan goes back "
                                                           "to the model for repair.")
+    stream_plans: bool = Field(False, description="Stream the planner's answer and start "
+                               "each step as soon as it and the steps it reads are written "
+                               "and valid (Claude only; a scripted model plans whole).")
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds per model request.")
     llm_max_retries: int = Field(3, ge=0, description="SDK retries of 429/529/5xx/timeouts "
                                                       "(honouring retry-after) per attempt.")

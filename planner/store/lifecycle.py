@@ -75,12 +75,14 @@ class RunLifecycle(StoreBase):
 
     def install_plan(self, run_id: str, version: int, plan: Plan,
                      deps: Mapping[str, Iterable[str]] | None = None, *,
-                     reason: str = "planned", failed: Sequence[str] = ()) -> Install:
+                     reason: str = "planned", failed: Sequence[str] = (),
+                     cancelled: Sequence[str] = ()) -> Install:
         """Make ``plan`` the run's version ``version``, once and atomically, if the run is
         still at ``version - 1``. Counters, reverse edges and the remaining count are built
         from the step states at this moment; steps it shares with the old version keep
         their state and outputs; old steps it leaves out that never started are marked
-        ``replaced``. ``failed``: the failures this version handles."""
+        ``replaced``. ``failed``: the failures this version handles; ``cancelled``: the
+        early steps of a streamed plan that it contradicts (for its record)."""
         k = RunKeys(run_id)
         edges = {sid: sorted(ups) for sid, ups in
                  (deps if deps is not None else plan.dependencies()).items()}
@@ -90,7 +92,8 @@ class RunLifecycle(StoreBase):
         record = PlanVersion(version=version, reason=reason, failed=sorted(failed),
                              added=[s for s in ids if s not in previous],
                              kept=[s for s in ids if s in previous],
-                             dropped=sorted(previous - set(ids)))
+                             dropped=sorted(previous - set(ids)),
+                             cancelled=sorted(cancelled))
         reply = self._run("install_plan", [k.run, k.steps, k.events, k.deps, k.dependents,
                                            k.plans, k.versions, k.unhandled],
                           str(version - 1), str(version), plan.model_dump_json(),

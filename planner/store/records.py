@@ -61,6 +61,16 @@ class PlanVersion(BaseModel):
     added: list[str] = Field(default_factory=list)
     kept: list[str] = Field(default_factory=list)
     dropped: list[str] = Field(default_factory=list)
+    #: Steps started while the plan streamed in that this version contradicts: cancelled.
+    #: Written only when there are some (a record keeps its field names otherwise).
+    cancelled: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _drop_none_cancelled(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("cancelled"):
+            data.pop("cancelled", None)
+        return data
 
 
 class Attempt(BaseModel):
@@ -174,6 +184,8 @@ class RunState(BaseModel):
     partial: bool = False
     #: Set while a failed run's partial answer is being written: no new step starts.
     ending: ErrorRecord | None = None
+    #: Its plan is still streaming in (planner/engine/streaming.py): no join ends it.
+    streaming: bool = False
 
     @property
     def ended(self) -> bool:
@@ -194,7 +206,8 @@ class RunState(BaseModel):
                    created_at=moment(f.get("created_at")),
                    finished_at=moment(f.get("finished_at")),
                    reason=f.get("reason") or None, partial=f.get("partial") == "1",
-                   ending=ErrorRecord.parse(f.get("ending")))
+                   ending=ErrorRecord.parse(f.get("ending")),
+                   streaming=f.get("streaming") == "1")
 
 
 RepairKind = Literal["lease_expired", "message_lost", "never_dispatched", "stalled_run",

@@ -9,7 +9,8 @@
 - :mod:`planner.store.coordination`: claims, replan bookkeeping, the reconciler's watch
   list and repairs, the live workers;
 - :mod:`planner.store.views`: the run list, reports, snapshots, events;
-- :mod:`planner.store.model_calls`: model usage counters and kept exchanges.
+- :mod:`planner.store.model_calls`: model usage counters and kept exchanges;
+- :mod:`planner.store.streaming`: a plan that starts while it streams in.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from planner.store.lifecycle import Install, RunLifecycle
 from planner.store.lost import new_run_id
 from planner.store.model_calls import ModelCalls
 from planner.store.steps import DEFAULT_LEASE_S, Begin, Finish, StepTransitions
+from planner.store.streaming import StreamedPlans
 from planner.store.views import RunViews
 
 __all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "CallBegin", "CallFinish", "Finish",
@@ -35,5 +37,5 @@ __all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "CallBegin", "CallFinish
 
 
 class RunStore(RunLifecycle, StepTransitions, AgentTransitions, Coordination, RunViews,
-               ModelCalls):
+               ModelCalls, StreamedPlans):
     """Runs in Redis. Safe to share between threads (redis-py pools connections)."""

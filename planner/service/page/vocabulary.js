@@ -40,11 +40,13 @@ export const EVENT = Object.freeze({
   RUN_CALLBACK_SENT: "run.callback_sent",
   RUN_CALLBACK_FAILED: "run.callback_failed",
   PLAN_INSTALLED: "plan.installed",
+  PLAN_STEP_WRITTEN: "plan.step_written",
   STEP_STARTED: "step.started",
   STEP_FINISHED: "step.finished",
   STEP_RETRYING: "step.retrying",
   STEP_RELEASED: "step.released",
   STEP_SUPERSEDED: "step.superseded",
+  STEP_CANCELLED: "step.cancelled",
   AGENT_TURN: "agent.turn",
   AGENT_TOOL_CALL: "agent.tool_call",
 });
