@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from planner.errors import PlanInvalid, Problem
 from planner.jsonvalue import json_problems, text_problem
+from planner.language.agent_checks import agent_output_schema, agent_problems
 from planner.language.graph import Shape, find_cycle, shape
 from planner.language.plan import Plan, Step
 from planner.language.refs import (
@@ -22,6 +23,7 @@ from planner.language.refs import (
     with_json_refs,
 )
 from planner.settings import Settings
+from planner.tools.agent import AGENT_TOOL
 from planner.tools.tool import Tool
 
 
@@ -177,12 +179,12 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
         elif ref.step not in by_id:
             out.append(Problem(s.id, field, f"$ref {ref}: no step has id {ref.step!r}"))
         elif (target := tools.get(by_id[ref.step].tool)) is not None:
-            why = schema_allows_path(target.output_schema, ref.path) if ref.path else None
+            produced = _output_schema(by_id[ref.step], target)
+            why = schema_allows_path(produced, ref.path) if ref.path else None
             if why:
                 out.append(Problem(s.id, field, f"$ref {ref}: tool {target.name!r} {why}"))
             elif (reader := tools.get(s.tool)) is not None and (clash := ref_type_clash(
-                    target.output_schema, ref.path, reader.input_schema, loc,
-                    lax=reader.lax_args)):
+                    produced, ref.path, reader.input_schema, loc, lax=reader.lax_args)):
                 wants = f"{_loc(loc)!r} expects" if loc else "the args expect"
                 out.append(Problem(s.id, field, (
                     f"$ref {ref} is {clash[0]} (output of tool {target.name!r}), but "
@@ -223,6 +225,48 @@ def _check_step(s: Step, by_id: Mapping[str, Step], tools: Mapping[str, Tool],
         msg = "missing" if err["type"] == "missing" else (
             "unexpected argument" if err["type"] == "extra_forbidden" else err["msg"])
         out.append(Problem(s.id, field, f"{msg} (tool {t.name!r})"))
+    if s.tool == AGENT_TOOL:
+        out.extend(_check_agent(s, tools, limits))
+    return out
+
+
+def _check_agent(s: Step, tools: Mapping[str, Tool], limits: Limits) -> list[Problem]:
+    """What an agent step adds to its tool's checks (planner/language/agent_checks.py)."""
+    del limits  # its args are bounded as any step's are
+    return agent_problems(s, tools)
+
+
+def _output_schema(step: Step, tool: Tool) -> Mapping[str, Any]:
+    """What ``step`` outputs, for the ``$ref``s that read it: an agent's answer is what its
+    ``output_schema`` says (else text); any other step's output is its tool's."""
+    return agent_output_schema(step) if step.tool == AGENT_TOOL else tool.output_schema
+
+
+def validate_call(name: str, args: Any, allowed: Collection[str],
+                  tools: Mapping[str, Tool], limits: Limits = Limits()) -> list[Problem]:
+    """Problems of one tool call an agent step's model asked for, checked before it is
+    published (empty: dispatch it). ``allowed`` is the step's ``tools`` list. Each problem
+    is said to the model as the call's error result, so it can call again."""
+    if name == AGENT_TOOL:
+        return [Problem(None, "tool", "an agent cannot call the 'agent' tool: agents do "
+                                      "not nest")]
+    if name not in allowed:
+        return [Problem(None, "tool", f"no tool {name!r} here; this step may call: "
+                                      f"{', '.join(sorted(allowed)) or 'nothing'}")]
+    if not isinstance(args, Mapping):
+        return [Problem(None, "args", "the arguments are a JSON object")]
+    unsafe = json_problems(args, limits.max_json_depth)
+    if unsafe:
+        return [Problem(None, "args." + path if path else "args", what)
+                for path, what in unsafe]
+    refs = {"args." + _loc(loc) if loc else "args" for loc, _ in iter_refs(args)}
+    out = [Problem(None, field, "agent tool calls take plain values, not $refs")
+           for field in sorted(refs)]
+    # The plan's attempt-length check is the operator's to fix, not the model's: off here.
+    call = Step(id="call", tool=name, args=dict(args))
+    for p in _check_step(call, {}, tools, replace(limits, max_attempt_s=None)):
+        if p.field not in refs:  # a $ref's own problems: already said above
+            out.append(Problem(None, p.field, p.message))
     return out
 
 

@@ -41,6 +41,10 @@ class ToolContext:
     # The attempt's time limit (the step's timeout_s); None: the tool's. An async tool is
     # cancelled when it runs out; a sync one may pass it on (to an HTTP client, say).
     timeout_s: float | None = None
+    # Set when an agent step's model asked for this call (``t<turn>.c<index>``): a tool with
+    # side effects keys them by f"{run_id}:{step_id}:{call_id}", the same on every attempt
+    # of that call and distinct between calls of one step (docs/reliability.md).
+    call_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def test_tools_command_lists_schemas():
     result = chordal("tools", "--json")
     assert result.returncode == 0
     listed = {t["name"]: t for t in json.loads(result.stdout)}
-    assert set(listed) == {"calculate", "llm", "http_request", "echo", "sleep", "fail",
+    assert set(listed) == {"calculate", "llm", "http_request", "agent", "echo", "sleep", "fail",
                            "concat"}
     assert listed["calculate"]["input_schema"]["required"] == ["expression"]
     human = chordal("tools")

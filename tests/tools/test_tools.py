@@ -87,10 +87,10 @@ def test_registration_errors_are_clear():
 
 def test_registry_from_modules_and_duplicates():
     reg = load_registry(["planner.tools.testing"])
-    assert set(reg) == {"calculate", "llm", "http_request", "echo", "sleep", "fail",
+    assert set(reg) == {"calculate", "llm", "http_request", "agent", "echo", "sleep", "fail",
                         "concat"}
     # testing tools only when named
-    assert set(load_registry()) == {"calculate", "llm", "http_request"}
+    assert set(load_registry()) == {"calculate", "llm", "http_request", "agent"}
     other = ToolRegistry([find_hotels])
 
     @tool(name="find_hotels")

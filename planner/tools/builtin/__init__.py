@@ -1,4 +1,5 @@
-"""Tools every Chordal worker has (``http_request`` is in ``planner.tools.builtin.http``)."""
+"""Tools every Chordal worker has (``http_request`` is in ``planner.tools.builtin.http``,
+``agent`` in ``planner.tools.builtin.agent``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from planner.errors import NO_MODEL, PermanentError
 from planner.tools import ToolContext, tool
+from planner.tools.builtin.agent import agent as agent  # registered with the built-ins
 from planner.tools.builtin.calculator import calculate_expression
 from planner.tools.builtin.http import http_request as http_request  # registered with the built-ins
 from planner.wire import LLM_QUEUE
