@@ -254,7 +254,7 @@ def validate_call(name: str, args: Any, allowed: Collection[str],
         return [Problem(None, "tool", f"no tool {name!r} here; this step may call: "
                                       f"{', '.join(sorted(allowed)) or 'nothing'}")]
     if not isinstance(args, Mapping):
-        return [Problem(None, "args", "the arguments are a JSON object")]
+        return [Problem(None, "args", "must be a JSON object")]
     unsafe = json_problems(args, limits.max_json_depth)
     if unsafe:
         return [Problem(None, "args." + path if path else "args", what)

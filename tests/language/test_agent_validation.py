@@ -6,6 +6,8 @@ tool call its model asks for is checked again, by ``validate_call``, before it r
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -274,3 +276,42 @@ def test_the_visibility_timeout_check_is_not_the_models_to_fix(reg):
     with pytest.raises(PlanInvalid, match="CHORDAL_VISIBILITY_TIMEOUT_S"):
         validate({"goal": "g", "steps": [{"id": "e", "tool": "echo", "args": {"value": 1}}]},
                  reg, limits)
+
+
+# -- the planner prompt's example ---------------------------------------------------------------
+
+
+@pytest.fixture
+def travel(reg) -> dict[str, Tool]:
+    @tool(name="travel.hotels")
+    def hotels(city: str) -> dict[str, list[str]]:
+        """Hotels."""
+        return {"hotels": [city]}
+
+    @tool(name="travel.availability")
+    def availability(hotel: str, nights: int) -> dict[str, Any]:
+        """Availability."""
+        return {}
+
+    @tool(name="travel.transfer")
+    def transfer(hotel: str, airport: str) -> int:
+        """Minutes."""
+        return 0
+
+    return {**reg, **{t.name: t for t in (hotels, availability, transfer)}}
+
+
+def test_the_planner_prompts_agent_example_is_a_valid_plan(travel):
+    from importlib import resources
+
+    text = resources.files("planner.llm").joinpath("prompts/planner.md").read_text("utf-8")
+    [example] = re.findall(r"## Agent steps.*?```json\n(.*?)```", text, flags=re.S)
+    valid = validate({"goal": "a weekend in Lisbon", "steps": json.loads(example)}, travel)
+    assert valid.shape.critical_path == ["hotels", "pick_hotel", "hotel_cost"]
+
+
+def test_the_docs_agent_example_is_a_valid_step(travel):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tools.md").read_text("utf-8")
+    [example] = re.findall(r"## The agent tool.*?```json\n(.*?)```", doc, flags=re.S)
+    hotels = {"id": "hotels", "tool": "travel.hotels", "args": {"city": "Lisbon"}}
+    validate({"goal": "g", "steps": [hotels, json.loads(example)]}, travel)
