@@ -4,11 +4,20 @@ No test reaches the internet: point the SDK at ``server.url`` (``base_url`` or
 ``ANTHROPIC_BASE_URL``). Answers come from a responder function (by role, detected from
 the request), and faults can be injected for a role: an HTTP status with headers, a delay,
 or a malformed body.
+
+Tool use works as with the real service: requests may carry ``tools``, ``tool_choice`` and
+``tool_result`` blocks, and a responder may answer ``tool_uses(...)`` (several blocks: a
+parallel call). Like the real service, the server refuses (400) a tool definition whose
+name or ``input_schema`` the API would refuse; with ``check_tool_results=True`` it also
+refuses a conversation where a tool_use is not answered by a tool_result at the start of
+the next user message (:func:`tool_result_problems`). ``usage_from_body=True`` counts
+``input_tokens`` from what was sent (about 4 characters a token), for benchmarks.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -41,6 +50,99 @@ def tool_use(name: str, data: dict[str, Any]) -> dict[str, Any]:
                          "name": name, "input": data}], "stop_reason": "tool_use"}
 
 
+def tool_uses(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Several tool_use blocks in one answer: the model calling tools in parallel."""
+    return {"content": [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                         "name": name, "input": data} for name, data in calls],
+            "stop_reason": "tool_use"}
+
+
+def turn_of(body: dict[str, Any]) -> int:
+    """How many times the model has answered in this conversation (an agent's turn)."""
+    return sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+
+
+def tool_results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool_result blocks of the request's last user message."""
+    content = body["messages"][-1].get("content")
+    return [b for b in content if b.get("type") == "tool_result"] if isinstance(
+        content, list) else []
+
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def tool_problems(body: dict[str, Any]) -> list[str]:
+    """What the Messages API would refuse in the request's tool definitions."""
+    problems: list[str] = []
+    names: set[str] = set()
+    for i, t in enumerate(body.get("tools") or []):
+        if "type" in t and t["type"] != "custom":
+            continue  # a server tool (web search...): not ours to check
+        name = t.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            problems.append(f"tools.{i}.name: String should match pattern "
+                            "'^[a-zA-Z0-9_-]{1,64}$'")
+        elif name in names:
+            problems.append(f"tools: Tool names must be unique ({name})")
+        names.add(str(name))
+        schema = t.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            problems.append(f"tools.{i}.custom.input_schema.type: Input should be 'object'")
+    choice = body.get("tool_choice")
+    if choice is not None and choice.get("type") not in ("auto", "any", "tool", "none"):
+        problems.append(f"tool_choice.type: unknown type {choice.get('type')!r}")
+    return problems
+
+
+def _blocks(message: dict[str, Any] | None) -> list[dict[str, Any]]:
+    content = (message or {}).get("content")
+    return content if isinstance(content, list) else []
+
+
+def tool_result_problems(messages: list[dict[str, Any]]) -> list[str]:
+    """How a conversation breaks the Messages API's tool rule: the message after an
+    assistant's tool_use blocks is a user message that starts with one tool_result for
+    each of their ids (and a tool_result answers a tool_use of the message before it)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for n, m in enumerate(messages):
+        content = _blocks(m)
+        if m.get("role") == "assistant":
+            ids = [b.get("id") for b in content if b.get("type") == "tool_use"]
+            for i in ids:
+                if i in seen:
+                    problems.append(f"messages.{n}: tool_use id {i} is used twice")
+                seen.add(str(i))
+            if not ids:
+                continue
+            after = messages[n + 1] if n + 1 < len(messages) else None
+            blocks = _blocks(after)
+            if after is None or after.get("role") != "user":
+                problems.append(f"messages.{n}: tool_use ids {ids} without a user message "
+                                "of tool_results after them")
+                continue
+            lead = []
+            for b in blocks:
+                if b.get("type") != "tool_result":
+                    break
+                lead.append(b.get("tool_use_id"))
+            answered = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+            if sorted(map(str, lead)) != sorted(map(str, ids)):
+                problems.append(f"messages.{n + 1}: tool_use ids {ids} need one tool_result "
+                                f"each, first in the message; it starts with {lead}")
+            elif len(answered) != len(lead):
+                problems.append(f"messages.{n + 1}: tool_results after other blocks")
+        elif m.get("role") == "user" and n > 0:
+            asked = {b.get("id") for b in _blocks(messages[n - 1])
+                     if b.get("type") == "tool_use"}
+            for b in content:
+                if b.get("type") == "tool_result" and b.get("tool_use_id") not in asked:
+                    problems.append(f"messages.{n}: tool_result for {b.get('tool_use_id')}, "
+                                    "which the message before did not ask for")
+    return problems
+
+
 def text(value: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": value}], "stop_reason": "end_turn"}
 
@@ -65,10 +167,13 @@ class Seen:
 
 class FakeAnthropic:
     def __init__(self, responder: Responder, latency_s: float = 0.0,
-                 usage: dict[str, int] | None = None) -> None:
+                 usage: dict[str, int] | None = None, usage_from_body: bool = False,
+                 check_tool_results: bool = False) -> None:
         self.responder = responder
         self.latency_s = latency_s
         self.usage = usage or {"input_tokens": 100, "output_tokens": 50}
+        self.usage_from_body = usage_from_body
+        self.check_tool_results = check_tool_results
         self.requests: list[Seen] = []
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -131,6 +236,12 @@ class FakeAnthropic:
                            (h.headers.get("authorization") or "").removeprefix("Bearer ")):
             return self._send(h, seen, 401, {"type": "error", "error": {
                 "type": "authentication_error", "message": "invalid x-api-key"}})
+        invalid = tool_problems(body)
+        if self.check_tool_results:
+            invalid += tool_result_problems(body.get("messages") or [])
+        if invalid:
+            return self._send(h, seen, 400, {"type": "error", "error": {
+                "type": "invalid_request_error", "message": "; ".join(invalid)}})
         fault = self._take_fault(role)
         if fault is not None:
             time.sleep(fault.delay_s)
@@ -144,9 +255,17 @@ class FakeAnthropic:
             self._systems_seen.add(system)
         usage = dict(self.usage)
         usage["cache_read_input_tokens" if cached else "cache_creation_input_tokens"] = 400
+        if self.usage_from_body:
+            sent = [body.get("system"), body.get("tools"), body.get("messages")]
+            usage["input_tokens"] = len(json.dumps(sent)) // 4
+        content = [{**b, "id": f"toolu_{uuid.uuid4().hex[:12]}"}
+                   if b.get("type") == "tool_use" and not b.get("id") else b
+                   for b in answer["content"]]
+        stop = answer.get("stop_reason") or ("tool_use" if any(
+            b.get("type") == "tool_use" for b in content) else "end_turn")
         message = {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message",
                    "role": "assistant", "model": body.get("model", "claude"),
-                   "content": answer["content"], "stop_reason": answer["stop_reason"],
+                   "content": content, "stop_reason": stop,
                    "stop_sequence": None, "usage": usage}
         self._send(h, seen, 200, message)
 

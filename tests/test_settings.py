@@ -19,6 +19,7 @@ def test_defaults():
     assert s.tools.tool_modules == []
     assert (s.limits.max_steps, s.limits.max_args_bytes) == (200, 65536)
     assert s.store.retention_s == 7 * 86400
+    assert s.model.agent_result_chars == 16_000
 
 
 def test_reads_prefixed_environment():
@@ -63,7 +64,7 @@ def test_areas_hold_the_fields_under_their_flat_names():
 
 def test_every_variable_keeps_its_flat_name():
     names = Settings.env_names()
-    assert len(names) == 63 == sum(len(m.model_fields) for m in Settings.areas().values())
+    assert len(names) == 64 == sum(len(m.model_fields) for m in Settings.areas().values())
     assert names["CHORDAL_REDIS_URL"] == ("store", "redis_url")
     assert names["CHORDAL_LLM"] == ("model", "llm")
     assert all(var == "CHORDAL_" + field.upper() for var, (_, field) in names.items())
@@ -86,6 +87,7 @@ def test_overrides_are_flat_names():
 
 @pytest.mark.parametrize(("var", "value", "message"), [
     ("CHORDAL_MAX_JSON_DEPTH", "2", "greater than or equal to 4"),
+    ("CHORDAL_AGENT_RESULT_CHARS", "199", "greater than or equal to 200"),
     ("CHORDAL_CALLBACK_SECRETS", '{"a": "short"}', "at least 16 characters"),
     ("CHORDAL_HTTP_ALLOW", "ok.example.com,h:99999", "port must be a number"),
     ("CHORDAL_LOG_FORMAT", "xml", "'text' or 'json'"),

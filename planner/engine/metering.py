@@ -3,6 +3,8 @@ rate limit of every worker."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planner import metrics, tracing
 from planner.errors import BudgetExceeded, TransientError
 from planner.llm.model import Model, ModelRequest, ModelResponse
@@ -67,6 +69,10 @@ class MeteredModel:
                 # Not a failure: the call is made again when the run is resumed.
                 raise TransientError(f"the run is paused at its budget: {reason}")
             raise BudgetExceeded(f"budget exceeded before this call: {reason}")
+        if request.step is None and self.step_id is not None:
+            # Which step asks goes with the request: a scripted response for a step
+            # answers only it (and `chordal record` writes the step with each exchange).
+            request = replace(request, step=self.step_id)
         if self.limiter:
             self.limiter.acquire()
         role, model = request.role, request.config.model

@@ -53,6 +53,9 @@ class ModelRequest:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: dict[str, Any] | None = None
+    #: The plan step that asks (an agent or an `llm` step); metadata, never sent to the
+    #: API: a scripted response with a ``step`` answers only that step's requests.
+    step: str | None = None
 
     def text(self) -> str:
         """Everything the model is shown, flattened (for matching scripted responses)."""

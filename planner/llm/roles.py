@@ -1,5 +1,5 @@
-"""The model's roles: planner, replanner, executor (`llm` steps) and synthesizer; each
-role's configuration, prompt and request.
+"""The model's roles: planner, replanner, executor (`llm` and agent steps) and synthesizer;
+each role's configuration, prompt and request.
 
 Prompts are package data (``planner/llm/prompts``). Every request puts the stable part first
 (system prompt with the tool catalogue, then the ``submit_plan`` tool) and marks its end with
@@ -9,13 +9,19 @@ Prompts are package data (``planner/llm/prompts``). Every request puts the stabl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from planner.errors import ConfigError
 from planner.language.plan import plan_json_schema
+from planner.llm.agent_messages import (
+    AgentTaskLike,
+    TurnLike,
+    agent_messages,
+    tool_definitions,
+)
 from planner.llm.model import ModelRequest, Role, RoleConfig
 from planner.settings import Settings
 from planner.tools.tool import Tool
@@ -108,3 +114,17 @@ def executor_request(settings: Settings, prompt_parts: list[Any], system: str | 
         blocks = [*blocks, {"type": "text", "text": system}]
     return ModelRequest("executor", role_config(settings, "executor", overrides), blocks,
                         [{"role": "user", "content": text}])
+
+
+def agent_request(settings: Settings, spec: AgentTaskLike, conv: Sequence[TurnLike],
+                  tools: Mapping[str, Tool], overrides: Mapping[str, Any] | None = None,
+                  step: str | None = None) -> ModelRequest:
+    """The next turn of an agent step: its task and done turns (``conv``, oldest first),
+    with its tools to call (planner/llm/agent_messages.py says what each argument holds).
+    ``tool_choice`` is ``auto``: the model may call several tools at once, or answer."""
+    defs = tool_definitions(spec, tools)
+    return ModelRequest("executor", role_config(settings, "executor", overrides),
+                        system_blocks("agent"),
+                        agent_messages(spec, conv, settings.model.agent_result_chars),
+                        tools=defs, tool_choice={"type": "auto"} if defs else None,
+                        step=step)

@@ -9,12 +9,23 @@ Select it with ``CHORDAL_LLM=scripted:PATH``. The file::
       {"role": "synthesizer", "content": [{"type": "text", "text": "..."}]}
     ]}
 
-A request gets the first response whose ``role`` is the request's, whose ``match`` (if
+A request gets the first response whose ``role`` is the request's, whose ``step`` (if
+any) is the plan step that asks (an agent step, or an `llm` step), whose ``match`` (if
 any) occurs in what the model is shown (its text, or the JSON of its messages), and whose
 ``turn`` (if any) is the number of answers the model already gave in this conversation (0
-for a first call, 1 for the first repair...). Choosing by content, not by order, keeps it
-deterministic across workers. A request nothing fits fails for good, listing each
-response of its role and why it did not fit.
+for a first call, 1 for the first repair or an agent's second turn...). Choosing by
+content, not by order, keeps it deterministic across workers. A request nothing fits fails
+for good, listing each response of its role and why it did not fit.
+
+A ``tool_use`` block without an ``id`` gets ``toolu_<step>_<turn>_<i>`` (``i`` its place
+among the response's tool_use blocks); ``stop_reason`` defaults to ``tool_use`` when the
+content has such a block, else ``end_turn``. An agent step's turns, say::
+
+    {"role": "executor", "step": "pick_hotel", "turn": 0, "content": [
+      {"type": "tool_use", "name": "travel_availability", "input": {"hotel": "A"}},
+      {"type": "tool_use", "name": "travel_availability", "input": {"hotel": "B"}}]},
+    {"role": "executor", "step": "pick_hotel", "turn": 1, "content": [
+      {"type": "tool_use", "name": "final_answer", "input": {"answer": {"hotel": "A"}}}]}
 
 ``chordal record RUN_ID`` writes such a file from a run's stored model exchanges
 (:func:`cassette`): replayed, the run's model answers the same, offline.
@@ -23,6 +34,7 @@ response of its role and why it did not fit.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -67,14 +79,19 @@ class ScriptedModel:
         for r in self.responses:
             if r["role"] != request.role:
                 continue
+            if "step" in r and r["step"] != request.step:
+                continue
             if "match" in r and str(r["match"]) not in plain and str(r["match"]) not in shown:
                 continue
             if "turn" in r and int(r["turn"]) != turn:
                 continue
             time.sleep(float(r.get("latency_s", 0)))
-            return ModelResponse(content=r["content"], usage=Usage.from_api(r.get("usage", {})),
+            content = _with_ids(r["content"], request.step, turn)
+            uses = any(b.get("type") == "tool_use" for b in content)
+            return ModelResponse(content=content, usage=Usage.from_api(r.get("usage", {})),
                                  model=f"scripted:{request.config.model}",
-                                 stop_reason=r.get("stop_reason", "end_turn"),
+                                 stop_reason=r.get("stop_reason",
+                                                   "tool_use" if uses else "end_turn"),
                                  latency_s=float(r.get("latency_s", 0)))
         raise PermanentError(self._no_match(request, plain, shown, turn))
 
@@ -89,6 +106,8 @@ class ScriptedModel:
             if r["role"] != request.role:
                 continue
             reasons = []
+            if "step" in r and r["step"] != request.step:
+                reasons.append(f"it answers step {r['step']!r}")
             if "match" in r and str(r["match"]) not in plain and str(r["match"]) not in shown:
                 reasons.append(f"its match {_cut(str(r['match']), 60)!r} is not in the request")
             if "turn" in r and int(r["turn"]) != turn:
@@ -98,6 +117,23 @@ class ScriptedModel:
             return f"{head}: the file has no {request.role} response"
         shown_why = why[:5] + ([f"and {len(why) - 5} more"] if len(why) > 5 else [])
         return f"{head}; {'; '.join(shown_why)}"
+
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _with_ids(content: list[Any], step: str | None, turn: int) -> list[Any]:
+    """The content with an id on every tool_use block (copies: the file's stay as read)."""
+    out: list[Any] = []
+    i = 0
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            if not block.get("id"):
+                where = _UNSAFE_ID.sub("_", step) + "_" if step else ""
+                block = {**block, "id": f"toolu_{where}{turn}_{i}"}
+            i += 1
+        out.append(block)
+    return out
 
 
 def _cut(text: str, width: int) -> str:
@@ -157,19 +193,21 @@ def exchange(request: ModelRequest, response: ModelResponse, step_id: str | None
 
 def cassette(exchanges: list[dict[str, Any]], source: str = "") -> dict[str, Any]:
     """A scripted-model file from a run's exchanges, in order. Each response matches by
-    role, turn and a line of its prompt that no other call of the same role and turn has,
-    so a replay of the same run gets every answer back, whichever worker asks first."""
+    role, step, turn and a line of its prompt that no other call of the same role, step and
+    turn has, so a replay of the same run gets every answer back, whichever worker asks
+    first (two agent steps' turns 1 may be asked the same way: their steps tell them
+    apart)."""
     responses: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, x in enumerate(exchanges):
         rivals = [y["prompt"] for j, y in enumerate(exchanges)
                   if j != i and y["role"] == x["role"] and y["turn"] == x["turn"]
-                  and y["prompt"] != x["prompt"]]
+                  and y.get("step") == x.get("step") and y["prompt"] != x["prompt"]]
         lines = [line.strip()[:MATCH_CHARS] for line in x["prompt"].splitlines()
                  if line.strip()]
         match = next((line for line in lines if not any(line in r for r in rivals)),
                      lines[0] if lines else "")
-        key = json.dumps([x["role"], x["turn"], match])
+        key = json.dumps([x["role"], x.get("step"), x["turn"], match])
         if key in seen:
             continue  # the same call made again (a retried task): its first answer serves
         seen.add(key)

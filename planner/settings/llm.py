@@ -52,6 +52,9 @@ class ModelSettings(Area):
     synthesizer_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                   "synthesizer's temperature.",
                                                   json_schema_extra=unset_means("the model's"))
+    agent_result_chars: int = Field(16_000, ge=200, description="Most characters of one "
+                                    "tool result an agent step's model is shown (longer ones "
+                                    "are cut, saying so).")
     plan_repairs: int = Field(2, ge=0, le=10, description="Times an invalid plan goes back "
                                                           "to the model for repair.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds per model request.")
