@@ -76,8 +76,12 @@ def call_event(status: str, tool: str) -> Callable[[RunEvent], bool]:
 
 
 @pytest.fixture
-def fake(fake_claude: FakeAnthropic) -> FakeAnthropic:
-    return fake_claude
+def fake(fake_claude: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    """The session's fake server, refusing (400) as the API does any conversation where a
+    tool_use is left without its tool_result."""
+    fake_claude.check_tool_results = True
+    yield fake_claude
+    fake_claude.check_tool_results = False
 
 
 # -- multi-turn tool use ------------------------------------------------------------------
