@@ -102,3 +102,20 @@ def count(ctx: ToolContext, name: str) -> int:
     url = os.environ["TEST_PROBE_REDIS_URL"]
     r = _clients.setdefault(url, redis.Redis.from_url(url))
     return int(r.incr(f"{COUNT_KEY}:{ctx.run_id}:{ctx.step_id}:{name}"))
+
+
+MEET_KEY = "chordal:test:meet"
+
+
+@tool(timeout_s=60)
+def meet(ctx: ToolContext, n: int, wait_s: float = 20) -> dict[str, Any]:
+    """Arrive, then wait (up to ``wait_s``) until ``n`` calls of this step have arrived:
+    they all return ``met`` only if they ran at the same time. Also says where it ran."""
+    url = os.environ["TEST_PROBE_REDIS_URL"]
+    r = _clients.setdefault(url, redis.Redis.from_url(url))
+    key = f"{MEET_KEY}:{ctx.run_id}:{ctx.step_id}"
+    r.incr(key)
+    deadline = time.monotonic() + wait_s
+    while int(r.get(key) or 0) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"met": int(r.get(key) or 0) >= n, "pid": os.getpid()}
