@@ -216,7 +216,7 @@ def test_a_budget_crossed_mid_agent_stops_it_at_the_next_turn(
     assert len(conv.turns) == 2
     assert conv.turns[0].calls[0].status == "succeeded"
     # Turn 1 was recorded, its call never ran: the report shows it cancelled.
-    assert [c.status for c in conv.turns[1].calls] == ["cancelled"]
+    assert [c.status for c in conv.turns[1].calls] == ["cancelled"], conv.turns[1]
     assert report.usage is not None and report.usage.by_role["executor"].calls == 2
 
 

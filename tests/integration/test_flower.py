@@ -69,14 +69,17 @@ def model_flower(model_engine: Engine) -> Iterator[str]:
     yield from _flower(model_engine.env)
 
 
-def tasks_of(flower: str, run_id: str, at_least: int) -> dict[str, Any]:
-    """Flower's tasks of one run, once it shows ``at_least`` of them (or 15 s passed)."""
+def tasks_of(flower: str, run_id: str, at_least: int, state: str | None = None
+             ) -> dict[str, Any]:
+    """Flower's tasks of one run, once it shows ``at_least`` of them (in ``state``, if
+    given), or 15 s passed: its events come in as the workers send them."""
     deadline = time.monotonic() + 15
     while True:
         status, tasks = get(f"{flower}/api/tasks", AUTH)
         assert status == 200
         ours = {tid: t for tid, t in tasks.items() if tid.startswith(run_id)}
-        if len(ours) >= at_least or time.monotonic() > deadline:
+        enough = [t for t in ours.values() if state is None or t["state"] == state]
+        if len(enough) >= at_least or time.monotonic() > deadline:
             return ours
         time.sleep(0.5)
 
@@ -100,10 +103,10 @@ def test_agent_calls_are_flower_rows_named_for_step_and_tool(model_engine: Engin
         tools(("echo", {"value": 1}), ("echo", {"value": 2})), text("done")]}))
     report = model_engine.run(plan(agent("pick", "[[flower]]", ["echo"])))
     assert report.status == "succeeded", report
-    # The step's own row (turn 0), two call rows, the row of turn 1.
-    ours = tasks_of(model_flower, report.run_id, 4)
-    names = sorted(t["name"] for t in ours.values())
-    assert names.count("chordal.agent pick → echo") == 2, names
-    assert all(t["state"] == "SUCCESS" for t in ours.values()), ours
+    # The step's own row (turn 0), two call rows, the row of turn 1, the run's finalize.
+    ours = tasks_of(model_flower, report.run_id, 5, "SUCCESS")
+    rows = sorted((t["name"], t["state"]) for t in ours.values())
     calls = [t for t in ours.values() if t["name"] == "chordal.agent pick → echo"]
+    assert len(calls) == 2 and all(t["state"] == "SUCCESS" for t in calls), rows
     assert all(report.run_id in t["args"] and "pick" in t["args"] for t in calls)
+    assert ("chordal.agent_turn pick t1", "SUCCESS") in rows, rows
