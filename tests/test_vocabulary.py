@@ -19,9 +19,11 @@ from planner.vocabulary import (
     FINAL_STEP,
     MOVABLE_RUN,
     AttemptStatus,
+    CallStatus,
     EventType,
     RunStatus,
     StepStatus,
+    TurnKind,
     moved,
 )
 
@@ -33,8 +35,20 @@ CSS = (PAGE / "app.css").read_text(encoding="utf-8")
 SCRIPTS = sorted(p for p in PAGE.glob("*.js") if p.name != "vocabulary.js")
 
 STATUSES = {*RunStatus, *StepStatus, *AttemptStatus}
-#: Words Lua compares that are not statuses: renew_leases' mode, and the repair kinds.
-NOT_STATUSES = {"take", *typing.get_args(RepairKind)}
+#: Words Lua compares that are not statuses: renew_leases' mode, the repair kinds, a
+#: turn record's state (thinking, then done), finish_call's outcome `retry`, and Lua's
+#: type names (`type(x) == 'string'`).
+NOT_STATUSES = {"take", *typing.get_args(RepairKind), "done", "retry", "string", "table"}
+#: The scripts of agent steps (planner/store/agents.py): their records hold turn kinds and
+#: call statuses, not attempts'.
+AGENT_LUA = {"begin_turn.lua", "record_turn.lua", "begin_call.lua", "finish_call.lua"}
+#: The status of an `agent.tool_call` event of a call that waits for its retry (the call
+#: itself is stored `pending`; a step's retry names it in the type, `step.retrying`).
+CALL_RETRYING = "retrying"
+#: The statuses an event of each agent type may carry; every other event carries a run's
+#: or a step's.
+EVENT_STATUSES = {EventType.AGENT_TURN: set(TurnKind),
+                  EventType.AGENT_TOOL_CALL: {*CallStatus, CALL_RETRYING}}
 
 
 def lua(path: Path) -> str:
@@ -55,9 +69,14 @@ def test_every_event_the_lua_writes_is_an_event_type_and_every_type_is_written()
         for kind, status in re.findall(r"event\((?:KEYS\[\d\]|\w+), '([^']*)', [^,]+, ([^,]+),",
                                        text):
             assert kind in set(EventType), f"{path.name}: event type {kind!r}"
+            allowed = EVENT_STATUSES.get(EventType(kind), {*RunStatus, *StepStatus})
             for word in re.findall(r"'([^']*)'", status):
-                assert word in {*RunStatus, *StepStatus}, f"{path.name}: event status {word!r}"
+                assert word in allowed, f"{path.name}: {kind} status {word!r}"
             written.add(kind)
+        # call_event(stream, step, status, ...): lib.lua's writer of `agent.tool_call`.
+        for word in re.findall(r"call_event\((?:KEYS\[\d\]|\w+), \w+, '([^']*)',", text):
+            assert word in EVENT_STATUSES[EventType.AGENT_TOOL_CALL], \
+                f"{path.name}: agent.tool_call status {word!r}"
         written.update(re.findall(r"'type', '([^']*)'", text))
     assert written <= set(EventType)
     # set_status.lua writes `run.<status>`: one event type per status it moves a run to.
@@ -73,14 +92,21 @@ def test_the_lua_compares_and_writes_only_statuses_of_the_vocabulary():
     for path in LUA:
         text = lua(path)
         for word in re.findall(r"[=~]= '([a-z_]+)'", text):
-            assert word in STATUSES | NOT_STATUSES, f"{path.name}: compares {word!r}"
+            assert word in STATUSES | NOT_STATUSES | {*TurnKind, *CallStatus}, \
+                f"{path.name}: compares {word!r}"
         for word in re.findall(r"\.status', '([a-z_]+)'", text):
             assert word in set(StepStatus), f"{path.name}: a step set to {word!r}"
         for call in re.findall(r"'HSET', KEYS\[1\],[^)]*?'status', ([^,]+),", text, re.S):
             for word in re.findall(r"'([a-z_]+)'", call):
                 assert word in set(RunStatus), f"{path.name}: a run set to {word!r}"
         for word in re.findall(r"\bstatus = '([a-z_]+)'", text):
-            assert word in set(AttemptStatus), f"{path.name}: an attempt set to {word!r}"
+            if path.name in AGENT_LUA:
+                # A turn record is thinking, then done; a call's status is a CallStatus
+                # (never `cancelled`: a report shows an ended step's pending calls so).
+                assert word in {*CallStatus, "thinking", "done"} - {CallStatus.CANCELLED}, \
+                    f"{path.name}: a call or turn set to {word!r}"
+            else:
+                assert word in set(AttemptStatus), f"{path.name}: an attempt set to {word!r}"
 
 
 def test_the_lua_rules_of_final_and_earned_steps_are_the_vocabularys():

@@ -57,6 +57,12 @@ def api_calls_key(owner: str) -> str:
     return f"{PREFIX}:api:calls:{owner}"
 
 
+def call_lease(step_id: str, turn: int, index: int) -> str:
+    """The lease of an agent step's tool call in its run's ``:leases`` hash (held by the
+    worker running the call, as a step's lease is under the step's id)."""
+    return f"~{step_id}|{turn}|{index}"
+
+
 @dataclass(frozen=True)
 class RunKeys:
     """The keys of one run."""
@@ -99,8 +105,9 @@ class RunKeys:
 
     @property
     def leases(self) -> str:
-        """Hash: step id (or ``@planner``, ``@replanner``…: a run-level task) -> lease expiry,
-        epoch seconds of the Redis clock, renewed while its worker works on it."""
+        """Hash: step id (or ``@planner``, ``@replanner``…: a run-level task; or
+        ``~<step>|<t>|<i>``: an agent step's tool call) -> lease expiry, epoch seconds of
+        the Redis clock, renewed while its worker works on it."""
         return self._k(":leases")
 
     @property
@@ -134,7 +141,15 @@ class RunKeys:
         content and usage): what ``chordal record`` turns into a replayable file."""
         return self._k(":exchanges")
 
+    @property
+    def agent(self) -> str:
+        """Hash: agent steps' conversations (planner/store/agents.py):
+        ``<step>|<conv>|<t>`` a turn, ``<step>|<conv>|<t>|<i>`` a tool call (JSON each),
+        ``<step>|<conv>|<t>|left`` its calls without a result, ``<step>|<conv>|last`` the
+        last turn recorded."""
+        return self._k(":agent")
+
     def all(self) -> list[str]:
         return [self.run, self.steps, self.outputs, self.deps, self.dependents, self.plans,
                 self.versions, self.unhandled, self.events, self.claims, self.usage,
-                self.leases, self.exchanges]
+                self.leases, self.exchanges, self.agent]

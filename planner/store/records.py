@@ -112,6 +112,9 @@ class StepState(BaseModel):
     task: str | None = None
     #: Every attempt, oldest first.
     history: list[Attempt] = Field(default_factory=list)
+    #: An agent step's tool calls published and not begun: ``"<turn>.<index>"`` ->
+    #: (queue, when due, epoch seconds of the Redis clock).
+    calls_due: dict[str, tuple[str, float]] = Field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -139,7 +142,16 @@ class StepState(BaseModel):
                    held=int(fields["held"]) if fields.get("held") else None,
                    due=float(fields["due"]) if fields.get("due") else None,
                    base=int(fields.get("base") or 0), task=fields.get("task") or None,
-                   history=Attempt.parse(fields.get("history")))
+                   history=Attempt.parse(fields.get("history")),
+                   calls_due=_calls_due(fields.get("calls_due")))
+
+
+def _calls_due(text: str | None) -> dict[str, tuple[str, float]]:
+    # cjson writes an empty table as {} (an object here too), and the scripts drop the
+    # field once nothing is due.
+    rows = json.loads(text) if text else {}
+    return {key: (str(row[0]), float(row[1])) for key, row in rows.items()} \
+        if isinstance(rows, dict) else {}
 
 
 class RunState(BaseModel):

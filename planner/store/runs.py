@@ -5,6 +5,7 @@
 
 - :mod:`planner.store.lifecycle`: a run created, planned, started, ended, retried;
 - :mod:`planner.store.steps`: a step's attempts and outcomes, its dispatch, the leases;
+- :mod:`planner.store.agents`: an agent step's turns and tool calls, its conversation;
 - :mod:`planner.store.coordination`: claims, replan bookkeeping, the reconciler's watch
   list and repairs, the live workers;
 - :mod:`planner.store.views`: the run list, reports, snapshots, events;
@@ -13,6 +14,14 @@
 
 from __future__ import annotations
 
+from planner.store.agents import (
+    AgentTransitions,
+    CallBegin,
+    CallFinish,
+    NewCall,
+    TurnBegin,
+    TurnRecord,
+)
 from planner.store.base import EVENTS_MAXLEN
 from planner.store.coordination import Coordination
 from planner.store.lifecycle import Install, RunLifecycle
@@ -21,9 +30,10 @@ from planner.store.model_calls import ModelCalls
 from planner.store.steps import DEFAULT_LEASE_S, Begin, Finish, StepTransitions
 from planner.store.views import RunViews
 
-__all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "Finish", "Install", "RunStore",
-           "new_run_id"]
+__all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "CallBegin", "CallFinish", "Finish",
+           "Install", "NewCall", "RunStore", "TurnBegin", "TurnRecord", "new_run_id"]
 
 
-class RunStore(RunLifecycle, StepTransitions, Coordination, RunViews, ModelCalls):
+class RunStore(RunLifecycle, StepTransitions, AgentTransitions, Coordination, RunViews,
+               ModelCalls):
     """Runs in Redis. Safe to share between threads (redis-py pools connections)."""

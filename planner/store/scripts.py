@@ -18,7 +18,7 @@ RUN_SCRIPTS = ("begin_step", "finish_step", "fail_step", "retry_step", "start_ru
                "finish_run", "install_plan", "flag_failure", "set_status",
                "release_step", "retry_run", "create_run", "mark_dispatched",
                "reclaim_step", "renew_leases", "record_repair", "note_stale", "live_task",
-               "callback_event")
+               "callback_event", "begin_turn", "record_turn", "begin_call", "finish_call")
 
 
 @cache

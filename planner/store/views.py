@@ -8,8 +8,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
+from planner.language.plan import Step
 from planner.store import lost
+from planner.store.agent_records import AgentReport
 from planner.store.base import StoreBase
+from planner.store.conversation import Conversation
 from planner.store.keys import RUN_INDEX, RunKeys, owner_runs_key
 from planner.store.records import (
     REPLAN_REASONS,
@@ -24,6 +27,7 @@ from planner.store.records import (
     StepReport,
     StepState,
 )
+from planner.tools.agent import AGENT_TOOL, DEFAULT_MAX_TURNS
 from planner.vocabulary import StepStatus
 
 
@@ -110,18 +114,21 @@ class RunViews(StoreBase):
         Its steps are those of every plan version, in the order they first appeared.
         The run, its steps and its versions are read at one instant (MULTI): a plan
         installed meanwhile cannot make a report of "plan v1 (1 replan)"."""
+        k = RunKeys(run_id)
         pipe = self.r.pipeline(transaction=True)
-        for key in (RunKeys(run_id).run, RunKeys(run_id).steps, RunKeys(run_id).versions):
+        for key in (k.run, k.steps, k.versions, k.agent):
             pipe.hgetall(key)
-        fields, steps_raw, versions_raw = pipe.execute()
+        fields, steps_raw, versions_raw, agent_raw = pipe.execute()
         run = self.run_state(run_id, fields)
         plan = self.plan(run_id, run.version) if run.version else None
         states = self.step_states(run_id, steps_raw)
         step_ids: list[str] = []
+        defined: dict[str, Step] = {}  # each step as the newest version holding it says
         for version in range(1, run.version + 1):
             older = self.plan(run_id, version) if version != run.version or plan is None \
                 else plan
             step_ids.extend(s.id for s in older.steps if s.id not in step_ids)
+            defined.update((s.id, s) for s in older.steps)
         outputs = self.outputs(run_id, step_ids)
         steps: dict[str, StepReport] = {}
         for sid in step_ids:
@@ -129,7 +136,8 @@ class RunViews(StoreBase):
             steps[sid] = StepReport(
                 status=st.status, output=outputs.get(sid), error=st.error,
                 attempts=st.attempts, started_at=st.started_at,
-                finished_at=st.finished_at, worker=st.worker, history=st.history)
+                finished_at=st.finished_at, worker=st.worker, history=st.history,
+                agent=_agent(defined[sid], st, agent_raw))
         versions = self.versions(run_id, versions_raw)
         return RunReport(run_id=run_id, status=run.status, goal=run.goal, answer=run.answer,
                          error=run.error, plan_version=run.version,
@@ -210,3 +218,13 @@ class RunViews(StoreBase):
         if not reply:
             return []
         return [RunEvent.from_stream(i, f) for i, f in reply[0][1]]
+
+
+def _agent(step: Step, st: StepState, raw: dict[str, str]) -> AgentReport | None:
+    """An agent step's current conversation (its ``base``), as the report shows it."""
+    if step.tool != AGENT_TOOL:
+        return None
+    limit = step.args.get("max_turns", DEFAULT_MAX_TURNS)
+    ended = st.final or st.status == StepStatus.CANCELLED
+    return Conversation.of(step.id, st.base, raw).report(
+        limit if isinstance(limit, int) else DEFAULT_MAX_TURNS, ended)

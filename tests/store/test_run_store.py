@@ -202,6 +202,8 @@ def test_finish_run_once_and_rearms_retention(store):
     store.record_usage(run_id, "planner", "m", None, {"input_tokens": 3})
     store.record_exchange(run_id, {"role": "planner", "turn": 0, "prompt": "p", "content": []})
     store.take_leases(run_id, ["@join"], 30)  # b's lease went with its outcome
+    store.begin_step(run_id, "c", 1, "w", 3)
+    assert store.begin_turn(run_id, "c", 0, 0, "w").state == "run"  # an agent's turn
     keys = [k for k in RunKeys(run_id).all() if store.r.exists(k)]
     assert len(keys) == len(RunKeys(run_id).all())
     for key in keys:

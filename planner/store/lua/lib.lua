@@ -129,3 +129,90 @@ end
 local function live_task(steps, step, task)
   if task and task ~= '' then redis.call('HSET', steps, step .. '.task', task) end
 end
+
+-- Agent steps (begin_turn, record_turn, begin_call, finish_call). A conversation lives in
+-- the run's `:agent` hash under `<step>|<conv>|`, where `conv` is the step's `base` when
+-- it began (`chordal retry` bumps it: a new conversation). Payloads the model or a tool
+-- wrote (content blocks, args, outputs, errors, usage, answers) are kept in the records
+-- as JSON text: cjson would turn their empty lists into objects and round their numbers
+-- to 14 digits if it decoded and wrote them again.
+
+-- The step's current conversation: its fields' prefix, and its number.
+local function agent_prefix(steps, step)
+  local conv = redis.call('HGET', steps, step .. '.base') or '0'
+  return step .. '|' .. conv, conv
+end
+
+local function agent_get(agent, field)
+  local raw = redis.call('HGET', agent, field)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function agent_put(agent, run_key, field, rec)
+  redis.call('HSET', agent, field, cjson.encode(rec))
+  expire_with(agent, run_key)
+end
+
+-- Why an agent step may not go on (nil: it may): its run is not running (cancelled,
+-- stopped at its budget, paused) or is ending, the step is not running, or `conv` is not
+-- its current conversation.
+local function agent_inactive(run_key, steps, step, conv)
+  local run = redis.call('HMGET', run_key, 'status', 'ending')
+  if run[1] ~= 'running' then return 'run ' .. (run[1] or 'missing') end
+  if run[2] then return 'run ending' end
+  local status = redis.call('HGET', steps, step .. '.status') or 'pending'
+  if status ~= 'running' then return 'step ' .. status end
+  local _, current = agent_prefix(steps, step)
+  if current ~= conv then return 'conversation ' .. conv .. ' is not ' .. current end
+  return nil
+end
+
+-- The step's tool calls published and not begun ("<turn>.<index>" -> {queue, due}), for
+-- the reconciler: set one (`queue` given) or drop it (nil).
+local function call_due(steps, step, key, queue, delay)
+  local raw = redis.call('HGET', steps, step .. '.calls_due')
+  local due_map = raw and cjson.decode(raw) or {}
+  if queue then
+    due_map[key] = {queue, string.format('%.6f', now_s() + (delay or 0))}
+  else
+    due_map[key] = nil
+  end
+  if next(due_map) == nil then
+    redis.call('HDEL', steps, step .. '.calls_due')
+  else
+    redis.call('HSET', steps, step .. '.calls_due', cjson.encode(due_map))
+  end
+end
+
+-- At most n bytes of s, not cutting a UTF-8 character in two.
+local function cut(s, n)
+  if type(s) ~= 'string' then return nil end
+  if #s <= n then return s end
+  local i = n
+  while i > 0 do
+    local b = string.byte(s, i + 1)
+    if b < 0x80 or b >= 0xC0 then break end
+    i = i - 1
+  end
+  return string.sub(s, 1, i)
+end
+
+-- An error record (JSON text) as an event shows it: "<Type>: <message>", 300 bytes.
+local function error_line(err)
+  if err == nil or err == '' then return nil end
+  local ok, e = pcall(cjson.decode, err)
+  if not ok or type(e) ~= 'table' then return cut(err, 300) end
+  return cut(tostring(e.type or 'Error') .. ': ' .. tostring(e.message or ''), 300)
+end
+
+local function call_event(events, step, status, t, rec, extra)
+  local data = {turn = t, index = rec.index, tool = rec.tool, attempt = rec.attempts}
+  for k, v in pairs(extra or {}) do data[k] = v end
+  event(events, 'agent.tool_call', step, status, cjson.encode(data))
+end
+
+-- A call lease's name in `:leases`: the step's calls live beside its own lease.
+local function call_lease(step, t, i)
+  return '~' .. step .. '|' .. t .. '|' .. i
+end
