@@ -98,8 +98,9 @@ class ScriptedModel:
     def _no_match(self, request: ModelRequest, plain: str, shown: str, turn: int) -> str:
         """Which responses of the request's role there are, and why none fits: a replay
         that drifted from its recording says where."""
+        asker = f"step {request.step!r}, " if request.step else ""
         head = (f"scripted model ({self.source}): no response for role {request.role!r} "
-                f"fits this request (turn {turn}; it begins "
+                f"fits this request ({asker}turn {turn}; it begins "
                 f"{_cut(last_user_text(request), 80)!r})")
         why = []
         for i, r in enumerate(self.responses):

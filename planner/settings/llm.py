@@ -41,9 +41,10 @@ class ModelSettings(Area):
     replanner_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                 "replanner's temperature.",
                                                 json_schema_extra=unset_means("the model's"))
-    executor_model: str = Field(FAST_MODEL, description="Model of `llm` steps.")
+    executor_model: str = Field(FAST_MODEL, description="Model of `llm` and `agent` steps.")
     executor_max_tokens: int = Field(2_048, ge=1, description="Most tokens of an `llm` "
-                                                              "step's answer.")
+                                                              "step's answer or an agent's "
+                                                              "turn.")
     executor_temperature: float | None = Field(None, ge=0, le=1, description="The "
                                                "executor's temperature.",
                                                json_schema_extra=unset_means("the model's"))

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from planner.errors import ConfigError, PermanentError
 from planner.llm import AnthropicModel, ScriptedModel
@@ -302,7 +305,8 @@ def test_a_scripted_agent_conversation_by_step_and_turn(tmp_path):
     other = model.complete(agent_request(SETTINGS, SPEC, [], TOOLS, step="other"))
     assert (other.text(), other.stop_reason) == ("any step, any turn", "end_turn")
     strict = ScriptedModel(AGENT_FILE["responses"][:2])
-    with pytest.raises(PermanentError, match="responses\\[0\\]: it answers step 'pick_hotel'"):
+    with pytest.raises(PermanentError, match=r"request \(step 'other', turn 0; .*responses"
+                                              r"\[0\]: it answers step 'pick_hotel'"):
         strict.complete(agent_request(SETTINGS, SPEC, [], TOOLS, step="other"))
 
 
@@ -321,3 +325,41 @@ def test_a_cassette_keeps_each_step_s_answers_apart():
         response = model.complete(agent_request(SETTINGS, SPEC, [], TOOLS, step=step))
         assert response.content[0]["input"] == {"hotel": hotel}
         assert response.content[0]["id"] == f"id_{step}" and response.stop_reason == "tool_use"
+
+
+_STATUSES = ["succeeded", "failed", "refused", "pending", "cancelled", None]
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[Turn]:
+    """Done turns of any shape: text and tool_use blocks in any order, calls with any
+    status or none recorded, repair turns with or without a final_answer block."""
+    turns = []
+    for t in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["tools", "refused", "repair", "thinking"]))
+        content: list[dict[str, Any]] = []
+        calls = []
+        for i in range(draw(st.integers(0, 4))):
+            if draw(st.booleans()):
+                content.append({"type": "text", "text": f"note {i}"})
+            name = draw(st.sampled_from(["travel_transfer", "final_answer", "nope"]))
+            use_id = f"toolu_{t}_{i}"
+            content.append({"type": "tool_use", "id": use_id, "name": name, "input": {}})
+            status = draw(st.sampled_from(_STATUSES))
+            if status is not None:
+                calls.append(CallResult(use_id, status, output={"i": i},
+                                        error=None if status == "succeeded" else "E: no"))
+        turns.append(Turn(kind, content, calls, ["p"] if kind == "repair" else None))
+    return turns
+
+
+@given(conversations())
+@hsettings(max_examples=200, deadline=None)
+def test_every_tool_use_is_answered_whatever_the_turns(turns):
+    messages = agent_request(SETTINGS, SPEC, turns, TOOLS).messages
+    assert tool_result_problems(messages) == []
+    done = [t for t in turns if t.kind != "thinking"]
+    assert [m["role"] for m in messages] == ["user"] + ["assistant", "user"] * len(done)
+    assert all(m["content"] for m in messages)
+    marked = [n for n, m in enumerate(messages) for b in m["content"] if "cache_control" in b]
+    assert marked == [len(messages) - 1]
