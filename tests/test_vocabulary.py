@@ -141,6 +141,15 @@ def test_the_page_scripts_name_statuses_and_events_from_the_vocabulary(path: Pat
             assert re.search(rf"^export const {name} ", vocabulary.javascript(), re.M), name
 
 
+def test_the_page_draws_every_call_status_and_names_every_turn_kind():
+    for status in CallStatus:
+        for rule in (f".callbar.c-{status}", f".calldot.c-{status}", f".cbadge.c-{status}"):
+            assert rule in CSS, f"app.css has no {rule!r}"
+    agent = (PAGE / "agent.js").read_text(encoding="utf-8")
+    for kind in TurnKind:
+        assert f"[TURN.{kind.name}]:" in agent, f"agent.js has no words for {kind!r}"
+
+
 def test_the_terminal_view_colours_every_status():
     assert {*RunStatus, *StepStatus} <= set(STYLE)
 

@@ -14,8 +14,9 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from planner.store.records import EARNED_STEP, FINAL_STEP, TERMINAL_RUN, RunReport
-from planner.vocabulary import AttemptStatus, RunStatus, StepStatus
+from planner.store.agent_records import AgentCall, AgentReport
+from planner.store.records import EARNED_STEP, FINAL_STEP, TERMINAL_RUN, RunReport, StepReport
+from planner.vocabulary import AttemptStatus, CallStatus, RunStatus, StepStatus, TurnKind
 
 #: A colour for every run and step status (tests/test_vocabulary.py checks none is missing).
 STYLE: dict[str, str] = {
@@ -128,6 +129,9 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
         table.add_row(*cells)
 
     parts: list[Any] = [goal, title, table]
+    # An agent step's conversation: where it is, or what it came to, one line each.
+    parts += [Text(f"{sid}: {line}", style="dim", no_wrap=True, overflow="ellipsis")
+              for sid, st in report.steps.items() if (line := agent_line(st, now))]
     # A step whose attempts were taken for lost, revoked or superseded: its whole history.
     for sid, st in report.steps.items():
         if any(a.status in (AttemptStatus.LOST, AttemptStatus.REVOKED,
@@ -146,6 +150,80 @@ def render(report: RunReport, deps: dict[str, list[str]] | None = None,
     if report.reason:
         parts.append(Text.assemble(("waiting: ", "bold cyan"), report.reason))
     return Group(*parts)
+
+
+#: Between a tool and how many calls of it run at once (``travel.availability`` times 2).
+TIMES = "\N{MULTIPLICATION SIGN}"
+#: What an agent step's last turn came to, said when the step has ended.
+ENDED: dict[str, str] = {
+    TurnKind.FINAL: "answered", TurnKind.MAX_TURNS: "out of turns",
+    TurnKind.INVALID: "answer off its schema", TurnKind.REFUSED: "calls refused",
+    TurnKind.REPAIR: "repairing its answer", TurnKind.TOOLS: "calling tools",
+    TurnKind.THINKING: "thinking"}
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _calls_now(calls: list[AgentCall], now: datetime) -> str:
+    """The calls of the current turn: running ones by tool (times n, with the longest one's
+    time so far), then how many wait for a worker and how many have a result."""
+    running: dict[str, list[AgentCall]] = {}
+    for call in calls:
+        if call.status == CallStatus.RUNNING:
+            running.setdefault(call.tool, []).append(call)
+    said = []
+    for tool, group in running.items():
+        since = [now - t for c in group if (t := _when(c.started_at))]
+        took = f" {_seconds(max(since).total_seconds())}" if since else ""
+        many = f" {TIMES}{len(group)}" if len(group) > 1 else ""
+        said.append(f"{tool}{many} running{took}")
+    waiting = sum(c.status == CallStatus.PENDING for c in calls)
+    if waiting:
+        said.append(f"{waiting} waiting")
+    settled = len(calls) - waiting - sum(map(len, running.values()))
+    if settled and (running or waiting):
+        said.append(f"{settled} done")
+    elif settled:
+        said.append(f"{_count(settled, 'tool call')} done, next turn…")
+    return ", ".join(said)
+
+
+def agent_line(step: StepReport, now: datetime) -> str | None:
+    """One agent step's conversation in a line: the turn it is at and what it waits for
+    (the model, or its tool calls) while it runs; once it has ended, its turns, its calls
+    and how it ended. None for other steps."""
+    agent: AgentReport | None = step.agent
+    if agent is None:
+        return None
+    turn = agent.current_turn
+    if step.status == StepStatus.RUNNING and (turn is None or turn.kind != TurnKind.FINAL):
+        if turn is None:
+            return f"turn 1/{agent.max_turns} · starting…"
+        at = f"turn {turn.turn + 1}/{agent.max_turns} · "
+        if turn.kind == TurnKind.THINKING:
+            started = _when(turn.started_at)
+            took = f" {_seconds((now - started).total_seconds())}" if started else ""
+            again = f" (try {turn.tries})" if turn.tries > 1 else ""
+            return f"{at}thinking…{took}{again}"
+        if turn.kind == TurnKind.TOOLS:
+            return at + _calls_now(turn.calls, now)
+        return at + ENDED.get(turn.kind, str(turn.kind)) + "…"
+    if turn is None:
+        return None if step.status == StepStatus.PENDING else f"no turns · {step.status}"
+    calls = agent.calls
+    errors = sum(c.status in (CallStatus.FAILED, CallStatus.REFUSED) for c in calls)
+    cancelled = sum(c.status == CallStatus.CANCELLED for c in calls)
+    # A cancelled step's running calls go on, and are recorded when they return.
+    running = sum(c.status == CallStatus.RUNNING for c in calls)
+    notes = [_count(errors, "error")] if errors else []
+    notes += [f"{cancelled} cancelled"] if cancelled else []
+    notes += [f"{running} still running"] if running else []
+    said = _count(len(calls), "tool call") + (f" ({', '.join(notes)})" if notes else "")
+    ended = (ENDED[turn.kind] if turn.kind in (TurnKind.FINAL, TurnKind.MAX_TURNS,
+                                                 TurnKind.INVALID) else str(step.status))
+    return f"{_count(len(agent.turns), 'turn')} · {said} · {ended}"
 
 
 def _answer(report: RunReport) -> Any:

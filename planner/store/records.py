@@ -32,6 +32,10 @@ from planner.vocabulary import StepStatus as StepStatus
 REVOKED = "Revoked"
 
 
+def is_none(value: Any) -> bool:
+    return value is None
+
+
 def is_final(status: str | None) -> bool:
     return status in FINAL_STEP
 
@@ -251,14 +255,9 @@ class StepReport(BaseModel):
     #: Every attempt, oldest first, across retries of the run (``attempts`` counts them).
     history: list[Attempt] = Field(default_factory=list)
     #: An agent step's conversation: its turns and tool calls (absent for other steps).
-    agent: AgentReport | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_no_agent(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if data.get("agent") is None:
-            data.pop("agent", None)
-        return data
+    #: Left out by ``exclude_if``, not a model serializer: the OpenAPI schema keeps the
+    #: report's shape (a wrap serializer's ``Any`` would make it ``{}``).
+    agent: AgentReport | None = Field(None, exclude_if=is_none)
 
 
 class RunReport(BaseModel):

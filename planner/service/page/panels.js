@@ -1,5 +1,6 @@
 /* A run's panels below its plan and timeline: the selected step's details, attempts and
  * errors, the answer, model usage and the steps table. Methods of RunView (run.js). */
+import { turnsSection } from './agent.js';
 import { clear, h } from './dom.js';
 import { badge, int, money, plural, pretty, short, span, when } from './format.js';
 import { ATTEMPT, ATTEMPT_STATUSES, EARNED_STEP, STEP } from './vocabulary.js';
@@ -40,9 +41,11 @@ export class PanelsPart {
     if (st.error) box.append(h('h2', { text: 'Error' }), this.errorBox(st.error));
     if (info && Object.keys(info.args).length) box.append(h('h2', { text: 'Args' }), h('pre', { class: 'jsonbox', text: pretty(info.args, 4000) }));
     if (st.output !== null && st.output !== undefined) box.append(h('h2', { text: 'Output' }), h('pre', { class: 'jsonbox', id: 'step-output', text: pretty(st.output, 8000) }));
+    if (st.agent) box.append(...turnsSection(st, (err, elId) => this.errorBox(err, elId)));
   }
 
-  errorBox(err) {
+  // A call's error in the Turns section has no id: the page's #step-error is the step's.
+  errorBox(err, elId = 'step-error') {
     const parts = [];
     for (let e = err, depth = 0; e && depth < 5; e = e.cause, depth += 1) {
       const extra = [];
@@ -53,7 +56,7 @@ export class PanelsPart {
         h('span', { class: 'errmsg', text: e.message }), extra.length ? h('span', { class: 'muted', text: ` (${extra.join(', ')})` }) : null));
       if (e.problems && e.problems.length) parts.push(h('ul', {}, e.problems.map((p) => h('li', { text: p }))));
     }
-    return h('div', { class: 'errbox', id: 'step-error' }, parts);
+    return h('div', { class: 'errbox', id: elId }, parts);
   }
 
   renderProblems() {

@@ -1,9 +1,10 @@
 /* A run's timeline: a bar per step, how many ran at each moment, and when each plan version
- * was installed. Methods of RunView (run.js). */
+ * was installed; under an agent step, its tool calls (agent.js). Methods of RunView (run.js). */
+import { SUB, callLanes, callsOf, turnTicks } from './agent.js';
 import { clockSkew } from './api.js';
 import { clear, h, s } from './dom.js';
 import { duration, ms, short, span, tickLabel, when } from './format.js';
-import { STEP, TERMINAL_RUN } from './vocabulary.js';
+import { CALL, STEP, TERMINAL_RUN } from './vocabulary.js';
 
 export class TimelinePart {
   /* A row per step from its first start to its end: overlapping bars are steps that ran
@@ -18,8 +19,12 @@ export class TimelinePart {
     const rows = started.concat(ids.filter((id) => !r.steps[id].started_at));
     if (!rows.length) { clear(box).append(h('p', { class: 'muted', text: 'Nothing has run yet.' })); return; }
     const t0 = Math.min(ms(r.created_at) || Infinity, ...started.map((id) => ms(r.steps[id].started_at)));
-    const ends = ids.map((id) => ms(r.steps[id].finished_at)).filter(isFinite);
-    const running = ids.some((id) => r.steps[id].status === STEP.RUNNING);
+    // A call may end after its step (a cancelled agent's running call is still recorded).
+    const ends = ids.flatMap((id) => [r.steps[id].finished_at, ...callsOf(r.steps[id]).map((c) => c.call.finished_at)])
+      .map(ms).filter(isFinite);
+    // A cancelled agent's running calls go on until they are recorded: they grow too.
+    const running = ids.some((id) => r.steps[id].status === STEP.RUNNING
+      || callsOf(r.steps[id]).some((c) => c.call.status === CALL.RUNNING));
     let t1 = Math.max(ms(r.finished_at) || 0, ...ends, running || !TERMINAL_RUN.has(r.status) ? now : 0);
     if (!isFinite(t0)) { clear(box).append(h('p', { class: 'muted', text: 'Nothing has run yet.' })); return; }
     if (t1 - t0 < 1000) t1 = t0 + 1000;
@@ -27,7 +32,11 @@ export class TimelinePart {
     const LABEL = 150, RIGHT = 110, ROW = 22, CONC = 44, AXIS = 20;
     const plotW = width - LABEL - RIGHT;
     const x = (t) => LABEL + ((t - t0) / (t1 - t0)) * plotW;
-    const height = AXIS + CONC + rows.length * ROW + 6;
+    // Each step's lane, then a thin sub-lane per tool call of an agent step.
+    const tops = [];
+    let y0 = AXIS + CONC;
+    for (const id of rows) { tops.push(y0); y0 += ROW + callsOf(r.steps[id]).length * SUB; }
+    const height = y0 + 6;
     const svg = s('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'when each step started and ended' });
     // axis
     const axis = s('g', { class: 'axis' });
@@ -40,7 +49,7 @@ export class TimelinePart {
         s('text', { x: px, y: 12, 'text-anchor': 'middle', text: tickLabel(t, step) }));
     }
     svg.append(axis);
-    // concurrency: how many steps were running at each moment
+    // concurrency: how many steps were running at each moment (an agent's calls are not steps)
     const marks = [];
     for (const id of started) {
       const st = r.steps[id];
@@ -75,9 +84,10 @@ export class TimelinePart {
     // lanes
     rows.forEach((id, i) => {
       const st = r.steps[id];
-      const y = AXIS + CONC + i * ROW;
+      const y = tops[i];
+      const subs = callsOf(st).length;
       const lane = s('g', { class: 'lane' + (this.selected === id ? ' selected' : ''), data: { step: id } },
-        i % 2 ? null : s('rect', { class: 'zebra', x: 0, y, width, height: ROW }),
+        i % 2 ? null : s('rect', { class: 'zebra', x: 0, y, width, height: ROW + subs * SUB }),
         s('text', { class: 'lbl', x: 6, y: y + 15, text: short(id, 18), onclick: () => this.select(id) }));
       if (st.started_at) {
         const a = ms(st.started_at);
@@ -90,9 +100,11 @@ export class TimelinePart {
           data: { step: id, status: st.status }, onclick: () => this.select(id) },
           s('title', { text: `${id}: ${st.status}, ${when(st.started_at)} → ${st.finished_at ? when(st.finished_at) : '…'}` })),
         s('text', { class: 'note', x: (bx + bw + 5).toFixed(1), y: y + 15, text: note }));
+        if (st.agent) lane.append(...turnTicks(st, y + 2, ROW - 4, x));
       } else {
         lane.append(s('text', { class: 'note', x: LABEL, y: y + 15, text: st.status === STEP.REPLACED ? 'replaced before it started' : st.status === STEP.PENDING ? 'waiting' : `${st.status}, never started` }));
       }
+      if (subs) lane.append(...callLanes(id, st, y + ROW, x, now, width, (sid) => this.select(sid)));
       svg.append(lane);
     });
     clear(box).append(svg);
