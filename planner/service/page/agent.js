@@ -48,7 +48,8 @@ export function callLanes(id, st, y, x, now, width, select) {
     }
     const b = isFinite(ms(call.finished_at)) ? ms(call.finished_at) : (call.status === CALL.RUNNING ? now : a);
     const bx = x(a), bw = Math.max(2, x(Math.max(a, b)) - bx);
-    const note = span(call.started_at, call.finished_at) || (call.status === CALL.RUNNING ? duration((now - a) / 1000) + '…' : '');
+    const note = span(call.started_at, call.finished_at) || (call.status === CALL.RUNNING ? duration((now - a) / 1000) + '…'
+      : call.status === CALL.PENDING ? 'waiting for its retry' : call.status);
     g.append(s('rect', { class: `callbar c-${call.status}`, x: bx.toFixed(1), y: top + 3, width: bw.toFixed(1), height: SUB - 6, rx: 2, onclick: () => select(id) }, tip),
       s('text', { class: 'subnote', x: Math.min(bx + bw + 4, width - 60).toFixed(1), y: top + 10.5, text: note }));
     return g;
