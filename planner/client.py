@@ -313,14 +313,18 @@ class Client:
             return []
         problems = []
         for step in compiled.plan.steps:
-            queue = compiled.queue_of(step.id)
-            on_queue = [w for w in workers if queue in w.queues]
-            if on_queue and not any(step.tool in w.tools for w in on_queue):
-                loaded = sorted({m for w in on_queue for m in w.modules}) or ["none"]
-                problems.append(
-                    f"step {step.id!r}: no live worker on queue {queue!r} has tool "
-                    f"{step.tool!r} (they loaded CHORDAL_TOOL_MODULES={','.join(loaded)}); "
-                    "start workers with the CHORDAL_TOOL_MODULES that define it")
+            # An agent step's tool calls run on their tools' queues: check those too.
+            needs = [(step.tool, compiled.queue_of(step.id))] + [
+                (t, compiled.tools[t].queue) for t in compiled.agent_tools(step.id)
+                if t in compiled.tools]
+            for tool, queue in needs:
+                on_queue = [w for w in workers if queue in w.queues]
+                if on_queue and not any(tool in w.tools for w in on_queue):
+                    loaded = sorted({m for w in on_queue for m in w.modules}) or ["none"]
+                    problems.append(
+                        f"step {step.id!r}: no live worker on queue {queue!r} has tool "
+                        f"{tool!r} (they loaded CHORDAL_TOOL_MODULES={','.join(loaded)}); "
+                        "start workers with the CHORDAL_TOOL_MODULES that define it")
         return problems
 
     def require_workers(self, plan: Plan | Mapping[str, Any]) -> None:

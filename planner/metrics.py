@@ -61,7 +61,6 @@ from prometheus_client.exposition import choose_encoder  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
 
-from planner.language.graph import topological_order  # noqa: E402
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE  # noqa: E402
 
 log = logging.getLogger("chordal.metrics")
@@ -110,6 +109,13 @@ MODEL_COST = Counter("chordal_model_cost_usd", "Estimated model cost (CHORDAL_PR
 MODEL_LATENCY = Histogram("chordal_model_latency_seconds", "Model call latency.", ["role"],
                           buckets=_MODEL_BUCKETS)
 BUDGET_STOPS = Counter("chordal_budget_stops", "Runs stopped or paused at their budget.")
+AGENT_TURNS = Counter("chordal_agent_turns", "Agent steps' model turns recorded, by what the "
+                                             "turn decided.", ["kind"])
+AGENT_CALLS = Counter("chordal_agent_calls", "Agent steps' tool calls, by outcome.",
+                      ["tool", "outcome"])
+AGENT_CALL_DURATION = Histogram("chordal_agent_call_duration_seconds",
+                                "Agent steps' tool call attempts that ended: seconds run.",
+                                ["tool"], buckets=_STEP_BUCKETS)
 
 #: Token counters of a model call (planner.usage's names) -> the ``kind`` label.
 TOKEN_KINDS: Mapping[str, str] = {"input_tokens": "input", "output_tokens": "output",
@@ -193,22 +199,22 @@ def model_called(role: str, model: str, outcome: str, latency_s: float | None = 
     _guard(record)
 
 
-def makespan_ratio(deps: Mapping[str, Iterable[str]],
-                   spans: Mapping[str, tuple[float, float]]) -> float | None:
-    """Makespan over the critical path of the DAG ``deps``, each step weighted by its span
-    (start, end; steps that never ran weigh nothing). None when nothing ran."""
-    ran = [spans[s] for s in deps if s in spans]
-    if not ran:
-        return None
-    edges = {s: {u for u in ups if u in deps} for s, ups in deps.items()}
-    longest: dict[str, float] = {}
-    for step in topological_order(edges):
-        start, end = spans.get(step, (0.0, 0.0))
-        longest[step] = max(end - start, 0.0) + max(
-            (longest[u] for u in edges[step]), default=0.0)
-    critical = max(longest.values())
-    makespan = max(end for _, end in ran) - min(start for start, _ in ran)
-    return makespan / critical if critical > 0 else None
+def agent_turn(kind: str) -> None:
+    """An agent's turn recorded (``record_turn`` said ``ok``): ``kind`` is its
+    ``TurnKind`` (``tools``, ``refused``, ``final``, ``repair``, ``invalid``,
+    ``max_turns``)."""
+    _guard(lambda: AGENT_TURNS.labels(kind).inc())
+
+
+def agent_call(tool: str, outcome: str, seconds: float | None) -> None:
+    """An agent's tool call attempt that ended, as ``finish_call`` recorded it (not a
+    duplicate or a superseded attempt): ``outcome`` is ``succeeded``, ``failed`` or
+    ``retry``; ``refused`` for a call the engine refused (never run, no ``seconds``)."""
+    def record() -> None:
+        AGENT_CALLS.labels(tool or UNKNOWN, outcome).inc()
+        if seconds is not None:
+            AGENT_CALL_DURATION.labels(tool or UNKNOWN).observe(seconds)
+    _guard(record)
 
 
 # -- the fleet, read at scrape time ----------------------------------------------------

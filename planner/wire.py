@@ -35,7 +35,7 @@ AGENT_TURN_TASK = "chordal.agent_turn"
 AGENT_CALL_TASK = "chordal.agent_call"
 
 TASKS = (STEP_TASK, STEP_ERROR_TASK, FINALIZE_TASK, SYNTHESIZE_TASK, PLAN_TASK, REPLAN_TASK,
-         REVIEW_TASK, STEP_REVOKED_TASK)
+         REVIEW_TASK, STEP_REVOKED_TASK, AGENT_TURN_TASK, AGENT_CALL_TASK)
 
 
 def task_id(run_id: str, version: int, what: str) -> str:

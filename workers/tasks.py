@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from planner import logs, tracing
-from planner.engine import join, replan, review, start, steps
+from planner.engine import agent, agent_calls, join, replan, review, start, steps
 from planner.engine.outcomes import Failed, Retry
 from planner.engine.publisher import CeleryPublisher
 from planner.engine.runtime import Runtime
@@ -37,6 +37,8 @@ from planner.settings import Settings
 from planner.store.records import ErrorRecord
 from planner.vocabulary import RunStatus
 from planner.wire import (
+    AGENT_CALL_TASK,
+    AGENT_TURN_TASK,
     FINALIZE_TASK,
     PLAN_TASK,
     REPLAN_TASK,
@@ -64,6 +66,9 @@ def _retry(task: Task, decision: Retry | Failed | steps.Dropped | None) -> None:
     delivery that ran nothing (Dropped) ends as Celery ends a revoked task: a
     task-revoked event (Flower: REVOKED), no result, no errback, its message acked."""
     if isinstance(decision, steps.Dropped):
+        # Celery says only "ignored": the log says why.
+        log.info("%s[%s] dropped: %s", task.request.shadow or task.name, task.request.id,
+                 decision.why)
         if task.app.conf.worker_send_task_events:
             task.send_event("task-revoked", terminated=False, signum=None, expired=False)
         raise Ignore(decision.why)
@@ -105,6 +110,25 @@ def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
                                 timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id))
 
 
+@app.task(name=AGENT_TURN_TASK, bind=True, max_retries=None)
+def agent_turn(self: Task, run_id: str, step_id: str, version: int, conv: int,
+               turn: int) -> None:
+    """One model turn of an agent step."""
+    _retry(self, agent.run_turn(runtime(), run_id, step_id, version, conv, turn,
+                                self.request.hostname or "unknown", self.request.id,
+                                self.request.retries, timeouts=(SoftTimeLimitExceeded,)))
+
+
+@app.task(name=AGENT_CALL_TASK, bind=True, max_retries=None)
+def agent_call(self: Task, run_id: str, step_id: str, version: int, conv: int, turn: int,
+               index: int) -> None:
+    """One tool call an agent step's model asked for."""
+    _retry(self, agent_calls.run_call(runtime(), run_id, step_id, version, conv, turn,
+                                      index, self.request.hostname or "unknown",
+                                      timeouts=(SoftTimeLimitExceeded,),
+                                      task_id=self.request.id))
+
+
 # No events: the step's own task shows the attempt; this is its bookkeeping (see
 # planner.engine.publisher.ShadowNamedAMQP, which sends no "sent" event for it either).
 @app.task(name=STEP_ERROR_TASK, bind=True, send_events=False)
@@ -117,10 +141,18 @@ def _step_revoked(sender: Task | None = None, request: Any = None, terminated: b
                   **_: Any) -> None:
     """A step's task was revoked (Flower's Terminate): its step ends now, in the worker's
     main process, instead of being re-sent under an id every worker discards."""
-    if sender is None or sender.name != STEP_TASK or request is None:
+    if sender is None or request is None or sender.name not in (STEP_TASK, AGENT_CALL_TASK):
         return
     run_id, step_id = (*(request.args or ()), None, None)[:2]
     if not isinstance(run_id, str) or not isinstance(step_id, str):
+        return
+    if sender.name == AGENT_CALL_TASK:
+        try:
+            agent_calls.call_revoked(runtime(), tuple(request.args), bool(terminated),
+                                     request.id)
+        except Exception:
+            log.exception("run %s: could not record the revoke of a call of step %s",
+                          run_id, step_id)
         return
     try:
         steps.record_revoke(runtime(), run_id, step_id, request.hostname or "unknown",
@@ -186,7 +218,8 @@ def _subject(name: str, args: tuple[Any, ...]) -> tuple[str | None, str | None, 
         args = args[1:]  # Celery puts the failed task's id first
     run_id = args[0] if args and isinstance(args[0], str) else None
     step_id = (args[1] if name in (STEP_TASK, STEP_ERROR_TASK, REVIEW_TASK, REPLAN_TASK,
-                                   STEP_REVOKED_TASK) and len(args) > 1 else None)
+                                   STEP_REVOKED_TASK, AGENT_TURN_TASK, AGENT_CALL_TASK)
+               and len(args) > 1 else None)
     version = args[2] if step_id is not None and name != STEP_REVOKED_TASK and len(args) > 2 else (
         args[1] if name in (FINALIZE_TASK, SYNTHESIZE_TASK) and len(args) > 1 else None)
     return run_id, step_id, version

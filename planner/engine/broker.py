@@ -5,10 +5,11 @@ Kombu's Redis transport keeps a queue as Redis lists (one per priority step) of 
 messages, and a message a worker took but has not acknowledged in the ``unacked`` hash
 (acks are late: a step's message stays there until its task ends). A step's message is
 found by its arguments ``(run_id, step_id, version)``, not its task id, so the answer does
-not depend on how task ids are made. Both places are read in one MULTI, so a message
-moving from a queue to ``unacked`` (restored, or delivered) is seen in one of them; the
-only gap left is the moment between a worker's BRPOP and its write to ``unacked``, which
-the reconciler covers by looking twice before it calls a message lost.
+not depend on how task ids are made; an agent step's turn and tool call messages start
+with the same three, and count as its messages. Both places are read in one MULTI, so a
+message moving from a queue to ``unacked`` (restored, or delivered) is seen in one of
+them; the only gap left is the moment between a worker's BRPOP and its write to
+``unacked``, which the reconciler covers by looking twice before it calls a message lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from typing import Any
 
 from planner.wire import (
+    AGENT_CALL_TASK,
+    AGENT_TURN_TASK,
     FINALIZE_TASK,
     PLAN_TASK,
     REPLAN_TASK,
@@ -53,9 +56,15 @@ def task_of(raw: Any, tasks: frozenset[str]) -> list[Any] | None:
         return None
 
 
+#: The tasks that work on one step; their first arguments are (run_id, step_id, version):
+#: the step's own, and an agent step's turns and tool calls (the reconciler tells an agent
+#: step's hop waiting in a queue from a lost one by them).
+STEP_TASKS = frozenset({STEP_TASK, AGENT_TURN_TASK, AGENT_CALL_TASK})
+
+
 def step_of(raw: Any) -> StepKey | None:
-    """The step a kombu message runs, or None."""
-    args = task_of(raw, frozenset({STEP_TASK}))
+    """The step a kombu message works on (:data:`STEP_TASKS`), or None."""
+    args = task_of(raw, STEP_TASKS)
     try:
         return None if args is None else (str(args[0]), str(args[1]), int(args[2]))
     except (ValueError, TypeError, IndexError):

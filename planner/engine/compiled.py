@@ -9,6 +9,7 @@ from functools import cached_property
 
 from planner.language.graph import dependents_of
 from planner.language.plan import Plan, Step
+from planner.tools.agent import AGENT_TOOL
 from planner.tools.tool import DEFAULT_TIMEOUT_S, Tool
 from planner.wire import DEFAULT_QUEUE
 
@@ -70,5 +71,21 @@ class CompiledPlan:
     def is_checkpoint(self, step_id: str) -> bool:
         return self.checkpoint_all or self._steps[step_id].checkpoint
 
+    def is_agent(self, step_id: str) -> bool:
+        """Whether the step is an agent's (the ``agent`` built-in: model turns and tool
+        calls, each a task of its own)."""
+        return self._steps[step_id].tool == AGENT_TOOL
+
+    def agent_tools(self, step_id: str) -> list[str]:
+        """The tools an agent step may call (its ``args.tools``, written in the plan)."""
+        if not self.is_agent(step_id):
+            return []
+        listed = self._steps[step_id].args.get("tools")
+        return [t for t in listed if isinstance(t, str)] if isinstance(listed, list) else []
+
     def queues(self) -> set[str]:
-        return {self.queue_of(s.id) for s in self.plan.steps} | {DEFAULT_QUEUE}
+        """Every queue the plan's tasks go to: its steps', and the tools' its agent steps
+        may call."""
+        listed = {t for s in self.plan.steps for t in self.agent_tools(s.id)}
+        return ({self.queue_of(s.id) for s in self.plan.steps} | {DEFAULT_QUEUE}
+                | {self.tools[t].queue for t in listed if t in self.tools})

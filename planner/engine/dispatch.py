@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from planner.engine.broker import StepKey
 from planner.engine.compiled import CompiledPlan
 from planner.wire import (
+    AGENT_CALL_TASK,
+    AGENT_TURN_TASK,
     DEFAULT_QUEUE,
     FINALIZE_TASK,
     LLM_QUEUE,
@@ -52,6 +54,10 @@ class Message:
     shadow: str | None = None
 
 
+def _nonce(redrive: bool) -> str:
+    return f".{uuid.uuid4().hex[:8]}" if redrive else ""
+
+
 def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
                  countdown: float | None = None, redrive: bool = False) -> Message:
     """A step's message. Its first is ``<run>.<version>.<step>``; a re-drive (a retry
@@ -71,6 +77,33 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
         errback=Message(STEP_ERROR_TASK, (run_id, step_id, version), DEFAULT_QUEUE,
                         task_id=task_id(run_id, version, f"{step_id}.error"),
                         immutable=False, shadow=f"{STEP_ERROR_TASK} {step_id}"))
+
+
+def turn_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+                 conv: int, turn: int, redrive: bool = False,
+                 countdown: float | None = None) -> Message:
+    timeout = compiled.timeout_s(step_id)
+    return Message(
+        AGENT_TURN_TASK, (run_id, step_id, version, conv, turn), compiled.queue_of(step_id),
+        task_id=task_id(run_id, version, f"{step_id}.c{conv}t{turn}{_nonce(redrive)}"),
+        countdown=countdown, soft_time_limit=timeout,
+        time_limit=timeout + compiled.hard_limit_grace_s, ignore_result=True,
+        shadow=f"{AGENT_TURN_TASK} {step_id} t{turn}")
+
+
+def call_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str,
+                 conv: int, turn: int, index: int, tool_name: str, redrive: bool = False,
+                 countdown: float | None = None) -> Message:
+    tool = compiled.tools.get(tool_name)
+    queue = tool.queue if tool is not None else compiled.queue_of(step_id)
+    timeout = tool.timeout_s if tool is not None else compiled.timeout_s(step_id)
+    return Message(
+        AGENT_CALL_TASK, (run_id, step_id, version, conv, turn, index), queue,
+        task_id=task_id(run_id, version,
+                        f"{step_id}.c{conv}t{turn}i{index}{_nonce(redrive)}"),
+        countdown=countdown, soft_time_limit=timeout,
+        time_limit=timeout + compiled.hard_limit_grace_s, ignore_result=True,
+        shadow=f"chordal.agent {step_id} \u2192 {tool_name}")
 
 
 def revoked_message(run_id: str, step_id: str, worker: str, terminated: bool,

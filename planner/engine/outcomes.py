@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from planner.engine import agent_moves
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import (
     Message,
@@ -21,7 +22,8 @@ from planner.engine.dispatch import (
     synthesize_message,
 )
 from planner.engine.runtime import Runtime
-from planner.errors import ChordalError, TransientError
+from planner.errors import ChordalError, RefError, TransientError
+from planner.language.refs import referenced_steps, resolve
 from planner.settings import Settings
 from planner.store.records import EARNED_STEP, ErrorRecord, StepStatus
 from planner.store.runs import Finish
@@ -218,6 +220,34 @@ def go_on(rt: Runtime, run_id: str) -> None:
     failures = rt.store.unhandled(run_id)
     if failures:
         rt.publish([replan_message(run_id, failures[0], run.version)])
+    for sid, st in rt.store.step_states(run_id).items():
+        if st.status == StepStatus.RUNNING and sid in compiled.deps and compiled.is_agent(sid):
+            _resume_agent(rt, compiled, run_id, run.version, sid)
+
+
+def _resume_agent(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
+                  step_id: str) -> None:
+    """An agent step of a run that goes on: publish its next turn, or its calls without a
+    result (its turn boundary dropped them while the run was paused), holding the step
+    over the hop. An answer or a failure recorded but not acted on is left to the
+    reconciler: the step's lease lapses and its re-drive resumes it."""
+    step = compiled.step(step_id)
+    try:
+        args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
+    except RefError:
+        return
+    spec = agent_moves.AgentSpec.of(args)
+    conv = rt.store.conversation(run_id, step_id)
+    move = agent_moves.next_move(conv, spec, step_id)
+    if not isinstance(move, agent_moves.Think | agent_moves.Publish):
+        return
+    begun = isinstance(move, agent_moves.Think) and move.turn < len(conv.turns)
+    if not begun:
+        # A turn begun and left (its run paused before the model call) is taken over
+        # once the step lease lapses: hold the lease only over a hop to new work.
+        engine = rt.settings.engine
+        rt.store.take_leases(run_id, [step_id], engine.step_lease_s + engine.dispatch_grace_s)
+    rt.publish(agent_moves.messages(compiled, run_id, version, step_id, move))
 
 
 def resend(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step_id: str,

@@ -16,7 +16,10 @@ Redis lock makes one of them the active one.
 What it repairs, in a run that is running (or pending: not yet started):
 
 - ``lease_expired``: a running step whose lease lapsed. The lost attempt counts; the step
-  is retried after its backoff, or its ``on_failure`` policy applies if none is left.
+  is retried after its backoff, or its ``on_failure`` policy applies if none is left. An
+  agent step is not lost while a tool call of it runs, or its next hop (a call, a turn)
+  may still wait in a queue (:mod:`planner.engine.agent_liveness`); its next attempt
+  resumes its conversation.
 - ``message_lost``: a ready step published that never started, and whose message the
   broker holds nowhere (no queue, no worker) on two looks past its due time and the lost
   grace; or, when the broker cannot say, past the grace with its queue empty: published
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import LockError, RedisError
 
+from planner.engine.agent_liveness import Look, at_work, calling
 from planner.engine.dispatch import plan_message
 from planner.engine.outcomes import dispatch, give_up, go_on, resend, retry_delay
 from planner.engine.runtime import Runtime
@@ -82,22 +86,30 @@ def lease_until(snap: RunSnapshot, step_id: str, lease_s: float) -> float:
 
 def alive(snap: RunSnapshot, lease_s: float) -> set[str]:
     """The leases held now: run-level tasks at work, and running steps whose lease holds
-    (a finished step's lease is left to lapse, and does not count)."""
+    (a finished step's lease is left to lapse, and does not count) or that have a tool call
+    under a live call lease (an agent step's)."""
     live = {name for name, until in snap.leases.items()
             if until > snap.now and name.startswith("@")}
+    calls = calling(snap.leases, snap.now)
     return live | {sid for sid, st in snap.steps.items() if st.status == StepStatus.RUNNING
-                   and sid in snap.waiting and lease_until(snap, sid, lease_s) > snap.now}
+                   and sid in snap.waiting
+                   and (sid in calls or lease_until(snap, sid, lease_s) > snap.now)}
 
 
 def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
              waiting_in: Callable[[str], int | None],
              missing_since: Callable[[str], float | None] = lambda _sid: None,
-             next_queued: Callable[[], bool] = lambda: False) -> list[Repair]:
+             next_queued: Callable[[], bool] = lambda: False,
+             is_agent: Callable[[str], bool] = lambda _sid: False,
+             look_in: Callable[[str, str], Look] = lambda _sid, _q: Look(None)
+             ) -> list[Repair]:
     """What is wrong with one run, if anything. ``queue_of``: a step's queue;
     ``waiting_in``: messages waiting in a queue (None: the broker cannot say);
     ``missing_since``: since when the broker has held no message for a step, in no queue
     and reserved by no worker (None: it holds one, or cannot say); ``next_queued``:
-    whether a message making the run's next move waits in a queue."""
+    whether a message making the run's next move waits in a queue; ``is_agent``: whether
+    a step is an agent step; ``look_in(step, queue)``: what the broker holds of a step's
+    messages in a queue."""
     run, now, grace = snap.run, snap.now, policy.grace_s
     if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
         return []  # ended, or waiting for a person
@@ -110,13 +122,17 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
             if st is None:
                 continue
             if st.status == StepStatus.RUNNING and sid not in live:
-                if not policy.judge_leases:
+                if not policy.judge_leases or (is_agent(sid) and at_work(
+                        sid, st.calls_due, now, grace, queue_of(sid), waiting_in, look_in,
+                        CONFIRM_S)):
                     maybe_queued = True
                     continue
                 since = now - lease_until(snap, sid, policy.lease_s)
                 repairs.append(Repair(kind="lease_expired", step=sid, why=(
                     f"attempt {st.attempts} on {st.worker or 'a worker'} stopped renewing "
-                    f"its lease {since:.0f} s ago (the worker died or lost Redis)")))
+                    f"its lease {since:.0f} s ago (the worker died or lost Redis)"
+                    + ("; no turn or tool call of it is at work or waiting"
+                       if is_agent(sid) else ""))))
             elif st.status == StepStatus.PENDING and deps_left == 0:
                 late = now - (st.due or 0.0)
                 gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
@@ -194,7 +210,7 @@ class Reconciler:
         self._held_at = 0.0
         #: (run, step) whose message the broker held nowhere at the last pass, and since
         #: when.
-        self._missing: dict[tuple[str, str], float] = {}
+        self._missing: dict[tuple[str, str, str], float] = {}
 
     def tick(self) -> list[tuple[str, Repair]]:
         if not self._hold():
@@ -252,22 +268,25 @@ class Reconciler:
             if not queued:
                 queued.append(self.rt.publisher.queued_runs([DEFAULT_QUEUE, LLM_QUEUE]))
             return queued[0] is not None and run_id in queued[0]
-        missing: dict[tuple[str, str], float] = {}
+        missing: dict[tuple[str, str, str], float] = {}
 
-        def missing_in(snap: RunSnapshot, queue_of: Callable[[str], str]
-                       ) -> Callable[[str], float | None]:
-            def since(sid: str) -> float | None:
-                queue = queue_of(sid)
+        def looks(snap: RunSnapshot, queue_of: Callable[[str], str]
+                  ) -> tuple[Callable[[str, str], Look], Callable[[str], float | None]]:
+            def look(sid: str, queue: str) -> Look:
                 if queue not in held:  # one look per queue and pass, only when needed
                     keys = self.rt.publisher.held(queue)
                     # Any version's message: a replan keeps a step that was published.
                     held[queue] = None if keys is None else {k[:2] for k in keys}
-                key, found = (snap.run_id, sid), held[queue]
-                if found is None or key in found:
-                    return None
+                found = held[queue]
+                if found is None or (snap.run_id, sid) in found:
+                    return Look(None if found is None else True)
+                key = (snap.run_id, sid, queue)
                 missing[key] = self._missing.get(key, snap.now)
-                return missing[key]
-            return since
+                return Look(False, missing[key])
+
+            def since(sid: str) -> float | None:
+                return look(sid, queue_of(sid)).missing_since
+            return look, since
 
         made: list[tuple[str, Repair]] = []
         for run_id, created in store.active_runs():
@@ -283,10 +302,10 @@ class Reconciler:
                 if snap.run.ended:
                     store.forget_active(run_id)
                     continue
-                queue_of = self._queues(snap)
-                for repair in diagnose(snap, policy, queue_of, waiting_in,
-                                       missing_in(snap, queue_of),
-                                       functools.partial(next_queued, run_id)):
+                queue_of, is_agent = self._queues(snap)
+                look, since = looks(snap, queue_of)
+                for repair in diagnose(snap, policy, queue_of, waiting_in, since,
+                                       functools.partial(next_queued, run_id), is_agent, look):
                     if self.repair(snap, repair):
                         made.append((run_id, repair))
             except Exception as exc:  # one run's trouble must not stop the others' repairs
@@ -294,11 +313,13 @@ class Reconciler:
         self._last_pass, self._missing = now, missing
         return made
 
-    def _queues(self, snap: RunSnapshot) -> Callable[[str], str]:
+    def _queues(self, snap: RunSnapshot
+                ) -> tuple[Callable[[str], str], Callable[[str], bool]]:
+        """A step's queue, and whether it is an agent step."""
         if not snap.run.version:
-            return lambda _sid: DEFAULT_QUEUE
+            return lambda _sid: DEFAULT_QUEUE, lambda _sid: False
         compiled = self.rt.compiled(snap.run_id, snap.run.version)
-        return compiled.queue_of
+        return compiled.queue_of, compiled.is_agent
 
     def repair(self, snap: RunSnapshot, repair: Repair) -> bool:
         """Record ``repair`` and make it; False if there was nothing to do after all."""

@@ -152,6 +152,10 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
         give_up(rt, compiled, run_id, step_id, version, worker, missing)
         return _failed(rt, run_id, step_id, task_id,
                        StepFailed(f"ToolMissing: {missing.message}"))
+    if compiled.is_agent(step_id):
+        from planner.engine import agent  # it builds on this module
+
+        return agent.start(rt, compiled, run_id, step_id, begin, worker, task_id, timeouts)
     try:
         args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
         with rt.leases.keep(run_id, step_id):

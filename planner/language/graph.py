@@ -1,4 +1,4 @@
-"""The plan as a graph: order, cycles, levels and the critical path.
+"""The plan as a graph: order, cycles, levels, the critical path and a run's makespan ratio.
 
 ``deps`` maps each step to the steps it waits for, which is exactly the predecessor map
 that :mod:`graphlib` sorts; cycles and order come from there.
@@ -88,3 +88,21 @@ def shape(deps: Mapping[str, Set[str]]) -> Shape:
         critical_path=chain[::-1],
         levels=levels,
     )
+
+
+def makespan_ratio(deps: Mapping[str, Set[str]],
+                   spans: Mapping[str, tuple[float, float]]) -> float | None:
+    """Makespan over the critical path of the DAG ``deps``, each step weighted by its span
+    (start, end; steps that never ran weigh nothing). None when nothing ran."""
+    ran = [spans[s] for s in deps if s in spans]
+    if not ran:
+        return None
+    edges = {s: {u for u in ups if u in deps} for s, ups in deps.items()}
+    longest: dict[str, float] = {}
+    for step in topological_order(edges):
+        start, end = spans.get(step, (0.0, 0.0))
+        longest[step] = max(end - start, 0.0) + max(
+            (longest[u] for u in edges[step]), default=0.0)
+    critical = max(longest.values())
+    makespan = max(end for _, end in ran) - min(start for start, _ in ran)
+    return makespan / critical if critical > 0 else None

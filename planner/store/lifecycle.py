@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from planner import metrics
 from planner.errors import Conflict
+from planner.language.graph import makespan_ratio
 from planner.language.plan import Plan
 from planner.store import lost
 from planner.store.base import StoreBase
@@ -150,7 +151,7 @@ class RunLifecycle(StoreBase):
             spans = {sid: (st.started_at.timestamp(), st.finished_at.timestamp())
                      for sid, st in self.step_states(run_id).items()
                      if st.started_at and st.finished_at}
-            return metrics.makespan_ratio(deps, spans)
+            return makespan_ratio(deps, spans)
         except Exception:  # a metric must not fail the run's end, which is recorded
             return None
 

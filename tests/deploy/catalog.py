@@ -22,6 +22,9 @@ CHORDAL_METRICS = {
     "chordal_repairs_total", "chordal_model_calls_total", "chordal_model_tokens_total",
     "chordal_model_cost_usd_total", "chordal_model_latency_seconds",
     "chordal_budget_stops_total", "chordal_queue_depth",
+    # Agent steps (issue #19)
+    "chordal_agent_turns_total", "chordal_agent_calls_total",
+    "chordal_agent_call_duration_seconds",
 }
 FLOWER_METRICS = {
     "flower_events_total", "flower_task_runtime_seconds", "flower_task_prefetch_time_seconds",

@@ -19,12 +19,14 @@ import pytest
 
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import (
+    call_message,
     finalize_message,
     plan_message,
     replan_message,
     review_message,
     step_message,
     synthesize_message,
+    turn_message,
 )
 from planner.language.plan import Plan
 from planner.language.refs import STEP_ID_PATTERN
@@ -88,6 +90,13 @@ def shadow_names(rng: random.Random, n: int = 300) -> list[tuple[str, str, str]]
         for other in (replan_message("run1", s["id"], 1), review_message("run1", s["id"], 1)):
             assert other.shadow
             found.append((other.shadow, s["id"], ""))
+        # As if it were an agent step: its turns' rows and its tool calls'.
+        called = rng.choice(TOOLS)
+        turn = turn_message(compiled, "run1", 1, s["id"], 0, rng.randint(1, 50))
+        call = call_message(compiled, "run1", 1, s["id"], 0, 1, 0, called)
+        assert turn.shadow and call.shadow
+        found.append((turn.shadow, s["id"], ""))
+        found.append((call.shadow, s["id"], called))
     return found
 
 
@@ -99,12 +108,18 @@ def test_a_steps_task_label_becomes_its_tool_and_every_other_loses_the_step():
         values.add(task)
         if shadow.startswith("chordal.step ") and tool_name:
             assert task == f"chordal.step {tool_name}", shadow
+        elif shadow.startswith("chordal.agent "):
+            assert task == f"chordal.agent → {tool_name}", shadow
+        elif shadow.startswith("chordal.agent_turn "):
+            assert task == "chordal.agent_turn", shadow
         else:
             assert task == shadow.rsplit(" ", 1)[0], shadow
         assert step_id not in task.split(" "), (shadow, task)
-    # Bounded: the tools, and the three tasks that named a step.
+    # Bounded: the tools (as steps and as agents' calls), and the four tasks that named a
+    # step.
     assert values == {*(f"chordal.step {t}" for t in TOOLS), "chordal.step_error",
-                      "chordal.replan", "chordal.review"}
+                      "chordal.replan", "chordal.review", "chordal.agent_turn",
+                      *(f"chordal.agent → {t}" for t in TOOLS)}
     # Names without a step go through unchanged.
     for message in (finalize_message("r", 1), plan_message("r"),
                     synthesize_message("r", 1), synthesize_message("r", 1, partial=True)):

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from planner import metrics
 from planner.engine.dispatch import MemoryPublisher
+from planner.language.graph import makespan_ratio
 from planner.language.plan import Plan
 from planner.store.records import ErrorRecord, Repair
 from planner.store.runs import RunStore
@@ -87,6 +88,24 @@ def test_a_retrys_queue_wait_starts_when_its_countdown_ends(store: RunStore) -> 
     assert 0 <= waited <= elapsed - 0.5 + 0.01, (waited, elapsed)
 
 
+def test_agent_turns_and_calls_are_counted_by_kind_tool_and_outcome() -> None:
+    turns = sample("chordal_agent_turns_total", kind="tools")
+    metrics.agent_turn("tools")
+    assert sample("chordal_agent_turns_total", kind="tools") == turns + 1
+    ok = sample("chordal_agent_calls_total", tool="metrics-agent", outcome="succeeded")
+    took = sample("chordal_agent_call_duration_seconds_sum", tool="metrics-agent")
+    metrics.agent_call("metrics-agent", "succeeded", 0.25)
+    metrics.agent_call("metrics-agent", "refused", None)  # never ran: no duration
+    assert sample("chordal_agent_calls_total", tool="metrics-agent",
+                  outcome="succeeded") == ok + 1
+    assert sample("chordal_agent_calls_total", tool="metrics-agent", outcome="refused") >= 1
+    assert sample("chordal_agent_call_duration_seconds_sum",
+                  tool="metrics-agent") == pytest.approx(took + 0.25)
+    assert sample("chordal_agent_call_duration_seconds_count", tool="metrics-agent") == 1
+    # A value the metric cannot take is logged, never raised into the task that records.
+    metrics.agent_call("metrics-agent", "failed", "soon")  # type: ignore[arg-type]
+
+
 def redis_now(store: RunStore) -> float:
     seconds, micros = store.r.time()
     return float(seconds) + micros / 1e6
@@ -131,8 +150,8 @@ def test_makespan_ratio() -> None:
     deps = {"a": set(), "b": set(), "c": {"a", "b"}}
     # a and b in parallel (2 s and 1 s), then c (1 s), 0.5 s late: 3.5 / 3.
     spans = {"a": (0.0, 2.0), "b": (0.0, 1.0), "c": (2.5, 3.5)}
-    assert metrics.makespan_ratio(deps, spans) == pytest.approx(3.5 / 3)
-    assert metrics.makespan_ratio(deps, {}) is None
+    assert makespan_ratio(deps, spans) == pytest.approx(3.5 / 3)
+    assert makespan_ratio(deps, {}) is None
 
 
 def test_a_worker_start_removes_other_processes_files(tmp_path: Path,
