@@ -84,3 +84,38 @@ def tracked(ctx: ToolContext, seconds: float, later_s: float | None = None) -> d
         r.decr(f"{key}:running")
         r.rpush(key, json.dumps({"attempt": ctx.attempt, "event": "end"}))
     return {"attempt": ctx.attempt}
+
+
+COUNT_KEY = "chordal:test:count"
+
+
+def counted(run_id: str, step_id: str, name: str) -> int:
+    """How many times :func:`count` ran for ``name`` in one step of one run."""
+    r = redis.Redis.from_url(os.environ["TEST_PROBE_REDIS_URL"])
+    return int(r.get(f"{COUNT_KEY}:{run_id}:{step_id}:{name}") or 0)
+
+
+@tool
+def count(ctx: ToolContext, name: str) -> int:
+    """Count a call of this tool, by ``name``, in the probe Redis (a side effect a test can
+    see repeated); return how many times it ran so far."""
+    url = os.environ["TEST_PROBE_REDIS_URL"]
+    r = _clients.setdefault(url, redis.Redis.from_url(url))
+    return int(r.incr(f"{COUNT_KEY}:{ctx.run_id}:{ctx.step_id}:{name}"))
+
+
+MEET_KEY = "chordal:test:meet"
+
+
+@tool(timeout_s=60)
+def meet(ctx: ToolContext, n: int, wait_s: float = 20) -> dict[str, Any]:
+    """Arrive, then wait (up to ``wait_s``) until ``n`` calls of this step have arrived:
+    they all return ``met`` only if they ran at the same time. Also says where it ran."""
+    url = os.environ["TEST_PROBE_REDIS_URL"]
+    r = _clients.setdefault(url, redis.Redis.from_url(url))
+    key = f"{MEET_KEY}:{ctx.run_id}:{ctx.step_id}"
+    r.incr(key)
+    deadline = time.monotonic() + wait_s
+    while int(r.get(key) or 0) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"met": int(r.get(key) or 0) >= n, "pid": os.getpid()}
