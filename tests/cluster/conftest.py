@@ -5,11 +5,7 @@ redis-cli are not on the PATH (both are in CI)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import cast
 
@@ -21,12 +17,11 @@ from planner.settings import Settings
 from planner.tools import load_registry
 from tests import cluster_server, redis_server
 from tests.integration.conftest import (
-    AMQP_URL,
     Engine,
     Worker,
-    _reachable,
     base_env,
     start_worker,
+    virtual_host,
     wait_for_queues,
 )
 
@@ -38,34 +33,9 @@ FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
         "CHORDAL_DISPATCH_GRACE_S": "2"}
 
 
-@contextlib.contextmanager
-def virtual_host(name: str) -> Iterator[str]:
-    """The URL of a RabbitMQ virtual host of this session's own, when rabbitmqctl can make
-    one: the queues' names are fixed (chordal, llm, ...), and another suite's workers on
-    the same broker (the rabbitmq-brokered integration tests, another checkout's tests)
-    would take this one's messages. Without rabbitmqctl, the default virtual host."""
-    if not _reachable("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
-    vhost = f"chordal-cluster-test-{os.getpid()}-{name}"
-    ctl = shutil.which("rabbitmqctl")
-    try:
-        if ctl is None:
-            raise OSError("no rabbitmqctl")
-        for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest",
-                                            ".*", ".*", ".*")):
-            subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        yield AMQP_URL
-        return
-    try:
-        yield AMQP_URL.rstrip("/") + "/" + vhost
-    finally:
-        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
-    with virtual_host("engine") as url:
+    with virtual_host("cluster") as url:
         yield url
 
 

@@ -6,8 +6,10 @@ tests run when 127.0.0.1:5672 answers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +42,31 @@ def _reachable(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+@contextlib.contextmanager
+def virtual_host(name: str) -> Iterator[str]:
+    """The URL of a RabbitMQ virtual host of this session's own, when rabbitmqctl can make
+    one: the queues' names are fixed (chordal, llm, ...), and another suite's workers on
+    the same broker (the rabbitmq-brokered integration tests, another checkout's tests)
+    would take this one's messages. Without rabbitmqctl, the default virtual host."""
+    if not _reachable("127.0.0.1", 5672):
+        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+    vhost = f"chordal-test-{os.getpid()}-{name}"
+    ctl = shutil.which("rabbitmqctl")
+    try:
+        if ctl is None:
+            raise OSError("no rabbitmqctl")
+        for args in (("add_vhost", vhost), ("set_permissions", "-p", vhost, "guest",
+                                            ".*", ".*", ".*")):
+            subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        yield AMQP_URL
+        return
+    try:
+        yield AMQP_URL.rstrip("/") + "/" + vhost
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -167,11 +194,11 @@ def engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="session")
 def rabbit_engine(redis_base: str, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[Engine]:
-    """RabbitMQ broker, Redis run store and results."""
-    if not _reachable("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
-    yield from _make_engine("rabbitmq", f"{redis_base}/8",
-                            tmp_path_factory.mktemp("rabbit"), AMQP_URL)
+    """RabbitMQ broker (a virtual host of this test process's own), Redis run store and
+    results."""
+    with virtual_host("engine") as url:
+        yield from _make_engine("rabbitmq", f"{redis_base}/8",
+                                tmp_path_factory.mktemp("rabbit"), url)
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
