@@ -36,8 +36,11 @@ def rt(monkeypatch: pytest.MonkeyPatch, tools: ToolRegistry) -> Runtime:
         monkeypatch.delenv(var, raising=False)
     url = redis_url()
     redis.Redis.from_url(url).flushdb()  # no Redis is an error here, never a skip
+    # Every message the engine sends, the join's included (test_inline_join.py: the join
+    # done in the last step's task).
     settings = Settings.from_env({"CHORDAL_REDIS_URL": url, "CHORDAL_RETRY_BACKOFF_S": "0.05",
-                                  "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2"})
+                                  "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2",
+                                  "CHORDAL_INLINE_JOIN": "false"})
     runtime = Runtime(settings, MemoryPublisher(), tools=tools, store=RunStore.from_url(url),
                       model=None)
     assert runtime.model is None
