@@ -81,10 +81,12 @@ def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | 
 
 
 def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
-             ready: Sequence[str], finalize: bool, redrive: bool = False) -> None:
+             ready: Sequence[str], finalize: bool, redrive: bool = False,
+             noted: bool = False) -> None:
     """Publish the steps that became ready (and the join when nothing remains), then note
     them dispatched so recovery does not publish them again. ``redrive``: they were
-    published before (each message gets a new task id)."""
+    published before (each message gets a new task id); ``noted``: the finish that made
+    them ready noted them dispatched already (``finish_step``'s ``dispatching``)."""
     messages: list[Message] = [step_message(compiled, run_id, version, s, redrive=redrive)
                                for s in ready]
     # Each step's task id is the one it lives under now (a revoke of an older one is stale).
@@ -92,6 +94,8 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
+    if noted:
+        return
     rt.store.mark_dispatched(run_id, list(ready),
                              queues={s: compiled.queue_of(s) for s in ready},
                              task_ids=task_ids)
@@ -106,7 +110,7 @@ def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None
         if last and rt.settings.engine.inline_join and join_here(rt, run_id, finish.version):
             return
         dispatch(rt, rt.compiled(run_id, finish.version), run_id, finish.version,
-                 finish.ready, finish.remaining == 0)
+                 finish.ready, finish.remaining == 0, noted=finish.noted)
     elif finish.state == "held":
         rt.publish([review_message(run_id, step_id, finish.version)])
 
