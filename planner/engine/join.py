@@ -33,7 +33,8 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
         return
     outputs = rt.store.outputs(run_id, compiled.sinks)
     rt.store.finish_run(run_id, RunStatus.SUCCEEDED,
-                        answer={s: outputs.get(s) for s in compiled.sinks})
+                        answer={s: outputs.get(s) for s in compiled.sinks},
+                        known=(compiled.deps, states))
 
 
 def synthesize(rt: Runtime, run_id: str, version: int, retries: int,
