@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planner import logs, tracing
@@ -197,6 +197,10 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                             "is recorded as superseded, not as the step's", run_id, step_id,
                             attempt)
                 return Dropped(f"step {step_id}: attempt {attempt} was superseded")
+            if finish.version != version:
+                # Installed while it ran: the queues given were the older version's; the
+                # publish notes the newer one's dependents as before.
+                finish = replace(finish, noted=False)
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:

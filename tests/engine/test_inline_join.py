@@ -12,11 +12,32 @@ import pytest
 from planner.engine import join, start, steps
 from planner.engine.dispatch import Message
 from planner.engine.runtime import Runtime
+from planner.language.validation import validate
 from planner.llm.scripted import ScriptedModel
 from planner.store.records import RunOptions
+from planner.tools import ToolRegistry, tool
+from planner.tools.registry import load_registry
 from planner.vocabulary import RunStatus
 from planner.wire import FINALIZE_TASK, STEP_TASK, SYNTHESIZE_TASK
 from tests.engine.conftest import MakeRuntime, echo, record, says, sent
+
+#: What the ``replans`` tool does while it runs (set by the test).
+DURING: list[Any] = []
+
+
+@tool
+def replans() -> str:
+    """A tool during which a replan installs a new plan version."""
+    DURING.pop()()
+    return "done"
+
+
+@pytest.fixture
+def tools() -> ToolRegistry:
+    registry = load_registry(["planner.tools.testing"])
+    registry.add(replans)
+    return registry
+
 
 #: A diamond with a skipped branch: two sinks, a ref, a step skipped for good.
 PLAN = (echo("a", "A"), echo("b", {"$ref": "a"}, depends_on=["a"]),
@@ -127,3 +148,24 @@ def test_a_run_whose_answer_a_model_writes_sends_the_synthesizer_at_once(
     assert join.synthesize(rt, run, 1, 0) is None
     assert rt.store.report(run).status == RunStatus.SUCCEEDED
     assert rt.store.report(run).answer == "all done"
+
+
+def test_a_step_that_finishes_under_a_newer_version_notes_its_dependents_published(
+        make_rt: MakeRuntime) -> None:
+    """Its finish was given the queues of the version it began in: the dependents the
+    newer version gives it are noted after their publish, as without the fold."""
+    rt = make_rt(CHORDAL_INLINE_JOIN="true")
+    run = started(rt, {"id": "a", "tool": "replans", "args": {}}, echo("b", 1))
+    v2 = validate({"goal": "test", "steps": [
+        {"id": "a", "tool": "replans", "args": {}}, echo("b", 1),
+        echo("n", {"$ref": "a"}, depends_on=["a"])]}, rt.tools).plan
+    DURING.append(lambda: rt.store.install_plan(run, 2, v2, reason="replan"))
+    first = next(m for m in sent(rt) if m.args[1] == "a")
+    sent(rt).remove(first)
+    assert deliver(rt, first) is None
+    assert [(m.args[1], m.args[2]) for m in sent(rt) if m.args[1] == "n"] == [("n", 2)]
+    raw = rt.store.r.hgetall(f"chordal:run:{{{run}}}:steps")
+    assert raw["n.dispatched"] == "1" and raw["n.task"] == f"{run}.2.n"
+    drive(rt)
+    assert rt.store.report(run).status == RunStatus.SUCCEEDED
+    assert rt.store.report(run).answer == {"b": 1, "n": "done"}
