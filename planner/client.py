@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 EventHandler = Callable[[RunEvent], None]
 #: Backoff of Client.wait while Redis does not answer (doubling up to the max).
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
+#: Longest wait for a run's next event before its status is read again.
+WAIT_BLOCK_S = 0.5
 
 
 def redis_hint(settings: Settings, exc: BaseException) -> str:
@@ -210,10 +212,17 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = "0-0"
         pause = RECONNECT_FIRST_S
+        look, looked = True, 0.0
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             try:
-                done = self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN
+                # The run's status is read again only when a run-level event came (every
+                # change of it writes one), when nothing came, or every block's length:
+                # not once per step event.
+                done = False
+                if look or time.monotonic() - looked >= WAIT_BLOCK_S:
+                    looked = time.monotonic()
+                    done = self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN
                 if done or (left is not None and left <= 0):
                     # Hand over what happened since the last read (run.finished included).
                     for event in self.store.events(run_id, cursor, count=100_000):
@@ -221,11 +230,14 @@ class Client:
                         if on_event:
                             on_event(event)
                     break
-                block = 500 if left is None else max(1, min(500, int(left * 1000)))
-                for event in self.store.events(run_id, cursor, block_ms=block):
+                block = int(WAIT_BLOCK_S * 1000)
+                block = block if left is None else max(1, min(block, int(left * 1000)))
+                events = self.store.events(run_id, cursor, block_ms=block)
+                for event in events:
                     cursor = event.id  # resume here after a reconnect: nothing missed
                     if on_event:
                         on_event(event)
+                look = not events or any(e.type.startswith("run.") for e in events)
                 pause = RECONNECT_FIRST_S
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Redis restarting or a network blip: wait and resume from the cursor,
@@ -236,6 +248,7 @@ class Client:
                                       "time") from None
                 time.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
+                look = True
         return self.report(run_id)
 
     def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:

@@ -18,13 +18,13 @@ log = logging.getLogger("chordal.engine")
 
 
 def finalize(rt: Runtime, run_id: str, version: int) -> None:
-    run = rt.store.run_state(run_id)
+    compiled = rt.compiled(run_id, version)
+    # One round trip: the join often runs in the last step's task (outcomes.join_here).
+    run, states, outputs = rt.store.join_view(run_id, compiled.sinks)
     if not run.active or run.version != version:
         return  # over, paused, ending, or replanned since: the current version joins
     if run.streaming:
         return  # its plan is still being written: the final install publishes the join
-    compiled = rt.compiled(run_id, version)
-    states = rt.store.step_states(run_id)
     unfinished = [s for s in compiled.deps
                   if s not in states or states[s].status not in EARNED_STEP]
     if unfinished:
@@ -33,9 +33,9 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
     if synthesizes(rt, run_id):
         rt.publish([synthesize_message(run_id, version)])
         return
-    outputs = rt.store.outputs(run_id, compiled.sinks)
     rt.store.finish_run(run_id, RunStatus.SUCCEEDED,
-                        answer={s: outputs.get(s) for s in compiled.sinks})
+                        answer={s: outputs.get(s) for s in compiled.sinks},
+                        known=(compiled.deps, states))
 
 
 def synthesize(rt: Runtime, run_id: str, version: int, retries: int,

@@ -7,6 +7,7 @@ may call it again, and the run store's once-only transitions make the repeat har
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from planner.settings import Settings
 from planner.store.records import EARNED_STEP, ErrorRecord, StepStatus
 from planner.store.runs import Finish
 from planner.vocabulary import RunStatus
+
+log = logging.getLogger("chordal.engine")
 
 #: Celery-level retries of a model call whose SDK retries were all used (429/529/5xx).
 MODEL_TASK_RETRIES = 5
@@ -95,10 +98,12 @@ def model_retry(settings: Settings, exc: ChordalError, retries: int) -> Retry | 
 
 
 def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
-             ready: Sequence[str], finalize: bool, redrive: bool = False) -> None:
+             ready: Sequence[str], finalize: bool, redrive: bool = False,
+             noted: bool = False) -> None:
     """Publish the steps that became ready (and the join when nothing remains), then note
     them dispatched so recovery does not publish them again. ``redrive``: they were
-    published before (each message gets a new task id)."""
+    published before (each message gets a new task id); ``noted``: the finish that made
+    them ready noted them dispatched already (``finish_step``'s ``dispatching``)."""
     messages: list[Message] = [step_message(compiled, run_id, version, s, redrive=redrive)
                                for s in ready]
     # Each step's task id is the one it lives under now (a revoke of an older one is stale).
@@ -106,6 +111,8 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
     if finalize:
         messages.append(finalize_message(run_id, version))
     rt.publish(messages)
+    if noted:
+        return
     rt.store.mark_dispatched(run_id, list(ready),
                              queues={s: compiled.queue_of(s) for s in ready},
                              task_ids=task_ids)
@@ -113,12 +120,40 @@ def dispatch(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int,
 
 def after_finish(rt: Runtime, run_id: str, step_id: str, finish: Finish) -> None:
     """Publish what a recorded finish unlocked, in the plan version that holds the step
-    now (a replan may have installed a newer one while it ran)."""
+    now (a replan may have installed a newer one while it ran). The finish that leaves
+    nothing to run joins the run here (:func:`join_here`) instead of publishing the join."""
     if finish.state == "ok":
+        last = finish.remaining == 0 and not finish.ready
+        if last and rt.settings.engine.inline_join and join_here(rt, run_id, finish.version):
+            return
         dispatch(rt, rt.compiled(run_id, finish.version), run_id, finish.version,
-                 finish.ready, finish.remaining == 0)
+                 finish.ready, finish.remaining == 0, noted=finish.noted)
     elif finish.state == "held":
         rt.publish([review_message(run_id, step_id, finish.version)])
+
+
+def join_here(rt: Runtime, run_id: str, version: int) -> bool:
+    """The join's work, in the task whose finish left nothing to run: a run without a
+    written answer ends here, saving a broker hop (``chordal.finalize``); one whose answer
+    a model writes publishes its synthesizer from here. False when it could not be done
+    (an error reading or writing the run store): the caller publishes the join message,
+    which does it again with its own error handling.
+
+    Safe to repeat and to race: the finish that brought ``remaining`` to 0 is recorded
+    before this runs, so a redelivery of the step's message or the reconciler re-publish
+    the join if this task dies; :func:`~planner.engine.join.finalize` re-checks the run
+    (active, this version, every step earned) and ``finish_run.lua`` ends a run once, so a
+    concurrent join message changes nothing more: both write the same answer, the sinks'
+    recorded outputs, which no longer change."""
+    from planner.engine import join  # the join builds on this module
+
+    try:
+        join.finalize(rt, run_id, version)
+    except Exception as exc:
+        log.warning("run %s: the join in the last step's task failed (%s); publishing it "
+                    "as a task", run_id, exc, exc_info=True)
+        return False
+    return True
 
 
 def retry_or_give_up(rt: Runtime, compiled: CompiledPlan, run_id: str, step_id: str,

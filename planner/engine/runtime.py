@@ -73,9 +73,9 @@ class Runtime:
             if hit is not None:
                 self._plans.move_to_end(key)
                 return hit
-        compiled = CompiledPlan(self.store.plan(run_id, version), self.tools,
-                                self.settings.worker.hard_limit_grace_s,
-                                self.store.options(run_id).checkpoint_all)
+        plan, options = self.store.plan_and_options(run_id, version)
+        compiled = CompiledPlan(plan, self.tools, self.settings.worker.hard_limit_grace_s,
+                                options.checkpoint_all)
         with self._lock:
             self._plans[key] = compiled
             while len(self._plans) > PLAN_CACHE_SIZE:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner import logs, tracing
 from planner.engine.compiled import CompiledPlan
@@ -91,9 +91,13 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
     out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
     timeouts = (*timeouts, AttemptTimeout)  # an async tool's own time limit
-    max_attempts = rt.compiled(run_id, version).max_attempts(step_id)
+    sent_version, sent_as = version, rt.compiled(run_id, version)
+    max_attempts = sent_as.max_attempts(step_id)
+    # Its inputs are read by the call that begins it, as the message's version defines
+    # the step (the version that holds it now almost always does too).
+    reads = referenced_steps(sent_as.step(step_id).args) if step_id in sent_as.deps else ()
     begin = rt.store.begin_step(run_id, step_id, version, worker, max_attempts,
-                                rt.settings.engine.step_lease_s, task_id)
+                                rt.settings.engine.step_lease_s, task_id, reads)
     if begin.state == "inactive":
         return Dropped(f"step {step_id} not run ({begin.detail})")
     if begin.state == "waiting":
@@ -142,7 +146,9 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
 
         return agent.start(rt, compiled, run_id, step_id, begin, worker, task_id, timeouts)
     try:
-        args = resolve(step.args, rt.store.outputs(run_id, referenced_steps(step.args)))
+        wanted = referenced_steps(step.args)
+        args = resolve(step.args, begin.inputs if sent_version == version and reads
+                       else rt.store.outputs(run_id, wanted) if wanted else {})
         with rt.leases.keep(run_id, step_id):
             output = tool.invoke(args, ToolContext(run_id, step_id, attempt,
                                                    rt.ask(run_id, step_id),
@@ -165,15 +171,21 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                                 message=f"tool {tool.name!r}: {refused}")
             output = None
         if refused is None:
-            finish = rt.store.finish_step(run_id, step_id, output=output, worker=worker,
-                                          hold=compiled.is_checkpoint(step_id),
-                                          attempt=attempt)
+            # Its dependents' first messages are noted dispatched by the finish itself.
+            finish = rt.store.finish_step(
+                run_id, step_id, output=output, worker=worker,
+                hold=compiled.is_checkpoint(step_id), attempt=attempt,
+                dispatching={d: compiled.queue_of(d) for d in compiled.dependents[step_id]})
             if finish.state == "superseded":
                 log.warning("run %s: step %s attempt %d finished after another attempt "
                             "took over, or after the step was retried or ended: its result "
                             "is recorded as superseded, not as the step's", run_id, step_id,
                             attempt)
                 return Dropped(f"step {step_id}: attempt {attempt} was superseded")
+            if finish.version != version:
+                # Installed while it ran: the queues given were the older version's; the
+                # publish notes the newer one's dependents as before.
+                finish = replace(finish, noted=False)
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:

@@ -94,6 +94,11 @@ class EngineSettings(Area):
                                 "no worker: Redis broker only) before its message counts as "
                                 "lost (a message still queued is never lost); never longer "
                                 "than CHORDAL_DISPATCH_GRACE_S.")
+    inline_join: bool = Field(
+        True, description="A run whose last step finishes ends in that step's task (the "
+                          "join's work done there, no chordal.finalize message); off: the "
+                          "join is always a task of its own. A run whose answer a model "
+                          "writes still publishes its synthesizer's task.")
     max_replans: int = Field(3, ge=0, le=100, description="Most replans of a run (a plan's "
                                                           "max_replans or a run option "
                                                           "overrides it).")

@@ -82,6 +82,19 @@ class StoreBase:
             raise RunNotFound(f"run {run_id!r} has no plan version {version}")
         return Plan.model_validate_json(text)
 
+    def plan_and_options(self, run_id: str, version: int) -> tuple[Plan, RunOptions]:
+        """:meth:`plan` and :meth:`options` in one round trip (what compiling a plan
+        version needs: a worker's first task of a run reads them before it begins)."""
+        k = RunKeys(run_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hget(k.plans, str(version))
+        pipe.hget(k.run, "options")
+        text, raw = cast(list[str | None], pipe.execute())
+        if text is None:
+            raise RunNotFound(f"run {run_id!r} has no plan version {version}")
+        return (Plan.model_validate_json(text),
+                RunOptions.stored(raw) if raw else RunOptions())
+
     def options(self, run_id: str) -> RunOptions:
         raw = cast(str | None, self.r.hget(RunKeys(run_id).run, "options"))
         return RunOptions.stored(raw) if raw else RunOptions()

@@ -9,7 +9,7 @@ from typing import cast
 from planner import metrics
 from planner.store.base import StoreBase
 from planner.store.keys import ACTIVE_RUNS, REPAIRS, RUN_INDEX, WORKER_PATTERN, RunKeys
-from planner.store.records import TERMINAL_RUN, Repair, WorkerInfo
+from planner.store.records import DISPATCHED, TERMINAL_RUN, Repair, WorkerInfo
 from planner.vocabulary import StepStatus
 
 
@@ -128,7 +128,7 @@ class Coordination(StoreBase):
                 active += 1
                 for name, value in fields.items():
                     sid, _, what = name.rpartition(".")
-                    if what == "dispatched" and value == "1" \
+                    if what == "dispatched" and value in DISPATCHED \
                             and fields.get(f"{sid}.status") == StepStatus.PENDING:
                         queue = fields.get(f"{sid}.queue") or metrics.UNKNOWN
                         queued[queue] = queued.get(queue, 0) + 1

@@ -4,7 +4,7 @@ waiting status and back, ended (once), retried, cancelled."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from planner.store.records import (
     PlanVersion,
     RunOptions,
     RunStatus,
+    StepState,
 )
 
 
@@ -127,9 +128,13 @@ class RunLifecycle(StoreBase):
         self.r.hset(RunKeys(run_id).run, "options", options.model_dump_json())
 
     def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
-                   error: ErrorRecord | None = None, partial: bool = False) -> bool:
+                   error: ErrorRecord | None = None, partial: bool = False,
+                   known: tuple[Mapping[str, Set[str]], Mapping[str, StepState]] | None = None
+                   ) -> bool:
         """End a run that has not ended, once; mark the steps it abandons ``cancelled``;
-        re-arm retention."""
+        re-arm retention. ``known``: the final version's dependencies and the step states,
+        when the caller read them already (the join): the metrics' makespan needs them,
+        and reading them again would cost the run's end three round trips."""
         k = RunKeys(run_id)
         reply = self._run("finish_run", [k.run, k.events, k.steps, k.deps], status,
                           "" if answer is None else json.dumps(answer),
@@ -141,19 +146,23 @@ class RunLifecycle(StoreBase):
             self._queue_callback(pipe, run_id)  # before the run leaves chordal:active
             pipe.zrem(ACTIVE_RUNS, run_id)
             pipe.execute()
-            metrics.run_finished(status, reply[0], self._makespan_ratio(run_id)
+            metrics.run_finished(status, reply[0], self._makespan_ratio(run_id, known)
                                  if status == RunStatus.SUCCEEDED else None)
         return bool(reply)
 
-    def _makespan_ratio(self, run_id: str) -> float | None:
+    def _makespan_ratio(self, run_id: str, known: tuple[Mapping[str, Set[str]],
+                                                        Mapping[str, StepState]] | None
+                        ) -> float | None:
         """A succeeded run's makespan over its critical path (for the metrics), its final
         plan version's steps weighted by their recorded start and end."""
         try:
-            run = self.run_state(run_id)
-            deps = self.plan(run_id, run.version).dependencies() if run.version else {}
+            if known is None:
+                run = self.run_state(run_id)
+                known = (self.plan(run_id, run.version).dependencies() if run.version
+                         else {}, self.step_states(run_id))
+            deps, states = known
             spans = {sid: (st.started_at.timestamp(), st.finished_at.timestamp())
-                     for sid, st in self.step_states(run_id).items()
-                     if st.started_at and st.finished_at}
+                     for sid, st in states.items() if st.started_at and st.finished_at}
             return makespan_ratio(deps, spans)
         except Exception:  # a metric must not fail the run's end, which is recorded
             return None

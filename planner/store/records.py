@@ -52,6 +52,12 @@ def moment(stamp: str | None) -> datetime | None:
 REPLAN_REASONS: frozenset[str] = frozenset({"replan", "checkpoint"})
 
 
+
+#: A step's ``dispatched`` field when its message is out: "1", published (noted after the
+#: publish), or "p", to be published (noted by the finish that made it ready, just before
+#: its worker publishes it; a recovery of that finish publishes it again).
+DISPATCHED = ("1", "p")
+
 class PlanVersion(BaseModel):
     """One installed plan version: why, and how it differs from the one before."""
 
@@ -152,7 +158,7 @@ class StepState(BaseModel):
                    finished_at=moment(fields.get("finished_at")),
                    attempt_started_at=moment(fields.get("attempt_started_at")),
                    error=ErrorRecord.parse(fields.get("error")),
-                   dispatched=fields.get("dispatched") == "1",
+                   dispatched=fields.get("dispatched") in DISPATCHED,
                    held=int(fields["held"]) if fields.get("held") else None,
                    due=float(fields["due"]) if fields.get("due") else None,
                    base=int(fields.get("base") or 0), task=fields.get("task") or None,

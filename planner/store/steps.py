@@ -15,7 +15,7 @@ own decisions (the reconciler, an errback, a revoke) carry no attempt number.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -40,6 +40,8 @@ class Begin:
     detail: str
     version: int = 0
     tries: int = field(default=0, compare=False)
+    #: The outputs of the steps asked for (``reads``), read in the same call, when it runs.
+    inputs: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def attempt(self) -> int:
@@ -56,6 +58,9 @@ class Finish:
     remaining: int = -1
     ready: tuple[str, ...] = ()
     version: int = 0
+    #: The ready dependents are noted dispatched already (``dispatching``): publish them,
+    #: without :meth:`StepTransitions.mark_dispatched`.
+    noted: bool = False
 
 
 def _fence(attempt: int | None) -> str:
@@ -72,27 +77,36 @@ class StepTransitions(StoreBase):
 
     def begin_step(self, run_id: str, step_id: str, version: int, worker: str,
                    max_attempts: int, lease_s: float = DEFAULT_LEASE_S,
-                   task_id: str | None = None) -> Begin:
+                   task_id: str | None = None, reads: Iterable[str] = ()) -> Begin:
         """Count an attempt and mark the step running under a lease of ``lease_s``
         seconds, or say why not (see ``begin_step.lua``). ``task_id``: the Celery task
-        that runs the attempt (kept on its record)."""
+        that runs the attempt (kept on its record); ``reads``: steps whose outputs to read
+        in the same call, when it runs (its inputs: one round trip, not two)."""
         k = RunKeys(run_id)
-        reply = self._run("begin_step", [k.run, k.steps, k.events, k.deps, k.leases],
+        reads = sorted(set(reads))
+        reply = self._run("begin_step", [k.run, k.steps, k.events, k.deps, k.leases,
+                                         k.outputs],
                           step_id, str(version), worker, str(max_attempts), str(lease_s),
-                          task_id or "")
+                          task_id or "", *reads)
         state, detail, current = reply[:3]
         if state == "run":
             metrics.step_started(reply[4], reply[3])  # once per attempt
-            return Begin(state, detail, int(current), int(reply[5]))
+            inputs = {sid: json.loads(v) for sid, v in zip(reads, reply[6:], strict=False)
+                      if v is not None}
+            return Begin(state, detail, int(current), int(reply[5]), inputs)
         return Begin(state, detail or "", int(current or 0))
 
     def finish_step(self, run_id: str, step_id: str, *, output: Any, worker: str,
                     skipped_error: ErrorRecord | None = None, hold: bool = False,
-                    attempt: int | None = None) -> Finish:
+                    attempt: int | None = None,
+                    dispatching: Mapping[str, str] | None = None) -> Finish:
         """Record a success (or, with ``skipped_error``, a skip) and count down the
         dependents the current plan version gives it; with ``hold`` (a checkpoint), hold
         them until :meth:`release` of the review. ``attempt``: the attempt that reports it
-        (None: the engine decides); a superseded one changes nothing."""
+        (None: the engine decides); a superseded one changes nothing. ``dispatching``: the
+        caller publishes the ready dependents' first messages next (their queues by step,
+        as far as it knows them): they are noted dispatched in the same call
+        (``Finish.noted``)."""
         k = RunKeys(run_id)
         status = StepStatus.SKIPPED if skipped_error is not None else StepStatus.SUCCEEDED
         outcome = AttemptStatus.SUCCEEDED if skipped_error is None else _outcome(skipped_error)
@@ -101,7 +115,8 @@ class StepTransitions(StoreBase):
                           step_id, status, json.dumps(output),
                           skipped_error.to_json() if skipped_error else "", worker,
                           str(self.retention_s), "1" if hold else "0", _fence(attempt),
-                          outcome)
+                          outcome, run_id if dispatching is not None else "",
+                          json.dumps(dict(dispatching or {})))
         state = reply[0]
         if state in ("ok", "held"):
             tool, took = reply[3], reply[4]
@@ -114,7 +129,8 @@ class StepTransitions(StoreBase):
         if state not in ("ok", "held"):
             # Recorded while the run is not running: nothing follows from it.
             return Finish("inactive" if state == "recorded" else "detached")
-        return Finish(state, int(reply[1]), tuple(reply[5:]), int(reply[2]))
+        return Finish(state, int(reply[1]), tuple(reply[5:]), int(reply[2]),
+                      noted=dispatching is not None and state == "ok")
 
     def release_step(self, run_id: str, step_id: str, version: int) -> Finish:
         """Let a held checkpoint's dependents go (its review said go on), once."""

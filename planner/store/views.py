@@ -164,6 +164,22 @@ class RunViews(StoreBase):
     def step_state(self, run_id: str, step_id: str) -> StepState:
         return self.step_states(run_id).get(step_id, StepState())
 
+    def join_view(self, run_id: str, sinks: Iterable[str]
+                  ) -> tuple[RunState, dict[str, StepState], dict[str, Any]]:
+        """What the join reads, in one round trip: the run, its steps' states and the
+        outputs of ``sinks``."""
+        k, ids = RunKeys(run_id), sorted(set(sinks))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(k.run)
+        pipe.hgetall(k.steps)
+        if ids:
+            pipe.hmget(k.outputs, ids)
+        replies = pipe.execute()
+        values = cast(list[str | None], replies[2] if ids else [])
+        return (self.run_state(run_id, replies[0]), self.step_states(run_id, replies[1]),
+                {sid: json.loads(v) for sid, v in zip(ids, values, strict=True)
+                 if v is not None})
+
     def completed(self, run_id: str) -> list[str]:
         """The steps that succeeded, sorted."""
         return sorted(s for s, st in self.step_states(run_id).items()

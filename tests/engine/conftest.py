@@ -44,9 +44,12 @@ def make_rt(monkeypatch: pytest.MonkeyPatch, tools: ToolRegistry) -> MakeRuntime
     redis.Redis.from_url(url).flushdb()  # no Redis is an error here, never a skip
 
     def make(model: Model | None = None, **env: str) -> Runtime:
+        # The join is a message of its own here, so a test sees every message the engine
+        # sends (CHORDAL_INLINE_JOIN="true": the join in the last step's task, as workers
+        # do by default; test_inline_join.py compares the two).
         settings = Settings.from_env({
             "CHORDAL_REDIS_URL": url, "CHORDAL_RETRY_BACKOFF_S": "0.05",
-            "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2", **env})
+            "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2", "CHORDAL_INLINE_JOIN": "false", **env})
         rt = Runtime(settings, MemoryPublisher(), tools=tools, store=RunStore.from_url(url),
                      model=model)
         assert rt.model is model

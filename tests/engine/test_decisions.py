@@ -36,8 +36,11 @@ def rt(monkeypatch: pytest.MonkeyPatch, tools: ToolRegistry) -> Runtime:
         monkeypatch.delenv(var, raising=False)
     url = redis_url()
     redis.Redis.from_url(url).flushdb()  # no Redis is an error here, never a skip
+    # Every message the engine sends, the join's included (test_inline_join.py: the join
+    # done in the last step's task).
     settings = Settings.from_env({"CHORDAL_REDIS_URL": url, "CHORDAL_RETRY_BACKOFF_S": "0.05",
-                                  "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2"})
+                                  "CHORDAL_RETRY_BACKOFF_MAX_S": "0.2",
+                                  "CHORDAL_INLINE_JOIN": "false"})
     runtime = Runtime(settings, MemoryPublisher(), tools=tools, store=RunStore.from_url(url),
                       model=None)
     assert runtime.model is None
@@ -115,24 +118,32 @@ def test_each_step_publishes_only_the_dependents_it_made_ready(rt: Runtime) -> N
     assert steps.run_step(rt, run, "b", 1, "w1") is None
     assert step_ids(rt) == ["c", "d"]
     assert sent(rt)[1] == expected_step(run, "d", DEFAULT_QUEUE, 300.0)
-    # A redelivered succeeded step: its dependents went out already; the tool is not rerun.
+    # A redelivered succeeded step: the tool is not rerun. Its finish noted c to be
+    # published (before its worker published it, in the same call): a redelivery cannot
+    # know whether they went out, so it sends them again, once (each still runs once:
+    # begin_step).
+    assert rt.store.step_state(run, "c").dispatched
     assert steps.run_step(rt, run, "a", 1, "w2") is None
-    assert len(sent(rt)) == 2
+    assert step_ids(rt) == ["c", "d", "c", "d"]
+    assert steps.run_step(rt, run, "a", 1, "w2") is None  # noted published now
+    assert len(sent(rt)) == 4
     assert rt.store.step_state(run, "a").attempts == 1
     assert rt.store.step_state(run, "a").worker == "w1"
 
     steps.run_step(rt, run, "c", 1, "w1")
-    assert len(sent(rt)) == 2  # d is still to come: no join yet
+    steps.run_step(rt, run, "c", 1, "w1")  # its second message
+    assert rt.store.step_state(run, "c").attempts == 1
+    assert len(sent(rt)) == 4  # d is still to come: no join yet
     steps.run_step(rt, run, "d", 1, "w1")
     join_message = Message(FINALIZE_TASK, (run, 1), DEFAULT_QUEUE, f"{run}.1.finalize")
-    assert sent(rt)[2:] == [join_message]
+    assert sent(rt)[4:] == [join_message]
     # Every step is final and the join has not ended the run: a redelivery cannot know
     # whether the join went out, so it sends it again (the join is idempotent).
     steps.run_step(rt, run, "b", 1, "w2")
-    assert sent(rt)[2:] == [join_message, join_message]
+    assert sent(rt)[4:] == [join_message, join_message]
     join.finalize(rt, run, 1)
     steps.run_step(rt, run, "b", 1, "w2")  # the run is over: nothing more
-    assert len(sent(rt)) == 4
+    assert len(sent(rt)) == 6
 
 
 def test_redelivery_publishes_ready_dependents_never_dispatched(rt: Runtime) -> None:

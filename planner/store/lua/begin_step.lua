@@ -10,11 +10,12 @@
 -- cancelled), and the tool must not run twice at once.
 -- Attempts keep counting across retries of the run; `max_attempts` bounds those made
 -- since the last one (the step's `base`: the attempts made before it).
--- KEYS: run, steps, events, deps, leases.
--- ARGV: maxlen, step, version, worker, max_attempts, lease seconds, task id ('' if unknown)
+-- KEYS: run, steps, events, deps, leases, outputs.
+-- ARGV: maxlen, step, version, worker, max_attempts, lease seconds, task id ('' if unknown),
+--       then the steps whose outputs the step reads (its `$ref`s in the message's version)
 -- Returns {'run', attempt, version, seconds past its due time, queue, attempts since the
---          run's last retry}   run the tool (as this plan version defines it); the 4th and
---          5th are for the metrics
+--          run's last retry, output JSON of each step asked for (nil if none)}   run the
+--          tool (as this plan version defines it); the 4th and 5th are for the metrics
 --       | {'done', step status, version}   final already: recover what follows from it
 --       | {'waiting', '', version}   not ready in the current version: someone else sends it
 --       | {'exhausted', attempts made, version} | {'inactive', run status, ''}
@@ -67,5 +68,8 @@ expire_with(KEYS[5], KEYS[1])
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
 local wait = ''
 if queued[1] then wait = string.format('%.6f', math.max(0, now_s() - tonumber(queued[1]))) end
-return {'run', tostring(attempts), version, wait, queued[2] or '',
-        tostring(attempts - base)}
+local reply = {'run', tostring(attempts), version, wait, queued[2] or '',
+               tostring(attempts - base)}
+-- The inputs, read in the same call (KEYS[6]: outputs); false (nil to the caller) if none.
+for i = 8, #ARGV do table.insert(reply, redis.call('HGET', KEYS[6], ARGV[i])) end
+return reply

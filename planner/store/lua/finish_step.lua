@@ -6,7 +6,12 @@
 -- ARGV: maxlen, step, status (succeeded|skipped), output json, error json ('' for none),
 --       worker, ttl, hold ('1': a checkpoint: its dependents wait for the review),
 --       attempt ('' if the engine decides, not an attempt), the attempt's outcome
---       (succeeded|failed|revoked: a skip is a failed attempt)
+--       (succeeded|failed|revoked: a skip is a failed attempt),
+--       the run's id and a JSON object {dependent: queue} ('' for neither): the caller
+--       publishes the ready dependents' first messages right after this; they are noted
+--       here, as `mark_dispatched` would after the publish, saving its round trip. Noted
+--       'p' (to be published), not '1': a delivery that recovers this finish (its worker
+--       died before publishing) publishes them again, as it does a step never noted.
 -- Returns {'duplicate'} | {'superseded'} | {'inactive'} (not recorded: the run's record is
 --         gone)
 --       | {'recorded', tool, seconds} (recorded, but the run is not running: nothing follows)
@@ -42,11 +47,21 @@ if downs and ARGV[8] == '1' and status == 'succeeded' then
   if run[1] ~= 'running' then return {'recorded', tool, took} end
   return {'held', tostring(remaining), run[2], tool, took}
 end
+local queues = nil
+if ARGV[11] and ARGV[11] ~= '' then queues = cjson.decode(ARGV[12]) end
 if downs then
   for _, down in ipairs(cjson.decode(downs)) do
     if redis.call('HINCRBY', KEYS[5], down, -1) == 0 then
       table.insert(result, down)
       due(KEYS[2], down)
+      if queues and run[1] == 'running' then
+        -- Its first message's id (planner.wire.task_id) is the step's live task now.
+        live_task(KEYS[2], down, ARGV[11] .. '.' .. run[2] .. '.' .. down)
+        redis.call('HSET', KEYS[2], down .. '.dispatched', 'p')
+        if type(queues[down]) == 'string' and queues[down] ~= '' then
+          redis.call('HSET', KEYS[2], down .. '.queue', queues[down])
+        end
+      end
     end
   end
 end

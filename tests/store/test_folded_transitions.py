@@ -1,0 +1,43 @@
+"""Transitions folded into one call (#20): ``begin_step`` reads the step's inputs, and
+``finish_step`` notes the dependents it made ready as dispatched, as the separate calls
+(``outputs``, ``mark_dispatched``) would."""
+
+from __future__ import annotations
+
+from planner.store.runs import RunStore
+from tests.store.conftest import done, running
+
+
+def test_begin_step_reads_the_inputs_asked_for(store: RunStore) -> None:
+    run_id = running(store)
+    done(store, run_id, "a", {"x": [1, 2]})
+    begin = store.begin_step(run_id, "b", 1, "w", 3, reads=["a", "c"])
+    assert begin.state == "run" and begin.attempt == 1
+    assert begin.inputs == store.outputs(run_id, ["a", "c"]) == {"a": {"x": [1, 2]}}
+    # Not run: nothing read.
+    assert store.begin_step(run_id, "a", 1, "w", 3, reads=["a"]).inputs == {}
+
+
+def test_a_finish_notes_its_ready_dependents_as_dispatched(store: RunStore) -> None:
+    run_id = running(store)
+    store.begin_step(run_id, "a", 1, "w", 3)
+    finish = store.finish_step(run_id, "a", output=1, worker="w", attempt=1,
+                               dispatching={"b": "q1", "c": ""})
+    assert finish.state == "ok" and finish.ready == ("b", "c") and finish.noted
+    states = store.step_states(run_id)
+    assert states["b"].dispatched and states["c"].dispatched and not states["d"].dispatched
+    assert states["b"].task == f"{run_id}.1.b"
+    raw = store.r.hgetall(f"chordal:run:{{{run_id}}}:steps")
+    assert raw["b.queue"] == "q1" and "c.queue" not in raw
+    # Noted to be published, not published: a recovery publishes them again.
+    assert raw["b.dispatched"] == "p"
+    assert store.ready_unstarted(run_id) == ["b", "c"]
+    store.mark_dispatched(run_id, ["b"])
+    assert store.ready_unstarted(run_id) == ["c"]
+
+
+def test_a_finish_without_dispatching_notes_nothing(store: RunStore) -> None:
+    run_id = running(store)
+    finish = done(store, run_id, "a")
+    assert finish.ready == ("b", "c") and not finish.noted
+    assert not store.step_state(run_id, "b").dispatched
