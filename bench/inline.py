@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 from bench import sides
-from bench.run import medians, paired, per_step_ms, ratio, session
+from bench.measure import per_step_ms, ratio
+from bench.run import medians, paired, session
 
 
 def long_head(n: int) -> dict[str, Any]:

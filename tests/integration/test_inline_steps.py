@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,8 @@ def test_a_worker_killed_during_an_inline_step_is_repaired(
 
 @pytest.mark.slow
 def test_inline_steps_are_flower_rows_named_as_steps(inline: Engine) -> None:
-    flower = _flower(inline.env)
-    url = next(flower)
-    try:
+    flower = contextmanager(_flower)(inline.env)
+    with flower as url:
         report = inline.run(chain(2))
         assert report.status == "succeeded", report
         ours = tasks_of(url, report.run_id, 3, "SUCCESS")
@@ -163,5 +163,3 @@ def test_inline_steps_are_flower_rows_named_as_steps(inline: Engine) -> None:
             row = ours[f"{report.run_id}.1.s{i}"]
             assert row["name"] == f"chordal.step echo s{i}", row
             assert row["state"] == "SUCCESS" and report.run_id in row["args"]
-    finally:
-        flower.close()
