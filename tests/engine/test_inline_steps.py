@@ -65,3 +65,14 @@ def test_a_step_of_a_plan_still_streaming_is_not_inlined(make_rt: MakeRuntime) -
     rt.store.set_streaming(run, True)
     assert first(rt, run, policy()) is None
     assert [m.args[1] for m in sent(rt) if m.task == STEP_TASK] == ["b"]
+
+
+def test_a_task_that_dies_before_its_inline_step_began_is_recovered_by_a_redelivery(
+        make_rt: MakeRuntime) -> None:
+    rt = make_rt()
+    run = started(rt, echo("a"), echo("b", depends_on=["a"]))
+    assert first(rt, run, policy()) == Chain("b", 1)
+    # The worker died here: a's message comes back (acks late) and publishes b, noted
+    # 'p' (to be published) by a's finish, as a step whose message was never sent.
+    assert steps.run_step(rt, run, "a", 1, "w2", task_id=f"{run}.1.a") is None
+    assert [m.args[1] for m in sent(rt) if m.task == STEP_TASK] == ["b"]
