@@ -163,3 +163,20 @@ def test_inline_steps_are_flower_rows_named_as_steps(inline: Engine) -> None:
             row = ours[f"{report.run_id}.1.s{i}"]
             assert row["name"] == f"chordal.step echo s{i}", row
             assert row["state"] == "SUCCESS" and report.run_id in row["args"]
+
+
+def test_a_step_in_a_queue_the_worker_does_not_consume_is_published(
+        env: dict[str, str], workers: list[Worker], tmp_path: Path) -> None:
+    client = client_for(env)
+    worker = start_worker(env, tmp_path / "chordal-only.log", "--concurrency=1",
+                          "--queues=chordal")
+    workers.append(worker)
+    wait_for_queues(client, {"chordal"}, worker)
+    engine = Engine("inline", client, env, redis.Redis.from_url(env["CHORDAL_REDIS_URL"]))
+    run_id = client.submit(plan(head(), step("o", "orphan", ["h"], value=1)))
+    deadline = time.monotonic() + 30
+    while "o" not in step_messages(engine, run_id):
+        assert time.monotonic() < deadline, "the orphan step was never published"
+        time.sleep(0.1)
+    assert client.store.step_state(run_id, "o").status == "pending"  # no worker took it
+    client.cancel(run_id)
