@@ -15,6 +15,7 @@ Celery's own lines about the task carry them too.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -30,6 +31,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from planner import logs, tracing
 from planner.engine import agent, agent_calls, join, replan, review, start, steps
+from planner.engine.inline import Chain
 from planner.engine.outcomes import Failed, Retry
 from planner.engine.publisher import CeleryPublisher
 from planner.engine.runtime import Runtime
@@ -49,6 +51,7 @@ from planner.wire import (
     SYNTHESIZE_TASK,
     TASKS,
 )
+from workers import inline
 from workers.app import app
 
 log = logging.getLogger("chordal.worker")
@@ -105,9 +108,17 @@ def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
 
 @app.task(name=STEP_TASK, bind=True, max_retries=None)
 def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
-    _retry(self, steps.run_step(runtime(), run_id, step_id, version,
-                                self.request.hostname or "unknown",
-                                timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id))
+    rt, started = runtime(), time.monotonic()
+    chained = inline.policy(self, rt, started)
+    decision = steps.run_step(rt, run_id, step_id, version, self.request.hostname or "unknown",
+                              timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id,
+                              inline=chained)
+    if isinstance(decision, Chain):
+        # This step succeeded and made one step ready that this task runs next.
+        if chained is not None:
+            inline.run_chain(self, rt, run_id, decision, chained)
+        return
+    _retry(self, decision)
 
 
 @app.task(name=AGENT_TURN_TASK, bind=True, max_retries=None)

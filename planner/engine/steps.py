@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from planner import logs, tracing
 from planner.engine.compiled import CompiledPlan
 from planner.engine.dispatch import revoked_message
+from planner.engine.inline import Chain, InlinePolicy
 from planner.engine.outcomes import (
     Failed,
     Retry,
@@ -86,10 +87,12 @@ class Dropped:
 
 
 def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
-             timeouts: tuple[type[BaseException], ...] = (), task_id: str | None = None
-             ) -> Retry | Failed | Dropped | None:
+             timeouts: tuple[type[BaseException], ...] = (), task_id: str | None = None,
+             inline: InlinePolicy | None = None) -> Retry | Failed | Dropped | Chain | None:
     """One delivery of a step. ``timeouts`` are the exceptions that mean the attempt ran
-    out of time (Celery's soft time limit); ``task_id``: the delivering task's."""
+    out of time (Celery's soft time limit); ``task_id``: the delivering task's;
+    ``inline``: may the task run the step this one makes ready next (a :class:`Chain`)
+    instead of publishing it (planner/engine/inline.py)."""
     timeouts = (*timeouts, AttemptTimeout)  # an async tool's own time limit
     sent_version, sent_as = version, rt.compiled(run_id, version)
     max_attempts = sent_as.max_attempts(step_id)
@@ -186,6 +189,11 @@ def run_step(rt: Runtime, run_id: str, step_id: str, version: int, worker: str,
                 # Installed while it ran: the queues given were the older version's; the
                 # publish notes the newer one's dependents as before.
                 finish = replace(finish, noted=False)
+            nxt = inline.choose(rt, run_id, finish) if inline is not None else None
+            if nxt is not None:
+                # Noted dispatched 'p' by the finish: recovered as a message never sent.
+                after_finish(rt, run_id, step_id, replace(finish, ready=()))
+                return Chain(nxt, finish.version)
             after_finish(rt, run_id, step_id, finish)
             return None
     if raised is not None:
