@@ -30,7 +30,9 @@ from tests.fake_anthropic import (
 )
 from tests.integration.conftest import Engine, base_env, start_worker, wait_for_queues
 
-DB = 13
+# 29, 30, 31: numbers no other suite uses (a session fixture's workers on the same
+# database would take these tests' messages).
+DB = 29
 
 SCRIPT = {"responses": [
     {"role": "executor", "step": "pick", "turn": 0, "content": [

@@ -36,8 +36,8 @@ from tests.integration.conftest import ROOT, Engine, Worker, base_env, start_wor
 from tests.integration.probe import counted, tracked_log
 from tests.integration.test_reconciler import FAST
 
-FLEET_DB = 15
-REPLAY_DB = 16
+FLEET_DB = 22
+REPLAY_DB = 23
 QUEUES = "--queues=chordal,probe,llm"
 
 

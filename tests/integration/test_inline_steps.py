@@ -26,7 +26,7 @@ from tests.integration.conftest import Engine, Worker, base_env, start_worker, w
 from tests.integration.helpers import plan, started_counts, step
 from tests.integration.test_flower import _flower, tasks_of
 
-DB = 4
+DB = 26
 FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
         "CHORDAL_DISPATCH_GRACE_S": "2", "CHORDAL_LOST_GRACE_S": "2",
         "CHORDAL_INLINE_STEPS": "1", "CHORDAL_INLINE_MAX": "3"}
