@@ -17,9 +17,16 @@ from pydantic import ValidationError
 from planner import tracing
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
+from planner.engine.dispatch import step_message
 from planner.engine.reconcile import alive, next_move
 from planner.engine.runtime import Runtime
-from planner.engine.start import await_approval, request_plan, start_run
+from planner.engine.start import (
+    approval_reason,
+    await_approval,
+    publish_or_fail,
+    request_plan,
+    start_run,
+)
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
 from planner.jsonvalue import text_problem
 from planner.language.plan import Plan
@@ -134,18 +141,45 @@ class Client:
         options = self._checked(options)
         if options.synthesize is None:
             options = options.model_copy(update={"synthesize": bool(compiled.plan.synthesize)})
-        self.ping()
         # Inside a span, the run joins its trace (tracing.joined_run_id: every door's way).
         run_id = run_id or tracing.joined_run_id(new_run_id())
         with tracing.creating(run_id):
-            self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps, run_id,
-                                  options)
-            if options.approve:
-                # Only the store: a client that waits for a person needs no model.
-                await_approval(self.store, run_id)
+            if not self.settings.engine.one_call_submit:
+                self.ping()
+                self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
+                                      run_id, options)
+                if options.approve:
+                    # Only the store: a client that waits for a person needs no model.
+                    await_approval(self.store, run_id)
+                    return run_id
+                start_run(self.runtime, run_id)
                 return run_id
-            start_run(self.runtime, run_id)
+            self._submit_at_once(compiled, options, run_id)
         return run_id
+
+    def _submit_at_once(self, compiled: CompiledPlan, options: RunOptions,
+                        run_id: str) -> None:
+        """Record, start and note the roots of a run in one round trip, then publish the
+        roots, compiled here (the plan the workers read back compiles the same)."""
+        if compiled.checkpoint_all != bool(options.checkpoint_all):
+            compiled = CompiledPlan(compiled.plan, compiled.tools,
+                                    compiled.hard_limit_grace_s, options.checkpoint_all)
+        # A run waiting for a person needs neither the broker nor a model.
+        messages = [] if options.approve else [step_message(compiled, run_id, 1, s)
+                                               for s in compiled.roots]
+        try:
+            done = self.store.submit_run(
+                run_id, compiled.plan, compiled.deps, options,
+                approval_reason(run_id) if options.approve else None,
+                [(m.args[1], m.queue, m.task_id or "") for m in messages])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # No ping first: the first command says Redis is down, in the same words.
+            raise Unavailable(redis_hint(self.settings, exc)) from None
+        if done.status == RunStatus.RUNNING:
+            rt = self.runtime
+            ready = set(done.ready)
+            publish_or_fail(rt, run_id, lambda: rt.publish(
+                [m for m in messages if m.args[1] in ready]))
 
     def _checked(self, options: RunOptions | None) -> RunOptions:
         """``options`` (none: the defaults), its roles checked against this deployment's

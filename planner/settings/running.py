@@ -99,6 +99,10 @@ class EngineSettings(Area):
                           "join's work done there, no chordal.finalize message); off: the "
                           "join is always a task of its own. A run whose answer a model "
                           "writes still publishes its synthesizer's task.")
+    one_call_submit: bool = Field(
+        True, description="A submitted plan's run is recorded, started and its first steps "
+                          "noted dispatched in one Redis call before they are published; "
+                          "off: one call for each (the path before).")
     max_replans: int = Field(3, ge=0, le=100, description="Most replans of a run (a plan's "
                                                           "max_replans or a run option "
                                                           "overrides it).")
