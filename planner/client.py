@@ -59,6 +59,8 @@ EventHandler = Callable[[RunEvent], None]
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 #: Longest wait for a run's next event before its status is read again.
 WAIT_BLOCK_S = 0.5
+#: Most events one wait's read takes (a full read: more may follow at once).
+WAIT_COUNT = 1_000
 
 
 def redis_hint(settings: Settings, exc: BaseException) -> str:
@@ -235,8 +237,8 @@ class Client:
 
     def report(self, run_id: str) -> RunReport:
         """The run report, with ``usage`` (tokens by role and step, estimated cost)."""
-        report = self.store.report(run_id)
-        report.usage = summarize(self.store.usage_fields(run_id), self.settings.budget.prices)
+        report, usage = self.store.report_and_usage(run_id)
+        report.usage = summarize(usage, self.settings.budget.prices)
         return report
 
     def wait(self, run_id: str, timeout: float | None = None,
@@ -244,34 +246,39 @@ class Client:
         """Block until the run ends or waits for a person (approval, a paused budget), or
         ``timeout`` seconds pass; return its report."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = "0-0"
-        pause = RECONNECT_FIRST_S
-        look, looked = True, 0.0
+        cursor, pause = "0-0", RECONNECT_FIRST_S
+        # The run's status as its last run-level event said (each says the status it left
+        # the run in, and every change of it writes one): its record is read only when the
+        # events cannot tell (none came in a block's length, a reconnect, every block).
+        status: str | None = None
+        read, looked, full = False, time.monotonic(), True
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             try:
-                # The run's status is read again only when a run-level event came (every
-                # change of it writes one), when nothing came, or every block's length:
-                # not once per step event.
-                done = False
-                if look or time.monotonic() - looked >= WAIT_BLOCK_S:
-                    looked = time.monotonic()
-                    done = self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN
-                if done or (left is not None and left <= 0):
-                    # Hand over what happened since the last read (run.finished included).
-                    for event in self.store.events(run_id, cursor, count=100_000):
-                        cursor = event.id
-                        if on_event:
-                            on_event(event)
+                if read or time.monotonic() - looked >= WAIT_BLOCK_S:
+                    looked, full = time.monotonic(), True
+                    status = self.store.run_state(run_id).status
+                ended = status in TERMINAL_RUN | WAITING_RUN
+                if ended or (left is not None and left <= 0):
+                    # Hand over what happened since the last read (run.finished included),
+                    # unless that read said the run ended and brought all there was.
+                    if full or not ended:
+                        for event in self.store.events(run_id, cursor, count=100_000):
+                            cursor = event.id
+                            if on_event:
+                                on_event(event)
                     break
                 block = int(WAIT_BLOCK_S * 1000)
                 block = block if left is None else max(1, min(block, int(left * 1000)))
-                events = self.store.events(run_id, cursor, block_ms=block)
+                events = self.store.events(run_id, cursor, block_ms=block, count=WAIT_COUNT)
                 for event in events:
                     cursor = event.id  # resume here after a reconnect: nothing missed
                     if on_event:
                         on_event(event)
-                look = not events or any(e.type.startswith("run.") for e in events)
+                said = [e.status for e in events if e.type.startswith("run.")]
+                if said:
+                    status, looked = said[-1], time.monotonic()
+                read, full = not events or status is None, len(events) >= WAIT_COUNT
                 pause = RECONNECT_FIRST_S
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Redis restarting or a network blip: wait and resume from the cursor,
@@ -282,7 +289,7 @@ class Client:
                                       "time") from None
                 time.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
-                look = True
+                read = True
         return self.report(run_id)
 
     def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:
