@@ -37,7 +37,7 @@ def _plain(value: Any, run_id: str) -> Any:
 
 def written(c: Client, run_id: str) -> dict[str, Any]:
     """Everything the run's keys hold, with its id and the moments made comparable."""
-    r = c.store.r
+    r: Any = c.store.r
     found: dict[str, Any] = {}
     for key in RunKeys(run_id).all():
         kind = r.type(key)
