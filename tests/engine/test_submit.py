@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from planner.client import Client
-from planner.engine.dispatch import Message
+from planner.engine.dispatch import MemoryPublisher, Message
+from planner.engine.reconcile import Reconciler
 from planner.errors import Conflict, InvalidInput, PlanInvalid
 from planner.store.keys import ACTIVE_RUNS, RUN_INDEX, STORE_MARKER, RunKeys, owner_runs_key
 from planner.store.records import RunOptions
@@ -153,3 +154,28 @@ def test_a_refused_publish_ends_the_run_failed(make_rt: MakeRuntime,
     [run_id] = [m for m, _ in c.store.r.zscan_iter(RUN_INDEX)]
     run = c.store.run_state(run_id)
     assert run.status == "failed"
+
+
+def test_a_client_that_died_before_publishing_leaves_a_run_the_reconciler_runs(
+        make_rt: MakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The roots are noted dispatched before they are published: a client gone in
+    between leaves them past due with no message, which the reconciler sends again."""
+    c = client(make_rt, True)
+
+    def die(messages: list[Message]) -> None:
+        raise SystemExit("the client died")
+
+    monkeypatch.setattr(c.runtime.publisher, "publish", die)
+    with pytest.raises(SystemExit):
+        c.submit(PLAN)
+    monkeypatch.undo()
+    [run_id] = [m for m, _ in c.store.r.zscan_iter(RUN_INDEX)]
+    assert c.store.run_state(run_id).status == "running"
+    for root in ("a", "b"):
+        c.store.r.hset(RunKeys(run_id).steps, f"{root}.due", "1")  # due long ago
+    rt = c.runtime
+    assert isinstance(rt.publisher, MemoryPublisher)
+    rt.publisher.depths["chordal"] = 0
+    fixed = [(r.kind, r.step) for _, r in Reconciler(rt, lock_s=10, settle_s=0).reconcile()]
+    assert sorted(fixed) == [("message_lost", "a"), ("message_lost", "b")]
+    assert sorted(m.args[1] for m in sent(rt)) == ["a", "b"]
