@@ -17,9 +17,16 @@ from pydantic import ValidationError
 from planner import tracing
 from planner.engine import human
 from planner.engine.compiled import CompiledPlan
+from planner.engine.dispatch import step_message
 from planner.engine.reconcile import alive, next_move
 from planner.engine.runtime import Runtime
-from planner.engine.start import await_approval, request_plan, start_run
+from planner.engine.start import (
+    approval_reason,
+    await_approval,
+    publish_or_fail,
+    request_plan,
+    start_run,
+)
 from planner.errors import InvalidInput, NoWorkerError, Unavailable
 from planner.jsonvalue import text_problem
 from planner.language.plan import Plan
@@ -52,6 +59,8 @@ EventHandler = Callable[[RunEvent], None]
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 2.0
 #: Longest wait for a run's next event before its status is read again.
 WAIT_BLOCK_S = 0.5
+#: Most events one wait's read takes (a full read: more may follow at once).
+WAIT_COUNT = 1_000
 
 
 def redis_hint(settings: Settings, exc: BaseException) -> str:
@@ -134,18 +143,45 @@ class Client:
         options = self._checked(options)
         if options.synthesize is None:
             options = options.model_copy(update={"synthesize": bool(compiled.plan.synthesize)})
-        self.ping()
         # Inside a span, the run joins its trace (tracing.joined_run_id: every door's way).
         run_id = run_id or tracing.joined_run_id(new_run_id())
         with tracing.creating(run_id):
-            self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps, run_id,
-                                  options)
-            if options.approve:
-                # Only the store: a client that waits for a person needs no model.
-                await_approval(self.store, run_id)
+            if not self.settings.engine.one_call_submit:
+                self.ping()
+                self.store.create_run(compiled.plan.goal, compiled.plan, compiled.deps,
+                                      run_id, options)
+                if options.approve:
+                    # Only the store: a client that waits for a person needs no model.
+                    await_approval(self.store, run_id)
+                    return run_id
+                start_run(self.runtime, run_id)
                 return run_id
-            start_run(self.runtime, run_id)
+            self._submit_at_once(compiled, options, run_id)
         return run_id
+
+    def _submit_at_once(self, compiled: CompiledPlan, options: RunOptions,
+                        run_id: str) -> None:
+        """Record, start and note the roots of a run in one round trip, then publish the
+        roots, compiled here (the plan the workers read back compiles the same)."""
+        if compiled.checkpoint_all != bool(options.checkpoint_all):
+            compiled = CompiledPlan(compiled.plan, compiled.tools,
+                                    compiled.hard_limit_grace_s, options.checkpoint_all)
+        # A run waiting for a person needs neither the broker nor a model.
+        messages = [] if options.approve else [step_message(compiled, run_id, 1, s)
+                                               for s in compiled.roots]
+        try:
+            done = self.store.submit_run(
+                run_id, compiled.plan, compiled.deps, options,
+                approval_reason(run_id) if options.approve else None,
+                [(m.args[1], m.queue, m.task_id or "") for m in messages])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # No ping first: the first command says Redis is down, in the same words.
+            raise Unavailable(redis_hint(self.settings, exc)) from None
+        if done.status == RunStatus.RUNNING:
+            rt = self.runtime
+            ready = set(done.ready)
+            publish_or_fail(rt, run_id, lambda: rt.publish(
+                [m for m in messages if m.args[1] in ready]))
 
     def _checked(self, options: RunOptions | None) -> RunOptions:
         """``options`` (none: the defaults), its roles checked against this deployment's
@@ -201,8 +237,8 @@ class Client:
 
     def report(self, run_id: str) -> RunReport:
         """The run report, with ``usage`` (tokens by role and step, estimated cost)."""
-        report = self.store.report(run_id)
-        report.usage = summarize(self.store.usage_fields(run_id), self.settings.budget.prices)
+        report, usage = self.store.report_and_usage(run_id)
+        report.usage = summarize(usage, self.settings.budget.prices)
         return report
 
     def wait(self, run_id: str, timeout: float | None = None,
@@ -210,34 +246,39 @@ class Client:
         """Block until the run ends or waits for a person (approval, a paused budget), or
         ``timeout`` seconds pass; return its report."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = "0-0"
-        pause = RECONNECT_FIRST_S
-        look, looked = True, 0.0
+        cursor, pause = "0-0", RECONNECT_FIRST_S
+        # The run's status as its last run-level event said (each says the status it left
+        # the run in, and every change of it writes one): its record is read only when the
+        # events cannot tell (none came in a block's length, a reconnect, every block).
+        status: str | None = None
+        read, looked, full = False, time.monotonic(), True
         while True:
             left = None if deadline is None else deadline - time.monotonic()
             try:
-                # The run's status is read again only when a run-level event came (every
-                # change of it writes one), when nothing came, or every block's length:
-                # not once per step event.
-                done = False
-                if look or time.monotonic() - looked >= WAIT_BLOCK_S:
-                    looked = time.monotonic()
-                    done = self.store.run_state(run_id).status in TERMINAL_RUN | WAITING_RUN
-                if done or (left is not None and left <= 0):
-                    # Hand over what happened since the last read (run.finished included).
-                    for event in self.store.events(run_id, cursor, count=100_000):
-                        cursor = event.id
-                        if on_event:
-                            on_event(event)
+                if read or time.monotonic() - looked >= WAIT_BLOCK_S:
+                    looked, full = time.monotonic(), True
+                    status = self.store.run_state(run_id).status
+                ended = status in TERMINAL_RUN | WAITING_RUN
+                if ended or (left is not None and left <= 0):
+                    # Hand over what happened since the last read (run.finished included),
+                    # unless that read said the run ended and brought all there was.
+                    if full or not ended:
+                        for event in self.store.events(run_id, cursor, count=100_000):
+                            cursor = event.id
+                            if on_event:
+                                on_event(event)
                     break
                 block = int(WAIT_BLOCK_S * 1000)
                 block = block if left is None else max(1, min(block, int(left * 1000)))
-                events = self.store.events(run_id, cursor, block_ms=block)
+                events = self.store.events(run_id, cursor, block_ms=block, count=WAIT_COUNT)
                 for event in events:
                     cursor = event.id  # resume here after a reconnect: nothing missed
                     if on_event:
                         on_event(event)
-                look = not events or any(e.type.startswith("run.") for e in events)
+                said = [e.status for e in events if e.type.startswith("run.")]
+                if said:
+                    status, looked = said[-1], time.monotonic()
+                read, full = not events or status is None, len(events) >= WAIT_COUNT
                 pause = RECONNECT_FIRST_S
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Redis restarting or a network blip: wait and resume from the cursor,
@@ -248,7 +289,7 @@ class Client:
                                       "time") from None
                 time.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
-                look = True
+                read = True
         return self.report(run_id)
 
     def runs(self, status: str | None = None, limit: int = 20) -> list[RunSummary]:

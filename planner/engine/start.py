@@ -120,6 +120,10 @@ def streams(rt: Runtime, run_id: str, metered: MeteredModel) -> bool:
 def await_approval(store: RunStore, run_id: str) -> None:
     """A pending run's plan waits for a person. The reason names the commands that decide,
     with the run's own id: the CLI, the API and the run page show it as it is."""
-    store.set_status(run_id, RunStatus.AWAITING_APPROVAL, f"the plan waits for approval "
-                     f"(chordal approve {run_id}, or chordal reject {run_id})",
+    store.set_status(run_id, RunStatus.AWAITING_APPROVAL, approval_reason(run_id),
                      from_=(RunStatus.PENDING,))
+
+
+def approval_reason(run_id: str) -> str:
+    return (f"the plan waits for approval (chordal approve {run_id}, or chordal reject "
+            f"{run_id})")

@@ -107,6 +107,10 @@ class EngineSettings(Area):
     inline_max: int = Field(32, ge=1, le=1000, description="Most steps one task runs inline "
                                                             "in a row before the next hops "
                                                             "through the broker (fairness).")
+    one_call_submit: bool = Field(
+        True, description="A submitted plan's run is recorded, started and its first steps "
+                          "noted dispatched in one Redis call before they are published; "
+                          "off: one call for each (the path before).")
     max_replans: int = Field(3, ge=0, le=100, description="Most replans of a run (a plan's "
                                                           "max_replans or a run option "
                                                           "overrides it).")

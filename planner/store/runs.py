@@ -10,7 +10,8 @@
   list and repairs, the live workers;
 - :mod:`planner.store.views`: the run list, reports, snapshots, events;
 - :mod:`planner.store.model_calls`: model usage counters and kept exchanges;
-- :mod:`planner.store.streaming`: a plan that starts while it streams in.
+- :mod:`planner.store.streaming`: a plan that starts while it streams in;
+- :mod:`planner.store.submission`: a submitted plan recorded and started in one call.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from planner.store.lost import new_run_id
 from planner.store.model_calls import ModelCalls
 from planner.store.steps import DEFAULT_LEASE_S, Begin, Finish, StepTransitions
 from planner.store.streaming import StreamedPlans
+from planner.store.submission import RunSubmission, Submitted
 from planner.store.views import RunViews
 
 __all__ = ["DEFAULT_LEASE_S", "EVENTS_MAXLEN", "Begin", "CallBegin", "CallFinish", "Finish",
-           "Install", "NewCall", "RunStore", "TurnBegin", "TurnRecord", "new_run_id"]
+           "Install", "NewCall", "RunStore", "Submitted", "TurnBegin", "TurnRecord", "new_run_id"]
 
 
 class RunStore(RunLifecycle, StepTransitions, AgentTransitions, Coordination, RunViews,
-               ModelCalls, StreamedPlans):
+               ModelCalls, StreamedPlans, RunSubmission):
     """Runs in Redis. Safe to share between threads (redis-py pools connections)."""

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from planner.language.plan import Step
+from planner.errors import RunNotFound
+from planner.language.plan import Plan, Step
 from planner.store import lost
 from planner.store.agent_records import AgentReport
 from planner.store.base import StoreBase
@@ -110,26 +111,37 @@ class RunViews(StoreBase):
 
     # -- one run ------------------------------------------------------------------------
     def report(self, run_id: str) -> RunReport:
-        """The run report (without ``usage``, which needs prices: the client adds it).
-        Its steps are those of every plan version, in the order they first appeared.
-        The run, its steps and its versions are read at one instant (MULTI): a plan
+        """The run report (without ``usage``, which needs prices: the client adds it)."""
+        return self.report_and_usage(run_id)[0]
+
+    def report_and_usage(self, run_id: str) -> tuple[RunReport, dict[str, str]]:
+        """The run report and its raw usage counters, in one round trip. Its steps are
+        those of every plan version, in the order they first appeared. The run, its
+        steps, plans, outputs and versions are read at one instant (MULTI): a plan
         installed meanwhile cannot make a report of "plan v1 (1 replan)"."""
         k = RunKeys(run_id)
         pipe = self.r.pipeline(transaction=True)
-        for key in (k.run, k.steps, k.versions, k.agent):
+        for key in (k.run, k.steps, k.versions, k.agent, k.plans, k.outputs, k.usage):
             pipe.hgetall(key)
-        fields, steps_raw, versions_raw, agent_raw = pipe.execute()
+        fields, steps_raw, versions_raw, agent_raw, plans_raw, outputs_raw, usage = \
+            pipe.execute()
         run = self.run_state(run_id, fields)
-        plan = self.plan(run_id, run.version) if run.version else None
+
+        def plan_of(version: int) -> Plan:
+            text = plans_raw.get(str(version))
+            if text is None:
+                raise RunNotFound(f"run {run_id!r} has no plan version {version}")
+            return Plan.model_validate_json(text)
+
+        plan = plan_of(run.version) if run.version else None
         states = self.step_states(run_id, steps_raw)
         step_ids: list[str] = []
         defined: dict[str, Step] = {}  # each step as the newest version holding it says
         for version in range(1, run.version + 1):
-            older = self.plan(run_id, version) if version != run.version or plan is None \
-                else plan
+            older = plan_of(version) if version != run.version or plan is None else plan
             step_ids.extend(s.id for s in older.steps if s.id not in step_ids)
             defined.update((s.id, s) for s in older.steps)
-        outputs = self.outputs(run_id, step_ids)
+        outputs = {sid: json.loads(outputs_raw[sid]) for sid in step_ids if sid in outputs_raw}
         steps: dict[str, StepReport] = {}
         for sid in step_ids:
             st = states.get(sid, StepState())
@@ -145,7 +157,8 @@ class RunViews(StoreBase):
                          steps=steps, plan=plan, partial=run.partial,
                          reason=run.reason if run.status in WAITING_RUN else None,
                          versions=versions,
-                         replans=sum(1 for v in versions if v.reason in REPLAN_REASONS))
+                         replans=sum(1 for v in versions if v.reason in REPLAN_REASONS)
+                         ), usage
 
     def versions(self, run_id: str, raw: dict[str, str] | None = None) -> list[PlanVersion]:
         raw = cast(dict[str, str], self.r.hgetall(RunKeys(run_id).versions)) \
