@@ -247,7 +247,7 @@ def recover(rt: Runtime, compiled: CompiledPlan, run_id: str, version: int, step
         # A checkpoint whose worker died before it asked for the review.
         rt.publish([review_message(run_id, step_id, version)])
         return
-    ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id])
+    ready = rt.store.ready_unstarted(run_id, compiled.dependents[step_id], noted=True)
     run = rt.store.run_state(run_id)
     dispatch(rt, compiled, run_id, version, ready, run.active and run.remaining == 0)
 

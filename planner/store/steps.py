@@ -219,12 +219,15 @@ class StepTransitions(StoreBase):
     def drop_lease(self, run_id: str, name: str) -> None:
         self.r.hdel(RunKeys(run_id).leases, name)
 
-    def ready_unstarted(self, run_id: str, step_ids: Sequence[str] | None = None
-                        ) -> list[str]:
+    def ready_unstarted(self, run_id: str, step_ids: Sequence[str] | None = None,
+                        noted: bool = False) -> list[str]:
         """Of ``step_ids`` (default: every step of the current version), those whose
         dependencies are all finished, that never started and whose message was never
-        published (recovery after a worker died between finishing a step and publishing
-        what it unlocked; a paused run going on)."""
+        published (a paused run going on; a plan version installed). With ``noted``, also
+        those a finish noted as to be published (``p``): only the redelivered message of
+        that finish may republish them (its worker may have died before the publish); for
+        anyone else a ``p`` step's message is on its way, and publishing it again would
+        make a duplicate whose ``recover`` republishes the ``p`` steps after it in turn."""
         k = RunKeys(run_id)
         if step_ids is None:
             step_ids = sorted(cast(list[str], self.r.hkeys(k.deps)))
@@ -234,4 +237,5 @@ class StepTransitions(StoreBase):
         fields = [f"{s}.{name}" for s in step_ids for name in ("status", "dispatched")]
         values = cast(list[str | None], self.r.hmget(k.steps, fields))
         return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
-                if n == "0" and values[2 * i] == StepStatus.PENDING and values[2 * i + 1] != "1"]
+                if n == "0" and values[2 * i] == StepStatus.PENDING
+                and values[2 * i + 1] not in (("1",) if noted else ("1", "p"))]

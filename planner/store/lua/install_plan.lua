@@ -8,6 +8,10 @@
 --       handled failures json ([ids]), version record json, ttl, tools json ({id: tool}:
 --       kept per step, so a transition can tell the metrics which tool it was)
 -- Returns {'ok', remaining, ready...} | {'stale', current version} | {'inactive', status}
+-- Published ('1'), or noted by a finish as being published ('p'): its message is on its
+-- way either way, and only that finish's redelivery may publish it again.
+local function published(mark) return mark == '1' or mark == 'p' end
+
 local expected, version, plan, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
 local edges = cjson.decode(ARGV[5])
 local tools = cjson.decode(ARGV[9] or '{}')
@@ -55,7 +59,7 @@ for step, ups in pairs(edges) do
   if s == 'pending' and waiting > 0 then
     -- Not ready in this version: whoever unlocks it publishes it.
     redis.call('HDEL', KEYS[2], step .. '.dispatched')
-  elseif s == 'pending' and redis.call('HGET', KEYS[2], step .. '.dispatched') ~= '1' then
+  elseif s == 'pending' and not published(redis.call('HGET', KEYS[2], step .. '.dispatched')) then
     table.insert(ready, step)
     due(KEYS[2], step)
   end
