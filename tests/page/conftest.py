@@ -237,3 +237,14 @@ def tab(browser: Any, served: Served) -> Iterator[Tab]:
     ctx.close()
     check_key_hygiene(tab, KEY)
     assert not tab.problems, tab.problems
+
+
+def until(page: Any, expression: str, arg: Any = None, timeout: float = 30) -> None:
+    """Wait until ``expression`` (a JS function of ``arg``) is truthy on ``page``, asked
+    from here: Playwright's own ``wait_for_function`` re-polls through ``eval``, which the
+    page's Content-Security-Policy (script-src 'self') refuses whenever the first look
+    was not already true."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"not true within {timeout} s: {expression}"
+        time.sleep(0.05)

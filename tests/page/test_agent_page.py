@@ -22,7 +22,7 @@ from planner.store.records import ErrorRecord, RunReport
 from planner.store.runs import NewCall, RunStore
 from planner.vocabulary import RunStatus
 from tests import redis_server
-from tests.page.conftest import DB, Served, Tab
+from tests.page.conftest import DB, Served, Tab, until
 
 # Computed fills of app.css's --<status> colours.
 GREEN, RED, AMBER = "rgb(5, 150, 105)", "rgb(220, 38, 38)", "rgb(217, 119, 6)"
@@ -194,7 +194,7 @@ def test_a_running_call_is_a_running_bar_that_goes_on(served: Served, agent_tab:
                          f"{running} text.subnote").endswith("…")
     # Its bar grows with the clock (the page redraws running bars; nothing is fetched).
     width = f"document.querySelector('{running} rect.callbar').getBBox().width"
-    page.wait_for_function(f"w => {width} > w", arg=page.evaluate(width))
+    until(page, f"w => {width} > w", page.evaluate(width))
     # Turn 2 has not ended: two ticks, turn 1's calls already settled.
     assert page.locator('g.lane[data-step="pick_hotel"] line.turntick').count() == 2
     assert page.locator('g.sublane[data-status="succeeded"] rect.callbar').count() == 1

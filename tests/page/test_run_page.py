@@ -24,6 +24,7 @@ from tests.page.conftest import (
     Tab,
     check_key_hygiene,
     new_tab,
+    until,
 )
 
 # Computed fills of app.css's --<status>-fill colours.
@@ -232,8 +233,8 @@ def test_a_dropped_event_stream_resumes_with_last_event_id(served: Served, tab: 
     tab.enter_key()
     tab.wait_status("long", "running")
     # The page has read the stream up to "long" starting (nothing more comes for 3 s).
-    tab.page.wait_for_function("(e => e && e.type === 'step.started' && e.step === 'long')"
-                               "(window.chordalPage.lastEvent)")
+    until(tab.page, "() => (e => e && e.type === 'step.started' && e.step === 'long')"
+                    "(window.chordalPage.lastEvent)")
     seen = tab.page.evaluate("window.chordalPage.lastEventId")
     served.server.kill()                              # the connection drops mid-stream
     tab.page.wait_for_selector('#live[data-state="retry"]')
