@@ -59,7 +59,9 @@ def test_a_checkpoint_that_continues(model_engine: Engine, fake):
     assert shown["checkpoint"]["output"] == {"found": "path-b"}
     # The descendant waited for the verdict (>= 0.6 s of review); the other branch did not.
     assert times["follow"][0] - times["scout"][1] >= 0.5
-    assert times["elsewhere"][0] < times["scout"][1]
+    # The other branch did not wait for the verdict: it started before the descendant,
+    # which waited for it (not "before the scout ended": a loaded machine may start it late).
+    assert times["elsewhere"][0] < times["follow"][0]
     assert "step.released" in [e.type for e in model_engine.events(report.run_id)]
 
 
