@@ -3,7 +3,9 @@ plan; only the checkpoint's descendants wait for the verdict."""
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -25,11 +27,35 @@ REVISED = {"goal": "g", "steps": [
     {"id": "follow_b", "tool": "echo", "args": {"value": ["b", {"$ref": "scout.found"}]}}]}
 
 
-def responder(role: str, body: dict[str, Any]) -> dict[str, Any]:
+class Review:
+    """What the review saw: whether the independent branch had started while the
+    checkpoint's verdict was still being asked for. The review waits (bounded) for it, so
+    a loaded machine that picks the branch up late cannot make the test race."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.run_id: str | None = None
+        self.saw_elsewhere_running = False
+
+    def wait_for_elsewhere(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.run_id is not None:
+                started = self.engine.client.store.step_times(self.run_id).get("elsewhere")
+                if started and started[0] is not None:
+                    self.saw_elsewhere_running = True
+                    return
+            time.sleep(0.05)
+
+
+def responder(review: Review, role: str, body: dict[str, Any]) -> dict[str, Any]:
     shown = json.dumps(body["messages"])
     if role == "planner":
         return tool_use("submit_plan", SCOUT)
     if role == "replanner":
+        # Only the checkpoint's descendants wait for the verdict: the other branch must be
+        # running while the review is asked (if it waited too, it would never start here).
+        review.wait_for_elsewhere()
         assert body["tool_choice"] == {"type": "any"}
         names = {t["name"] for t in body["tools"]}
         assert names == {"continue_plan", "submit_plan"}
@@ -40,34 +66,41 @@ def responder(role: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fake(fake_claude: FakeAnthropic) -> FakeAnthropic:
-    return fake_claude.serve(responder)
+def review(model_engine: Engine) -> Review:
+    return Review(model_engine)
 
 
-def test_a_checkpoint_that_continues(model_engine: Engine, fake):
+@pytest.fixture
+def fake(fake_claude: FakeAnthropic, review: Review) -> FakeAnthropic:
+    return fake_claude.serve(functools.partial(responder, review))
+
+
+def test_a_checkpoint_that_continues(model_engine: Engine, fake, review: Review):
     fake.inject("replanner", delay_s=0.6)  # the review takes a while
     client = model_engine.client
-    report = client.wait(client.submit_goal("keep going after the scout"), 60)
+    review.run_id = client.submit_goal("keep going after the scout")
+    report = client.wait(review.run_id, 60)
     assert report.status == "succeeded", report
     assert report.versions[-1].version == 1 and report.replans == 0
     assert report.steps["follow"].output == "path-b"
     times = client.store.step_times(report.run_id)
-    review = fake.of_role("replanner")[0]
+    asked = fake.of_role("replanner")[0]
     assert len(fake.of_role("replanner")) == 1
-    shown = json.loads(review.body["messages"][0]["content"].split("JSON:\n")[1]
+    shown = json.loads(asked.body["messages"][0]["content"].split("JSON:\n")[1]
                        .rsplit("\nA checkpoint", 1)[0])
     assert shown["checkpoint"]["output"] == {"found": "path-b"}
     # The descendant waited for the verdict (>= 0.6 s of review); the other branch did not.
     assert times["follow"][0] - times["scout"][1] >= 0.5
-    # The other branch did not wait for the verdict: it started before the descendant,
-    # which waited for it (not "before the scout ended": a loaded machine may start it late).
+    assert review.saw_elsewhere_running
     assert times["elsewhere"][0] < times["follow"][0]
     assert "step.released" in [e.type for e in model_engine.events(report.run_id)]
 
 
-def test_a_checkpoint_that_revises_the_plan(model_engine: Engine, fake):
+def test_a_checkpoint_that_revises_the_plan(model_engine: Engine, fake, review: Review):
     client = model_engine.client
-    report = client.wait(client.submit_goal("revise after the scout"), 60)
+    review.run_id = client.submit_goal("revise after the scout")
+    report = client.wait(review.run_id, 60)
+    assert review.saw_elsewhere_running
     assert report.status == "succeeded", report
     assert report.replans == 1 and report.versions[1].reason == "checkpoint"
     assert report.steps["follow"].status == "replaced"
@@ -76,10 +109,10 @@ def test_a_checkpoint_that_revises_the_plan(model_engine: Engine, fake):
     assert started_counts(model_engine.events(report.run_id))["elsewhere"] == 1
 
 
-def test_every_step_a_checkpoint(model_engine: Engine, fake):
+def test_every_step_a_checkpoint(model_engine: Engine, fake, review: Review):
     client = model_engine.client
-    run_id = client.submit_goal("keep going, checking every step",
-                                RunOptions(checkpoint_all=True))
+    run_id = review.run_id = client.submit_goal("keep going, checking every step",
+                                                RunOptions(checkpoint_all=True))
     report = client.wait(run_id, 60)
     assert report.status == "succeeded", report
     # Reviews only where something waits: scout has a dependent, the others none.
