@@ -47,8 +47,9 @@ def run_plan(client: AnyClient, path: Path, wait: bool, as_json: bool,
     else:
         compiled = client.compile(data)
         client.ping()
-        # A synthesized answer is written on the llm queue.
-        writes = client.has_model and compiled.plan.synthesize is not False
+        # A synthesized answer is written on the llm queue (by its worker's model, or as
+        # the sinks' outputs when that worker has none): it needs a worker there.
+        writes = bool(compiled.plan.synthesize)
         warn_missing_workers(client, compiled.queues() | ({LLM_QUEUE} if writes else set()))
         for problem in client.uncovered_steps(compiled):
             err.print(f"warning: {problem}; the step will fail.", highlight=False,

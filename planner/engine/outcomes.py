@@ -209,18 +209,26 @@ def apply_failure(rt: Runtime, run_id: str, step_id: str, version: int, policy: 
 
 
 def synthesizes(rt: Runtime, run_id: str) -> bool:
-    """Whether the synthesizer writes this run's answer: only with a model, and only when
-    the run asks (its ``synthesize`` option: a goal's run does; a plan's run when the plan's
-    ``"synthesize"`` or the submitter says so, whichever door it came in by). A worker
-    having a model is not reason enough for a plan's run to get a written answer; runs
-    recorded before the option was always set (None) keep the old rule: with a model."""
-    return rt.model is not None and rt.store.options(run_id).synthesize is not False
+    """Whether the synthesizer writes this run's answer: a property of the run, never of
+    the worker that happens to end it (the join often runs in the last step's task, on a
+    tool worker with no model). The run's ``synthesize`` option says it (every door records
+    it: a goal's run does; a plan's run when the plan's ``"synthesize"`` or the submitter
+    says so); where it is None (a run made by the store alone, or recorded before the
+    option), the submitted plan's ``"synthesize"``; where that says nothing too, the rule
+    of those runs: when there is a model, here. A run that is synthesized gets the
+    synthesizer's message on the ``llm`` queue, whose worker answers as a model-less join
+    does when it has no model itself (:func:`planner.engine.join.synthesize`)."""
+    wanted = rt.store.options(run_id).synthesize
+    if wanted is None and rt.store.run_state(run_id).version >= 1:
+        wanted = rt.compiled(run_id, 1).plan.synthesize  # cached: it ran version 1
+    return rt.model is not None if wanted is None else wanted
 
 
 def end_failed(rt: Runtime, run_id: str, error: ErrorRecord) -> None:
-    """End a run as failed, keeping what it earned: with a model, the synthesizer first
-    writes a partial answer from the earned outputs (no new step starts meanwhile);
-    without one, the answer is those outputs. Either way ``partial`` is set."""
+    """End a run as failed, keeping what it earned: a run that is synthesized
+    (:func:`synthesizes`) has the synthesizer write a partial answer from the earned
+    outputs first (no new step starts meanwhile); any other's answer is those outputs.
+    Either way ``partial`` is set."""
     run = rt.store.run_state(run_id)
     if run.ended:
         return

@@ -24,7 +24,8 @@ What it repairs, in a run that is running (or pending: not yet started):
   broker holds nowhere (no queue, no worker) on two looks past its due time and the lost
   grace; or, when the broker cannot say, past the grace with its queue empty: published
   again. A message still in a queue is waiting, never lost.
-- ``never_dispatched``: a ready step never published (its publisher died): published.
+- ``never_dispatched``: a ready step never published (its publisher died), or a root
+  noted by a one-call submit (``s``) of a run where nothing began in the grace: published.
 - ``stalled_run``: nothing alive, nothing queued, nothing due, no event for the grace:
   the run's next move is made again (plan, start, the join, a review, a replan whose
   replanner died, the partial answer), as :func:`~planner.engine.outcomes.go_on` does.
@@ -118,6 +119,8 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
     live = alive(snap, policy.lease_s)
     repairs: list[Repair] = []
     maybe_queued = False  # a ready step that may still wait in its queue
+    # Nothing begun: the roots a one-call submit noted may never have been published.
+    begun = any(st.attempts for st in snap.steps.values())
     if run.status == RunStatus.RUNNING and run.ending is None:
         for sid, deps_left in sorted(snap.waiting.items()):
             st = snap.steps.get(sid)
@@ -137,6 +140,12 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                        if is_agent(sid) else ""))))
             elif st.status == StepStatus.PENDING and deps_left == 0:
                 late = now - (st.due or 0.0)
+                if st.submitted and not begun and late >= grace:
+                    repairs.append(Repair(kind="never_dispatched", step=sid, why=(
+                        f"submitted {late:.0f} s ago and no step of the run has begun: its "
+                        "client may have stopped before it published the run's first "
+                        "steps")))
+                    continue
                 gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
                     else None
                 if gone is not None and now - gone >= CONFIRM_S:
@@ -344,8 +353,9 @@ class Reconciler:
         log.warning("run %s: %s%s: %s", run_id, repair.kind,
                     f" (step {repair.step})" if repair.step else "", repair.why)
         if repair.kind in ("message_lost", "never_dispatched") and repair.step:
+            # A submitted root, under its client's task id (begin_step takes it once).
             dispatch(rt, rt.compiled(run_id, version), run_id, version, [repair.step], False,
-                     redrive=True)
+                     redrive=not snap.steps[repair.step].submitted)
         elif repair.kind == "stalled_run":
             self._nudge(snap)
         elif repair.kind == "unrecoverable":

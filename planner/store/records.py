@@ -54,9 +54,13 @@ REPLAN_REASONS: frozenset[str] = frozenset({"replan", "checkpoint"})
 
 
 #: A step's ``dispatched`` field when its message is out: "1", published (noted after the
-#: publish), or "p", to be published (noted by the finish that made it ready, just before
-#: its worker publishes it; a recovery of that finish publishes it again).
-DISPATCHED = ("1", "p")
+#: publish), "p", to be published (noted by the finish that made it ready, just before
+#: its worker publishes it; a recovery of that finish publishes it again), or "s", to be
+#: published by the client that submitted its run (noted by the one-call submit before
+#: the client publishes the roots; no message comes back if that client dies, so the
+#: reconciler publishes them again while nothing of the run has started).
+PUBLISHED, NOTED, SUBMITTED = "1", "p", "s"
+DISPATCHED = (PUBLISHED, NOTED, SUBMITTED)
 
 class PlanVersion(BaseModel):
     """One installed plan version: why, and how it differs from the one before."""
@@ -121,6 +125,9 @@ class StepState(BaseModel):
     finished_at: datetime | None = None
     error: ErrorRecord | None = None
     dispatched: bool = False
+    #: Noted dispatched by its run's one-call submit ("s"): the client that submitted the
+    #: run was to publish it (see :data:`DISPATCHED`).
+    submitted: bool = False
     #: A checkpoint whose dependents wait for its review: the version that holds them.
     held: int | None = None
     #: When it is expected to start (epoch seconds, Redis clock): ready, or published
@@ -159,6 +166,7 @@ class StepState(BaseModel):
                    attempt_started_at=moment(fields.get("attempt_started_at")),
                    error=ErrorRecord.parse(fields.get("error")),
                    dispatched=fields.get("dispatched") in DISPATCHED,
+                   submitted=fields.get("dispatched") == SUBMITTED,
                    held=int(fields["held"]) if fields.get("held") else None,
                    due=float(fields["due"]) if fields.get("due") else None,
                    base=int(fields.get("base") or 0), task=fields.get("task") or None,

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 from planner import metrics
 from planner.store.base import StoreBase
 from planner.store.keys import RunKeys
-from planner.store.records import REVOKED, ErrorRecord
+from planner.store.records import DISPATCHED, PUBLISHED, REVOKED, SUBMITTED, ErrorRecord
 from planner.vocabulary import AttemptStatus, StepStatus
 
 #: Seconds a step's lease lasts unless renewed (CHORDAL_STEP_LEASE_S sets the engine's).
@@ -227,7 +227,9 @@ class StepTransitions(StoreBase):
         those a finish noted as to be published (``p``): only the redelivered message of
         that finish may republish them (its worker may have died before the publish); for
         anyone else a ``p`` step's message is on its way, and publishing it again would
-        make a duplicate whose ``recover`` republishes the ``p`` steps after it in turn."""
+        make a duplicate whose ``recover`` republishes the ``p`` steps after it in turn.
+        A root its run's one-call submit noted (``s``) is the reconciler's to publish again
+        (its submitter may have died before the publish), never these callers'."""
         k = RunKeys(run_id)
         if step_ids is None:
             step_ids = sorted(cast(list[str], self.r.hkeys(k.deps)))
@@ -238,4 +240,4 @@ class StepTransitions(StoreBase):
         values = cast(list[str | None], self.r.hmget(k.steps, fields))
         return [s for i, (s, n) in enumerate(zip(step_ids, counts, strict=True))
                 if n == "0" and values[2 * i] == StepStatus.PENDING
-                and values[2 * i + 1] not in (("1",) if noted else ("1", "p"))]
+                and values[2 * i + 1] not in ((PUBLISHED, SUBMITTED) if noted else DISPATCHED)]

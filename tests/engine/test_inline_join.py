@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from planner.engine import join, start, steps
+from planner.engine import join, outcomes, start, steps
 from planner.engine.dispatch import Message
 from planner.engine.runtime import Runtime
 from planner.language.validation import validate
 from planner.llm.scripted import ScriptedModel
-from planner.store.records import RunOptions
+from planner.store.records import ErrorRecord, RunOptions
 from planner.tools import ToolRegistry, tool
 from planner.tools.registry import load_registry
 from planner.vocabulary import RunStatus
@@ -169,3 +169,53 @@ def test_a_step_that_finishes_under_a_newer_version_notes_its_dependents_publish
     drive(rt)
     assert rt.store.report(run).status == RunStatus.SUCCEEDED
     assert rt.store.report(run).answer == {"b": 1, "n": "done"}
+
+
+@pytest.mark.parametrize(("options", "plan_says", "model", "synthesized"), [
+    # The run's option decides, whatever model the worker that ends it has (issue #20).
+    (RunOptions(synthesize=True), None, False, True),
+    (RunOptions(synthesize=False), True, True, False),
+    # None (a run made by the store alone): the submitted plan's "synthesize".
+    (None, True, False, True),
+    (None, False, True, False),
+    # Neither says: the rule of runs recorded before the option, a model here.
+    (None, None, True, True),
+    (None, None, False, False),
+], ids=["option-true-no-model", "option-false-model", "plan-true-no-model",
+        "plan-false-model", "neither-model", "neither-no-model"])
+def test_whether_the_synthesizer_answers_is_the_run_s_not_the_last_worker_s(
+        make_rt: MakeRuntime, options: RunOptions | None, plan_says: bool | None,
+        model: bool, synthesized: bool) -> None:
+    rt = make_rt(ScriptedModel([says("synthesizer", "all done")]) if model else None,
+                 CHORDAL_INLINE_JOIN="true")
+    plan = validate({"goal": "test", "steps": [echo("a", 1)], "synthesize": plan_says},
+                    rt.tools).plan
+    run = rt.store.create_run(plan.goal, plan, options=options)
+    start.start_run(rt, run)
+    drive(rt)
+    if not synthesized:
+        assert sent(rt) == []
+        assert rt.store.report(run).answer == {"a": 1}
+        return
+    assert [m.task for m in sent(rt)] == [SYNTHESIZE_TASK]
+    assert rt.store.run_state(run).status == RunStatus.RUNNING
+    # The llm queue's worker writes it: with no model there, as a model-less join does.
+    assert join.synthesize(rt, run, 1, 0) is None
+    assert rt.store.report(run).answer == ("all done" if model else {"a": 1})
+
+
+def test_a_failed_run_s_partial_answer_is_the_synthesizer_s_when_the_run_asks(
+        make_rt: MakeRuntime) -> None:
+    """end_failed decides as the join does: a run that is synthesized is marked ending and
+    its partial answer is the llm queue's, even from a worker without a model."""
+    rt = make_rt(None, CHORDAL_INLINE_JOIN="true")
+    run = started(rt, echo("a", 1), echo("b", 2, depends_on=["a"]),
+                  options=RunOptions(synthesize=True))
+    sent(rt).remove(next(m for m in sent(rt) if m.task == STEP_TASK))
+    outcomes.end_failed(rt, run, ErrorRecord(type="Other", message="gave up"))
+    assert [m.task for m in sent(rt)] == [SYNTHESIZE_TASK]
+    assert rt.store.run_state(run).ending is not None
+    other = started(rt, echo("a", 1), options=RunOptions(synthesize=False))
+    sent(rt).clear()
+    outcomes.end_failed(rt, other, ErrorRecord(type="Other", message="gave up"))
+    assert sent(rt) == [] and rt.store.report(other).partial

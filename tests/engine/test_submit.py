@@ -99,6 +99,15 @@ def test_one_call_writes_what_the_calls_apart_wrote(make_rt: MakeRuntime,
                                                     options: RunOptions | None) -> None:
     fast = submitted(make_rt, True, options)
     slow = submitted(make_rt, False, options)
+    # The one difference: the roots are noted 's' (their client is to publish them, and
+    # the reconciler does if it died first), where the calls apart note them '1' after
+    # the publish.
+    steps = "chordal:run:{RUN}:steps"
+    marks = {f: v for f, v in fast[0].get(steps, {}).items() if f.endswith(".dispatched")}
+    ran = not (options and options.approve)
+    assert marks == ({"a.dispatched": "s", "b.dispatched": "s"} if ran else {})
+    assert {f: slow[0][steps][f] for f in marks} == {f: "1" for f in marks}
+    fast[0][steps].update({f: "1" for f in marks})
     assert fast == slow
     records, sent_messages, globals_ = fast
     events = [e["type"] for e in records["chordal:run:{RUN}:events"]]
@@ -158,8 +167,10 @@ def test_a_refused_publish_ends_the_run_failed(make_rt: MakeRuntime,
 
 def test_a_client_that_died_before_publishing_leaves_a_run_the_reconciler_runs(
         make_rt: MakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The roots are noted dispatched before they are published: a client gone in
-    between leaves them past due with no message, which the reconciler sends again."""
+    """The roots are noted dispatched ('s') before they are published: a client gone in
+    between leaves them past due with no message, which the reconciler sends again, under
+    the task ids the client would have used, once nothing of the run began in the grace,
+    whether or not the broker can say it holds them."""
     c = client(make_rt, True)
 
     def die(messages: list[Message]) -> None:
@@ -175,7 +186,12 @@ def test_a_client_that_died_before_publishing_leaves_a_run_the_reconciler_runs(
         c.store.r.hset(RunKeys(run_id).steps, f"{root}.due", "1")  # due long ago
     rt = c.runtime
     assert isinstance(rt.publisher, MemoryPublisher)
-    rt.publisher.depths["chordal"] = 0
-    fixed = [(r.kind, r.step) for _, r in Reconciler(rt, lock_s=10, settle_s=0).reconcile()]
-    assert sorted(fixed) == [("message_lost", "a"), ("message_lost", "b")]
-    assert sorted(m.args[1] for m in sent(rt)) == ["a", "b"]
+    rt.publisher.depths["chordal"] = 5  # a long queue: no look says the messages are gone
+    reconciler = Reconciler(rt, lock_s=10, settle_s=0)
+    fixed = [(r.kind, r.step) for _, r in reconciler.reconcile()]
+    assert sorted(fixed) == [("never_dispatched", "a"), ("never_dispatched", "b")]
+    assert sorted((m.args[1], m.task_id) for m in sent(rt)) == [
+        ("a", f"{run_id}.1.a"), ("b", f"{run_id}.1.b")]
+    raw = c.store.r.hgetall(RunKeys(run_id).steps)
+    assert raw["a.dispatched"] == raw["b.dispatched"] == "1"
+    assert reconciler.reconcile() == []  # once: they are noted published now

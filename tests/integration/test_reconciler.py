@@ -4,6 +4,7 @@ knows tools its workers lack, and the stuck-runs listing."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,9 @@ import pytest
 import redis
 
 from planner.client import Client
+from planner.engine.reconcile import Reconciler
 from planner.settings import Settings
+from planner.store.keys import RUN_INDEX
 from planner.tools import load_registry
 from tests.integration.conftest import (
     ROOT,
@@ -24,7 +27,8 @@ from tests.integration.conftest import (
     start_worker,
     wait_for_queues,
 )
-from tests.integration.helpers import plan, step
+from tests.integration.helpers import plan, started_counts, step
+from tests.integration.probe import PUBLISHED_KEY, counted
 
 DB = 3
 FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
@@ -128,3 +132,109 @@ def test_stuck_runs_are_listed_with_what_they_wait_for(
                               "--status", "running"], env=env, cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "--stuck" in refused.stderr
+
+
+#: Two roots that count their runs in the probe Redis, and a step after both.
+COUNTED = plan(step("a", "count", name="a"), step("b", "count", name="b"),
+               step("after", "echo", ["a", "b"], value=[{"$ref": "a"}, {"$ref": "b"}]))
+
+
+def published_ids(run_id: str) -> list[str]:
+    probe = redis.Redis.from_url(os.environ["TEST_PROBE_REDIS_URL"])
+    rows = [json.loads(x) for x in probe.lrange(PUBLISHED_KEY, 0, -1)]
+    return sorted(r["id"] for r in rows if r["id"] and r["id"] in
+                  (f"{run_id}.1.a", f"{run_id}.1.b"))
+
+
+def repairs_of(client: Client, run_id: str) -> list[tuple[str, str]]:
+    return sorted((e.data["kind"], e.data["step"]) for e in client.store.events(run_id)
+                  if e.type == "run.repaired")
+
+
+def assert_ran_once(client: Client, run_id: str) -> None:
+    report = client.wait(run_id, timeout=60)
+    assert report.status == "succeeded", report
+    assert report.steps["after"].output == [1, 1]  # each root's count: it ran once
+    for root in ("a", "b"):
+        assert counted(run_id, root, root) == 1
+        assert report.steps[root].attempts == 1
+    assert set(started_counts(client.store.events(run_id)).values()) == {1}
+
+
+def test_a_client_that_died_between_the_submit_and_the_publish_leaves_a_run_that_runs(
+        env: dict[str, str], workers: list[Worker], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-call submit notes the roots dispatched before the client publishes them: a
+    client gone in between leaves no message anywhere, and none comes back. The
+    reconciler publishes them (under the task ids the client would have used) once the
+    run is older than the grace with nothing begun, even where the broker cannot say
+    which messages it holds and its queue is long (RabbitMQ with a backlog, as this
+    reconciler sees it): before, such roots waited for ever."""
+    quiet = dict(env, CHORDAL_RECONCILE_INTERVAL_S="0")  # only this test's reconciler
+    client = client_for(env)
+    worker = start_worker(quiet, tmp_path / "worker.log", "--concurrency=2")
+    workers.append(worker)
+    wait_for_queues(client, {"chordal"}, worker)
+
+    def die(messages: object) -> None:
+        raise SystemExit("the client died before it published")
+
+    publisher = client.runtime.publisher
+    monkeypatch.setattr(publisher, "publish", die)
+    with pytest.raises(SystemExit):
+        client.submit(COUNTED)
+    monkeypatch.undo()
+    [run_id] = [m.decode() for m, _ in redis.Redis.from_url(env["CHORDAL_REDIS_URL"])
+                .zscan_iter(RUN_INDEX)]
+    assert published_ids(run_id) == []
+    monkeypatch.setattr(publisher, "waiting", lambda queue: 50)
+    monkeypatch.setattr(publisher, "held", lambda queue: None)
+    monkeypatch.setattr(publisher, "queued_runs", lambda queues: None)
+    reconciler = Reconciler(client.runtime, lock_s=10, settle_s=0)
+    deadline = time.monotonic() + 30
+    while not (made := reconciler.reconcile()):
+        assert time.monotonic() < deadline, "the roots were never published again"
+        time.sleep(0.2)
+    assert sorted((r.kind, r.step) for _, r in made) == [("never_dispatched", "a"),
+                                                         ("never_dispatched", "b")]
+    assert_ran_once(client, run_id)
+    assert repairs_of(client, run_id) == [("never_dispatched", "a"), ("never_dispatched", "b")]
+    assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.b"]
+
+
+def test_a_submitted_run_whose_roots_began_is_not_published_again(
+        env: dict[str, str], workers: list[Worker], tmp_path: Path) -> None:
+    # A grace the roots begin well within, and a root that runs past it: the workers'
+    # reconciler looks at the run meanwhile.
+    env = dict(env, CHORDAL_DISPATCH_GRACE_S="4")
+    client = client_for(env)
+    worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2")
+    workers.append(worker)
+    wait_for_queues(client, {"chordal"}, worker)
+    run_id = client.submit(plan(step("a", "count", name="a"), step("b", "count", name="b"),
+                                step("slow", "sleep", seconds=6, value="done"),
+                                step("after", "echo", ["a", "b", "slow"],
+                                     value=[{"$ref": "a"}, {"$ref": "b"}])))
+    assert_ran_once(client, run_id)
+    assert client.store.step_state(run_id, "slow").attempts == 1
+    assert repairs_of(client, run_id) == []
+    assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.b"]
+
+
+def test_roots_published_and_not_yet_begun_when_the_reconciler_looks_run_once(
+        env: dict[str, str], workers: list[Worker], tmp_path: Path) -> None:
+    """Nothing of the run began in the grace (no worker yet): the reconciler cannot tell a
+    dead client from a long queue, and publishes the roots again; the two messages of each
+    root share its task id, and begin_step runs it once."""
+    client = client_for(env)
+    run_id = client.submit(COUNTED)
+    assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.b"]
+    time.sleep(2.2)  # past the grace (CHORDAL_DISPATCH_GRACE_S=2)
+    made = Reconciler(client.runtime, lock_s=10, settle_s=0).reconcile()
+    assert sorted((r.kind, r.step) for _, r in made) == [("never_dispatched", "a"),
+                                                         ("never_dispatched", "b")]
+    assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.a",
+                                     f"{run_id}.1.b", f"{run_id}.1.b"]
+    worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2")
+    workers.append(worker)
+    assert_ran_once(client, run_id)

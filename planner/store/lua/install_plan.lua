@@ -8,8 +8,10 @@
 --       handled failures json ([ids]), version record json, ttl, tools json ({id: tool}:
 --       kept per step, so a transition can tell the metrics which tool it was)
 -- Returns {'ok', remaining, ready...} | {'stale', current version} | {'inactive', status}
--- Published ('1'), or noted by a finish as being published ('p'), the only two marks: its
--- message is on its way either way, and only that finish's redelivery may publish it again.
+-- Published ('1'), noted by a finish as being published ('p') or by the one-call submit
+-- as published by its client ('s'), the only marks: its message is on its way in each
+-- case, and only that finish's redelivery (or, for 's', the reconciler) may publish it
+-- again.
 local function published(mark) return mark ~= false end
 
 local expected, version, plan, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])

@@ -5,9 +5,12 @@
 -- checks, records and events as the five calls, with no other client seeing a half-made
 -- run: the run id taken writes nothing.
 -- The roots are noted dispatched before their messages are published (a publish needs
--- the script's answer first): a client that dies in between leaves a running run whose
--- roots are past due, which the reconciler publishes (message_lost); a refused publish
--- ends the run failed (planner/engine/start.py publish_or_fail).
+-- the script's answer first), noted 's' (the submitting client is to publish them), not
+-- '1': a client that dies in between leaves no message anywhere, and none comes back to
+-- recover it; the reconciler publishes the 's' roots again (under the same task ids) once
+-- the run is older than its grace and none of its steps has begun
+-- (planner/engine/reconcile.py). A refused publish ends the run failed
+-- (planner/engine/start.py publish_or_fail).
 -- KEYS: run, steps, events, deps, dependents, plans, versions, unhandled
 -- ARGV: maxlen, run id, goal, options json, ttl, plan json, edges json, version record
 --       json, tools json, approval reason json ('' : start it), (step, queue, task id)...
@@ -38,4 +41,5 @@ for i = 11, #ARGV, 3 do
   end
 end
 mark_dispatched({KEYS[1], KEYS[2]}, marks)
+for i = 4, #result do redis.call('HSET', KEYS[2], result[i] .. '.dispatched', 's') end
 return result
