@@ -130,7 +130,21 @@ def _seconds(text: str | None) -> float | None:
         return None
 
 
+#: Whether this process records (see :func:`unexported`).
+_recording = True
+
+
+def unexported() -> None:
+    """Nothing will ever read this process's metrics (a worker without
+    CHORDAL_METRICS_PORT nor a multiprocess directory): stop recording them, which every
+    step would otherwise pay for."""
+    global _recording
+    _recording = False
+
+
 def _guard(record: Callable[[], None]) -> None:
+    if not _recording:
+        return
     # A metric must never fail the transition it describes: that is already recorded.
     try:
         record()

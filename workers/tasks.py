@@ -29,7 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from planner import logs, tracing
+from planner import logs, metrics, tracing
 from planner.engine import agent, agent_calls, join, replan, review, start, steps
 from planner.engine.inline import Chain
 from planner.engine.outcomes import Failed, Retry
@@ -60,7 +60,10 @@ log = logging.getLogger("chordal.worker")
 @cache
 def runtime() -> Runtime:
     """One per worker process, built on first use (after the pool forks)."""
-    return Runtime(Settings.from_env(), CeleryPublisher(app))
+    settings = Settings.from_env()
+    if not settings.metrics.metrics_port and metrics.multiprocess_dir() is None:
+        metrics.unexported()  # no /metrics here, and no files for another to serve
+    return Runtime(settings, CeleryPublisher(app))
 
 
 def _retry(task: Task, decision: Retry | Failed | steps.Dropped | None) -> None:
@@ -247,6 +250,13 @@ def _opened(task_id: str = "", task: Task | None = None, args: Any = (), **_: An
     log_token = logs.bind(run_id=run_id, step_id=step_id, task_id=task_id,
                           task=request.shadow or task.name)
     carrier = request.headers or {}
+    if not tracing.enabled():
+        # Nothing records spans here: the publisher's context is made current as it came
+        # (what a no-op span would carry), so what this task publishes continues its trace
+        # for the workers that do record, without a span, its attributes or its wait.
+        context_token = otel_context.attach(tracing.task_context(run_id, carrier))
+        _open.set((None, context_token, log_token))
+        return
     wait = (tracing.queue_wait_s(carrier, request.eta) if task.name == STEP_TASK
             else None)
     span = tracing.tracer().start_span(
@@ -271,6 +281,9 @@ def _closed(task: Task | None = None, retval: Any = None, state: str | None = No
     _open.set(None)
     span, span_token, log_token = opened
     try:
+        if span is None:  # tracing is off (see _opened)
+            otel_context.detach(span_token)
+            return
         if state == "FAILURE" and getattr(span, "status", None) is not None \
                 and span.status.status_code is StatusCode.UNSET:
             # Not a tool's error (the engine marks those): Chordal's own, or a kill.

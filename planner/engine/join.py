@@ -20,13 +20,12 @@ log = logging.getLogger("chordal.engine")
 def finalize(rt: Runtime, run_id: str, version: int) -> None:
     compiled = rt.compiled(run_id, version)
     # One round trip: the join often runs in the last step's task (outcomes.join_here).
-    run, states, outputs = rt.store.join_view(run_id, compiled.sinks)
+    run, steps, outputs = rt.store.join_view(run_id, compiled.deps, compiled.sinks)
     if not run.active or run.version != version:
         return  # over, paused, ending, or replanned since: the current version joins
     if run.streaming:
         return  # its plan is still being written: the final install publishes the join
-    unfinished = [s for s in compiled.deps
-                  if s not in states or states[s].status not in EARNED_STEP]
+    unfinished = [s for s in compiled.deps if steps.statuses.get(s) not in EARNED_STEP]
     if unfinished:
         log.warning("run %s: join reached with unfinished steps %s", run_id, unfinished)
         return
@@ -35,7 +34,7 @@ def finalize(rt: Runtime, run_id: str, version: int) -> None:
         return
     rt.store.finish_run(run_id, RunStatus.SUCCEEDED,
                         answer={s: outputs.get(s) for s in compiled.sinks},
-                        known=(compiled.deps, states))
+                        known=(compiled.deps, steps.spans))
 
 
 def synthesize(rt: Runtime, run_id: str, version: int, retries: int,

@@ -22,8 +22,10 @@ from planner.store.records import (
     PlanVersion,
     RunOptions,
     RunStatus,
-    StepState,
 )
+
+#: A step's (start, end), epoch seconds of the Redis clock.
+Span = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,13 @@ class RunLifecycle(StoreBase):
 
     def finish_run(self, run_id: str, status: RunStatus, answer: Any = None,
                    error: ErrorRecord | None = None, partial: bool = False,
-                   known: tuple[Mapping[str, Set[str]], Mapping[str, StepState]] | None = None
+                   known: tuple[Mapping[str, Set[str]], Mapping[str, Span]] | None = None
                    ) -> bool:
         """End a run that has not ended, once; mark the steps it abandons ``cancelled``;
-        re-arm retention. ``known``: the final version's dependencies and the step states,
-        when the caller read them already (the join): the metrics' makespan needs them,
-        and reading them again would cost the run's end three round trips."""
+        re-arm retention. ``known``: the final version's dependencies and its steps' spans
+        (start, end epoch seconds), when the caller read them already (the join): the
+        metrics' makespan needs them, and reading them again would cost the run's end
+        three round trips."""
         k = RunKeys(run_id)
         reply = self._run("finish_run", [k.run, k.events, k.steps, k.deps], status,
                           "" if answer is None else json.dumps(answer),
@@ -150,8 +153,8 @@ class RunLifecycle(StoreBase):
                                  if status == RunStatus.SUCCEEDED else None)
         return bool(reply)
 
-    def _makespan_ratio(self, run_id: str, known: tuple[Mapping[str, Set[str]],
-                                                        Mapping[str, StepState]] | None
+    def _makespan_ratio(self, run_id: str,
+                        known: tuple[Mapping[str, Set[str]], Mapping[str, Span]] | None
                         ) -> float | None:
         """A succeeded run's makespan over its critical path (for the metrics), its final
         plan version's steps weighted by their recorded start and end."""
@@ -159,11 +162,10 @@ class RunLifecycle(StoreBase):
             if known is None:
                 run = self.run_state(run_id)
                 known = (self.plan(run_id, run.version).dependencies() if run.version
-                         else {}, self.step_states(run_id))
-            deps, states = known
-            spans = {sid: (st.started_at.timestamp(), st.finished_at.timestamp())
-                     for sid, st in states.items() if st.started_at and st.finished_at}
-            return makespan_ratio(deps, spans)
+                         else {}, {sid: (st.started_at.timestamp(), st.finished_at.timestamp())
+                                   for sid, st in self.step_states(run_id).items()
+                                   if st.started_at and st.finished_at})
+            return makespan_ratio(*known)
         except Exception:  # a metric must not fail the run's end, which is recorded
             return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -30,6 +31,18 @@ from planner.store.records import (
 )
 from planner.tools.agent import AGENT_TOOL, DEFAULT_MAX_TURNS
 from planner.vocabulary import StepStatus
+
+#: The fields of a step the join reads: its status and its span (for the makespan metric).
+JOIN_FIELDS = ("status", "started_at", "finished_at")
+
+
+@dataclass(frozen=True)
+class JoinSteps:
+    """The steps of a plan version as the join sees them: each one's status, and the
+    (start, end) epoch seconds of those that ran (Redis clock)."""
+
+    statuses: dict[str, str]
+    spans: dict[str, tuple[float, float]]
 
 
 class RunViews(StoreBase):
@@ -177,19 +190,30 @@ class RunViews(StoreBase):
     def step_state(self, run_id: str, step_id: str) -> StepState:
         return self.step_states(run_id).get(step_id, StepState())
 
-    def join_view(self, run_id: str, sinks: Iterable[str]
-                  ) -> tuple[RunState, dict[str, StepState], dict[str, Any]]:
-        """What the join reads, in one round trip: the run, its steps' states and the
-        outputs of ``sinks``."""
-        k, ids = RunKeys(run_id), sorted(set(sinks))
+    def join_view(self, run_id: str, step_ids: Iterable[str], sinks: Iterable[str]
+                  ) -> tuple[RunState, JoinSteps, dict[str, Any]]:
+        """What the join reads, in one round trip: the run, the status and span of each of
+        ``step_ids`` (its version's steps: three fields each, not every step's whole
+        record, which a wide plan makes the bulk of its last step's work) and the outputs
+        of ``sinks``."""
+        k, ids, steps = RunKeys(run_id), sorted(set(sinks)), list(step_ids)
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(k.run)
-        pipe.hgetall(k.steps)
+        if steps:
+            pipe.hmget(k.steps, [f"{s}.{f}" for s in steps for f in JOIN_FIELDS])
         if ids:
             pipe.hmget(k.outputs, ids)
         replies = pipe.execute()
-        values = cast(list[str | None], replies[2] if ids else [])
-        return (self.run_state(run_id, replies[0]), self.step_states(run_id, replies[1]),
+        raw = cast(list[str | None], replies[1] if steps else [])
+        values = cast(list[str | None], replies[-1] if ids else [])
+        statuses: dict[str, str] = {}
+        spans: dict[str, tuple[float, float]] = {}
+        for i, sid in enumerate(steps):
+            status, started, finished = raw[3 * i:3 * i + 3]
+            statuses[sid] = status or StepStatus.PENDING
+            if started and finished:
+                spans[sid] = (float(started), float(finished))
+        return (self.run_state(run_id, replies[0]), JoinSteps(statuses, spans),
                 {sid: json.loads(v) for sid, v in zip(ids, values, strict=True)
                  if v is not None})
 

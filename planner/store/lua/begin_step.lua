@@ -30,7 +30,12 @@ end
 local version = run[2]
 local waiting = redis.call('HGET', KEYS[4], step)
 if not waiting then return {'inactive', 'not in plan version ' .. version, ''} end
-local status = redis.call('HGET', KEYS[2], step .. '.status')
+-- The step's fields this reads, in one call: 1 status, 2 due, 3 queue, 4 base,
+-- 5 attempts, 6 history, 7 started_at.
+local f = redis.call('HMGET', KEYS[2], step .. '.status', step .. '.due', step .. '.queue',
+                     step .. '.base', step .. '.attempts', step .. '.history',
+                     step .. '.started_at')
+local status = f[1]
 if is_final(status) then return {'done', status, version} end
 local lease = tonumber(redis.call('HGET', KEYS[5], step) or '0')
 if status == 'running' then
@@ -46,29 +51,39 @@ elseif lease > now_s() then
   due(KEYS[2], step, lease - now_s() + 1)
   return {'busy', tostring(lease - now_s()), version}
 end
-local queued = redis.call('HMGET', KEYS[2], step .. '.due', step .. '.queue', step .. '.base')
-local base = tonumber(queued[3] or '0')
-local attempts = redis.call('HINCRBY', KEYS[2], step .. '.attempts', 1)
+local base = tonumber(f[4] or '0')
+local attempts = tonumber(f[5] or '0') + 1
 if attempts - base > max_attempts then
   -- Not an attempt: the count stays the number of attempts made.
-  redis.call('HINCRBY', KEYS[2], step .. '.attempts', -1)
   return {'exhausted', tostring(attempts - 1), version}
 end
-if status == 'running' and attempt_status(KEYS[2], step, attempts - 1) == 'running' then
-  note_attempt(KEYS[2], step, attempts - 1, {status = 'lost', finished_at = now()})
+local history = f[6]
+if status == 'running' and status_in(history, attempts - 1) == 'running' then
+  history = noted_attempts(KEYS[2], step, attempts - 1, {status = 'lost', finished_at = now()},
+                           history)
 end
-redis.call('HSET', KEYS[2], step .. '.status', 'running', step .. '.worker', worker,
-           step .. '.attempt_started_at', now())
-note_attempt(KEYS[2], step, attempts, {status = 'running', worker = worker,
-                                       started_at = now(), task = ARGV[7] or ''})
-live_task(KEYS[2], step, ARGV[7])
-redis.call('HSETNX', KEYS[2], step .. '.started_at', now())
+history = noted_attempts(KEYS[2], step, attempts, {status = 'running', worker = worker,
+                                                   started_at = now(), task = ARGV[7] or ''},
+                         history)
+-- One write of what begins (lib.lua's live_task: the task is the step's live one).
+local fields = {step .. '.attempts', tostring(attempts), step .. '.status', 'running',
+                step .. '.worker', worker, step .. '.attempt_started_at', now(),
+                step .. '.history', history}
+if ARGV[7] and ARGV[7] ~= '' then
+  table.insert(fields, step .. '.task')
+  table.insert(fields, ARGV[7])
+end
+if not f[7] then
+  table.insert(fields, step .. '.started_at')
+  table.insert(fields, now())
+end
+redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('HSET', KEYS[5], step, string.format('%.6f', now_s() + tonumber(ARGV[6])))
 expire_with(KEYS[5], KEYS[1])
 event(KEYS[3], 'step.started', step, 'running', tostring(attempts))
 local wait = ''
-if queued[1] then wait = string.format('%.6f', math.max(0, now_s() - tonumber(queued[1]))) end
-local reply = {'run', tostring(attempts), version, wait, queued[2] or '',
+if f[2] then wait = string.format('%.6f', math.max(0, now_s() - tonumber(f[2]))) end
+local reply = {'run', tostring(attempts), version, wait, f[3] or '',
                tostring(attempts - base)}
 -- The inputs, read in the same call (KEYS[6]: outputs); false (nil to the caller) if none.
 for i = 8, #ARGV do table.insert(reply, redis.call('HGET', KEYS[6], ARGV[i])) end

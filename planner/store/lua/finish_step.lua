@@ -21,15 +21,21 @@
 -- tool and seconds (of the attempt that ended, '' if none was running) are for the metrics.
 local step, status, output, err, worker, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
                                                tonumber(ARGV[7])
-if gone(KEYS[1]) then return {'inactive'} end
-local fence = fenced(KEYS[2], KEYS[3], KEYS[7], step, ARGV[9], ARGV[10], err)
-if fence then return {fence} end
+-- The run's status and version (read now: nothing here changes them); no status: gone.
+local run = redis.call('HMGET', KEYS[1], 'status', 'version')
+if not run[1] and gone(KEYS[1]) then return {'inactive'} end
+-- The step's fields, in one call: 1 status, 2 tool, 3 attempt_started_at, 4 attempts,
+-- 5 history.
 local before = redis.call('HMGET', KEYS[2], step .. '.status', step .. '.tool',
-                          step .. '.attempt_started_at', step .. '.attempts')
+                          step .. '.attempt_started_at', step .. '.attempts',
+                          step .. '.history')
+local fence = fenced(KEYS[2], KEYS[3], KEYS[7], step, ARGV[9], ARGV[10], err,
+                     {before[1], before[4]})
+if fence then return {fence} end
 if is_final(before[1]) then return {'duplicate'} end
 local tool, took = before[2] or '', ''
 if before[1] == 'running' then took = since(before[3]) end
-settle(KEYS[2], KEYS[7], step, before[1], before[4], ARGV[10], err)
+settle(KEYS[2], KEYS[7], step, before[1], before[4], ARGV[10], err, before[5])
 redis.call('HSET', KEYS[2], step .. '.status', status, step .. '.finished_at', now(),
            step .. '.worker', worker)
 if err ~= '' then redis.call('HSET', KEYS[2], step .. '.error', err) end
@@ -37,7 +43,6 @@ redis.call('HSET', KEYS[4], step, output)
 if redis.call('TTL', KEYS[4]) < 0 then redis.call('EXPIRE', KEYS[4], ttl) end
 event(KEYS[3], 'step.finished', step, status, err)
 if redis.call('HEXISTS', KEYS[5], step) == 0 then return {'detached', tool, took} end
-local run = redis.call('HMGET', KEYS[1], 'status', 'version')
 local result = {'ok', '', run[2], tool, took}
 local downs = redis.call('HGET', KEYS[6], step)
 if downs and ARGV[8] == '1' and status == 'succeeded' then

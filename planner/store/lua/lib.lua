@@ -1,15 +1,23 @@
 -- Shared by every run-store script: loaded in front of each one (planner/store/scripts.py).
 -- Convention: ARGV[1] of every script is the maximum length of the run's events stream.
 
+-- Redis's clock, read once per call of a script: its every time is the same moment (a
+-- script runs atomically), and TIME is not asked again for each field that records one.
+local clock_read = nil
+local function clock()
+  if not clock_read then clock_read = redis.call('TIME') end
+  return clock_read
+end
+
 -- Redis's own clock, "secs.micros": one clock for every worker.
 local function now()
-  local t = redis.call('TIME')
+  local t = clock()
   return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
 
 -- The same clock as a number of seconds, for leases and due times.
 local function now_s()
-  local t = redis.call('TIME')
+  local t = clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 
@@ -45,17 +53,20 @@ local function event(stream, kind, step, status, data)
              'status', status, 'ts', now(), 'data', data)
 end
 
--- A key created beside the run's record expires with it.
+-- A key created beside the run's record expires with it. (The key's own TTL first: it
+-- has one but the first time, and then the run's is not read.)
 local function expire_with(key, run_key)
+  if redis.call('TTL', key) >= 0 then return end
   local ttl = redis.call('TTL', run_key)
-  if ttl > 0 and redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 
 -- A step's attempts, one record each, oldest first (the report's history): a JSON list
 -- in the step's `history` field. The record of attempt n is changed by `fields` (made if
 -- it is new). The list is written only with a record in it (cjson makes {} of none).
-local function note_attempt(steps, step, n, fields)
-  local raw = redis.call('HGET', steps, step .. '.history')
+-- `raw`: the field as the caller read it already (false: it has none; nil: not read).
+local function noted_attempts(steps, step, n, fields, raw)
+  if raw == nil then raw = redis.call('HGET', steps, step .. '.history') end
   local list = raw and cjson.decode(raw) or {}
   local rec
   for _, r in ipairs(list) do
@@ -66,16 +77,25 @@ local function note_attempt(steps, step, n, fields)
     table.insert(list, rec)
   end
   for k, v in pairs(fields) do rec[k] = v end
-  redis.call('HSET', steps, step .. '.history', cjson.encode(list))
+  return cjson.encode(list)
 end
 
-local function attempt_status(steps, step, n)
-  local raw = redis.call('HGET', steps, step .. '.history')
+-- The same, written: the history's new text, for a caller that writes it with more.
+local function note_attempt(steps, step, n, fields, raw)
+  redis.call('HSET', steps, step .. '.history', noted_attempts(steps, step, n, fields, raw))
+end
+
+-- The status of attempt n in a history's JSON text (false or nil: none), or nil.
+local function status_in(raw, n)
   if not raw then return nil end
   for _, r in ipairs(cjson.decode(raw)) do
     if tonumber(r.attempt) == n then return r.status end
   end
   return nil
+end
+
+local function attempt_status(steps, step, n)
+  return status_in(redis.call('HGET', steps, step .. '.history'), n)
 end
 
 -- An error as a record keeps it: its JSON text (decoding it would turn its empty lists
@@ -92,10 +112,11 @@ end
 -- superseded (a later one began, it was taken for lost, the step was retried or ended):
 -- its outcome is written on its own record and as a `step.superseded` event, and changes
 -- nothing else. Returns nil (go on), 'superseded', or 'duplicate' (this attempt's outcome
--- is recorded already: the same report came twice).
-local function fenced(steps, events, leases, step, attempt, outcome, err)
+-- is recorded already: the same report came twice). `known`: {status, attempts} as the
+-- caller read them already (nil: read here).
+local function fenced(steps, events, leases, step, attempt, outcome, err, known)
   if attempt == nil or attempt == '' then return nil end
-  local s = redis.call('HMGET', steps, step .. '.status', step .. '.attempts')
+  local s = known or redis.call('HMGET', steps, step .. '.status', step .. '.attempts')
   if s[2] == attempt and (s[1] == 'running' or s[1] == 'cancelled') then return nil end
   local n = tonumber(attempt)
   local was = attempt_status(steps, step, n)
@@ -115,11 +136,12 @@ end
 -- goes (a retry of the step must not wait for it). A step that is not running nor
 -- cancelled has no current attempt: a lease it holds is that of an attempt of a cancelled
 -- run that still runs (after a `retry`), and stays until that attempt ends.
-local function settle(steps, leases, step, status, attempts, label, err)
+-- `raw`: the history as the caller read it (see note_attempt).
+local function settle(steps, leases, step, status, attempts, label, err, raw)
   if (status == 'running' or status == 'cancelled') and tonumber(attempts or '0') > 0 then
     redis.call('HDEL', leases, step)
     note_attempt(steps, step, tonumber(attempts), {status = label, finished_at = now(),
-                                                   error = error_text(err)})
+                                                   error = error_text(err)}, raw)
   end
 end
 
