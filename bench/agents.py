@@ -238,15 +238,16 @@ def pick_a_hotel(client: Client, model: AnthropicModel) -> None:
     write_section(HOTEL_START, HOTEL_END, section)
 
 
-def start_model_fleet(fake_url: str, redis_url: str
+def start_model_fleet(fake_url: str, redis_url: str, **extra: str
                       ) -> tuple[Client, subprocess.Popen[bytes]]:
     """A client and a worker of 8 processes on a flushed ``redis_url``, whose model is
-    Claude through the real SDK, served by the fake Messages API at ``fake_url``."""
+    Claude through the real SDK, served by the fake Messages API at ``fake_url``; returned
+    once the worker consumes its queues. ``extra``: more of the worker's environment."""
     redis.Redis.from_url(redis_url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
     env.update({"CHORDAL_REDIS_URL": redis_url, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
                 "CHORDAL_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY,
-                "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT)})
+                "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT), **extra})
     os.environ["ANTHROPIC_API_KEY"] = API_KEY
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
     client = Client(settings, load_registry(settings.tools.tool_modules))
@@ -254,6 +255,11 @@ def start_model_fleet(fake_url: str, redis_url: str
                                "--concurrency=8", "--loglevel=WARNING"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while client.missing_queues({"chordal", "llm"}, timeout=0.5):
+        if time.monotonic() > deadline:
+            worker.terminate()
+            raise AssertionError("bench worker did not start")
     return client, worker
 
 
@@ -263,9 +269,6 @@ def main(hotel_only: bool = False) -> None:
     model = AnthropicModel(api_key=API_KEY, base_url=fake.url, max_retries=0)
     rows = []
     try:
-        deadline = time.monotonic() + 60
-        while client.missing_queues({"chordal", "llm"}, timeout=0.5):
-            assert time.monotonic() < deadline, "bench worker did not start"
         client.wait(client.submit_goal("compare four cities"), 60)  # warm up
         pick_a_hotel(client, model)
         if hotel_only:

@@ -23,16 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.agents import start_model_fleet  # noqa: E402
 from bench.doc import table, write_section  # noqa: E402
 from planner.client import Client  # noqa: E402
-from planner.settings import Settings  # noqa: E402
-from planner.tools import load_registry  # noqa: E402
-from tests.fake_anthropic import API_KEY, FakeAnthropic, text, tool_use  # noqa: E402
+from tests.fake_anthropic import FakeAnthropic, text, tool_use  # noqa: E402
 
 TOKENS_PER_S = 60.0
 LATENCY_S = 0.3     # every model call's time to its first token
@@ -78,23 +75,7 @@ def responder(role: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def fleet(fake_url: str, stream: bool) -> tuple[Client, subprocess.Popen[bytes]]:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORDAL_", "ANTHROPIC_"))}
-    env.update({"CHORDAL_REDIS_URL": REDIS_URL, "CHORDAL_TOOL_MODULES": "planner.tools.testing",
-                "CHORDAL_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY,
-                "ANTHROPIC_BASE_URL": fake_url, "PYTHONPATH": str(ROOT),
-                "CHORDAL_STREAM_PLANS": "1" if stream else "0"})
-    os.environ["ANTHROPIC_API_KEY"] = API_KEY
-    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("CHORDAL_")})
-    client = Client(settings, load_registry(settings.tools.tool_modules))
-    worker = subprocess.Popen([sys.executable, "-m", "planner.cli", "worker",
-                               "--concurrency=8", "--loglevel=WARNING"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.monotonic() + 60
-    while client.missing_queues({"chordal", "llm"}, timeout=0.5):
-        assert time.monotonic() < deadline, "bench worker did not start"
-    return client, worker
+    return start_model_fleet(fake_url, REDIS_URL, CHORDAL_STREAM_PLANS="1" if stream else "0")
 
 
 def measure(client: Client, goal: str, runs: int

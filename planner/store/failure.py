@@ -8,10 +8,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-__all__ = ["ErrorRecord"]
+__all__ = ["Compact", "ErrorRecord"]
 
 
-class ErrorRecord(BaseModel):
+class Compact(BaseModel):
+    """A record whose details that are None stay absent from its JSON (reports, the run
+    store) instead of showing as null. A model serializer, so extra fields are left out
+    too; its serialization schema is ``{}`` (an agent record, whose schema the OpenAPI
+    document shows, leaves its fields out one by one instead: agent_records.UNSET)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class ErrorRecord(Compact):
     """Why a step or a run failed. ``type`` and ``message`` always; the rest where it
     applies (and any other detail, such as ``cause`` or ``problems``, kept as given)."""
 
@@ -31,12 +43,6 @@ class ErrorRecord(BaseModel):
     plan: Any = None
     #: A tool's traceback, trimmed to its innermost frames (the worker logs all of it).
     traceback: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Absent details stay absent in the JSON report instead of showing as null.
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None}
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"))

@@ -14,6 +14,7 @@ from planner.language.plan import Plan
 from planner.options import OnBudget as OnBudget  # below the store, for the HTTP clients
 from planner.options import RunOptions as RunOptions
 from planner.store.agent_records import AgentReport as AgentReport
+from planner.store.failure import Compact
 from planner.store.failure import ErrorRecord as ErrorRecord
 from planner.usage import UsageSummary
 
@@ -83,7 +84,7 @@ class PlanVersion(BaseModel):
         return data
 
 
-class Attempt(BaseModel):
+class Attempt(Compact):
     """One attempt of a step (times from the Redis clock). ``outcome``: what a superseded
     attempt reported (``succeeded``, ``failed``…), which changed nothing."""
 
@@ -96,11 +97,6 @@ class Attempt(BaseModel):
     outcome: str | None = None
     #: The Celery task that ran it (its id in Flower).
     task: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
     def parse(cls, text: str | None) -> list[Attempt]:

@@ -17,7 +17,10 @@ the next one. The calling thread only waits, for two reasons:
 - The attempt's own time limit (:attr:`ToolContext.timeout_s`, the step's ``timeout_s``)
   is enforced here too, by cancelling the coroutine and raising :class:`AttemptTimeout`:
   an async tool times out in every pool, also the threads pool, which cannot cut a sync
-  tool short.
+  tool short. The loop itself cancels the coroutine at that limit (a timer armed when it
+  starts): the waiting thread asks too, but the soft time limit, often due at the same
+  moment, can raise in that thread before its request reaches the loop, and a coroutine
+  left running would finish the tool's work after its attempt was recorded timed out.
 
 A coroutine runs in a copy of the caller's context (contextvars), so its log lines name
 the run, step and attempt, and its spans are the step's children. A coroutine that blocks
@@ -31,14 +34,13 @@ error at once: waiting there would block the very loop it waits for.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from planner.errors import PermanentError, TransientError
 
@@ -73,9 +75,10 @@ class _Loop:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.left = False
-        #: The callers' futures not settled yet: settled (transient) if the loop is left.
-        self.waiting: set[concurrent.futures.Future[Any]] = set()
-        self.waiting_lock = threading.Lock()
+        #: The callers not answered yet: answered (transient) if the loop is left. Only
+        #: ``set.add``/``discard``/``copy`` touch it (atomic): a lock a caller held when
+        #: the soft time limit raised would block the loop's thread for good.
+        self.waiting: set[_Call[Any]] = set()
         self.thread = threading.Thread(target=self._serve, name="chordal-aio", daemon=True)
         self.thread.start()
 
@@ -93,10 +96,8 @@ class _Loop:
             self.loop.close()
             # Calls whose coroutine never started, or did not unwind in time: theirs is
             # not their fault, so they are retried (on the new loop).
-            with self.waiting_lock:
-                unsettled = list(self.waiting)
-            for done in unsettled:
-                _fail(done, _abandoned("its call"))
+            for call in self.waiting.copy():
+                call.answer(exc=_abandoned("its call"))
 
     def run(self, awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
         if threading.current_thread() is self.thread:
@@ -105,66 +106,50 @@ class _Loop:
                 f"{what} was called from inside the event loop's own thread (by an async "
                 "tool, say), where waiting for it would block the loop it needs; await "
                 "the tool's function instead of calling invoke()")
-        context = contextvars.copy_context()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-        started: list[asyncio.Task[T]] = []
-
-        def start() -> None:
-            task = self.loop.create_task(_coroutine(awaitable), context=context)
-            started.append(task)
-            task.add_done_callback(lambda t: _settle(done, t, what, self))
-
-        with self.waiting_lock:
-            self.waiting.add(done)
+        call = _Call(_coroutine(awaitable), timeout_s, what)
+        self.waiting.add(call)
         try:
-            self.loop.call_soon_threadsafe(start)
-        except RuntimeError:  # closed: left behind between _loop() and here
-            with self.waiting_lock:
-                self.waiting.discard(done)
-            _coroutine(awaitable).close()
-            raise _abandoned(what) from None
-        try:
-            finished, _ = concurrent.futures.wait([done], timeout_s)
+            try:
+                self.loop.call_soon_threadsafe(call.start, self)
+            except RuntimeError:  # closed: left behind between _loop() and here
+                call.coroutine.close()
+                raise _abandoned(what) from None
+            if not call.gate.acquire(timeout=timeout_s):
+                raise _timeout(what, timeout_s)
         except BaseException:
-            # Celery's soft time limit (or a shutdown) interrupted the wait: the coroutine
-            # must not go on running on the loop after the attempt ended.
-            self._cancel(started, done, what)
+            # Its limit, or Celery's soft time limit (or a shutdown) raising anywhere in
+            # here: the coroutine must not go on running on the loop after the attempt
+            # ended. (If this thread is interrupted before the request is queued, the
+            # loop's own timer still cancels it at its limit.)
+            self._cancel(call)
             raise
         finally:
-            with self.waiting_lock:
-                self.waiting.discard(done)
-        if not finished:
-            self._cancel(started, done, what)
-            raise AttemptTimeout(f"{what} timed out after {timeout_s:g} s; its coroutine "
-                                 "was cancelled")
-        return done.result()
+            self.waiting.discard(call)
+        return call.outcome()
 
-    def _cancel(self, started: list[asyncio.Task[T]],
-                done: concurrent.futures.Future[T], what: str) -> None:
-        # ``start`` was queued first, so the task exists when this runs.
+    def _cancel(self, call: _Call[Any]) -> None:
+        # ``call.start``, if queued at all, was queued first: it has run when this does.
         try:
-            self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
+            self.loop.call_soon_threadsafe(call.cancel)
         except RuntimeError:  # closed: left behind, its tasks cancelled when it stopped
             return
-        finished, _ = concurrent.futures.wait([done], CANCEL_GRACE_S)
-        if finished:
+        if call.answered or call.gate.acquire(timeout=CANCEL_GRACE_S):
             return
         if self._answers():
             log.warning("%s: its coroutine ignored its cancellation and still runs on the "
-                        "event loop", what)
+                        "event loop", call.what)
             return
         log.warning("%s: its coroutine blocks the event loop and ignored its cancellation; "
-                    "this process leaves that loop and starts a new one", what)
+                    "this process leaves that loop and starts a new one", call.what)
         self.leave()
 
     def _answers(self) -> bool:
-        ping: concurrent.futures.Future[None] = concurrent.futures.Future()
+        ping = _gate()
         try:
-            self.loop.call_soon_threadsafe(ping.set_result, None)
+            self.loop.call_soon_threadsafe(ping.release)
         except RuntimeError:  # closed: it was left behind already
             return False
-        finished, _ = concurrent.futures.wait([ping], PING_S)
-        return bool(finished)
+        return ping.acquire(timeout=PING_S)
 
     def leave(self) -> None:
         """Stop using this loop: it stops once what blocks it returns."""
@@ -192,26 +177,91 @@ def _abandoned(what: str) -> TransientError:
                           "coroutine and left behind; try again (on a new loop)")
 
 
-def _fail(done: concurrent.futures.Future[Any], exc: BaseException) -> None:
-    if not done.done():
-        done.set_exception(exc)
+def _timeout(what: str, timeout_s: float) -> AttemptTimeout:
+    return AttemptTimeout(f"{what} timed out after {timeout_s:g} s; its coroutine was "
+                          "cancelled")
 
 
-def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T], what: str,
-            owner: _Loop) -> None:
-    if done.done():
-        return
-    if task.cancelled():
-        if owner.left:
-            # Cancelled because another call blocked the loop: not this call's fault.
-            done.set_exception(_abandoned(what))
+def _gate() -> threading.Lock:
+    """A lock held from the start, released once by the loop's thread when it answers.
+    The caller waits by acquiring it: a plain lock, because the soft time limit raising
+    inside a ``Condition`` (``concurrent.futures.wait``, ``Event.wait``) can leave that
+    condition's lock held, and the loop's thread, answering through it, blocked for good."""
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
+class _Call(Generic[T]):
+    """One awaited call: its coroutine, its task on the loop once started, and its answer
+    to the caller. Its methods but ``__init__`` and ``outcome`` run on the loop's thread,
+    which alone answers (once)."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T], timeout_s: float,
+                 what: str) -> None:
+        self.coroutine, self.timeout_s, self.what = coroutine, timeout_s, what
+        self.context = contextvars.copy_context()
+        self.gate = _gate()
+        self.answered = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.started: asyncio.Task[T] | None = None
+        self.expired = False
+
+    def outcome(self) -> T:
+        """The answer, once the gate was acquired."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]  # set with the gate released
+
+    def answer(self, result: T | None = None, exc: BaseException | None = None) -> None:
+        if self.answered:
+            return
+        self.result, self.error, self.answered = result, exc, True
+        self.gate.release()
+
+    def start(self, owner: _Loop) -> None:
+        if self.answered:  # the caller gave up before it started
+            self.coroutine.close()
+            return
+        task = owner.loop.create_task(self.coroutine, context=self.context)
+        self.started = task
+        deadline = owner.loop.call_later(self.timeout_s, self._expire)
+
+        def ended(t: asyncio.Task[T]) -> None:
+            deadline.cancel()
+            self._settle(t, owner)
+
+        task.add_done_callback(ended)
+
+    def _expire(self) -> None:
+        # Its end may be settling already (done callbacks are queued): that one stands.
+        if self.started is not None and self.started.cancel():
+            self.expired = True
+
+    def cancel(self) -> None:
+        if self.started is not None:
+            self.started.cancel()
+        else:  # never queued (interrupted): it never will start
+            self.coroutine.close()
+            self.answer(exc=PermanentError(f"{self.what}: cancelled before it started"))
+
+    def _settle(self, task: asyncio.Task[T], owner: _Loop) -> None:
+        what = self.what
+        if self.expired:
+            # Past its limit, whatever it did once cancelled (even returning a value).
+            self.answer(exc=_timeout(what, self.timeout_s))
+        elif task.cancelled():
+            if owner.left:
+                # Cancelled because another call blocked the loop: not this call's fault.
+                self.answer(exc=_abandoned(what))
+            else:
+                # Cancelled by the caller (who has stopped reading), or by the coroutine.
+                self.answer(exc=PermanentError(f"{what}: its coroutine was cancelled"))
+        elif (exc := task.exception()) is not None:
+            self.answer(exc=exc)
         else:
-            # Cancelled by the caller (who has stopped reading), or by the coroutine itself.
-            done.set_exception(PermanentError(f"{what}: its coroutine was cancelled"))
-    elif (exc := task.exception()) is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result(task.result())
+            self.answer(result=task.result())
 
 
 _current: _Loop | None = None

@@ -132,6 +132,29 @@ def test_a_signal_in_the_waiting_thread_cancels_the_coroutine():
     assert where.invoke({}, CTX)["loop"] == before
 
 
+def test_the_loop_cancels_at_the_limit_when_the_waiting_thread_cannot_ask(
+        monkeypatch: pytest.MonkeyPatch):
+    """The soft time limit, due at the same moment as the attempt's own, can raise in the
+    waiting thread after its wait timed out and before its cancel reached the loop (seen
+    on a loaded prefork worker: the attempt recorded timed out, its coroutine finished)."""
+    from planner.tools import aio
+
+    class SoftLimit(Exception):
+        pass
+
+    def interrupted(*_: Any) -> None:
+        raise SoftLimit()  # as the signal handler would, before anything is queued
+
+    before = where.invoke({}, CTX)["loop"]
+    monkeypatch.setattr(aio._Loop, "_cancel", interrupted)
+    # The caller's wait ends first and is interrupted, or the loop's timer answers first.
+    with pytest.raises((SoftLimit, AttemptTimeout)):
+        where.invoke({"seconds": 1}, ToolContext("r", "s", 1, timeout_s=0.2))
+    time.sleep(1.2)  # past the end of a 1 s nap that was not cancelled
+    assert seen == ["finished", "cancelled"]
+    assert where.invoke({}, CTX)["loop"] == before
+
+
 def test_a_coroutine_that_blocks_its_loop_gets_it_replaced(monkeypatch: pytest.MonkeyPatch):
     from planner.tools import aio
 
