@@ -25,7 +25,8 @@ What it repairs, in a run that is running (or pending: not yet started):
   grace; or, when the broker cannot say, past the grace with its queue empty: published
   again. A message still in a queue is waiting, never lost.
 - ``never_dispatched``: a ready step never published (its publisher died), or a root
-  noted by a one-call submit (``s``) of a run where nothing began in the grace: published.
+  noted by a one-call submit (``s``) of a run where nothing began in the grace, when the
+  broker cannot say where its message is (else ``message_lost`` decides): published.
 - ``stalled_run``: nothing alive, nothing queued, nothing due, no event for the grace:
   the run's next move is made again (plan, start, the join, a review, a replan whose
   replanner died, the partial answer), as :func:`~planner.engine.outcomes.go_on` does.
@@ -140,11 +141,11 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                        if is_agent(sid) else ""))))
             elif st.status == StepStatus.PENDING and deps_left == 0:
                 late = now - (st.due or 0.0)
-                if st.submitted and not begun and late >= grace:
+                if st.submitted and not begun and late >= grace \
+                        and look_in(sid, queue_of(sid)).held is None:
                     repairs.append(Repair(kind="never_dispatched", step=sid, why=(
-                        f"submitted {late:.0f} s ago and no step of the run has begun: its "
-                        "client may have stopped before it published the run's first "
-                        "steps")))
+                        f"submitted {late:.0f} s ago, no step of the run has begun: its "
+                        "client may have stopped before publishing its first steps")))
                     continue
                 gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
                     else None
@@ -369,8 +370,7 @@ class Reconciler:
         step_id = repair.step or ""
         st = snap.steps[step_id]
         compiled = rt.compiled(run_id, version)
-        # Attempts keep counting across retries of the run; max_retries bounds the tries
-        # since the last one.
+        # Attempts count across the run's retries; max_retries bounds those since the last.
         retry = st.tries < compiled.max_attempts(step_id)
         delay = retry_delay(rt.settings, st.tries, None) if retry else 0.0
         error = ErrorRecord(

@@ -233,7 +233,8 @@ def test_dev_stops_its_worker_on_sigterm(redis_base: str, tmp_path: Path):
 
 def test_cancel_stops_a_run_between_steps(engine: Engine):
     plan = {"goal": "g", "steps": [
-        {"id": "slow", "tool": "sleep", "args": {"seconds": 4.0}},
+        # Long enough for `chordal cancel` to start on a loaded machine before it ends.
+        {"id": "slow", "tool": "sleep", "args": {"seconds": 8.0}},
         {"id": "next", "tool": "echo", "args": {"value": {"$ref": "slow"}}}]}
     run_id = engine.client.submit(plan)
     deadline = time.monotonic() + 20

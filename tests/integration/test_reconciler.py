@@ -222,19 +222,26 @@ def test_a_submitted_run_whose_roots_began_is_not_published_again(
 
 
 def test_roots_published_and_not_yet_begun_when_the_reconciler_looks_run_once(
-        env: dict[str, str], workers: list[Worker], tmp_path: Path) -> None:
-    """Nothing of the run began in the grace (no worker yet): the reconciler cannot tell a
-    dead client from a long queue, and publishes the roots again; the two messages of each
-    root share its task id, and begin_step runs it once."""
+        env: dict[str, str], workers: list[Worker], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of the run began in the grace (no worker yet). A broker that shows its
+    queues holds the roots' messages: nothing is published again. One that cannot say
+    (RabbitMQ, as this reconciler sees it) leaves a dead client and a long queue alike:
+    the roots are published again; the two messages of each root share its task id, and
+    begin_step runs it once."""
     client = client_for(env)
     run_id = client.submit(COUNTED)
     assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.b"]
     time.sleep(2.2)  # past the grace (CHORDAL_DISPATCH_GRACE_S=2)
-    made = Reconciler(client.runtime, lock_s=10, settle_s=0).reconcile()
+    reconciler = Reconciler(client.runtime, lock_s=10, settle_s=0)
+    assert reconciler.reconcile() == []
+    monkeypatch.setattr(client.runtime.publisher, "held", lambda queue: None)
+    made = reconciler.reconcile()
     assert sorted((r.kind, r.step) for _, r in made) == [("never_dispatched", "a"),
                                                          ("never_dispatched", "b")]
     assert published_ids(run_id) == [f"{run_id}.1.a", f"{run_id}.1.a",
                                      f"{run_id}.1.b", f"{run_id}.1.b"]
+    monkeypatch.undo()
     worker = start_worker(env, tmp_path / "worker.log", "--concurrency=2")
     workers.append(worker)
     assert_ran_once(client, run_id)
