@@ -74,7 +74,7 @@ class InlinePolicy:
                 or compiled.is_checkpoint(nxt) or compiled.queue_of(nxt) not in self.queues:
             return None
         left = self.time_left()
-        if left is not None and left < compiled.timeout_s(nxt) + TIME_MARGIN_S:
+        if left is not None and left < compiled.hold_s(nxt) + TIME_MARGIN_S:
             return None
         if run_id not in self.settled:
             if rt.store.streaming(run_id):
