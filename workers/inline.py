@@ -36,7 +36,7 @@ from planner.engine.inline import Chain, InlinePolicy
 from planner.engine.outcomes import Failed, Retry
 from planner.engine.runtime import Runtime
 from planner.wire import STEP_TASK, task_id
-from workers import deadline
+from workers import deadline, events
 
 log = logging.getLogger("chordal.worker")
 
@@ -81,15 +81,10 @@ def own_limits(task: Task, rt: Runtime, run_id: str, step_id: str, version: int
 
 
 def _events(task: Task, uuid: str, *types: tuple[str, dict[str, Any]]) -> None:
-    if not task.app.conf.worker_send_task_events:
-        return
-    try:
-        with task.app.events.default_dispatcher(hostname=task.request.hostname) as d:
-            for type_, fields in types:
-                d.send(type_, uuid=uuid, **fields)
-    except Exception as exc:  # events are for watching: never fail a step for them
-        log.warning("could not send %s events for inline task %s: %s",
-                    "/".join(t for t, _ in types), uuid, exc)
+    """Send the inline task ``uuid``'s events, in order, off the step's path."""
+    if task.app.conf.worker_send_task_events:
+        events.send(task.app, task.request.hostname,
+                    [(type_, uuid, fields) for type_, fields in types])
 
 
 def run_chain(task: Task, rt: Runtime, run_id: str, chain: Chain, inline: InlinePolicy
