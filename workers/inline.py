@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -87,6 +88,11 @@ def _events(task: Task, uuid: str, *types: tuple[str, dict[str, Any]]) -> None:
                     [(type_, uuid, fields) for type_, fields in types])
 
 
+def _traceback(exc: BaseException | None) -> str:
+    """What Flower shows of an error: its traceback, as Celery's events carry it."""
+    return "".join(traceback.format_exception(exc)) if exc is not None else ""
+
+
 def run_chain(task: Task, rt: Runtime, run_id: str, chain: Chain, inline: InlinePolicy
               ) -> None:
     """Run ``chain`` and whatever chains on from it, until a step makes no single step
@@ -123,6 +129,14 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
             decision = steps.run_step(rt, run_id, step_id, version, worker,
                                       timeouts=(SoftTimeLimitExceeded,), task_id=uuid,
                                       inline=inline)
+        if isinstance(decision, Failed):
+            # As Celery logs a task that raised (in the step's log context): the tool's
+            # error with its traceback.
+            state = "FAILURE"
+            log.error("Task %s[%s] raised unexpected: %r", shadow, uuid, decision.error,
+                      exc_info=decision.error)
+        elif isinstance(decision, Retry):
+            state = "RETRY"
     except (Exception, deadline.StepKilled) as exc:
         # Chordal's own error, its soft stop outside the tool, or its hard stop: what the
         # step's errback would do when its task failed.
@@ -131,7 +145,8 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
         state = "FAILURE"
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, repr(exc)[:300]))
-        _events(task, uuid, ("task-failed", {"exception": repr(exc), "traceback": ""}))
+        _events(task, uuid, ("task-failed", {"exception": repr(exc),
+                                             "traceback": _traceback(exc)}))
         steps.step_failed_outside(rt, uuid, run_id, step_id, version)
         return None
     finally:
@@ -145,11 +160,11 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
         message = step_message(compiled, run_id, version, step_id, decision.countdown)
         rt.publish([message])
         _events(task, uuid, ("task-retried", {"exception": repr(decision.error),
-                                              "traceback": ""}))
+                                              "traceback": _traceback(decision.error)}))
         return None
     if isinstance(decision, Failed):
         _events(task, uuid, ("task-failed", {"exception": repr(decision.error),
-                                             "traceback": ""}))
+                                             "traceback": _traceback(decision.error)}))
         return None
     if isinstance(decision, steps.Dropped):
         log.info("%s[%s] dropped: %s", shadow, uuid, decision.why)
