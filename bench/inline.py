@@ -1,10 +1,12 @@
 """Inline steps (CHORDAL_INLINE_STEPS) on the chain row of bench/run.py: per-step cost of
 a chain with inline steps off and on, against raw Celery, on the same broker and worker.
 
-Two chains: bench/run.py's own (every step an ``echo``, whose 300 s time limit never
-leaves a prefork task time for the next step, so nothing is inlined), and the same chain
-whose head step has a 3,600 s limit (its task then has time left for up to
-CHORDAL_INLINE_MAX steps after it). Usage: python bench/inline.py [--n 20] [--reps 3]
+Two chains: bench/run.py's own (every step an ``echo`` with its 300 s time limit), and
+the same chain whose head step has a 3,600 s limit. With inline steps on, each step's own
+time limits are armed by the worker (workers/deadline.py), so both chains run up to
+CHORDAL_INLINE_MAX steps in a task (before, a prefork task ran a step inline only when its
+own limit left the step's whole timeout, so only the second one did).
+Usage: python bench/inline.py [--n 20] [--reps 3]
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -124,8 +125,8 @@ class Client:
 
     def compile(self, plan: Plan | Mapping[str, Any]) -> CompiledPlan:
         limits = Limits.from_settings(self.settings)
-        return CompiledPlan(validate(plan, self.tools, limits).plan, self.tools,
-                            self.settings.worker.hard_limit_grace_s)
+        return CompiledPlan.build(validate(plan, self.tools, limits).plan, self.tools,
+                                  self.settings)
 
     def submit(self, plan: Plan | Mapping[str, Any] | CompiledPlan,
                options: RunOptions | None = None, *, run_id: str | None = None) -> str:
@@ -164,8 +165,7 @@ class Client:
         """Record, start and note the roots of a run in one round trip, then publish the
         roots, compiled here (the plan the workers read back compiles the same)."""
         if compiled.checkpoint_all != bool(options.checkpoint_all):
-            compiled = CompiledPlan(compiled.plan, compiled.tools,
-                                    compiled.hard_limit_grace_s, options.checkpoint_all)
+            compiled = replace(compiled, checkpoint_all=bool(options.checkpoint_all))
         # A run waiting for a person needs neither the broker nor a model.
         messages = [] if options.approve else [step_message(compiled, run_id, 1, s)
                                                for s in compiled.roots]

@@ -19,12 +19,11 @@ logic (``steps.step_failed_outside``), as a task's errback would be.
 from __future__ import annotations
 
 import logging
-import signal
 import time
+import traceback
+from contextlib import AbstractContextManager
 from typing import Any
 
-from billiard.pool import SIG_SOFT_TIMEOUT as SIGNAL
-from billiard.pool import soft_timeout_sighandler
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from opentelemetry import context as otel_context
@@ -38,8 +37,15 @@ from planner.engine.inline import Chain, InlinePolicy
 from planner.engine.outcomes import Failed, Retry
 from planner.engine.runtime import Runtime
 from planner.wire import STEP_TASK, task_id
+from workers import deadline, events
 
 log = logging.getLogger("chordal.worker")
+
+
+def _limits(task: Task) -> tuple[float | None, float | None]:
+    """The (hard, soft) Celery time limits of the task's message."""
+    hard, soft = (*tuple(task.request.timelimit or ()), None, None)[:2]
+    return hard, soft
 
 
 def policy(task: Task, rt: Runtime, started: float) -> InlinePolicy | None:
@@ -49,11 +55,13 @@ def policy(task: Task, rt: Runtime, started: float) -> InlinePolicy | None:
         return None
     amqp_queues = task.app.amqp.queues
     queues = set(amqp_queues.consume_from or amqp_queues)
-    hard, soft = (*tuple(task.request.timelimit or ()), None, None)[:2]
+    hard, soft = _limits(task)
     # Only a prefork child has Celery's time limits enforced (the pool signals it at the
     # soft limit and kills it at the hard one, counted from the task's start); the other
     # pools enforce none, and an async tool's own limit holds in every pool (tools/aio).
-    limit = (soft or hard) if _limits_enforced() else None
+    # A message with inline steps on carries no soft limit (CompiledPlan.time_limits);
+    # one sent with them off still may.
+    limit = (soft or hard) if deadline.enforced() else None
 
     def time_left() -> float | None:
         return None if not limit else float(limit) - (time.monotonic() - started)
@@ -61,21 +69,28 @@ def policy(task: Task, rt: Runtime, started: float) -> InlinePolicy | None:
     return InlinePolicy(queues, rt.settings.engine.inline_max, time_left)
 
 
-def _limits_enforced() -> bool:
-    """Whether this process is a prefork pool's child, whose pool enforces time limits."""
-    return SIGNAL is not None and signal.getsignal(SIGNAL) is soft_timeout_sighandler
+def own_limits(task: Task, rt: Runtime, run_id: str, step_id: str, version: int
+               ) -> AbstractContextManager[None]:
+    """The stops of the step a task's message names: armed by the worker when the message
+    carries no soft limit of its own (inline steps on) in a process whose pool enforces
+    limits, otherwise left to the pool (workers/deadline.py)."""
+    _, soft = _limits(task)
+    compiled = rt.compiled(run_id, version)
+    armed = soft is None and step_id in compiled.deps and deadline.enforced()
+    return deadline.step_limits(compiled.timeout_s(step_id) if armed else 0.0,
+                                compiled.hard_limit_grace_s, armed)
 
 
 def _events(task: Task, uuid: str, *types: tuple[str, dict[str, Any]]) -> None:
-    if not task.app.conf.worker_send_task_events:
-        return
-    try:
-        with task.app.events.default_dispatcher(hostname=task.request.hostname) as d:
-            for type_, fields in types:
-                d.send(type_, uuid=uuid, **fields)
-    except Exception as exc:  # events are for watching: never fail a step for them
-        log.warning("could not send %s events for inline task %s: %s",
-                    "/".join(t for t, _ in types), uuid, exc)
+    """Send the inline task ``uuid``'s events, in order, off the step's path."""
+    if task.app.conf.worker_send_task_events:
+        events.send(task.app, task.request.hostname,
+                    [(type_, uuid, fields) for type_, fields in types])
+
+
+def _traceback(exc: BaseException | None) -> str:
+    """What Flower shows of an error: its traceback, as Celery's events carry it."""
+    return "".join(traceback.format_exception(exc)) if exc is not None else ""
 
 
 def run_chain(task: Task, rt: Runtime, run_id: str, chain: Chain, inline: InlinePolicy
@@ -108,18 +123,30 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
     began = time.monotonic()
     state = "SUCCESS"
     try:
-        decision = steps.run_step(rt, run_id, step_id, version, worker,
-                                  timeouts=(SoftTimeLimitExceeded,), task_id=uuid,
-                                  inline=inline)
-    except SoftTimeLimitExceeded:
-        raise  # the task's own limit, outside the tool: its errback re-drives the step
-    except Exception as exc:
-        # Chordal's own error: what the step's errback would do when its task failed.
-        log.exception("run %s: inline step %s failed outside its tool", run_id, step_id)
+        # Its own stops, as its own task would have had from its pool (workers/deadline.py).
+        with deadline.step_limits(compiled.timeout_s(step_id), compiled.hard_limit_grace_s,
+                                  deadline.enforced()):
+            decision = steps.run_step(rt, run_id, step_id, version, worker,
+                                      timeouts=(SoftTimeLimitExceeded,), task_id=uuid,
+                                      inline=inline)
+        if isinstance(decision, Failed):
+            # As Celery logs a task that raised (in the step's log context): the tool's
+            # error with its traceback.
+            state = "FAILURE"
+            log.error("Task %s[%s] raised unexpected: %r", shadow, uuid, decision.error,
+                      exc_info=decision.error)
+        elif isinstance(decision, Retry):
+            state = "RETRY"
+    except (Exception, deadline.StepKilled) as exc:
+        # Chordal's own error, its soft stop outside the tool, or its hard stop: what the
+        # step's errback would do when its task failed.
+        log.error("run %s: inline step %s failed outside its tool", run_id, step_id,
+                  exc_info=exc)
         state = "FAILURE"
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, repr(exc)[:300]))
-        _events(task, uuid, ("task-failed", {"exception": repr(exc), "traceback": ""}))
+        _events(task, uuid, ("task-failed", {"exception": repr(exc),
+                                             "traceback": _traceback(exc)}))
         steps.step_failed_outside(rt, uuid, run_id, step_id, version)
         return None
     finally:
@@ -133,11 +160,11 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
         message = step_message(compiled, run_id, version, step_id, decision.countdown)
         rt.publish([message])
         _events(task, uuid, ("task-retried", {"exception": repr(decision.error),
-                                              "traceback": ""}))
+                                              "traceback": _traceback(decision.error)}))
         return None
     if isinstance(decision, Failed):
         _events(task, uuid, ("task-failed", {"exception": repr(decision.error),
-                                             "traceback": ""}))
+                                             "traceback": _traceback(decision.error)}))
         return None
     if isinstance(decision, steps.Dropped):
         log.info("%s[%s] dropped: %s", shadow, uuid, decision.why)

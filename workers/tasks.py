@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_postrun, task_prerun, task_revoked
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -51,7 +51,7 @@ from planner.wire import (
     SYNTHESIZE_TASK,
     TASKS,
 )
-from workers import inline
+from workers import deadline, inline
 from workers.app import app
 
 log = logging.getLogger("chordal.worker")
@@ -113,9 +113,16 @@ def _ends_run_on_error(run_id: str, what: str, fn: Callable[[], Retry | None]
 def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
     rt, started = runtime(), time.monotonic()
     chained = inline.policy(self, rt, started)
-    decision = steps.run_step(rt, run_id, step_id, version, self.request.hostname or "unknown",
-                              timeouts=(SoftTimeLimitExceeded,), task_id=self.request.id,
-                              inline=chained)
+    try:
+        with inline.own_limits(self, rt, run_id, step_id, version):
+            decision = steps.run_step(rt, run_id, step_id, version,
+                                      self.request.hostname or "unknown",
+                                      timeouts=(SoftTimeLimitExceeded,),
+                                      task_id=self.request.id, inline=chained)
+    except deadline.StepKilled as exc:
+        # Its hard stop, armed by the worker: it ends as Celery's hard limit ends a task,
+        # failed (its errback records the attempt and applies the step's policy).
+        raise TimeLimitExceeded(str(exc)) from exc
     if isinstance(decision, Chain):
         # This step succeeded and made one step ready that this task runs next.
         if chained is not None:

@@ -9,9 +9,14 @@ from functools import cached_property
 
 from planner.language.graph import dependents_of
 from planner.language.plan import Plan, Step
+from planner.settings import Settings
 from planner.tools.agent import AGENT_TOOL
 from planner.tools.tool import DEFAULT_TIMEOUT_S, Tool
 from planner.wire import DEFAULT_QUEUE
+
+#: Seconds after a step's hard stop before a prefork child that never got control back (a
+#: tool stuck in C code ignores every signal) ends itself (workers/deadline.py).
+KILL_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,22 @@ class CompiledPlan:
     hard_limit_grace_s: float = 30.0
     # The run asked for a review after every step (``checkpoint_all``).
     checkpoint_all: bool = False
+    #: Steps one task may run inline after its own (CHORDAL_INLINE_MAX); 0: inline steps
+    #: are off, and a step's message carries its own time limits.
+    inline_max: int = 0
+    #: Longest a step's message may stay unacknowledged before the broker delivers it
+    #: again (Redis's visibility timeout, less the longest retry delay); None: no bound.
+    hold_cap_s: float | None = None
+
+    @classmethod
+    def build(cls, plan: Plan, tools: Mapping[str, Tool], settings: Settings,
+              checkpoint_all: bool = False) -> CompiledPlan:
+        """``plan`` compiled with what the settings say of time limits and inline steps."""
+        on_redis = settings.broker.startswith(("redis", "rediss"))
+        return cls(plan, tools, settings.worker.hard_limit_grace_s, checkpoint_all,
+                   settings.engine.inline_max if settings.engine.inline_steps else 0,
+                   settings.worker.visibility_timeout_s - settings.engine.retry_backoff_max_s
+                   if on_redis else None)
 
     @cached_property
     def deps(self) -> dict[str, set[str]]:
@@ -67,6 +88,33 @@ class CompiledPlan:
         if step.timeout_s is not None:
             return step.timeout_s
         return tool.timeout_s if tool is not None else DEFAULT_TIMEOUT_S
+
+    def hold_s(self, step_id: str) -> float:
+        """The longest an attempt of the step holds a prefork pool's process: its timeout
+        (the soft stop), the grace to its hard stop, and the child's own end after it."""
+        return self.timeout_s(step_id) + self.hard_limit_grace_s + KILL_AFTER_S
+
+    def time_limits(self, step_id: str) -> tuple[float | None, float]:
+        """The (soft, hard) Celery time limits a step's message carries.
+
+        Inline steps off: the step's own, counted by the pool from its task's start.
+        On: a task may run a chain of steps, and Celery's limits count from the task's
+        start and cannot be reset per step, so every step's own soft and hard stops are
+        armed by the worker around the step (workers/deadline.py) and the message carries
+        no soft limit (its signal would land in whichever step of the chain runs then) and
+        a hard one that outlasts the longest chain the task may run: its own step and
+        ``inline_max`` more, each at most its hold (a step is inlined only when what is
+        left covers its own hold: planner/engine/inline.py). Only the pool's kill of a
+        process stuck past all of that is left to it. It stays below ``hold_cap_s``, so
+        the broker never delivers the message again while its chain runs."""
+        timeout = self.timeout_s(step_id)
+        if not self.inline_max:
+            return timeout, timeout + self.hard_limit_grace_s
+        hold = self.hold_s(step_id)
+        chain = (1 + self.inline_max) * hold
+        if self.hold_cap_s is not None:
+            chain = max(hold, min(chain, self.hold_cap_s))
+        return None, chain
 
     def is_checkpoint(self, step_id: str) -> bool:
         return self.checkpoint_all or self._steps[step_id].checkpoint

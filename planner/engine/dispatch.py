@@ -64,12 +64,12 @@ def step_message(compiled: CompiledPlan, run_id: str, version: int, step_id: str
     after a lost attempt, a message re-sent, a retried run) gets an id of its own,
     ``<run>.<version>.<step>.<8 hex>``: a worker discards every message whose id was
     revoked, so a re-drive under the revoked id would never run."""
-    timeout = compiled.timeout_s(step_id)
+    soft, hard = compiled.time_limits(step_id)
     what = f"{step_id}.{uuid.uuid4().hex[:8]}" if redrive else step_id
     return Message(
         STEP_TASK, (run_id, step_id, version), compiled.queue_of(step_id),
         task_id=task_id(run_id, version, what), countdown=countdown,
-        soft_time_limit=timeout, time_limit=timeout + compiled.hard_limit_grace_s,
+        soft_time_limit=soft, time_limit=hard,
         # Its tool too: metrics keep the tool and drop the step id (deploy/prometheus).
         ignore_result=True, shadow=f"{STEP_TASK} {compiled.step(step_id).tool} {step_id}",
         # A task that fails outside the tool (killed at the hard time limit, a worker error)

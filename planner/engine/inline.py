@@ -24,8 +24,11 @@ streams (a contradicted early step is revoked by its task id, which no message c
 here), a step in a queue this worker does not consume (another pool serves it), the last
 step's join (``join_here`` does that), and anything once ``max_in_row`` steps ran in the
 task (a long chain hops through the broker then, so other work gets its turn) or when
-the task's time limit has less left than the step's own ``timeout_s`` (Celery's limits
-apply to the whole task, not to a step).
+what is left of the task's time limit does not cover the step's whole hold (its
+``timeout_s``, the grace to its hard stop and the process's own end after it). Celery's
+limits count from the task's start: with inline steps on, the worker arms each step's own
+stops around it (workers/deadline.py), and a step's message carries only a hard limit
+that bounds its chain (``CompiledPlan.time_limits``).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from dataclasses import dataclass, field
 from planner.engine.runtime import Runtime
 from planner.store.runs import Finish
 
-#: Seconds kept in hand beyond an inline step's own time limit before the task's soft
-#: limit, for recording its outcome.
+#: Seconds kept in hand beyond an inline step's hold before the task's time limit, for
+#: recording its outcome.
 TIME_MARGIN_S = 5.0
 
 
@@ -58,7 +61,7 @@ class InlinePolicy:
     queues: Collection[str]
     #: How many more steps this task may run inline.
     left: int
-    #: Seconds left before the task's soft time limit (None: the task has none).
+    #: Seconds left before the task's time limit (None: none is enforced).
     time_left: Callable[[], float | None] = lambda: None
     #: Runs seen with a plan that no longer streams (the mark is only set while the first
     #: plan streams in, before any step finishes: one look per run and task).
@@ -74,7 +77,7 @@ class InlinePolicy:
                 or compiled.is_checkpoint(nxt) or compiled.queue_of(nxt) not in self.queues:
             return None
         left = self.time_left()
-        if left is not None and left < compiled.timeout_s(nxt) + TIME_MARGIN_S:
+        if left is not None and left < compiled.hold_s(nxt) + TIME_MARGIN_S:
             return None
         if run_id not in self.settled:
             if rt.store.streaming(run_id):

@@ -74,8 +74,7 @@ class Runtime:
                 self._plans.move_to_end(key)
                 return hit
         plan, options = self.store.plan_and_options(run_id, version)
-        compiled = CompiledPlan(plan, self.tools, self.settings.worker.hard_limit_grace_s,
-                                options.checkpoint_all)
+        compiled = CompiledPlan.build(plan, self.tools, self.settings, options.checkpoint_all)
         with self._lock:
             self._plans[key] = compiled
             while len(self._plans) > PLAN_CACHE_SIZE:

@@ -100,10 +100,12 @@ class EngineSettings(Area):
                           "join is always a task of its own. A run whose answer a model "
                           "writes still publishes its synthesizer's task.")
     inline_steps: bool = Field(
-        False, description="A step whose finish makes exactly one step ready runs that step "
-                           "in the same task when this worker consumes its queue (no broker "
-                           "hop; its own attempt, lease, events and span). Off by default: "
-                           "see planner/engine/inline.py for what it never inlines.")
+        True, description="A step whose finish makes exactly one step ready runs that step "
+                          "in the same task when this worker consumes its queue (no broker "
+                          "hop; its own attempt, lease, events, span and time limits, the "
+                          "latter armed by the worker around each step: a step's message "
+                          "then carries only a hard limit that bounds the chain). See "
+                          "planner/engine/inline.py for what it never inlines.")
     inline_max: int = Field(32, ge=1, le=1000, description="Most steps one task runs inline "
                                                             "in a row before the next hops "
                                                             "through the broker (fairness).")

@@ -120,7 +120,8 @@ def test_a_step_message_lost_while_its_upstream_runs(
         clusters: Callable[..., Cluster]) -> None:
     """The worker stops consuming ``chordal`` while ``up`` runs, so the message that
     ``up`` publishes for ``down`` stays in the list, where the test takes it; the worker
-    then consumes again."""
+    then consumes again. (``up`` makes two steps ready, so neither runs in its task:
+    CHORDAL_INLINE_STEPS runs only a single one there.)"""
     cluster = clusters(chaos_env(chaos_url), "--concurrency=1")
     client = cluster.client
     worker = cluster.start_worker()
@@ -128,6 +129,7 @@ def test_a_step_message_lost_while_its_upstream_runs(
     plan = {"goal": "lose a message in flight", "steps": [
         {"id": "up", "tool": "sleep", "args": {"seconds": 2.0, "value": "U"}},
         {"id": "down", "tool": "echo", "args": {"value": {"$ref": "up"}}},
+        {"id": "side", "tool": "echo", "args": {"value": {"$ref": "up"}}},
         {"id": "z", "tool": "echo", "args": {"value": [{"$ref": "down"}]}}]}
     run_id = client.submit(plan)
     until(lambda: client.store.step_state(run_id, "up").status == "running", 20,
@@ -148,10 +150,10 @@ def test_a_step_message_lost_while_its_upstream_runs(
     print(f"lost in flight: the run ended {report.status} {elapsed:.1f} s after the loss")
     assert report.status == "succeeded", report
     write_report("lost_in_flight", {"ended_after_loss_s": round(elapsed, 1)})
-    assert report.answer == {"z": ["U"]}
+    assert report.answer == {"z": ["U"], "side": "U"}
     evs = events(client, run_id)
     assert_repaired_lost(repairs(evs), "down", elapsed)
-    assert started_counts(evs) == {"up": 1, "down": 1, "z": 1}
+    assert started_counts(evs) == {"up": 1, "down": 1, "side": 1, "z": 1}
 
 
 @pytest.mark.slow
@@ -168,7 +170,9 @@ def test_at_the_default_settings_a_lost_message_is_recovered_within_30_s(
     cluster.wait_ready(worker)
     plan = {"goal": "lose a message at the defaults", "steps": [
         {"id": "up", "tool": "sleep", "args": {"seconds": 1.0, "value": "U"}},
-        {"id": "down", "tool": "echo", "args": {"value": {"$ref": "up"}}}]}
+        # Two steps made ready: both published (one alone would run in up's task).
+        {"id": "down", "tool": "echo", "args": {"value": {"$ref": "up"}}},
+        {"id": "side", "tool": "echo", "args": {"value": {"$ref": "up"}}}]}
     run_id = client.submit(plan)
     until(lambda: client.store.step_state(run_id, "up").status == "running", 30,
           "step up to start")
@@ -187,10 +191,10 @@ def test_at_the_default_settings_a_lost_message_is_recovered_within_30_s(
     print(f"lost at the defaults: the run ended {report.status} {elapsed:.1f} s after the loss")
     write_report("lost_at_defaults", {"ended_after_loss_s": round(elapsed, 1)})
     assert report.status == "succeeded", report
-    assert report.answer == {"down": "U"}
+    assert report.answer == {"down": "U", "side": "U"}
     evs = events(client, run_id)
     assert_repaired_lost(repairs(evs), "down", elapsed)
-    assert started_counts(evs) == {"up": 1, "down": 1}
+    assert started_counts(evs) == {"up": 1, "down": 1, "side": 1}
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from planner.engine import start
+from planner.engine.compiled import KILL_AFTER_S
 from planner.engine.dispatch import MemoryPublisher, Message
 from planner.engine.runtime import Runtime
 from planner.language.validation import validate
@@ -26,6 +27,15 @@ from tests import redis_server
 
 DB = 4
 GRACE = 30.0  # the default hard-limit grace
+INLINE_MAX = 32  # the default CHORDAL_INLINE_MAX
+VISIBILITY_LEFT = 14_400 - 0.2  # the visibility timeout less the longest retry delay
+
+
+def step_limits(timeout: float) -> tuple[float | None, float]:
+    """The (soft, hard) limits of a step's message with inline steps on (the default): no
+    soft limit (the worker arms the step's own stops), and a hard one bounding the longest
+    chain its task may run (CompiledPlan.time_limits)."""
+    return None, min((1 + INLINE_MAX) * (timeout + GRACE + KILL_AFTER_S), VISIBILITY_LEFT)
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -105,7 +115,8 @@ def started(rt: Runtime, *plan_steps: dict[str, Any], options: RunOptions | None
 def expected_step(run: str, step: str, version: int = 1, queue: str = DEFAULT_QUEUE,
                   timeout: float = 300.0, tool: str = "echo") -> Message:
     return Message(STEP_TASK, (run, step, version), queue, task_id=f"{run}.{version}.{step}",
-                   soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   soft_time_limit=step_limits(timeout)[0],
+                   time_limit=step_limits(timeout)[1], ignore_result=True,
                    shadow=f"{STEP_TASK} {tool} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, version), DEFAULT_QUEUE,
                                    task_id=f"{run}.{version}.{step}.error", immutable=False,

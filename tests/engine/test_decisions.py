@@ -27,7 +27,7 @@ from planner.wire import (
     STEP_ERROR_TASK,
     STEP_TASK,
 )
-from tests.engine.conftest import GRACE, no_nonce, redis_url, replan_expected
+from tests.engine.conftest import no_nonce, redis_url, replan_expected, step_limits
 
 
 @pytest.fixture
@@ -71,7 +71,8 @@ def started(rt: Runtime, *plan_steps: dict[str, Any]) -> str:
 def expected_step(run: str, step: str, queue: str, timeout: float, tool: str = "echo"
                   ) -> Message:
     return Message(STEP_TASK, (run, step, 1), queue, task_id=f"{run}.1.{step}",
-                   soft_time_limit=timeout, time_limit=timeout + GRACE, ignore_result=True,
+                   soft_time_limit=step_limits(timeout)[0],
+                   time_limit=step_limits(timeout)[1], ignore_result=True,
                    shadow=f"{STEP_TASK} {tool} {step}",
                    errback=Message(STEP_ERROR_TASK, (run, step, 1), DEFAULT_QUEUE,
                                    task_id=f"{run}.1.{step}.error", immutable=False,

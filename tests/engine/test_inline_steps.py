@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from planner.engine import steps
-from planner.engine.inline import Chain, InlinePolicy
+from planner.engine.compiled import KILL_AFTER_S
+from planner.engine.dispatch import step_message
+from planner.engine.inline import TIME_MARGIN_S, Chain, InlinePolicy
 from planner.engine.runtime import Runtime
 from planner.wire import DEFAULT_QUEUE, LLM_QUEUE, STEP_TASK
-from tests.engine.conftest import MakeRuntime, echo, sent, started
+from tests.engine.conftest import GRACE, MakeRuntime, echo, sent, started
 
 
 def first(rt: Runtime, run: str, policy: InlinePolicy) -> Any:
@@ -50,7 +52,9 @@ def test_what_is_never_inlined(make_rt: MakeRuntime) -> None:
         ({"id": "b", "tool": "agent", "depends_on": ["a"],
           "args": {"task": "do it", "tools": ["echo"]}}, policy(queues=(DEFAULT_QUEUE, LLM_QUEUE))),
         (echo("b", depends_on=["a"]), policy(left=0)),
-        (echo("b", depends_on=["a"]), policy(time_left=300.0)),  # echo's own limit: 300 s
+        # What is left of the task's limit must cover the step's whole hold: echo's 300 s,
+        # the grace to its hard stop and the process's own end after it.
+        (echo("b", depends_on=["a"]), policy(time_left=300.0 + GRACE + KILL_AFTER_S)),
     ]
     for nxt, chosen in cases:
         rt = make_rt()
@@ -76,3 +80,23 @@ def test_a_task_that_dies_before_its_inline_step_began_is_recovered_by_a_redeliv
     # 'p' (to be published) by a's finish, as a step whose message was never sent.
     assert steps.run_step(rt, run, "a", 1, "w2", task_id=f"{run}.1.a") is None
     assert [m.args[1] for m in sent(rt) if m.task == STEP_TASK] == ["b"]
+
+
+def test_a_task_with_the_next_steps_hold_left_runs_it(make_rt: MakeRuntime) -> None:
+    rt = make_rt()
+    run = started(rt, echo("a"), echo("b", depends_on=["a"]))
+    left = 300.0 + GRACE + KILL_AFTER_S + TIME_MARGIN_S
+    assert first(rt, run, policy(time_left=left)) == Chain("b", 1)
+
+
+def test_a_steps_message_bounds_its_chain_with_inline_steps_on(make_rt: MakeRuntime) -> None:
+    """On: no soft limit (the worker arms each step's own) and a hard one that outlasts
+    the task's step and CHORDAL_INLINE_MAX more, capped below the visibility timeout. Off:
+    the step's own limits, as Celery counts them from its task's start."""
+    for env, limits in (({}, (None, 3 * (300.0 + GRACE + KILL_AFTER_S))),
+                        ({"CHORDAL_VISIBILITY_TIMEOUT_S": "700"}, (None, 700 - 0.2)),
+                        ({"CHORDAL_INLINE_STEPS": "false"}, (300.0, 300.0 + GRACE))):
+        rt = make_rt(CHORDAL_INLINE_MAX="2", **env)
+        run = started(rt, echo("a"))
+        message = step_message(rt.compiled(run, 1), run, 1, "a")
+        assert (message.soft_time_limit, message.time_limit) == limits, env

@@ -1,11 +1,10 @@
 """Inline steps (CHORDAL_INLINE_STEPS, planner/engine/inline.py) with real workers: a chain
 gives the same results, events and attempts as through the broker, hops through the broker
 at the bound, retries a transient failure through the broker, is repaired when its worker
-dies mid-step, and shows its inline steps as Flower rows.
-
-Celery's time limits apply to a whole task, so a step is inlined only when the task's soft
-limit has the step's own ``timeout_s`` left: each chain here starts with a head step whose
-time limit is larger than the steps after it (an ``echo`` step has 300 s)."""
+dies mid-step, and shows its inline steps as Flower rows. An inline step keeps its own time
+limits (armed by the worker, workers/deadline.py): past its timeout it is recorded timed
+out and retried, and past its hard stop it fails outside its tool, as its own task would.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ from tests.integration.helpers import plan, started_counts, step
 from tests.integration.test_flower import _flower, tasks_of
 
 DB = 26
+OFF_DB = 19  # the inline-off engine the inline one is compared with
 FAST = {"CHORDAL_STEP_LEASE_S": "2", "CHORDAL_RECONCILE_INTERVAL_S": "0.5",
         "CHORDAL_DISPATCH_GRACE_S": "2", "CHORDAL_LOST_GRACE_S": "2",
         "CHORDAL_INLINE_STEPS": "1", "CHORDAL_INLINE_MAX": "3"}
@@ -61,11 +61,25 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
 
 @pytest.fixture
 def inline(env: dict[str, str], workers: list[Worker], tmp_path: Path) -> Engine:
+    return engine_of(env, workers, tmp_path, "inline")
+
+
+@pytest.fixture
+def off(redis_base: str, workers: list[Worker], tmp_path: Path) -> Engine:
+    """The same engine with inline steps off: every step a message of its own."""
+    url = f"{redis_base}/{OFF_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return engine_of(base_env(url, **{**FAST, "CHORDAL_INLINE_STEPS": "0"}), workers, tmp_path,
+                     "off")
+
+
+def engine_of(env: dict[str, str], workers: list[Worker], tmp_path: Path, name: str
+              ) -> Engine:
     client = client_for(env)
-    worker = start_worker(env, tmp_path / "inline.log", "--concurrency=2")
+    worker = start_worker(env, tmp_path / f"{name}.log", "--concurrency=2")
     workers.append(worker)
     wait_for_queues(client, {"chordal"}, worker)
-    return Engine("inline", client, env, redis.Redis.from_url(env["CHORDAL_REDIS_URL"]))
+    return Engine(name, client, env, redis.Redis.from_url(env["CHORDAL_REDIS_URL"]))
 
 
 def client_for(env: dict[str, str]) -> Client:
@@ -85,14 +99,15 @@ def shape(engine: Engine, run_id: str) -> list[tuple[str, str | None]]:
 
 
 def test_a_chain_runs_inline_with_the_results_events_and_attempts_of_the_broker_path(
-        inline: Engine, engine: Engine) -> None:
+        inline: Engine, off: Engine) -> None:
     fast = inline.run(chain(3))
-    slow = engine.run(chain(3))
+    slow = off.run(chain(3))
     assert fast.status == slow.status == "succeeded", (fast, slow)
     assert {s: r.output for s, r in fast.steps.items()} \
         == {s: r.output for s, r in slow.steps.items()} == {f"s{i}": 0 for i in range(4)}
     assert {s: r.attempts for s, r in fast.steps.items()} == {f"s{i}": 1 for i in range(4)}
-    assert shape(inline, fast.run_id) == shape(engine, slow.run_id)
+    assert shape(inline, fast.run_id) == shape(off, slow.run_id)
+    assert step_messages(off, slow.run_id) == [f"s{i}" for i in range(4)]
     # Only the head's message went through the broker; each inline step began under the
     # id its message would have had.
     assert step_messages(inline, fast.run_id) == ["s0"]
@@ -106,12 +121,51 @@ def test_a_chain_longer_than_the_bound_hops_through_the_broker_at_the_bound(
         inline: Engine) -> None:
     report = inline.run(chain(5))
     assert report.status == "succeeded", report
-    published = step_messages(inline, report.run_id)
-    # s1..s3 inline (CHORDAL_INLINE_MAX=3); s4 is published. (s4 and s5 are echo steps:
-    # their own 300 s limit never leaves a task time for the next, so s5 is published too.)
-    assert published[:2] == ["s0", "s4"] and "s1" not in published \
-        and "s3" not in published, published
+    # s1..s3 inline (CHORDAL_INLINE_MAX=3); s4 is published, and s5 runs in its task.
+    assert step_messages(inline, report.run_id) == ["s0", "s4"]
     assert started_counts(inline.events(report.run_id)) == {f"s{i}": 1 for i in range(6)}
+
+
+def test_a_chain_of_steps_with_equal_timeouts_runs_inline(inline: Engine) -> None:
+    """Each step has its own stops, so a task whose step has the same timeout as the next
+    still runs it (Celery's limits, counted from the task's start, would not allow it)."""
+    report = inline.run(plan(*(step(f"e{i}", deps=[f"e{i - 1}"] if i else [], value=i)
+                               for i in range(3))))
+    assert report.status == "succeeded", report
+    assert step_messages(inline, report.run_id) == ["e0"]
+
+
+def timed_out(engine: Engine) -> tuple[Any, list[str]]:
+    """A step past its timeout after a head, and what its attempts recorded."""
+    slow = {**step("slow", "sleep", ["h"], seconds=30, value="late"), "timeout_s": 1,
+            "max_retries": 1, "on_failure": "skip"}
+    report = engine.run(plan(head(), slow, step("after", deps=["slow"], value=1)))
+    history = engine.client.store.step_state(report.run_id, "slow").history
+    return report, [a.error.type if a.error else "" for a in history]
+
+
+def test_an_inline_step_past_its_timeout_times_out_and_retries_as_its_own_task_would(
+        inline: Engine, off: Engine) -> None:
+    fast, fast_errors = timed_out(inline)
+    slow, slow_errors = timed_out(off)
+    assert fast.status == slow.status == "succeeded", (fast, slow)
+    assert fast.steps["slow"].status == slow.steps["slow"].status == "skipped"
+    assert fast_errors == slow_errors == ["Timeout", "Timeout"], (fast_errors, slow_errors)
+    # The first attempt ran inline (no message); its retry went through the broker.
+    assert step_messages(inline, fast.run_id).count("slow") == 1
+    assert step_messages(off, slow.run_id).count("slow") == 2
+    assert shape(inline, fast.run_id) == shape(off, slow.run_id)
+
+
+def test_an_inline_step_that_ignores_its_soft_limit_is_stopped_and_its_policy_applies(
+        inline: Engine) -> None:
+    stuck = {**step("stuck", "stubborn", ["h"], seconds=30), "on_failure": "skip"}
+    report = inline.run(plan(head(), stuck, step("after", deps=["stuck"], value=1)))
+    assert report.status == "succeeded", report
+    state = report.steps["stuck"]
+    assert state.status == "skipped" and state.attempts == 2  # max_retries=1
+    assert state.error is not None and state.error.type == "TaskFailed"
+    assert step_messages(inline, report.run_id).count("stuck") == 1  # the retry's
 
 
 def test_a_transient_failure_of_an_inline_step_retries_through_the_broker(
