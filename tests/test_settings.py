@@ -64,7 +64,7 @@ def test_areas_hold_the_fields_under_their_flat_names():
 
 def test_every_variable_keeps_its_flat_name():
     names = Settings.env_names()
-    assert len(names) == 69 == sum(len(m.model_fields) for m in Settings.areas().values())
+    assert len(names) == 70 == sum(len(m.model_fields) for m in Settings.areas().values())
     assert names["CHORDAL_REDIS_URL"] == ("store", "redis_url")
     assert names["CHORDAL_LLM"] == ("model", "llm")
     assert all(var == "CHORDAL_" + field.upper() for var, (_, field) in names.items())

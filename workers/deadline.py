@@ -35,6 +35,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
 from celery.exceptions import SoftTimeLimitExceeded
@@ -54,40 +55,64 @@ def enforced() -> bool:
             and threading.current_thread() is threading.main_thread())
 
 
+class _Stops:
+    """One step's armed stops. :meth:`disarm` undoes them once, and only while they are
+    this process's current ones (a stop that fires as a block ends may cut the ``with``'s
+    exit short: the caller disarms again, and an old arming must not undo a newer one)."""
+
+    def __init__(self, timeout_s: float, grace_s: float) -> None:
+        self.timeout_s, self.grace_s = timeout_s, grace_s
+        self.stage = "soft"
+        self.previous: Any = signal.signal(signal.SIGALRM, self._on_alarm)
+        self.watchdog = _watch(timeout_s + grace_s + KILL_AFTER_S)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self.stage == "soft":
+            self.stage = "hard"
+            signal.setitimer(signal.ITIMER_REAL, self.grace_s)
+            raise SoftTimeLimitExceeded(f"soft time limit ({self.timeout_s:g} s) exceeded")
+        if self.stage == "hard":
+            self.stage = "over"
+            raise StepKilled(f"hard time limit ({self.timeout_s + self.grace_s:g} s) "
+                             "exceeded")
+
+    def disarm(self) -> None:
+        global _current
+        if _current is not self:
+            return
+        # From here a stop that fires does nothing (the next one is a grace away at least).
+        self.stage = "closing"
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if self.watchdog:
+            faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, self.previous)
+        _current = None
+
+
+_current: _Stops | None = None
+
+
+def disarm() -> None:
+    """Undo the stops still armed in this process, if any (idempotent)."""
+    if _current is not None:
+        _current.disarm()
+
+
 @contextmanager
 def step_limits(timeout_s: float, grace_s: float, armed: bool = True) -> Iterator[None]:
-    """Run the block under a step's own soft and hard stops (when ``armed``)."""
+    """Run the block under a step's own soft and hard stops (when ``armed``). Callers
+    also :func:`disarm` in a ``finally`` of their own (see :class:`_Stops`)."""
+    global _current
     if not armed:
         yield
         return
-    stage = ["soft"]
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        if stage[0] == "soft":
-            stage[0] = "hard"
-            signal.setitimer(signal.ITIMER_REAL, grace_s)
-            raise SoftTimeLimitExceeded(f"soft time limit ({timeout_s:g} s) exceeded")
-        if stage[0] == "hard":
-            stage[0] = "over"
-            raise StepKilled(f"hard time limit ({timeout_s + grace_s:g} s) exceeded")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    watchdog = _watch(timeout_s + grace_s + KILL_AFTER_S)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    disarm()  # one arming at a time: faulthandler's watchdog is one per process
+    _current = stops = _Stops(timeout_s, grace_s)
     try:
         yield
     finally:
-        # A stop that comes as the block ends is dropped: the block ended in time. Whatever
-        # happens, the timers are disarmed (a watchdog left armed would end the process).
-        while stage[0] != "closing":
-            try:  # noqa: SIM105 (suppress() is a call a signal may interrupt outside it)
-                stage[0] = "closing"
-            except (SoftTimeLimitExceeded, StepKilled):
-                pass
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        if watchdog:
-            faulthandler.cancel_dump_traceback_later()
-        signal.signal(signal.SIGALRM, previous)
+        stops.disarm()
 
 
 def _watch(seconds: float) -> bool:

@@ -150,6 +150,7 @@ def _one(task: Task, rt: Runtime, run_id: str, chain: Chain, worker: str,
         steps.step_failed_outside(rt, uuid, run_id, step_id, version)
         return None
     finally:
+        deadline.disarm()
         span.set_attribute("celery.state", state)
         span.end()
         otel_context.detach(span_token)

@@ -123,6 +123,8 @@ def run_step(self: Task, run_id: str, step_id: str, version: int) -> None:
         # Its hard stop, armed by the worker: it ends as Celery's hard limit ends a task,
         # failed (its errback records the attempt and applies the step's policy).
         raise TimeLimitExceeded(str(exc)) from exc
+    finally:
+        deadline.disarm()
     if isinstance(decision, Chain):
         # This step succeeded and made one step ready that this task runs next.
         if chained is not None:

@@ -30,19 +30,22 @@ class CompiledPlan:
     #: Steps one task may run inline after its own (CHORDAL_INLINE_MAX); 0: inline steps
     #: are off, and a step's message carries its own time limits.
     inline_max: int = 0
-    #: Longest a step's message may stay unacknowledged before the broker delivers it
-    #: again (Redis's visibility timeout, less the longest retry delay); None: no bound.
+    #: Longest a step's message may stay unacknowledged (Redis's visibility timeout or
+    #: RabbitMQ's consumer timeout, less the longest retry delay); None: no bound.
     hold_cap_s: float | None = None
 
     @classmethod
     def build(cls, plan: Plan, tools: Mapping[str, Tool], settings: Settings,
               checkpoint_all: bool = False) -> CompiledPlan:
         """``plan`` compiled with what the settings say of time limits and inline steps."""
+        # Redis delivers an unacknowledged message again after its visibility timeout;
+        # RabbitMQ closes the channel past its consumer_timeout (the worker then restarts
+        # and every message it held comes back): a chain must end before either.
         on_redis = settings.broker.startswith(("redis", "rediss"))
+        held = settings.worker.visibility_timeout_s if on_redis else settings.worker.ack_timeout_s
         return cls(plan, tools, settings.worker.hard_limit_grace_s, checkpoint_all,
                    settings.engine.inline_max if settings.engine.inline_steps else 0,
-                   settings.worker.visibility_timeout_s - settings.engine.retry_backoff_max_s
-                   if on_redis else None)
+                   held - settings.engine.retry_backoff_max_s)
 
     @cached_property
     def deps(self) -> dict[str, set[str]]:

@@ -50,6 +50,11 @@ class WorkerSettings(Area):
         4 * 3_600, ge=10,
         description="Seconds before Redis redelivers an unacknowledged step; must exceed the "
                     "longest step plus its retry delays.")
+    ack_timeout_s: int = Field(
+        1_800, ge=60,
+        description="Seconds a non-Redis broker lets a delivery go unacknowledged before it "
+                    "closes the channel (RabbitMQ's consumer_timeout: 30 min by default); "
+                    "a task's inline chain of steps stays within it.")
     hard_limit_grace_s: float = Field(
         30.0, gt=0, description="Seconds after a step's soft time limit before its process "
                                 "is killed (a tool that ignores the soft limit).")

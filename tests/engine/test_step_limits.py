@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from workers import deadline
 from workers.deadline import StepKilled, step_limits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,27 @@ def test_a_step_that_ends_in_time_leaves_nothing_armed() -> None:
         pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     time.sleep(0.8)  # past both stops: no signal comes
+
+
+def test_an_exit_cut_short_is_disarmed_by_the_caller_and_never_undoes_a_newer_arming(
+        ) -> None:
+    """A stop that fires as the block ends can cut the ``with``'s exit short: the caller's
+    own ``disarm()`` undoes what is left; an old arming undone late (its generator
+    collected) must not undo the stops of the step that runs now."""
+    before = signal.getsignal(signal.SIGALRM)
+    cut = step_limits(5.0, 5.0)
+    cut.__enter__()  # its exit never runs
+    assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    deadline.disarm()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is before
+    old = step_limits(5.0, 5.0)
+    old.__enter__()
+    with step_limits(0.2, 5.0), pytest.raises(SoftTimeLimitExceeded):
+        old.__exit__(None, None, None)  # the old arming, undone now: not the new one's
+        time.sleep(5)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is before
 
 
 def test_unarmed_limits_arm_nothing() -> None:
