@@ -39,7 +39,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
     # PR_SET_PDEATHSIG (1): a worker killed by SIGKILL leaves no redis-server behind. (It
     # fires when the starting thread ends: fixtures and collection run on the main one.)
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
@@ -58,7 +58,7 @@ def base() -> str:
          "--databases", str(DATABASES), "--maxmemory-policy", "noeviction",
          "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        preexec_fn=die_with_parent if sys.platform == "linux" else None)
     _base = f"redis://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while not redis_answers(f"{_base}/0", timeout=0.2):

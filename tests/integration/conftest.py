@@ -128,7 +128,9 @@ def start_worker(env: dict[str, str], log: Path, *args: str,
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*command, "--loglevel=INFO", *args],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # A test process killed (a timeout) leaves no worker behind to slow later runs.
+            preexec_fn=redis_server.die_with_parent if sys.platform == "linux" else None)
     return Worker(process, log)
 
 
