@@ -19,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from planner.cli.embedded import port_is_free
-from tests.redis_server import _die_with_parent, free_port
+from tests.redis_server import die_with_parent, free_port
 
 #: Masters in the test cluster (the fewest ``redis-cli --cluster create`` accepts).
 MASTERS = 3
@@ -99,7 +99,7 @@ def start(masters: int = MASTERS, timeout: float = 30) -> Cluster:
                  "--dir", cluster.workdir, "--maxmemory-policy", "noeviction",
                  "--loglevel", "warning", "--logfile", f"node-{port}.log"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None))
+                preexec_fn=die_with_parent if sys.platform == "linux" else None))
         deadline = time.monotonic() + timeout
         while not all(_answers(p) for p in cluster.ports):
             if time.monotonic() > deadline:

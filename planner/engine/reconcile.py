@@ -147,8 +147,7 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                         f"submitted {late:.0f} s ago, no step of the run has begun: its "
                         "client may have stopped before publishing its first steps")))
                     continue
-                gone = missing_since(sid) if st.dispatched and late >= policy.lost_s \
-                    else None
+                gone = missing_since(sid) if st.dispatched and late >= policy.lost_s else None
                 if gone is not None and now - gone >= CONFIRM_S:
                     repairs.append(Repair(kind="message_lost", step=sid, why=(
                         f"published {late:.0f} s past its due time and never started, and "
@@ -161,7 +160,8 @@ def diagnose(snap: RunSnapshot, policy: Policy, queue_of: Callable[[str], str],
                         "stopped between recording an outcome and publishing)")))
                 else:
                     queue = queue_of(sid)
-                    if waiting_in(queue) == 0:
+                    # Held (queued, or reserved by a worker that has not begun it): waiting.
+                    if look_in(sid, queue).held is not True and waiting_in(queue) == 0:
                         repairs.append(Repair(kind="message_lost", step=sid, why=(
                             f"published {late:.0f} s past its due time and never started, "
                             f"and queue {queue!r} is empty: its message was lost")))

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from planner.engine import reconcile, start, steps
+from planner.engine.agent_liveness import Look
 from planner.engine.dispatch import MemoryPublisher
 from planner.engine.leases import LeaseKeeper
 from planner.engine.reconcile import MAX_NUDGES, Policy, Reconciler, diagnose
@@ -309,3 +310,22 @@ def test_a_quiet_run_is_nudged_even_behind_a_backlog_but_never_given_up(
         time.sleep(1.1)
         assert repairs(rt) == [("stalled_run", None)]
     assert rt.store.run_state(run).status == "running"
+
+
+def test_a_message_a_worker_holds_is_waiting_though_its_queue_is_empty(rt: Runtime) -> None:
+    """Reserved by a worker that has not begun it yet (prefetched behind a long step, or a
+    pool still starting): the broker holds it, so it is waiting, never lost; only a broker
+    that cannot say leaves the empty queue to decide."""
+    run = started(rt, echo("a"), echo("b"))
+    rt.store.begin_step(run, "b", 1, "w", 4)  # the run has begun: no submit rules
+    overdue(rt, run, "a")
+    time.sleep(1.1)
+    snap = rt.store.snapshot(run)
+    assert snap is not None
+
+    def decide(held: bool | None) -> list[str]:
+        return [r.kind for r in diagnose(snap, Policy(1.0, 3.0), lambda _s: "chordal",
+                                         lambda _q: 0, look_in=lambda _s, _q: Look(held))]
+
+    assert decide(True) == []
+    assert decide(None) == ["message_lost"]

@@ -341,6 +341,11 @@ def test_a_worker_killed_mid_agent_resumes_without_repeating_a_finished_call(
     run_id = client.submit(plan(agent("pick", "[[killed]]", ["count", "tracked"])))
     await_event(client, run_id, call_event("succeeded", "count"))
     await_event(client, run_id, call_event("running", "tracked"))
+    # The call is noted running as it begins: kill once the tool itself runs.
+    deadline = time.monotonic() + 30
+    while not tracked_log(run_id, "pick"):
+        assert time.monotonic() < deadline, "the tracked call never started its tool"
+        time.sleep(0.05)
     first.kill()  # mid-call: no errback, no ack
     _worker(fleet_env, workers, tmp_path / "second.log", "second@%h", concurrency=2)
     report = client.wait(run_id, 90)
@@ -353,7 +358,8 @@ def test_a_worker_killed_mid_agent_resumes_without_repeating_a_finished_call(
     assert [e["attempt"] for e in tracked_log(run_id, "pick") if e["event"] == "start"] \
         == [1, 2]
     repaired = [e.data for e in client.store.events(run_id) if e.type == "run.repaired"]
-    assert [(r["kind"], r["step"]) for r in repaired] == [("lease_expired", "pick")]
+    assert [(r["kind"], r["step"]) for r in repaired] == [("lease_expired", "pick")], \
+        "; ".join(f"{r['kind']}: {r['why']}" for r in repaired)
     # Turn 0 was recorded before the worker died: the model was not asked it again.
     assert len(requests_for(fake, "[[killed]]")) == 2
 
