@@ -134,6 +134,17 @@ def start_worker(env: dict[str, str], log: Path, *args: str,
     return Worker(process, log)
 
 
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Workers a test starts (``workers.append(start_worker(...))``), stopped after it."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGCONT)  # a test that failed mid-pause
+        worker.stop()
+
+
 def wait_for_queues(client: Client, queues: set[str], worker: Worker,
                     timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout

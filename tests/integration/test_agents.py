@@ -287,14 +287,6 @@ def fleet_env(redis_base: str, fake_claude: FakeAnthropic) -> dict[str, str]:
                     CHORDAL_LLM="anthropic")
 
 
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
 def client_for(env: dict[str, str]) -> Client:
     settings = Settings.from_env(env)
     return Client(settings, load_registry(settings.tools.tool_modules))

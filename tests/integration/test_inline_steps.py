@@ -9,7 +9,6 @@ out and retried, and past its hard stop it fails outside its tool, as its own ta
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,6 @@ def env(redis_base: str) -> dict[str, str]:
     url = f"{redis_base}/{DB}"
     redis.Redis.from_url(url).flushdb()
     return base_env(url, **FAST)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 @pytest.fixture

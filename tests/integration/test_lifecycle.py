@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +64,6 @@ def env(redis_base: str) -> dict[str, str]:
     url = f"{redis_base}/{DB}"
     redis.Redis.from_url(url).flushdb()
     return base_env(url, **FAST)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGCONT)  # a test that failed mid-pause
-        worker.stop()
 
 
 def started(env: dict[str, str], workers: list[Worker], log: Path, *args: str) -> Client:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,14 +39,6 @@ def env(redis_base: str) -> dict[str, str]:
     url = f"{redis_base}/{DB}"
     redis.Redis.from_url(url).flushdb()
     return base_env(url, **FAST)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def client_for(env: dict[str, str]) -> Client:
