@@ -13,7 +13,6 @@ from planner.engine.dispatch import revoked_message
 from planner.engine.publisher import CeleryPublisher
 from tests.integration.conftest import Worker, base_env
 from tests.integration.test_lifecycle import DB, FAST, one_step, started, wait_until
-from tests.integration.test_lifecycle import workers as workers  # the fixture
 
 
 def test_a_revoke_handed_to_the_bookkeeping_task_ends_the_step(
